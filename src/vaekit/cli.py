@@ -1,0 +1,59 @@
+"""The ``vaekit`` command.
+
+Each sub-command lives in ``vaekit/commands/<name>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (``args -> int``).
+Errors the user can fix (:class:`vaekit.errors.VaekitError`, bad arguments) are
+printed as one line on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from vaekit import __version__
+from vaekit.errors import VaekitError
+
+#: Sub-command modules under ``vaekit.commands``, in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = ()
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="vaekit",
+        description="Variational autoencoders, correct to the last nat.",
+    )
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
+    for name in COMMANDS:
+        importlib.import_module(f"vaekit.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VaekitError as exc:
+        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

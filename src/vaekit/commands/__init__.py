@@ -1,0 +1,1 @@
+"""Sub-commands of the ``vaekit`` CLI, one module each (see :mod:`vaekit.cli`)."""

@@ -1,0 +1,71 @@
+"""Argument types shared by the sub-commands: each raises ``ArgumentTypeError``
+with a message saying what to fix, which argparse prints as one line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    """``"0.5,0.5"`` -> ``[0.5, 0.5]``; finite numbers only."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,0.5, got {text!r}")
+    out = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{p!r} is not a number (expected comma-separated numbers like 0.5,0.5)"
+            ) from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{p!r} is not a finite number")
+        out.append(v)
+    return out
+
+
+def int_list(text: str) -> list[int]:
+    """``"1,10,100"`` -> ``[1, 10, 100]``; positive integers only."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,10,100, got {text!r}")
+    return [positive_int(p) for p in parts]
