@@ -1,0 +1,214 @@
+"""Training configuration: one dataclass, read from TOML/YAML and CLI flags, validated.
+
+Precedence: defaults < ``--config FILE`` < flags given on the command line. Unknown keys,
+wrong types and out-of-range values raise :class:`vaekit.errors.ConfigError` naming the key
+and what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from vaekit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    binarize: str | None = None  # None (data set default) | dynamic | threshold
+    # model
+    model: str = "mlp"  # mlp | conv
+    hidden: list[int] = field(default_factory=lambda: [400])
+    latent: int = 40
+    activation: str = "relu"
+    likelihood: str | None = None  # None: bernoulli for binary data, gaussian otherwise
+    prior: str = "standard"  # standard | vamp
+    vamp_components: int = 500
+    # objective
+    objective: str = "elbo"  # elbo | iwae
+    k: int = 1
+    beta: float = 1.0
+    warmup: int = 0  # KL warm-up epochs (beta ramps from beta/warmup to beta)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_schedule: str = "none"  # none | cosine | plateau
+    weight_decay: float = 0.0
+    clip_grad: float | None = None
+    patience: int | None = None  # early stopping on the validation ELBO
+    eval_batch_size: int = 1000
+    # reproducibility and hardware
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "fp32"  # fp32 | tf32 | bf16
+    threads: int | None = None
+    compile: bool = False
+
+    CHOICES = {
+        "model": ("mlp", "conv"),
+        "activation": ("relu", "tanh", "elu", "gelu", "softplus"),
+        "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli"),
+        "prior": ("standard", "vamp"),
+        "objective": ("elbo", "iwae"),
+        "lr_schedule": ("none", "cosine", "plateau"),
+        "binarize": (None, "dynamic", "threshold"),
+        "device": ("auto", "cpu", "cuda", "mps"),
+        "precision": ("fp32", "tf32", "bf16"),
+    }
+    POSITIVE = ("latent", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads")
+    NONNEGATIVE = ("warmup", "patience", "seed")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fields() -> dict[str, Any]:
+    hints = get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check types and ranges; raise ConfigError saying what to fix."""
+    for name, choices in TrainConfig.CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in choices:
+            shown = ", ".join("(default)" if c is None else c for c in choices)
+            raise ConfigError(f"{name} must be one of {shown}; got {value!r}")
+    for name in TrainConfig.POSITIVE:
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
+    for name in TrainConfig.NONNEGATIVE:
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ConfigError(f"{name} must be an integer >= 0; got {value!r}")
+    for name, low, strict in (("lr", 0.0, True), ("beta", 0.0, False), ("weight_decay", 0.0, False),
+                              ("clip_grad", 0.0, True)):
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            value <= low if strict else value < low
+        ):
+            raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}; got {value!r}")
+    if not isinstance(cfg.hidden, list) or not cfg.hidden or any(
+        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in cfg.hidden
+    ):
+        raise ConfigError(
+            f"hidden must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {cfg.hidden!r}"
+        )
+    if not isinstance(cfg.dataset, str) or not cfg.dataset:
+        raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
+    if not isinstance(cfg.compile, bool):
+        raise ConfigError(f"compile must be true or false; got {cfg.compile!r}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Accept the values a TOML/YAML file naturally holds (ints for floats, '400,400' lists)."""
+    text = str(hint)
+    if "list[int]" in text:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if isinstance(value, str):
+            try:
+                return [int(v) for v in value.split(",")]
+            except ValueError:
+                raise ConfigError(f"{name} must be integers like 400 or 500,500; got {value!r}") from None
+        return value
+    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if text.startswith("float") and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-3 as a string
+        except ValueError:
+            raise ConfigError(f"{name} must be a number; got {value!r}") from None
+    return value
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a TrainConfig from a mapping, rejecting unknown keys with a suggestion."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} must be a table of key = value settings")
+    fields = _fields()
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        k = str(key).replace("-", "_")
+        if k not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(k, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown setting {key!r} in {source}{hint}")
+        clean[k] = _coerce(k, value, fields[k])
+    for k, hint in fields.items():
+        if k in clean and clean[k] is not None:
+            v = clean[k]
+            t = str(hint)
+            bad = (
+                (t.startswith("int") and (isinstance(v, bool) or not isinstance(v, int)))
+                or (t.startswith("str") and not isinstance(v, str))
+                or (t.startswith("float") and (isinstance(v, bool) or not isinstance(v, (int, float))))
+                or (t.startswith("bool") and not isinstance(v, bool))
+            )
+            if bad:
+                raise ConfigError(f"{k} in {source} has the wrong type: {v!r} ({type(v).__name__})")
+    return TrainConfig(**clean)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict (``[train]`` table optional)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {p} must end in .toml, .yaml, .yml or .json")
+    except ConfigError:
+        raise
+    except Exception as exc:  # the parsers' own errors (TOMLDecodeError, YAMLError, JSONDecodeError)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {p} is not valid {suffix[1:].upper()}: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold key = value settings, not a {type(data).__name__}")
+    if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
+        data = data["train"]
+    return data
+
+
+def resolve(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> TrainConfig:
+    """defaults < file < flags."""
+    merged = dict(file_values or {})
+    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    return from_dict(merged, source="the settings")

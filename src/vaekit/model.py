@@ -1,0 +1,180 @@
+"""The VAE: an encoder q_phi(z|x), a decoder p_theta(x|z) and a prior p(z).
+
+    q_phi(z|x)   = N(z; mu_phi(x), diag exp(logvar_phi(x)))       (the guide)
+    p_theta(x,z) = p(z) p_theta(x|z)                                (the model)
+
+z is drawn by reparameterization, z = mu + exp(logvar / 2) * eps with eps ~ N(0, I), so
+gradients flow through the sample to the encoder. The objectives (ELBO, IWAE bound) live in
+:mod:`vaekit.objectives`; the model only evaluates densities and draws samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+
+from vaekit.likelihoods import Likelihood, make_likelihood
+from vaekit.networks import MLP, ConvDecoder, ConvEncoder
+from vaekit.priors import Prior, diagonal_normal_log_prob, make_prior
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a VAE (saved as JSON next to its weights)."""
+
+    shape: tuple[int, int, int] = (1, 28, 28)
+    latent: int = 40
+    arch: str = "mlp"  # mlp | conv
+    hidden: list[int] = field(default_factory=lambda: [400])
+    activation: str = "relu"
+    likelihood: dict[str, Any] = field(default_factory=lambda: {"name": "bernoulli"})
+    prior: dict[str, Any] = field(default_factory=lambda: {"name": "standard"})
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    min_logvar: float = -12.0  # floor on the encoder's log-variance, for numerical safety
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
+        self.hidden = [int(h) for h in self.hidden]
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"shape must be (C, H, W) with positive sizes, got {self.shape}")
+        if self.latent < 1:
+            raise ValueError(f"latent must be >= 1, got {self.latent}")
+        if self.arch not in ("mlp", "conv"):
+            raise ValueError(f"arch must be mlp or conv, got {self.arch!r}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if isinstance(self.likelihood, str):
+            self.likelihood = {"name": self.likelihood}
+        if isinstance(self.prior, str):
+            self.prior = {"name": self.prior}
+
+    @property
+    def data_dim(self) -> int:
+        return math.prod(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+class Samples(NamedTuple):
+    """Draws from the model: latent codes, decoded means E[x|z] and samples x ~ p(x|z)."""
+
+    z: torch.Tensor
+    means: torch.Tensor
+    draws: torch.Tensor
+
+
+class VAE(nn.Module):
+    """A variational autoencoder with a diagonal Gaussian posterior."""
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__()
+        cfg = config if config is not None else ModelConfig(**kwargs)
+        self.config = cfg
+        self.likelihood: Likelihood = make_likelihood(cfg.likelihood)
+        d, latent = cfg.data_dim, cfg.latent
+        out = self.likelihood.params_per_pixel * d
+        if cfg.arch == "mlp":
+            self.encoder: nn.Module = MLP(d, cfg.hidden, 2 * latent, cfg.activation)
+            self.decoder: nn.Module = MLP(latent, list(reversed(cfg.hidden)), out, cfg.activation)
+        else:
+            hidden = cfg.hidden[0] if cfg.hidden else 256
+            self.encoder = ConvEncoder(cfg.shape, 2 * latent, cfg.conv_channels, hidden, cfg.activation)
+            self.decoder = ConvDecoder(latent, cfg.shape, self.likelihood.params_per_pixel * cfg.shape[0],
+                                       list(reversed(cfg.conv_channels)), hidden, cfg.activation)
+        self.prior: Prior = make_prior(cfg.prior, latent, d)
+        if hasattr(self.prior, "bind"):
+            self.prior.bind(self.encode)
+
+    # -- the guide q(z|x) -------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x), each (..., latent); x is (..., D) or (..., C, H, W)."""
+        if x.dim() >= 3 and tuple(x.shape[-3:]) == self.config.shape:
+            x = x.flatten(-3)
+        h = self.encoder(x)
+        mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar.clamp(min=self.config.min_logvar)
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) as ``Independent(Normal(mu, sigma), 1)``."""
+        mu, logvar = self.encode(x)
+        return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, samples: int | None = None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I); shape (samples, ..., L) if samples."""
+        shape = mu.shape if samples is None else (samples, *mu.shape)
+        eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    @staticmethod
+    def posterior_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """log q(z|x), nats, summed over latent dimensions."""
+        return diagonal_normal_log_prob(z, mu, logvar)
+
+    # -- the model p(z) p(x|z) --------------------------------------------------------------
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The parameters of p(x|z) (e.g. Bernoulli logits), shape (..., P * D)."""
+        return self.decoder(z)
+
+    def observation(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) as a ``torch.distributions`` object over flat images."""
+        return self.likelihood.distribution(self.decode(z))
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z), nats; x (B, D), z (..., B, L) -> (..., B)."""
+        return self.likelihood.log_prob(x, self.decode(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Samples:
+        """z ~ p(z), then the decoded means E[x|z] and draws x ~ p(x|z), as (n, C, H, W) images."""
+        z = self.prior.sample(n, generator=generator)
+        params = self.decode(z)
+        shape = (n, *self.config.shape)
+        means = self.likelihood.mean(params).reshape(shape)
+        draws = self.likelihood.sample(params, generator=generator).reshape(shape)
+        return Samples(z, means, draws)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = mu(x)]: the decoded posterior mean, shaped like x."""
+        mu, _ = self.encode(x)
+        return self.likelihood.mean(self.decode(mu)).reshape(x.shape)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
+        from vaekit.checkpoint import save_model
+
+        save_model(self, Path(directory))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+        """Load a trained model from a run directory (its best weights) or a model directory.
+
+        Loads safetensors only: no code is executed.
+        """
+        from vaekit.checkpoint import load_model
+
+        return load_model(Path(path), map_location=map_location)
+
+    @classmethod
+    def from_config_dict(cls, d: dict[str, Any]) -> VAE:
+        return cls(ModelConfig(**d))
+
+    def extra_repr(self) -> str:
+        return json.dumps({"latent": self.config.latent, "arch": self.config.arch,
+                           "prior": self.config.prior["name"], "likelihood": self.config.likelihood["name"]})
+
+
+Vae = VAE

@@ -1,0 +1,102 @@
+"""Encoder and decoder building blocks: MLPs and small convolutional stacks.
+
+A network maps a flat input to a flat output; the VAE decides what the outputs mean
+(the encoder's 2 * latent numbers are the mean and log-variance of q(z|x); the decoder's
+are the parameters of p(x|z)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+def _activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+
+
+class MLP(nn.Sequential):
+    """in -> [Linear -> activation] * len(hidden) -> Linear -> out."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu"):
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), _activation(activation)]
+            width = h
+        layers.append(nn.Linear(width, out_features))
+        super().__init__(*layers)
+
+
+def _conv_out(size: int) -> int:
+    """Spatial size after a 4x4 conv with stride 2 and padding 1: floor((n + 2 - 4) / 2) + 1 = floor(n / 2)."""
+    return size // 2
+
+
+class ConvEncoder(nn.Module):
+    """(C, H, W) image -> two stride-2 convolutions -> Linear -> hidden -> out.
+
+    Works for any H, W >= 4 (28x28 MNIST, 8x8 digits, ...). Input is flat (B, C*H*W).
+    """
+
+    def __init__(self, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
+                 hidden: int = 256, activation: str = "relu"):
+        super().__init__()
+        c, h, w = shape
+        if min(h, w) < 2 ** len(channels):
+            raise ValueError(f"images of {h}x{w} are too small for {len(channels)} stride-2 convolutions; use arch mlp")
+        self.shape = (c, h, w)
+        convs: list[nn.Module] = []
+        for ch in channels:
+            convs += [nn.Conv2d(c, ch, kernel_size=4, stride=2, padding=1), _activation(activation)]
+            c, h, w = ch, _conv_out(h), _conv_out(w)
+        self.convs = nn.Sequential(*convs)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), _activation(activation),
+                                  nn.Linear(hidden, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return self.head(self.convs(x.reshape(-1, *self.shape))).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """latent -> Linear -> feature map -> two stride-2 transposed convolutions -> (C', H, W) flat.
+
+    ``out_channels`` is the number of parameters per pixel times the image channels.
+    """
+
+    def __init__(self, latent: int, shape: Sequence[int], out_channels: int, channels: Sequence[int] = (64, 32),
+                 hidden: int = 256, activation: str = "relu"):
+        super().__init__()
+        _, h, w = shape
+        self.out_hw = (h, w)
+        n_up = len(channels)
+        self.start_hw = (math.ceil(h / 2**n_up), math.ceil(w / 2**n_up))
+        self.start_channels = channels[0]
+        self.fc = nn.Sequential(nn.Linear(latent, hidden), _activation(activation),
+                                nn.Linear(hidden, channels[0] * self.start_hw[0] * self.start_hw[1]),
+                                _activation(activation))
+        ups: list[nn.Module] = []
+        widths = list(channels[1:]) + [out_channels]
+        c = channels[0]
+        for i, ch in enumerate(widths):
+            ups.append(nn.ConvTranspose2d(c, ch, kernel_size=4, stride=2, padding=1))
+            if i < len(widths) - 1:
+                ups.append(_activation(activation))
+            c = ch
+        self.ups = nn.Sequential(*ups)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        y = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, self.start_channels, *self.start_hw)
+        y = self.ups(y)[..., : self.out_hw[0], : self.out_hw[1]]
+        # (N, P*C, H, W) -> (N, P, C*H*W): parameters first, then pixels in C order
+        return y.reshape(*lead, -1)

@@ -1,0 +1,377 @@
+"""The trainer: minibatch Adam on -ELBO (or -IWAE_k), validation, checkpoints, resume.
+
+For in-memory data sets a batch is ``train[perm[i:i+B]]``, one indexing of a tensor with a
+shuffled permutation (no per-sample Dataset/DataLoader overhead); dynamic binarization draws
+x ~ Bernoulli(grey levels) on the batch. Each epoch ends with the validation ELBO (a fixed
+noise seed, so epochs are comparable), a line in ``RUN/metrics.jsonl``, the best weights in
+``RUN/model.safetensors`` and the full training state in ``RUN/checkpoint.safetensors``
+(atomic writes), from which ``resume=True`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit import checkpoint as ckpt
+from vaekit.config import TrainConfig
+from vaekit.errors import CheckpointError, VaekitError
+from vaekit.model import VAE, ModelConfig
+from vaekit.objectives import elbo, iwae_terms, kl_weight
+
+
+class TrainingDiverged(VaekitError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    epochs: int
+    train_elbo: float
+    valid_elbo: float
+    best_valid_elbo: float
+    best_epoch: int
+    seconds: float
+    stopped_early: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
+                "valid_elbo": self.valid_elbo, "best_valid_elbo": self.best_valid_elbo,
+                "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
+
+
+# -- devices and precision ------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise VaekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass where asked; tf32 is a global matmul setting."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_precision(device: torch.device, precision: str) -> None:
+    if device.type == "cuda":
+        allow = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+
+
+# -- run directory ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``RUN/.lock``; a second run on the same directory is refused."""
+    run.mkdir(parents=True, exist_ok=True)
+    fh = open(run / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            raise CheckpointError(
+                f"{run} is in use by another vaekit run ({owner}); wait for it to finish or choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def model_config_for(cfg: TrainConfig, shape: tuple[int, int, int], binary: bool) -> ModelConfig:
+    likelihood = cfg.likelihood or ("bernoulli" if binary else "gaussian")
+    prior: dict[str, Any] = {"name": cfg.prior}
+    if cfg.prior == "vamp":
+        prior["components"] = cfg.vamp_components
+    return ModelConfig(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=list(cfg.hidden),
+                       activation=cfg.activation, likelihood={"name": likelihood}, prior=prior)
+
+
+def load_data(cfg: TrainConfig):
+    from vaekit.data import load_dataset
+
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarize=cfg.binarize, seed=cfg.seed)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=10)
+    return None
+
+
+@torch.no_grad()
+def evaluate_elbo(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
+                  autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
+    """Mean single-sample ELBO, reconstruction and KL over ``data`` (nats), with fixed noise."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=data.device).manual_seed(seed)
+    totals = torch.zeros(3, dtype=torch.float64, device=data.device)
+    for start in range(0, data.shape[0], batch_size):
+        x = data[start : start + batch_size]
+        with autocast or contextlib.nullcontext():
+            t = elbo(model, x, generator=gen)
+        totals += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum()]).double()
+    model.train(was_training)
+    n = max(1, data.shape[0])
+    e, r, k = (totals / n).tolist()
+    return {"elbo": e, "reconstruction": r, "kl": k}
+
+
+# -- the trainer -----------------------------------------------------------------------------
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    dataset: Any = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a VAE as ``cfg`` says, writing the run to ``out``; see the module docstring."""
+    run = Path(out)
+    say = log or (lambda msg: None)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
+    with run_lock(run):
+        return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say)
+
+
+def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainResult:
+    state_path = run / ckpt.STATE_FILE
+    config_path = run / "config.json"
+    if state_path.exists() and not resume:
+        raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+    if resume and state_path.exists():
+        try:
+            saved = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{config_path} is missing or corrupt ({exc}); cannot resume") from None
+        from vaekit.config import from_dict
+
+        saved_cfg = from_dict(saved, source=str(config_path))
+        saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
+        cfg = saved_cfg
+    elif resume:
+        say(f"no checkpoint in {run}: starting a new run")
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    set_precision(device, cfg.precision)
+    amp = autocast_context(device, cfg.precision)
+
+    ds = dataset if dataset is not None else load_data(cfg)
+    train_x = ds.train.reshape(ds.train.shape[0], -1).to(device=device, dtype=torch.float32).contiguous()
+    valid_x = ds.valid.reshape(ds.valid.shape[0], -1).to(device=device, dtype=torch.float32).contiguous()
+    if train_x.shape[0] == 0:
+        raise VaekitError(f"the training split of {cfg.dataset} is empty")
+    dynamic = bool(getattr(ds, "dynamic", False))
+
+    torch.manual_seed(cfg.seed)
+    model = VAE(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _make_scheduler(cfg, optimizer)
+
+    progress_state: dict[str, Any] = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0,
+                                      "since_best": 0, "seconds": 0.0, "scheduler": None, "last": None}
+    if resume and state_path.exists():
+        progress_state, rng = ckpt.load_training_state(run, model, optimizer)
+        _set_rng_state(rng, device)
+        if scheduler is not None and progress_state.get("scheduler"):
+            scheduler.load_state_dict(progress_state["scheduler"])
+        _trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
+        say(f"resuming {run} after epoch {progress_state['epoch']}")
+    else:
+        _trim_metrics(run / "metrics.jsonl", 0)
+        try:
+            ckpt.atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise ckpt.write_failed(config_path, exc) from None
+
+    n, bs = train_x.shape[0], cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    step_fn = _make_step(model, optimizer, cfg, amp)
+    stopped_early = False
+    last = progress_state.get("last") or {}
+    epoch = progress_state["epoch"]
+    show = progress if progress is not None else None  # None: tqdm decides (off when not a terminal)
+    from tqdm.auto import tqdm
+
+    while epoch < cfg.epochs:
+        if cfg.patience is not None and progress_state["since_best"] >= cfg.patience and epoch > 0:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        model.train()
+        beta = kl_weight(epoch, cfg.beta, cfg.warmup)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        perm = perm.to(device)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=None if show is None else not show, leave=False, dynamic_ncols=True)
+        for step in range(steps_per_epoch):
+            x = train_x[perm[step * bs : (step + 1) * bs]]
+            if dynamic:
+                x = torch.bernoulli(x)
+            loss, stats = step_fn(x, beta)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    f"training stopped and the last good checkpoint (after epoch {epoch}) is kept in {run}; "
+                    "try a lower --lr or --clip-grad"
+                )
+            sums += stats
+            if step % 25 == 0 or step == steps_per_epoch - 1:
+                seen = min(n, (step + 1) * bs)
+                bar.set_postfix(elbo=f"{sums[0].item() / seen:.2f}", kl=f"{sums[2].item() / seen:.2f}", refresh=False)
+            bar.update(1)
+        bar.close()
+        train_e, train_r, train_k = (sums / n).tolist()
+        valid = evaluate_elbo(model, valid_x, cfg.eval_batch_size, cfg.seed + 7919, amp) if valid_x.shape[0] else {
+            "elbo": math.nan, "reconstruction": math.nan, "kl": math.nan}
+        if not math.isfinite(valid["elbo"]) and valid_x.shape[0]:
+            raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch + 1}; "
+                                   f"the last good checkpoint (after epoch {epoch}) is kept in {run}")
+        epoch += 1
+        seconds = time.perf_counter() - t0
+        progress_state["seconds"] += seconds
+        improved = valid_x.shape[0] == 0 or valid["elbo"] > progress_state["best_valid_elbo"]
+        if improved:
+            progress_state.update(best_valid_elbo=valid["elbo"], best_epoch=epoch, since_best=0)
+        else:
+            progress_state["since_best"] += 1
+        if scheduler is not None:
+            scheduler.step(valid["elbo"]) if cfg.lr_schedule == "plateau" else scheduler.step()
+        row = {"epoch": epoch, "train_elbo": train_e, "train_reconstruction": train_r, "train_kl": train_k,
+               "valid_elbo": valid["elbo"], "valid_reconstruction": valid["reconstruction"],
+               "valid_kl": valid["kl"], "beta": beta, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": seconds, "best": improved}
+        last = row
+        _append_metrics(run / "metrics.jsonl", row)
+        if improved:
+            model.save(run)
+        progress_state["last"] = row
+        progress_state["epoch"] = epoch
+        progress_state["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+        ckpt.save_training_state(run, model, optimizer, progress_state, _rng_state(device))
+        say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
+            f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
+        if on_epoch is not None:
+            on_epoch(row)
+    if not (run / ckpt.MODEL_FILE).exists():  # e.g. resumed a finished run
+        model.save(run)
+    return TrainResult(run=run, epochs=epoch, train_elbo=last.get("train_elbo", math.nan),
+                       valid_elbo=last.get("valid_elbo", math.nan),
+                       best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
+                       seconds=progress_state["seconds"], stopped_early=stopped_early)
+
+
+def _make_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp):
+    """One update: loss = -mean(reconstruction - beta * KL) (or -mean IWAE_k); returns (loss, sums)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        with amp:
+            if cfg.objective == "iwae":
+                bound, terms = iwae_terms(model, x, cfg.k)
+                loss = -bound.mean()
+            else:
+                terms = elbo(model, x, samples=cfg.k)
+                loss = -(terms.reconstruction - beta * terms.kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+        optimizer.step()
+        stats = torch.stack([terms.elbo.detach().sum(), terms.reconstruction.detach().sum(),
+                             terms.kl.detach().sum()]).double()
+        return loss.detach(), stats
+
+    return step
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ckpt.write_failed(path, exc) from None
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """Keep only the metrics of epochs a checkpoint covers (a killed run may have written more)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
+            keep.append(line)
+    ckpt.atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run, in order."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
