@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from vaekit import checkpoint as ckpt
+from vaekit import distributed as D
 from vaekit.config import TrainConfig
 from vaekit.errors import CheckpointError, VaekitError
 from vaekit.model import VAE, ModelConfig
@@ -149,6 +150,15 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 def evaluate_elbo(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
                   autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
     """Mean single-sample ELBO, reconstruction and KL over ``data`` (nats), with fixed noise."""
+    n = max(1, data.shape[0])
+    e, r, k = (evaluate_elbo_sums(model, data, batch_size, seed, autocast) / n).tolist()
+    return {"elbo": e, "reconstruction": r, "kl": k}
+
+
+@torch.no_grad()
+def evaluate_elbo_sums(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
+                       autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """[sum ELBO, sum reconstruction, sum KL] over ``data`` (float64), single sample, fixed noise."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=data.device).manual_seed(seed)
@@ -159,9 +169,7 @@ def evaluate_elbo(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
             t = elbo(model, x, generator=gen)
         totals += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum()]).double()
     model.train(was_training)
-    n = max(1, data.shape[0])
-    e, r, k = (totals / n).tolist()
-    return {"elbo": e, "reconstruction": r, "kl": k}
+    return totals
 
 
 # -- the trainer -----------------------------------------------------------------------------
@@ -179,16 +187,62 @@ def train(
 ) -> TrainResult:
     """Train a VAE as ``cfg`` says, writing the run to ``out``; see the module docstring."""
     run = Path(out)
-    say = log or (lambda msg: None)
+    ctx = D.from_env()
+    say = (log or (lambda msg: None)) if ctx.is_main else (lambda msg: None)
+    device = resolve_device(cfg.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    joined = ctx.enabled and not torch.distributed.is_initialized()
+    D.setup(ctx, device)
     try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
-    with run_lock(run):
-        return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say)
+        if not ctx.is_main:
+            error = D.broadcast_object(None, ctx)  # rank 0 says whether it could take the run
+            if error:
+                raise CheckpointError(error)
+            return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device)
+        try:
+            try:
+                run.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
+            lock = run_lock(run)
+            lock.__enter__()
+        except CheckpointError as exc:
+            D.broadcast_object(str(exc), ctx)
+            raise
+        try:
+            D.broadcast_object("", ctx)
+            return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device)
+        finally:
+            lock.__exit__(None, None, None)
+    finally:
+        if joined:
+            D.teardown()
 
 
-def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainResult:
+class LossModule(torch.nn.Module):
+    """The objective as a module, so DistributedDataParallel and torch.compile can wrap it.
+
+    forward(x, beta) -> (loss, [sum ELBO, sum reconstruction, sum KL]) with
+    loss = -mean_x [reconstruction - beta * KL]  (ELBO)  or  -mean_x IWAE_k(x).
+    """
+
+    def __init__(self, model: VAE, objective: str, k: int):
+        super().__init__()
+        self.model, self.objective, self.k = model, objective, k
+
+    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.objective == "iwae":
+            bound, terms = iwae_terms(self.model, x, self.k)
+            loss = -bound.mean()
+        else:
+            terms = elbo(self.model, x, samples=self.k)
+            loss = -(terms.reconstruction - beta * terms.kl).mean()
+        stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
+        return loss, stats
+
+
+def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device) -> TrainResult:
     state_path = run / ckpt.STATE_FILE
     config_path = run / "config.json"
     if state_path.exists() and not resume:
@@ -209,7 +263,6 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainRe
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     set_precision(device, cfg.precision)
     amp = autocast_context(device, cfg.precision)
 
@@ -222,28 +275,41 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainRe
 
     torch.manual_seed(cfg.seed)
     model = VAE(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if ctx.enabled:  # every rank its own reparameterization and binarization noise
+        torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 **_fused_if_supported(device))
     scheduler = _make_scheduler(cfg, optimizer)
 
     progress_state: dict[str, Any] = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0,
                                       "since_best": 0, "seconds": 0.0, "scheduler": None, "last": None}
     if resume and state_path.exists():
         progress_state, rng = ckpt.load_training_state(run, model, optimizer)
-        _set_rng_state(rng, device)
+        _set_rng_state(_rank_rng(rng, ctx), device)
         if scheduler is not None and progress_state.get("scheduler"):
             scheduler.load_state_dict(progress_state["scheduler"])
-        _trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
+        if ctx.is_main:
+            _trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
         say(f"resuming {run} after epoch {progress_state['epoch']}")
-    else:
+    elif ctx.is_main:
         _trim_metrics(run / "metrics.jsonl", 0)
         try:
             ckpt.atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
         except OSError as exc:
             raise ckpt.write_failed(config_path, exc) from None
 
-    n, bs = train_x.shape[0], cfg.batch_size
+    n_all, bs = train_x.shape[0], cfg.batch_size
+    n = n_all // ctx.world_size if ctx.enabled else n_all  # this rank's share of an epoch
     steps_per_epoch = math.ceil(n / bs)
-    step_fn = _make_step(model, optimizer, cfg, amp)
+    loss_module: torch.nn.Module = LossModule(model, cfg.objective, cfg.k)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        loss_module = torch.compile(loss_module)
+    step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx)
+    valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
     stopped_early = False
     last = progress_state.get("last") or {}
     epoch = progress_state["epoch"]
@@ -257,8 +323,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainRe
         t0 = time.perf_counter()
         model.train()
         beta = kl_weight(epoch, cfg.beta, cfg.warmup)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        perm = perm.to(device)
+        perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        perm = D.shard(perm, ctx).to(device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=None if show is None else not show, leave=False, dynamic_ncols=True)
@@ -280,9 +346,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainRe
                 bar.set_postfix(elbo=f"{sums[0].item() / seen:.2f}", kl=f"{sums[2].item() / seen:.2f}", refresh=False)
             bar.update(1)
         bar.close()
-        train_e, train_r, train_k = (sums / n).tolist()
-        valid = evaluate_elbo(model, valid_x, cfg.eval_batch_size, cfg.seed + 7919, amp) if valid_x.shape[0] else {
-            "elbo": math.nan, "reconstruction": math.nan, "kl": math.nan}
+        train_e, train_r, train_k = (D.all_reduce_sum(sums, ctx) / (n * ctx.world_size)).tolist()
+        valid = _validate(model, valid_share, valid_x.shape[0], cfg, amp, ctx)
         if not math.isfinite(valid["elbo"]) and valid_x.shape[0]:
             raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch + 1}; "
                                    f"the last good checkpoint (after epoch {epoch}) is kept in {run}")
@@ -301,47 +366,93 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say) -> TrainRe
                "valid_kl": valid["kl"], "beta": beta, "lr": optimizer.param_groups[0]["lr"],
                "seconds": seconds, "best": improved}
         last = row
-        _append_metrics(run / "metrics.jsonl", row)
-        if improved:
-            model.save(run)
         progress_state["last"] = row
         progress_state["epoch"] = epoch
         progress_state["scheduler"] = scheduler.state_dict() if scheduler is not None else None
-        ckpt.save_training_state(run, model, optimizer, progress_state, _rng_state(device))
+        rng = _gather_rng(_rng_state(device), ctx)
+        if ctx.is_main:
+            _append_metrics(run / "metrics.jsonl", row)
+            if improved:
+                model.save(run)
+            ckpt.save_training_state(run, model, optimizer, progress_state, rng)
         say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
             f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
-    if not (run / ckpt.MODEL_FILE).exists():  # e.g. resumed a finished run
+    if ctx.is_main and not (run / ckpt.MODEL_FILE).exists():  # e.g. resumed a finished run
         model.save(run)
+    D.barrier(ctx)
     return TrainResult(run=run, epochs=epoch, train_elbo=last.get("train_elbo", math.nan),
                        valid_elbo=last.get("valid_elbo", math.nan),
                        best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
                        seconds=progress_state["seconds"], stopped_early=stopped_early)
 
 
-def _make_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp):
-    """One update: loss = -mean(reconstruction - beta * KL) (or -mean IWAE_k); returns (loss, sums)."""
+def _make_step(loss_module, model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
+               ctx: D.DistContext):
+    """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging."""
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         with amp:
-            if cfg.objective == "iwae":
-                bound, terms = iwae_terms(model, x, cfg.k)
-                loss = -bound.mean()
-            else:
-                terms = elbo(model, x, samples=cfg.k)
-                loss = -(terms.reconstruction - beta * terms.kl).mean()
+            loss, stats = loss_module(x, beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-        optimizer.step()
-        stats = torch.stack([terms.elbo.detach().sum(), terms.reconstruction.detach().sum(),
-                             terms.kl.detach().sum()]).double()
-        return loss.detach(), stats
+        loss = loss.detach()
+        if ctx.enabled:  # every rank must see a NaN on any rank, or the others would wait for it
+            loss = D.all_reduce_sum(loss.clone(), ctx) / ctx.world_size
+        if torch.isfinite(loss):
+            optimizer.step()
+        return loss, stats.double()
 
     return step
+
+
+def _fused_if_supported(device: torch.device) -> dict[str, bool]:
+    """Adam's fused kernel (one pass over all parameters) where this torch build has it."""
+    try:
+        torch.optim.Adam([torch.zeros(1, device=device, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return {}
+    return {"fused": True}
+
+
+def _validate(model: VAE, share: torch.Tensor, total: int, cfg: TrainConfig, amp, ctx: D.DistContext):
+    if total == 0:
+        return {"elbo": math.nan, "reconstruction": math.nan, "kl": math.nan}
+    sums = evaluate_elbo_sums(model, share, cfg.eval_batch_size, cfg.seed + 7919 + ctx.rank, amp)
+    sums = D.all_reduce_sum(sums, ctx)
+    e, r, k = (sums / total).tolist()
+    return {"elbo": e, "reconstruction": r, "kl": k}
+
+
+def _rank_rng(rng: dict[str, torch.Tensor], ctx: D.DistContext) -> dict[str, torch.Tensor]:
+    """This rank's RNG states from a checkpoint (``torch.<rank>`` under torchrun)."""
+    if not ctx.enabled:
+        return rng
+    suffix = f".{ctx.rank}"
+    mine = {k[: -len(suffix)]: v for k, v in rng.items() if k.endswith(suffix)}
+    if not mine:
+        raise CheckpointError(f"the checkpoint holds no RNG state for rank {ctx.rank}; resume with the same "
+                              "number of processes it was written with")
+    return mine
+
+
+def _gather_rng(state: dict[str, torch.Tensor], ctx: D.DistContext) -> dict[str, torch.Tensor]:
+    if not ctx.enabled:
+        return state
+    out = {}
+    for key, value in state.items():
+        for r, t in enumerate(D.gather_tensors(value.to(_collective_device(ctx)), ctx)):
+            out[f"{key}.{r}"] = t.cpu()
+    return out
+
+
+def _collective_device(ctx: D.DistContext) -> torch.device:
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "gloo"
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
