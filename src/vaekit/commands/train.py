@@ -59,19 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.config import read_config_file, resolve
+    from vaekit.distributed import from_env
     from vaekit.train import train
 
     file_values = read_config_file(args.config) if args.config else {}
     flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in FLAGS}
     flags["compile"] = args.compile
     cfg = resolve(file_values, flags)
-    quiet = args.quiet or args.json
+    main_process = from_env().is_main  # under torchrun only rank 0 prints
+    quiet = args.quiet or args.json or not main_process
 
     def log(msg: str) -> None:
         if not quiet:
             print(msg, flush=True)
 
     result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log)
+    if not main_process:
+        return 0
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
