@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+DEMO_RUN := demo-run
+
 demo: $(STAMP)
-	$(BIN)/vaekit demo --out demo-run
+	rm -rf $(DEMO_RUN)
+	$(BIN)/vaekit train --config configs/demo.toml --out $(DEMO_RUN)
+	$(BIN)/vaekit sample $(DEMO_RUN) -n 64 --out $(DEMO_RUN)/samples.png
+	$(BIN)/vaekit report $(DEMO_RUN)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
