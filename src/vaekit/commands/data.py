@@ -1,0 +1,112 @@
+"""``vaekit data``: show a data set's splits, image shape, value type and labels.
+
+Saves nothing: it downloads only with ``--download`` and does not write the ``.amat`` parse
+cache. When some files are missing but others give some splits (e.g. only the MNIST
+``t10k-`` files), it reports the splits it can read and says which files are missing and
+where to get them (exit status 0); with no usable file it is an error (exit status 2).
+``--json`` prints one JSON object on the last line of stdout:
+``{"dataset", "shape": [C, H, W], "binary", "splits": {"train", "valid", "test"}, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vaekit.commands._args import nonnegative_int, positive_int
+
+_DESCRIPTION = (
+    "Load a data set and print its splits and their sizes, the image shape (C x H x W), the "
+    "value type (binary {0,1} or continuous in [0,1]) and the labels. DATASET is "
+    "binarized-mnist, mnist, fashion-mnist, kmnist, digits, or images:DIR, npy:FILE, npz:FILE."
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data", help="show a data set's splits, shape and value type", description=_DESCRIPTION
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        metavar="DATASET",
+        help="name or images:DIR / npy:FILE / npz:FILE",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder with the data set's files (default $VAEKIT_DATA_DIR, else ~/.cache/vaekit)",
+    )
+    p.add_argument(
+        "--binarize",
+        choices=("none", "static", "dynamic", "threshold"),
+        default=None,
+        help="binarization protocol for grey-level data (default: none)",
+    )
+    p.add_argument("--valid-size", type=nonnegative_int, metavar="N", help="validation images")
+    p.add_argument("--test-size", type=nonnegative_int, metavar="N", help="test images (own data)")
+    p.add_argument(
+        "--image-size", type=positive_int, metavar="PX", help="resize images:DIR to PX x PX"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the validation split")
+    p.add_argument("--download", action="store_true", help="download missing files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _value_type(info: dict) -> str:
+    if info["dynamic"]:
+        return "binary {0,1}: train grey levels in [0,1] resampled x~Bernoulli(p) per batch"
+    if info["binary"]:
+        how = {"static": "static binarization", "threshold": "thresholded at 0.5"}
+        return "binary {0,1}" + (f" ({how[info['binarize']]})" if info["binarize"] in how else "")
+    return "continuous in [0,1]"
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaekit.data import MissingFilesError, load_dataset
+
+    kwargs = dict(
+        data_dir=args.data_dir,
+        valid_size=args.valid_size,
+        test_size=args.test_size,
+        binarize=None if args.binarize in (None, "none") else args.binarize,
+        image_size=args.image_size,
+        seed=args.seed,
+        download=args.download,
+        cache=False,
+    )
+    note = None
+    try:
+        ds = load_dataset(args.dataset, **kwargs)
+    except MissingFilesError as exc:
+        if not exc.available:
+            raise
+        ds = load_dataset(args.dataset, splits=exc.available, **kwargs)
+        note = str(exc)
+    info = ds.info()
+    if args.json:
+        if note:
+            print(f"vaekit data: note: {note}", file=sys.stderr)
+        print(json.dumps(info))
+        return 0
+    c, h, w = info["shape"]
+    sizes = info["splits"]
+    print(f"dataset  {info['dataset']}")
+    print(f"source   {info['source']}")
+    print(f"shape    {c}x{h}x{w} (C x H x W)")
+    print(f"values   {_value_type(info)}")
+    if info["labels"]:
+        classes = info["classes"]
+        shown = f": {', '.join(classes)}" if classes and len(classes) <= 20 else ""
+        count = f"{len(classes)} classes" if classes else "integer labels"
+        print(f"labels   {count}{shown}")
+    else:
+        print("labels   none")
+    for split in ("train", "valid", "test"):
+        absent = "  (not available: files missing)" if split in info["not_loaded"] else ""
+        print(f"{split:<8} {sizes[split]:>7} images{absent}")
+    if note:
+        print(f"note: {note}")
+    return 0

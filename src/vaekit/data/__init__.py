@@ -1,0 +1,186 @@
+"""Data sets with train / validation / test splits, loaded fast and checked strictly.
+
+>>> ds = load_dataset("binarized-mnist", data_dir="../shared/data/binarized_mnist")
+>>> ds.shape, ds.binary, ds.info()["splits"]
+((1, 28, 28), True, {'train': 50000, 'valid': 10000, 'test': 10000})
+
+``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``fashion-mnist``,
+``kmnist``, ``digits``) or the user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``.
+Every loader returns a :class:`Dataset` (float32 (N, C, H, W) in [0, 1]; see
+:mod:`vaekit.data.base` for the binarization protocols and the split rules), and every
+problem with the data is a :class:`~vaekit.errors.DataError` naming the file and what is
+wrong; bad option values are a :class:`~vaekit.errors.ConfigError`.
+
+Files of named data sets are found and fetched as :mod:`vaekit.data.download` describes
+(``data_dir`` / ``$VAEKIT_DATA_DIR`` / ``~/.cache/vaekit``); ``download=False`` never touches
+the network. Two keywords go beyond the common interface: ``splits`` loads a subset of the
+splits (the others are empty), for example ``splits=("test",)`` reads the MNIST test files
+when the training files are absent; ``cache=False`` neither reads nor writes the parse cache
+of ``.amat`` files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from vaekit.data.amat import load_binarized_mnist, parse_amat, read_amat, write_amat
+from vaekit.data.base import BINARIZE_MODES, SPLITS, Dataset, check_splits, keep_splits
+from vaekit.data.digits import load_digits
+from vaekit.data.download import MissingFilesError, cache_root, dataset_dir
+from vaekit.data.files import load_file_dataset, read_images_dir
+from vaekit.data.idx import (
+    IDX_SETS,
+    load_idx_dataset,
+    load_idx_split,
+    read_idx,
+    read_idx_images,
+    read_idx_labels,
+    write_idx,
+)
+from vaekit.errors import DataError
+
+__all__ = [
+    "BINARIZE_MODES",
+    "DATASETS",
+    "FILE_KINDS",
+    "SPLITS",
+    "Dataset",
+    "DatasetEntry",
+    "MissingFilesError",
+    "cache_root",
+    "dataset_dir",
+    "load_dataset",
+    "load_idx_split",
+    "parse_amat",
+    "read_amat",
+    "read_idx",
+    "read_idx_images",
+    "read_idx_labels",
+    "read_images_dir",
+    "write_amat",
+    "write_idx",
+]
+
+#: Prefixes of the user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``.
+FILE_KINDS: tuple[str, ...] = ("images", "npy", "npz")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A named data set: what it is, its image shape, whether it has labels, its loader."""
+
+    name: str
+    description: str
+    shape: tuple[int, int, int]
+    labels: bool
+    loader: Callable[..., Dataset]
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "binarized-mnist": DatasetEntry(
+        "binarized-mnist",
+        "static binarized MNIST (Larochelle & Murray 2011), fixed 50k/10k/10k splits, binary",
+        (1, 28, 28),
+        False,
+        load_binarized_mnist,
+    ),
+    **{
+        name: DatasetEntry(
+            name, spec.description, (1, 28, 28), True, partial(load_idx_dataset, name)
+        )
+        for name, spec in IDX_SETS.items()
+    },
+    "digits": DatasetEntry(
+        "digits",
+        "scikit-learn's bundled 8x8 digits (1,797 images, grey 0..16 -> [0, 1]), no download",
+        (1, 8, 8),
+        True,
+        load_digits,
+    ),
+}
+
+_ALIASES = {
+    "binary-mnist": "binarized-mnist",
+    "static-mnist": "binarized-mnist",
+    "fmnist": "fashion-mnist",
+}
+
+
+def _canonical(name: str) -> str:
+    key = name.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    return "fashion-mnist" if key == "fashionmnist" else key
+
+
+def load_dataset(
+    spec: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int | float | None = None,
+    test_size: int | float | None = None,
+    binarize: str | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    download: bool = True,
+    splits: Iterable[str] | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """Load ``spec`` (a name in :data:`DATASETS`, or ``images:DIR`` / ``npy:FILE`` /
+    ``npz:FILE``) as a :class:`Dataset`.
+
+    ``data_dir``: folder of a named data set's files (default ``$VAEKIT_DATA_DIR`` or the
+    per-user cache). ``valid_size`` / ``test_size``: counts or fractions in (0, 1) where the
+    data set has no fixed split. ``binarize``: ``None``, ``"dynamic"`` or ``"threshold"``.
+    ``image_size``: resize ``images:DIR`` (an int or (H, W)). ``seed``: chooses the
+    validation split (the test split never depends on it). ``download``: fetch missing files.
+    ``splits``: load only these splits (the others are empty). ``cache``: use the parse cache.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"data set spec must be a non-empty string, got {spec!r}")
+    wanted = check_splits(splits)
+    kind, sep, _ = spec.partition(":")
+    if sep and kind in FILE_KINDS:
+        ds = load_file_dataset(
+            spec,
+            valid_size=valid_size,
+            test_size=test_size,
+            binarize=binarize,
+            image_size=image_size,
+            seed=seed,
+            splits=wanted,
+        )
+        return keep_splits(ds, wanted)
+    name = _canonical(spec)
+    if name not in DATASETS:
+        raise DataError(_unknown_message(spec))
+    ds = DATASETS[name].loader(
+        data_dir=data_dir,
+        valid_size=valid_size,
+        test_size=test_size,
+        binarize=binarize,
+        image_size=image_size,
+        seed=seed,
+        download=download,
+        splits=wanted,
+        cache=cache,
+    )
+    return keep_splits(ds, wanted)
+
+
+def _unknown_message(spec: str) -> str:
+    names = ", ".join(DATASETS)
+    msg = f"unknown data set {spec!r}: choose one of {names}, or images:DIR, npy:FILE, npz:FILE"
+    close = difflib.get_close_matches(_canonical(spec), list(DATASETS), n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        msg += f" (for a folder of images write images:{spec})"
+    elif path.suffix in (".npy", ".npz") and path.exists():
+        msg += f" (for this file write {path.suffix[1:]}:{spec})"
+    return msg

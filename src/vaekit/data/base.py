@@ -1,0 +1,287 @@
+"""The :class:`Dataset` container and the split / binarization rules every loader shares.
+
+Values are float32 in [0, 1], laid out (N, C, H, W). A data set is *binary* when the values
+the model sees are in {0, 1}, so that a Bernoulli likelihood
+log p(x|z) = sum_d [x_d log mu_d + (1 - x_d) log(1 - mu_d)] (nats) is a proper log-mass.
+
+Binarization protocols (``binarize``):
+
+- ``None``: values as stored (grey levels in [0, 1], or {0, 1} when the source is binary,
+  e.g. the static binarization of ``binarized-mnist``, reported as ``"static"``).
+- ``"dynamic"``: the training split keeps grey levels p in [0, 1] and every batch is drawn
+  afresh, x ~ Bernoulli(p) (:meth:`Dataset.binarize_batch`); the validation and test splits
+  are sampled ONCE with fixed seeds so that evaluation is deterministic.
+- ``"threshold"``: x = 1[p > 0.5] on every split.
+
+Split rule: the test split never depends on ``seed`` (it is a fixed file, or carved with the
+fixed seed :data:`TEST_SEED`), so test numbers from runs with different seeds are
+comparable; ``seed`` chooses which training images form the validation split.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.errors import ConfigError, DataError
+
+#: The three splits, in order.
+SPLITS: tuple[str, str, str] = ("train", "valid", "test")
+
+#: Binarization protocols for grey-level data (``None`` keeps the values).
+BINARIZE_MODES: tuple[str, ...] = ("dynamic", "threshold")
+
+#: Fixed seed of test-split carve-outs and of the one-off binarization of the test split.
+TEST_SEED = 1_000_003
+
+#: Offset added to ``seed`` for the one-off binarization of the validation split.
+_VALID_BINARIZE_OFFSET = 7_919
+
+
+@dataclass(eq=False, repr=False)
+class Dataset:
+    """Train / validation / test splits of images, values float32 in [0, 1], shape (N, C, H, W).
+
+    ``binary``: the values the model sees are in {0, 1}. ``dynamic``: the train split holds
+    grey levels p that :meth:`binarize_batch` turns into x ~ Bernoulli(p) on every batch
+    (the valid and test splits are already binarized once). Labels are int64 or ``None``.
+    ``not_loaded`` names the splits left empty because the caller asked for a subset.
+    """
+
+    name: str
+    shape: tuple[int, int, int]
+    binary: bool
+    dynamic: bool
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    valid_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    binarize: str | None = None
+    source: str = ""
+    classes: tuple[str, ...] | None = None
+    not_loaded: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
+        if len(self.shape) != 3 or min(self.shape) <= 0:
+            raise DataError(
+                f"{self.name}: shape must be (C, H, W) of positive sizes, got {self.shape}"
+            )
+        if self.dynamic and not self.binary:
+            raise DataError(f"{self.name}: dynamic binarization implies binary=True")
+        have_labels = [self.labels(s) is not None for s in SPLITS]
+        if any(have_labels) and not all(have_labels):
+            raise DataError(f"{self.name}: either every split has labels or none has")
+        for s in SPLITS:
+            x = self.split(s)
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 4:
+                raise DataError(f"{self.name}: the {s} split must be a float32 tensor (N, C, H, W)")
+            if tuple(x.shape[1:]) != self.shape:
+                raise DataError(
+                    f"{self.name}: the {s} split has images of shape {tuple(x.shape[1:])}, "
+                    f"expected {self.shape}"
+                )
+            y = self.labels(s)
+            if y is not None and (y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x)):
+                raise DataError(f"{self.name}: {s} labels must be int64 of length {len(x)}")
+
+    def split(self, name: str) -> torch.Tensor:
+        """The images of split ``name`` (``"train"``, ``"valid"`` or ``"test"``)."""
+        if name not in SPLITS:
+            raise ConfigError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def labels(self, name: str) -> torch.Tensor | None:
+        """The int64 labels of split ``name``, or ``None`` when the data set has none."""
+        if name not in SPLITS:
+            raise ConfigError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        return getattr(self, f"{name}_labels")
+
+    def binarize_batch(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x ~ Bernoulli(p = x) elementwise when ``dynamic``; the batch unchanged otherwise."""
+        if self.dynamic:
+            return torch.bernoulli(x, generator=generator)
+        return x
+
+    @property
+    def has_labels(self) -> bool:
+        return self.train_labels is not None
+
+    def info(self) -> dict[str, Any]:
+        """Shape, value type, split sizes, labels and provenance as a JSON-ready dict."""
+        return {
+            "dataset": self.name,
+            "shape": list(self.shape),
+            "binary": bool(self.binary),
+            "dynamic": bool(self.dynamic),
+            "splits": {s: int(len(self.split(s))) for s in SPLITS},
+            "labels": self.has_labels,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "binarize": self.binarize,
+            "source": self.source,
+            "not_loaded": list(self.not_loaded),
+        }
+
+    def __repr__(self) -> str:
+        sizes = "/".join(str(len(self.split(s))) for s in SPLITS)
+        kind = "dynamic" if self.dynamic else ("binary" if self.binary else "continuous")
+        return f"Dataset({self.name!r}, shape={self.shape}, {kind}, train/valid/test={sizes})"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def check_binarize(binarize: str | None, *, allowed: Iterable[str | None]) -> str | None:
+    """Normalize ``binarize`` (``"none"`` -> ``None``) and check it is one of ``allowed``."""
+    if isinstance(binarize, str) and binarize.lower() == "none":
+        binarize = None
+    allowed = tuple(allowed)
+    if binarize not in allowed:
+        shown = ", ".join("None" if a is None else repr(a) for a in allowed)
+        raise ConfigError(f"binarize={binarize!r} is not supported here; choose one of {shown}")
+    return binarize
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def check_image_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``28`` -> ``(28, 28)``; ``(H, W)`` kept; positive integers only."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        size: tuple[Any, ...] = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        size = tuple(image_size)
+    else:
+        raise ConfigError(f"image_size must be an integer or (height, width), got {image_size!r}")
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ConfigError(f"image_size must be positive integers, got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def check_native_size(name: str, image_size: Any, native: tuple[int, int]) -> None:
+    """Named data sets are not resized: ``image_size`` must be ``None`` or the native size."""
+    size = check_image_size(image_size)
+    if size is not None and size != native:
+        raise ConfigError(
+            f"{name} images are {native[0]}x{native[1]} and are not resized; drop image_size "
+            f"(it applies to images:DIR)"
+        )
+
+
+def check_splits(splits: Iterable[str] | None) -> tuple[str, ...]:
+    """The requested subset of :data:`SPLITS` (all three when ``None``), in canonical order."""
+    if splits is None:
+        return SPLITS
+    if isinstance(splits, str):
+        splits = (splits,)
+    wanted = set(splits)
+    unknown = wanted - set(SPLITS)
+    if unknown or not wanted:
+        raise ConfigError(f"splits must be a non-empty subset of {SPLITS}, got {tuple(splits)!r}")
+    return tuple(s for s in SPLITS if s in wanted)
+
+
+def resolve_size(size: int | float | None, n: int, default: int, what: str, source: str) -> int:
+    """A split size as a count: ``None`` -> ``default``; an int >= 0; or a fraction in (0, 1)
+    of the ``n`` images available (rounded). It must leave at least one image."""
+    if size is None:
+        count = default
+    elif isinstance(size, bool):
+        raise ConfigError(f"{what} must be a count or a fraction in (0, 1), got {size!r}")
+    elif isinstance(size, numbers.Integral):
+        count = int(size)
+        if count < 0:
+            raise ConfigError(f"{what} must be >= 0, got {count}")
+    elif isinstance(size, numbers.Real) and 0.0 < float(size) < 1.0:
+        count = int(round(float(size) * n))
+    else:
+        raise ConfigError(f"{what} must be a count >= 0 or a fraction in (0, 1), got {size!r}")
+    if count >= n:
+        raise ConfigError(
+            f"{what}={count} leaves no training images: {source} has {n} images to split; "
+            f"choose a smaller {what}"
+        )
+    return count
+
+
+def carve(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices 0..n-1 into (rest, carved) with ``count`` carved at random
+    (``numpy.random.default_rng(seed)``); both keep the original order."""
+    perm = np.random.default_rng(seed).permutation(n)
+    carved = np.sort(perm[:count])
+    rest = np.sort(perm[count:])
+    return rest, carved
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 0..255 -> float32 x / 255; floats in [0, 1] -> float32 (already checked)."""
+    if images.dtype == np.uint8:
+        return torch.from_numpy(np.divide(images, np.float32(255.0), dtype=np.float32))
+    return torch.from_numpy(np.array(images, dtype=np.float32, order="C"))
+
+
+def to_labels(labels: np.ndarray | None) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    """Every value is exactly 0 or 1."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def apply_binarize(
+    splits: dict[str, torch.Tensor], binarize: str | None, seed: int
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Apply a binarization protocol to grey-level splits; returns (splits, dynamic).
+
+    ``"threshold"``: x = 1[p > 0.5]. ``"dynamic"``: train unchanged; valid ~ Bernoulli(p) with
+    seed ``seed + offset``, test ~ Bernoulli(p) with the fixed :data:`TEST_SEED`.
+    """
+    if binarize is None:
+        return splits, False
+    if binarize == "threshold":
+        return {k: (v > 0.5).to(torch.float32) for k, v in splits.items()}, False
+    if binarize == "dynamic":
+        out = dict(splits)
+        seeds = {"valid": seed + _VALID_BINARIZE_OFFSET, "test": TEST_SEED}
+        for k, s in seeds.items():
+            g = torch.Generator().manual_seed(s)
+            out[k] = torch.bernoulli(splits[k], generator=g)
+        return out, True
+    raise ConfigError(f"unknown binarization {binarize!r}; choose from {BINARIZE_MODES}")
+
+
+def empty_like_split(shape: tuple[int, int, int]) -> torch.Tensor:
+    return torch.zeros((0, *shape), dtype=torch.float32)
+
+
+def keep_splits(ds: Dataset, splits: tuple[str, ...]) -> Dataset:
+    """Empty the splits not in ``splits`` (recorded in ``not_loaded``)."""
+    dropped = tuple(s for s in SPLITS if s not in splits)
+    if not dropped:
+        return ds
+    for s in dropped:
+        setattr(ds, s, empty_like_split(ds.shape))
+        if ds.labels(s) is not None:
+            setattr(ds, f"{s}_labels", torch.zeros(0, dtype=torch.int64))
+    ds.not_loaded = tuple(sorted(set(ds.not_loaded) | set(dropped), key=SPLITS.index))
+    return ds

@@ -1,0 +1,84 @@
+"""scikit-learn's bundled 8 x 8 handwritten digits: 1,797 images, no download needed.
+
+Grey values 0..16 are scaled to [0, 1] as x / 16; labels 0-9. Default splits 1,257 / 270 /
+270 (train / valid / test, about 70 / 15 / 15 %): the test split is carved with the fixed
+:data:`~vaekit.data.base.TEST_SEED` (the same for every ``seed``), the validation split from
+the rest with ``seed``. ``binarize``: ``None`` (continuous, the default), ``"dynamic"`` or
+``"threshold"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vaekit.data.base import (
+    BINARIZE_MODES,
+    TEST_SEED,
+    Dataset,
+    apply_binarize,
+    carve,
+    check_binarize,
+    check_native_size,
+    check_seed,
+    check_splits,
+    keep_splits,
+    resolve_size,
+    to_float,
+    to_labels,
+)
+
+NAME = "digits"
+DEFAULT_VALID = 270
+DEFAULT_TEST = 270
+
+
+def load_digits(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int | float | None = None,
+    test_size: int | float | None = None,
+    binarize: str | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    download: bool = True,
+    splits: tuple[str, ...] | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """The digits as a :class:`Dataset` of shape 1 x 8 x 8 (``data_dir``/``download`` unused)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    binarize = check_binarize(binarize, allowed=(None, *BINARIZE_MODES))
+    check_native_size(NAME, image_size, (8, 8))
+    seed = check_seed(seed)
+    wanted = check_splits(splits)
+    bunch = sk_load_digits()
+    images = (np.asarray(bunch.images, dtype=np.float32) / 16.0)[:, None]
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    n = len(images)
+    t = resolve_size(test_size, n, DEFAULT_TEST, "test_size", f"{NAME} ({n} images)")
+    pool, test_idx = carve(n, t, TEST_SEED)
+    v = resolve_size(
+        valid_size, len(pool), DEFAULT_VALID, "valid_size", f"{NAME} after the test split"
+    )
+    rest, valid_pos = carve(len(pool), v, seed)
+    idx = {"train": pool[rest], "valid": pool[valid_pos], "test": test_idx}
+    x = {s: to_float(images[i]) for s, i in idx.items()}
+    x, dynamic = apply_binarize(x, binarize, seed)
+    ds = Dataset(
+        name=NAME,
+        shape=(1, 8, 8),
+        binary=binarize is not None,
+        dynamic=dynamic,
+        train=x["train"],
+        valid=x["valid"],
+        test=x["test"],
+        train_labels=to_labels(labels[idx["train"]]),
+        valid_labels=to_labels(labels[idx["valid"]]),
+        test_labels=to_labels(labels[idx["test"]]),
+        binarize=binarize,
+        source="sklearn.datasets.load_digits (bundled with scikit-learn)",
+        classes=tuple("0123456789"),
+    )
+    return keep_splits(ds, wanted)

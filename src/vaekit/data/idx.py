@@ -1,0 +1,334 @@
+"""The IDX family: MNIST, Fashion-MNIST and Kuzushiji-MNIST (grey levels, labels 0-9).
+
+IDX format: two zero bytes, a type byte (0x08 = unsigned byte, ...), the number of dimensions
+d, then d big-endian uint32 sizes and the values, row-major. An images file has magic number
+0x00000803 (uint8, N x 28 x 28), a labels file 0x00000801 (uint8, N). Checked strictly: the
+magic number, the dimensions against the file size (a truncated file or trailing bytes is an
+error), 28 x 28 images, as many labels as images, labels below the number of classes.
+Files are read plain or gzipped. Pixel values are scaled to [0, 1] as x / 255.
+
+Splits: the test split is the ``t10k-`` files; the validation split is carved from the
+``train-`` files with ``seed`` (default size: one sixth of them, 10,000 for the 60,000-image
+sets); the rest is the training split. MD5s of the downloaded ``.gz`` files are those of
+torchvision's lists and are checked on download; local files get the structure checks only
+(a re-compressed copy is as good as the original).
+
+Only some files present (``../shared/data/mnist`` holds just the ``t10k-`` files): the
+loader reads only the files of the requested ``splits``; asking for all three with the
+``train-`` files absent and not downloadable raises :class:`MissingFilesError` naming them,
+their URLs and the folder to put them in, and telling which splits are available
+(``splits=("test",)`` reads the test split alone).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaekit.data.base import (
+    BINARIZE_MODES,
+    SPLITS,
+    Dataset,
+    apply_binarize,
+    carve,
+    check_binarize,
+    check_native_size,
+    check_seed,
+    check_splits,
+    empty_like_split,
+    keep_splits,
+    resolve_size,
+    to_float,
+    to_labels,
+)
+from vaekit.data.download import RemoteFile, dataset_dir, ensure_files, mirrors, read_bytes
+from vaekit.errors import ConfigError, DataError
+
+#: IDX type byte -> numpy dtype (big-endian for the multi-byte types).
+IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+
+
+@dataclass(frozen=True)
+class IdxSet:
+    """A named IDX data set: where it lives, its known MD5s and class names."""
+
+    name: str
+    folder: str
+    description: str
+    urls: tuple[str, ...]
+    md5: dict[str, str]
+    classes: tuple[str, ...]
+
+    def files(self) -> dict[str, list[RemoteFile]]:
+        """Split -> the files it needs (the validation split is carved from ``train-``)."""
+
+        def pair(prefix: str) -> list[RemoteFile]:
+            stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+            return [RemoteFile(s, s + ".gz", self.md5.get(s + ".gz")) for s in stems]
+
+        return {"train": pair("train"), "valid": pair("train"), "test": pair("t10k")}
+
+
+IDX_SETS: dict[str, IdxSet] = {
+    "mnist": IdxSet(
+        name="mnist",
+        folder="mnist",
+        description="MNIST handwritten digits (LeCun et al.), 28x28 grey levels, labels 0-9",
+        urls=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        md5={
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        classes=tuple("0123456789"),
+    ),
+    "fashion-mnist": IdxSet(
+        name="fashion-mnist",
+        folder="fashion_mnist",
+        description="Fashion-MNIST (Zalando), 28x28 grey levels, 10 clothing classes",
+        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        md5={
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
+    "kmnist": IdxSet(
+        name="kmnist",
+        folder="kmnist",
+        description="Kuzushiji-MNIST (CODH), 28x28 grey levels, 10 cursive Japanese characters",
+        urls=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        md5={
+            "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+            "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+            "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    ),
+}
+
+
+# --------------------------------------------------------------------------- the format
+
+
+def parse_idx(data: bytes, label: str) -> np.ndarray:
+    """Decode IDX bytes into a (writable, native-endian) numpy array; strict size checks."""
+    if len(data) < 4:
+        raise DataError(f"{label}: {len(data)} bytes is too short for an IDX header (truncated?)")
+    magic = int.from_bytes(data[:4], "big")
+    code, ndim = data[2], data[3]
+    if data[0] or data[1] or code not in IDX_TYPES or ndim == 0:
+        raise DataError(
+            f"{label}: not an IDX file: magic number 0x{magic:08X} (expected 0x0000 then a type "
+            f"byte 0x08-0x0E and the number of dimensions, e.g. 0x00000803 for images)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{label}: truncated IDX header ({len(data)} bytes, expected {header})")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = IDX_TYPES[code]
+    count = math.prod(dims)
+    expected = count * dtype.itemsize
+    got = len(data) - header
+    shape = "x".join(map(str, dims))
+    if got < expected:
+        raise DataError(
+            f"{label}: truncated: the header declares {shape} values ({expected} bytes) but the "
+            f"file holds {got} bytes after the header; delete it and download it again"
+        )
+    if got > expected:
+        raise DataError(
+            f"{label}: {got - expected} unexpected bytes after the {shape} values the header "
+            f"declares (wrong dimensions in the header, or a corrupt file)"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.ndarray:
+    """An IDX file (plain or gzipped) as a numpy array; ``magic`` if given must match."""
+    path = Path(path)
+    data = read_bytes(path)
+    return _parse_expect(data, str(path), magic)
+
+
+def _parse_expect(data: bytes, label: str, magic: int | None) -> np.ndarray:
+    if magic is not None and len(data) >= 4:
+        found = int.from_bytes(data[:4], "big")
+        if found != magic:
+            kinds = {IMAGES_MAGIC: "an images file", LABELS_MAGIC: "a labels file"}
+            hint = f" (that is {kinds[found]})" if found in kinds else ""
+            raise DataError(
+                f"{label}: wrong IDX magic number 0x{found:08X}{hint}, expected 0x{magic:08X} "
+                f"({kinds.get(magic, 'IDX')} of unsigned bytes)"
+            )
+    return parse_idx(data, label)
+
+
+def read_idx_images(
+    path: str | os.PathLike[str], *, size: tuple[int, int] | None = (28, 28)
+) -> np.ndarray:
+    """An IDX images file as uint8 (N, H, W); with ``size`` the images must be H x W."""
+    x = read_idx(path, magic=IMAGES_MAGIC)
+    if size is not None and x.shape[1:] != size:
+        raise DataError(
+            f"{path}: images are {x.shape[1]}x{x.shape[2]}, expected {size[0]}x{size[1]}"
+        )
+    return x
+
+
+def read_idx_labels(path: str | os.PathLike[str], *, n_classes: int | None = 10) -> np.ndarray:
+    """An IDX labels file as int64 (N,); with ``n_classes`` every label is in 0..n_classes-1."""
+    y = read_idx(path, magic=LABELS_MAGIC).astype(np.int64)
+    if n_classes is not None and y.size and y.max() >= n_classes:
+        i = int(np.argmax(y >= n_classes))
+        raise DataError(f"{path}: label {int(y[i])} at index {i} is not a class 0..{n_classes - 1}")
+    return y
+
+
+def load_idx_split(
+    directory: str | os.PathLike[str], prefix: str, *, n_classes: int | None = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 28, 28) and labels int64 (N,) of ``<prefix>-images-idx3-ubyte[.gz]``
+    and ``<prefix>-labels-idx1-ubyte[.gz]`` in ``directory`` (``prefix``: "train" or "t10k")."""
+    from vaekit.data.download import find_file
+
+    directory = Path(directory)
+    paths = []
+    for stem in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"):
+        p = find_file(directory, stem)
+        if p is None:
+            raise DataError(f"{directory / stem}[.gz]: file not found")
+        paths.append(p)
+    return _read_pair(paths[0], paths[1], n_classes)
+
+
+def _read_pair(images: Path, labels: Path, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx_images(images)
+    y = read_idx_labels(labels, n_classes=n_classes)
+    if len(x) != len(y):
+        raise DataError(
+            f"{images} has {len(x)} images but {labels} has {len(y)} labels; they must match"
+        )
+    return x, y
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file (gzip-compressed when the name ends in .gz)."""
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("=").str: k for k, v in IDX_TYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("=").str)
+    if code is None or array.ndim == 0:
+        raise ValueError(f"write_idx: unsupported dtype {array.dtype} or a 0-d array")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    path = Path(path)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+
+
+# --------------------------------------------------------------------------- the data sets
+
+
+def _check_download(rf: RemoteFile, path: Path, label: str) -> None:
+    magic = IMAGES_MAGIC if "-images-" in rf.stem else LABELS_MAGIC
+    _parse_expect(read_bytes(path, label), label, magic)
+
+
+def load_idx_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int | float | None = None,
+    test_size: int | float | None = None,
+    binarize: str | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    download: bool = True,
+    splits: tuple[str, ...] | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """MNIST / Fashion-MNIST / KMNIST: 1 x 28 x 28 grey levels in [0, 1] with labels."""
+    spec = IDX_SETS[name]
+    binarize = check_binarize(binarize, allowed=(None, *BINARIZE_MODES))
+    if test_size is not None:
+        raise ConfigError(f"{name} has a fixed test split (the t10k- files); drop test_size")
+    check_native_size(name, image_size, (28, 28))
+    seed = check_seed(seed)
+    wanted = check_splits(splits)
+    directory = dataset_dir(spec.folder, data_dir, aliases=(name,))
+    files = spec.files()
+    paths = ensure_files(
+        name,
+        directory,
+        files,
+        wanted,
+        urls=mirrors(name, spec.folder, spec.urls),
+        download_missing=download,
+        check=_check_download,
+    )
+    n_classes = len(spec.classes)
+    shape = (1, 28, 28)
+    x = {s: empty_like_split(shape) for s in SPLITS}
+    y = {s: to_labels(np.zeros(0, dtype=np.int64)) for s in SPLITS}
+    if "train" in wanted or "valid" in wanted:
+        xs, ys = _read_pair(paths[files["train"][0].stem], paths[files["train"][1].stem], n_classes)
+        n = len(xs)
+        v = resolve_size(valid_size, n, n // 6, "valid_size", f"the {name} training file")
+        rest, carved = carve(n, v, seed)
+        x["train"], y["train"] = to_float(xs[rest, None]), to_labels(ys[rest])
+        x["valid"], y["valid"] = to_float(xs[carved, None]), to_labels(ys[carved])
+    elif valid_size is not None:
+        resolve_size(valid_size, 2**62, 0, "valid_size", name)  # check the value alone
+    if "test" in wanted:
+        xs, ys = _read_pair(paths[files["test"][0].stem], paths[files["test"][1].stem], n_classes)
+        x["test"], y["test"] = to_float(xs[:, None]), to_labels(ys)
+    x, dynamic = apply_binarize(x, binarize, seed)
+    ds = Dataset(
+        name=name,
+        shape=shape,
+        binary=binarize is not None,
+        dynamic=dynamic,
+        train=x["train"],
+        valid=x["valid"],
+        test=x["test"],
+        train_labels=y["train"],
+        valid_labels=y["valid"],
+        test_labels=y["test"],
+        binarize=binarize,
+        source=str(directory),
+        classes=spec.classes,
+    )
+    return keep_splits(ds, wanted)
