@@ -65,7 +65,7 @@ class TrainConfig:
         "prior": ("standard", "vamp"),
         "objective": ("elbo", "iwae"),
         "lr_schedule": ("none", "cosine", "plateau"),
-        "binarize": (None, "dynamic", "threshold"),
+        "binarize": (None, "none", "static", "dynamic", "threshold"),
         "device": ("auto", "cpu", "cuda", "mps"),
         "precision": ("fp32", "tf32", "bf16"),
     }

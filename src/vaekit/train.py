@@ -267,8 +267,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     amp = autocast_context(device, cfg.precision)
 
     ds = dataset if dataset is not None else load_data(cfg)
-    train_x = ds.train.reshape(ds.train.shape[0], -1).to(device=device, dtype=torch.float32).contiguous()
-    valid_x = ds.valid.reshape(ds.valid.shape[0], -1).to(device=device, dtype=torch.float32).contiguous()
+    train_x = ds.train.flatten(1).to(device=device, dtype=torch.float32).contiguous()
+    valid_x = ds.valid.flatten(1).to(device=device, dtype=torch.float32).contiguous()
     if train_x.shape[0] == 0:
         raise VaekitError(f"the training split of {cfg.dataset} is empty")
     dynamic = bool(getattr(ds, "dynamic", False))

@@ -13,7 +13,7 @@ from vaekit.commands._args import finite_float, int_list, nonnegative_int, posit
 FLAGS: dict[str, tuple] = {
     "--dataset": (str, "data set: digits, binarized-mnist, mnist, fashion-mnist, kmnist, images:DIR, npz:FILE"),
     "--data-dir": (str, "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)"),
-    "--binarize": (str, "dynamic or threshold (for grey-level data)"),
+    "--binarize": (str, "none, static, dynamic or threshold (grey-level data: dynamic or threshold)"),
     "--epochs": (positive_int, "number of epochs (default 10)"),
     "--model": (str, "mlp or conv"),
     "--hidden": (int_list, "hidden layer sizes, e.g. 400 or 500,500"),
