@@ -17,7 +17,7 @@ from vaekit import __version__
 from vaekit.errors import VaekitError
 
 #: Sub-command modules under ``vaekit.commands``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("info", "gradients", "data", "train")
+COMMANDS: tuple[str, ...] = ("info", "gradients", "data", "train", "evaluate", "sample", "report", "bound")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,58 @@
+"""``vaekit evaluate``: the test-set ELBO, the importance-sampled log p(x) (NLL, bits/dim) and the gap."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vaekit.commands._args import nonnegative_int, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate", help="honest likelihoods: ELBO, importance-sampled log p(x), bits/dim and the gap",
+        description="Evaluate a run's best model on a split of its data set: the ELBO and its terms "
+        "(reconstruction, KL), log p(x) estimated by importance sampling with K samples "
+        "(logsumexp_i log w_i - log K, reported as NLL in nats and bits/dim), the gap log p(x) - ELBO "
+        "(~ KL(q(z|x) || p(z|x))), the active units and the KL per unit, with standard errors over examples. "
+        "Example: vaekit evaluate RUN --k 5000",
+    )
+    parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
+    parser.add_argument("--k", type=positive_int, default=5000, help="importance samples per example (default 5000)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="examples per batch (default: chosen from a 256 MB memory budget)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
+    parser.add_argument("--dataset", default=None, help="evaluate on this data set instead of the run's")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA, then MPS, then the CPU), cpu, cuda or mps")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaekit.evaluate import evaluate_run, format_table
+
+    show = not args.json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            print(f"\r{done}/{total} examples", end="", file=sys.stderr, flush=True)
+
+    result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                          device=args.device, data_dir=args.data_dir, dataset_name=args.dataset, limit=args.limit,
+                          progress=progress)
+    if show:
+        print(file=sys.stderr)
+    if args.json:
+        d = result.to_dict()
+        keys = ("split", "k", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "bits_per_dim", "gap",
+                "active_units", "n", "elbo_stderr", "gap_stderr", "bits_per_dim_stderr", "kl_per_dim", "mean_ess",
+                "seconds", "log_weights_per_second", "notes")
+        print(json.dumps({key: d[key] for key in keys}))
+    else:
+        print(format_table(result))
+    return 0

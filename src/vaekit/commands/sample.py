@@ -1,0 +1,40 @@
+"""``vaekit sample``: a PNG grid of samples from the prior (decoded means and draws)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vaekit.commands._args import nonnegative_int, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "sample", help="draw samples from a trained model into a PNG",
+        description="Draw z ~ p(z) and write two panels: the decoded means E[x|z] and one draw x ~ p(x|z) "
+        "per z. Example: vaekit sample RUN -n 64 --out samples.png",
+    )
+    parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    parser.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    parser.add_argument("--out", default=None, help="PNG file to write (default RUN/samples.png)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaekit import viz
+    from vaekit.errors import VaekitError
+    from vaekit.evaluate import load_model
+
+    if args.n > 4096:
+        raise VaekitError(f"-n {args.n} is too many for one picture; use at most 4096")
+    model = load_model(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "samples.png"
+    if out.suffix.lower() != ".png":
+        raise VaekitError(f"--out must name a .png file, got {out}")
+    try:
+        viz.save_figure(viz.samples_figure(model, args.n, args.seed), out)
+    except OSError as exc:
+        raise VaekitError(f"could not write {out}: {exc.strerror or exc}") from None
+    print(out)
+    return 0

@@ -1,0 +1,488 @@
+"""Honest likelihoods: the test-set ELBO, the importance-sampled log p(x) and the gap between them.
+
+For each example x, with z_1..z_K ~ q(z|x) and log-weights log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x):
+
+    log p(x)  ~  log (1/K) sum_i w_i = logsumexp_i log w_i - log K      (IWAE_K; Burda et al., 2016)
+    ELBO(x)   ~  (1/K) sum_i log w_i = reconstruction - KL,
+                 reconstruction = (1/K) sum_i log p(x|z_i),  KL = (1/K) sum_i [log q(z_i|x) - log p(z_i)]
+    gap(x)    =  log p(x) - ELBO(x)  ~  KL(q(z|x) || p(z|x))
+
+all in nats per example. Both estimates use the SAME K draws, so the estimated gap is >= 0 for every
+example (Jensen's inequality, draw by draw). IWAE_K is biased low by about Var(w)/(2 K p(x)^2), so the
+gap is, if anything, underestimated; K = 5000 is the literature's protocol. NLL = -log p(x) is also
+given in bits per dimension, NLL / (D ln 2). Standard errors are over the test set: std over
+examples / sqrt(N) (they do not include the Monte Carlo error of each example, which is far smaller
+at large K; the per-example error of log p(x) is sqrt(1/ESS - 1/K), ESS = (sum w)^2 / sum w^2).
+
+For continuous data (a Gaussian or continuous-Bernoulli likelihood on [0, 1]) log p(x) is a density:
+the bits per dimension are not the discrete ones of 8-bit images (add 8 bits/dim for the bins of 1/256).
+
+Speed: examples go in batches of B, their K draws in chunks of k_chunk, so every decoder call is one
+(k_chunk * B, L) matrix product and memory stays below a budget (``memory_budget`` bytes of decoder
+activations, 256 MB by default); running logsumexp values combine the chunks. For the common MLP
+decoder with a Bernoulli likelihood, sum_d x_d l_d is computed as h . (W^T x) + b . x (h: the last
+hidden layer), which leaves one matrix product and one softplus per logit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vaekit.errors import CheckpointError, DataError, VaekitError
+
+#: Default number of importance samples per example (Burda et al.'s protocol).
+DEFAULT_K = 5000
+#: Default memory budget for the decoder activations of one chunk, bytes.
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: Rows per decoder call on the CPU: big enough for fast matrix products, small enough for the cache.
+CPU_ROWS = 4096
+#: Burda et al.'s threshold for an active latent unit: Cov_x(E_q[z_j]) > 0.01.
+ACTIVE_THRESHOLD = 0.01
+
+
+# -- the result ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    """Test-set averages (nats per example unless said otherwise) with standard errors over examples."""
+
+    elbo: float
+    reconstruction: float
+    kl: float
+    nll: float
+    nll_stderr: float
+    elbo_stderr: float
+    bits_per_dim: float
+    gap: float
+    gap_stderr: float
+    active_units: int
+    kl_per_dim: list[float]
+    k: int
+    n: int
+    seconds: float
+    data_dim: int = 0
+    bits_per_dim_stderr: float = math.nan
+    kl_analytic: float | None = None  # mean closed-form KL(q || p(z)) when the prior has one
+    latent_variance: list[float] = field(default_factory=list)  # Cov_x(E_q[z_j]) per unit
+    mean_ess: float = math.nan  # mean effective sample size (sum w)^2 / sum w^2 of the K draws
+    log_weights_per_second: float = math.nan
+    batch_size: int = 0
+    k_chunk: int = 0
+    seed: int = 0
+    split: str | None = None
+    likelihood: str = ""
+    notes: list[str] = field(default_factory=list)  # caveats for the reader (low ESS, densities)
+    per_example: dict[str, np.ndarray] | None = None
+
+    @property
+    def log_px(self) -> float:
+        """The mean importance-sampled log p(x), nats (= -nll)."""
+        return -self.nll
+
+    def to_dict(self, per_example: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite numbers become None); per-example arrays as lists if asked."""
+        out: dict[str, Any] = {
+            "split": self.split, "k": self.k, "n": self.n, "elbo": self.elbo, "elbo_stderr": self.elbo_stderr,
+            "reconstruction": self.reconstruction, "kl": self.kl, "kl_analytic": self.kl_analytic,
+            "nll": self.nll, "nll_stderr": self.nll_stderr, "bits_per_dim": self.bits_per_dim,
+            "bits_per_dim_stderr": self.bits_per_dim_stderr, "gap": self.gap, "gap_stderr": self.gap_stderr,
+            "active_units": self.active_units, "kl_per_dim": list(self.kl_per_dim),
+            "latent_variance": list(self.latent_variance), "mean_ess": self.mean_ess, "data_dim": self.data_dim,
+            "seconds": self.seconds, "log_weights_per_second": self.log_weights_per_second,
+            "batch_size": self.batch_size, "k_chunk": self.k_chunk, "seed": self.seed,
+            "likelihood": self.likelihood, "notes": list(self.notes),
+        }
+        if per_example and self.per_example is not None:
+            out["per_example"] = {k: v.tolist() for k, v in self.per_example.items()}
+        return _json_safe(out)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# -- memory and the log-likelihood kernel --------------------------------------------------------
+
+
+def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, p.dtype
+    for b in model.buffers():
+        return b.device, b.dtype
+    return torch.device("cpu"), torch.float32
+
+
+@torch.inference_mode()
+def bytes_per_row(model: Any, latent: int) -> int:
+    """Bytes of decoder activations (every module's output, plus one more logit-sized temporary)
+    for one latent code, measured by running the decoder on a probe with forward hooks."""
+    device, dtype = _model_device_dtype(model)
+    decoder = getattr(model, "decoder", None)
+    z = torch.zeros(2, latent, device=device, dtype=dtype)
+    if not isinstance(decoder, torch.nn.Module):
+        out = model.decode(z)
+        return 3 * out[0].numel() * out.element_size() + 64
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel() * o.element_size() // 2
+                                                                    if isinstance(o, torch.Tensor) else 0))
+             for m in decoder.modules()]
+    try:
+        out = model.decode(z)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(sum(sizes) + 2 * out[0].numel() * out.element_size() + 64)
+
+
+def plan_chunks(model: Any, n: int, k: int, latent: int, batch_size: int | None = None,
+                memory_budget: int = DEFAULT_MEMORY_BUDGET, device: torch.device | None = None) -> tuple[int, int]:
+    """(examples per batch B, draws per chunk k_chunk) so that k_chunk * B decoder rows fit the budget.
+
+    On the CPU a chunk is at most :data:`CPU_ROWS` rows (faster: it stays in the cache); on a GPU the
+    whole budget is used. A ``batch_size`` larger than the budget allows is reduced to fit it.
+    """
+    if k < 1:
+        raise VaekitError(f"k must be >= 1, got {k}")
+    rows_budget = max(1, int(memory_budget // max(1, bytes_per_row(model, latent))))
+    dev = device if device is not None else _model_device_dtype(model)[0]
+    rows = rows_budget if dev.type != "cpu" else min(rows_budget, CPU_ROWS)
+    if batch_size is None:
+        batch_size = max(min(64, rows), rows // k)
+    b = max(1, min(batch_size, rows_budget, max(1, n)))
+    k_chunk = max(1, min(k, rows // b))
+    return b, k_chunk
+
+
+def _bernoulli_mlp_kernel(model: Any, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """log p(x|z) for an MLP decoder with a Bernoulli likelihood, or None when that is not the model.
+
+    log p(x|z) = sum_d [x_d l_d - softplus(l_d)], l = W h + b, and sum_d x_d l_d = h . (W^T x) + b . x,
+    so only the softplus needs all D logits.
+    """
+    from vaekit.model import VAE
+
+    if not isinstance(model, VAE) or getattr(model.likelihood, "name", "") != "bernoulli":
+        return None
+    decoder = model.decoder
+    if not isinstance(decoder, torch.nn.Sequential) or not isinstance(decoder[-1], torch.nn.Linear):
+        return None
+    body, last = torch.nn.Sequential(*list(decoder)[:-1]), decoder[-1]
+    weight, bias = last.weight, last.bias
+    xw = x @ weight  # (B, H)
+    xb = x @ bias if bias is not None else torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+
+    def kernel(z: torch.Tensor) -> torch.Tensor:
+        h = body(z)  # (kc, B, H)
+        flat = h.reshape(-1, h.shape[-1])
+        logits = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
+        softplus = F.softplus(logits).sum(-1).reshape(h.shape[:-1])
+        return (h * xw).sum(-1) + xb - softplus
+
+    return kernel
+
+
+def log_likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function z (..., B, L) -> log p(x|z) (..., B) for the flat batch x (B, D)."""
+    kernel = _bernoulli_mlp_kernel(model, x) if fast else None
+    if kernel is not None:
+        return kernel
+    return lambda z: model.log_likelihood(x, z)
+
+
+# -- the estimator --------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generator: torch.Generator,
+                     fast: bool = True) -> dict[str, torch.Tensor]:
+    """Per-example statistics of K importance weights for a flat batch x (B, D), drawn k_chunk at a time.
+
+    Returns (B,) tensors: ``log_px`` = logsumexp log w - log K, ``elbo`` = mean log w, ``reconstruction``
+    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2, and the encoder's
+    ``mu`` and ``logvar`` (B, L).
+    """
+    mu, logvar = model.encode(x)
+    loglik = log_likelihood_kernel(model, x, fast)
+    b = x.shape[0]
+    lse = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
+    lse2 = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
+    sum_rec = torch.zeros(b, device=x.device, dtype=torch.float64)
+    sum_kl = torch.zeros(b, device=x.device, dtype=torch.float64)
+    for start in range(0, k, k_chunk):
+        kc = min(k_chunk, k - start)
+        z = model.reparameterize(mu, logvar, kc, generator)  # (kc, B, L)
+        rec = loglik(z)
+        kl = model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+        log_w = rec - kl
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        sum_rec += rec.sum(0, dtype=torch.float64)
+        sum_kl += kl.sum(0, dtype=torch.float64)
+    rec_mean, kl_mean = sum_rec / k, sum_kl / k
+    return {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
+            "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "mu": mu, "logvar": logvar}
+
+
+def _flat_data(data: Any, split: str = "test") -> torch.Tensor:
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if not isinstance(data, torch.Tensor):
+        getter = getattr(data, "split", None)
+        data = getter(split) if callable(getter) else getattr(data, split, None)
+        if not isinstance(data, torch.Tensor):
+            raise DataError(f"expected images as a tensor (N, C, H, W) or a data set with a {split!r} split")
+    if data.dim() < 2:
+        raise DataError(f"expected images (N, C, H, W) or flat (N, D), got shape {tuple(data.shape)}")
+    return data.reshape(data.shape[0], -1)
+
+
+def _stderr(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def evaluate_model(
+    model: Any,
+    data: Any,
+    k: int = DEFAULT_K,
+    batch_size: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    *,
+    split: str = "test",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    per_example: bool = True,
+    fast: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``).
+
+    Returns the mean ELBO, reconstruction and KL, the importance-sampled NLL = -log p(x) with K samples
+    (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
+    see the module docstring. Deterministic for a given seed, batch size and memory budget.
+    """
+    if k < 1:
+        raise VaekitError(f"k must be >= 1, got {k}")
+    x_all = _flat_data(data, split)
+    n = x_all.shape[0]
+    if n == 0:
+        raise DataError(f"the {split} split is empty: nothing to evaluate")
+    if device is not None:
+        if isinstance(device, str):
+            from vaekit.train import resolve_device
+
+            device = resolve_device(device)
+        model = model.to(device)
+    dev, dtype = _model_device_dtype(model)
+    was_training = model.training
+    model.eval()
+    latent = _latent_size(model, x_all[:1].to(dev, dtype))
+    bsz, k_chunk = plan_chunks(model, n, k, latent, batch_size, memory_budget, dev)
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    keys = ("log_px", "elbo", "reconstruction", "kl", "ess")
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "mu", "logvar")}
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, n, bsz):
+            x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
+            stats = log_weight_stats(model, x, k, k_chunk, gen, fast)
+            for key in parts:
+                parts[key].append(stats[key].detach().to("cpu", torch.float64))
+            if progress is not None:
+                progress(min(n, start + bsz), n)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    arr = {key: torch.cat(parts[key]).numpy() for key in keys}
+    mu, logvar = torch.cat(parts["mu"]), torch.cat(parts["logvar"])
+    if not np.isfinite(arr["log_px"]).all():
+        raise VaekitError(f"log p(x) is not finite for {int((~np.isfinite(arr['log_px'])).sum())} examples; "
+                          "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
+    gap = arr["log_px"] - arr["elbo"]
+    d = x_all.shape[1]
+    nll = -arr["log_px"]
+    latent_var = mu.var(0, unbiased=False) if n > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
+    prior = model.prior
+    kl_per_dim: list[float] = []
+    kl_analytic = None
+    if getattr(prior, "name", "") == "standard":
+        per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # closed-form KL per unit, (N, L)
+        kl_per_dim = per_dim.mean(0).tolist()
+        kl_analytic = float(per_dim.sum(1).mean())
+    bpd = 1.0 / (d * math.log(2))
+    per = None
+    if per_example:
+        per = {"log_px": arr["log_px"], "elbo": arr["elbo"], "reconstruction": arr["reconstruction"],
+               "kl": arr["kl"], "gap": gap, "ess": arr["ess"],
+               "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
+               else np.full(n, np.nan)}
+    notes = _notes(model, arr["ess"], k)
+    return EvaluationResult(
+        elbo=float(arr["elbo"].mean()), reconstruction=float(arr["reconstruction"].mean()),
+        kl=float(arr["kl"].mean()), nll=float(nll.mean()), nll_stderr=_stderr(nll),
+        elbo_stderr=_stderr(arr["elbo"]), bits_per_dim=float(nll.mean() * bpd), gap=float(gap.mean()),
+        gap_stderr=_stderr(gap), active_units=int((latent_var > ACTIVE_THRESHOLD).sum()), kl_per_dim=kl_per_dim,
+        k=k, n=n, seconds=seconds, data_dim=d, bits_per_dim_stderr=_stderr(nll) * bpd, kl_analytic=kl_analytic,
+        latent_variance=latent_var.tolist(), mean_ess=float(arr["ess"].mean()),
+        log_weights_per_second=n * k / seconds if seconds > 0 else math.inf, batch_size=bsz, k_chunk=k_chunk,
+        seed=int(seed), split=split, likelihood=str(getattr(getattr(model, "likelihood", None), "name", "")),
+        notes=notes, per_example=per,
+    )
+
+
+#: Below this median effective sample size the importance-sampled log p(x) is flagged as unreliable.
+LOW_ESS = 10.0
+
+
+def _notes(model: Any, ess: np.ndarray, k: int) -> list[str]:
+    notes = []
+    med = float(np.median(ess))
+    if k >= 2 * LOW_ESS and med < LOW_ESS:
+        notes.append(f"the importance weights are dominated by a few draws (median ESS {med:.1f} of K = {k}): "
+                     "log p(x) is probably underestimated and its spread understated; increase K")
+    name = str(getattr(getattr(model, "likelihood", None), "name", ""))
+    if name and name != "bernoulli":
+        notes.append(f"the {name} likelihood makes log p(x) a density on [0, 1]^D, which can exceed 0 (NLL < 0); "
+                     "for discrete bits/dim add log2 of the number of grey levels (8 for 8-bit images)")
+    return notes
+
+
+@torch.inference_mode()
+def _latent_size(model: Any, x1: torch.Tensor) -> int:
+    return int(model.encode(x1)[0].shape[-1])
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+def read_run_config(run: str | Path) -> dict[str, Any]:
+    """The training config of a run (``RUN/config.json``) as a dict; {} when it is absent."""
+    path = Path(run) / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is corrupt ({exc}); it should be the JSON written by 'vaekit train'") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
+    return data
+
+
+def load_model(run: str | Path, device: str | torch.device | None = None) -> Any:
+    """The best weights of a run (``VAE.load``; safetensors only), on ``device`` (``auto`` allowed)."""
+    from vaekit.model import VAE
+
+    run = Path(run)
+    if not run.exists():
+        raise CheckpointError(f"run directory {run} not found; give a directory written by 'vaekit train'")
+    model = VAE.load(run)
+    if device is not None:
+        from vaekit.train import resolve_device
+
+        model = model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+    model.eval()
+    return model
+
+
+def _load_dataset(spec: str, data_dir: str | None, binarize: str | None, seed: int) -> Any:
+    """``vaekit.data.load_dataset`` (a separate function so that tests can replace it)."""
+    from vaekit.data import load_dataset
+
+    return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed)
+
+
+def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any = None,
+                  dataset_name: str | None = None) -> Any:
+    """The data set a run was trained on (from ``RUN/config.json``), or ``dataset`` when given.
+
+    ``data_dir`` overrides the run's data folder and ``dataset_name`` its data set.
+    """
+    if dataset is not None:
+        return dataset
+    cfg = read_run_config(run)
+    name = dataset_name or cfg.get("dataset")
+    if not name:
+        raise CheckpointError(f"{Path(run) / 'config.json'} not found, so the data set is unknown; "
+                              "pass --dataset NAME (e.g. digits)")
+    return _load_dataset(name, data_dir if data_dir is not None else cfg.get("data_dir"), cfg.get("binarize"),
+                         int(cfg.get("seed", 0) or 0))
+
+
+def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images (N, C, H, W), labels or None) of a split. A dynamically binarized training split is
+    binarized once with ``seed`` (the valid and test splits already are)."""
+    if split not in ("train", "valid", "test"):
+        raise VaekitError(f"unknown split {split!r}; choose train, valid or test")
+    getter = getattr(ds, "split", None)
+    x = getter(split) if callable(getter) else getattr(ds, split)
+    labels_of = getattr(ds, "labels", None)
+    y = labels_of(split) if callable(labels_of) else getattr(ds, f"{split}_labels", None)
+    if split == "train" and bool(getattr(ds, "dynamic", False)):
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(int(seed)))
+    return x, y
+
+
+def check_shape(model: Any, x: torch.Tensor, where: str = "the data") -> None:
+    shape = tuple(getattr(getattr(model, "config", None), "shape", ()) or ())
+    if shape and tuple(x.shape[1:]) != shape and math.prod(x.shape[1:]) != math.prod(shape):
+        raise DataError(f"{where} has images of shape {tuple(x.shape[1:])} but the model was trained on {shape}; "
+                        "pass the data set the run was trained on (--dataset / --data-dir)")
+
+
+def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch_size: int | None = None,
+                 seed: int = 0, device: str | None = None, *, data_dir: str | None = None, dataset: Any = None,
+                 dataset_name: str | None = None, limit: int | None = None, per_example: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+    """Load a run's best model and its data set, and :func:`evaluate_model` on ``split``
+    (the first ``limit`` examples if given)."""
+    model = load_model(run, device)
+    ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
+    x, _ = split_images(ds, split, seed)
+    if limit is not None:
+        x = x[:limit]
+    check_shape(model, x, f"the {split} split")
+    return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
+                          progress=progress)
+
+
+def format_table(r: EvaluationResult) -> str:
+    """A readable table of an :class:`EvaluationResult`."""
+    def pm(v: float, se: float, fmt: str = ".3f") -> str:
+        return f"{v:{fmt}}" + (f" +- {se:{fmt}}" if math.isfinite(se) else "")
+
+    lines = [
+        f"{r.split or 'data'}: {r.n} examples, K = {r.k} importance samples, {r.seconds:.1f} s "
+        f"({r.log_weights_per_second:,.0f} log-weights/s)",
+        f"  ELBO                     {pm(r.elbo, r.elbo_stderr):>24} nats",
+        f"    reconstruction         {r.reconstruction:>24.3f} nats",
+        f"    KL(q(z|x) || p(z))     {r.kl:>24.3f} nats",
+        f"  log p(x), K = {r.k:<10} {pm(-r.nll, r.nll_stderr):>24} nats  (importance sampled)",
+        f"  NLL = -log p(x)          {pm(r.nll, r.nll_stderr):>24} nats",
+        f"                           {pm(r.bits_per_dim, r.bits_per_dim_stderr, '.4f'):>24} bits/dim",
+        f"  gap log p(x) - ELBO      {pm(r.gap, r.gap_stderr):>24} nats  (~ KL(q(z|x) || p(z|x)))",
+        f"  active units             {r.active_units:>24d} of {len(r.latent_variance)} "
+        f"(Cov_x E_q[z_j] > {ACTIVE_THRESHOLD})",
+        f"  mean ESS of the K draws  {r.mean_ess:>24.1f}",
+    ]
+    if r.kl_per_dim:
+        top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
+        lines.append("  KL per unit (largest)    " + ", ".join(f"z{j}: {r.kl_per_dim[j]:.2f}" for j in top))
+    lines += [f"note: {note}" for note in r.notes]
+    return "\n".join(lines)

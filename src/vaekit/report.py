@@ -1,0 +1,265 @@
+"""``RUN/report.html``: one self-contained page about a trained run.
+
+The page holds the run's settings, its training curves (from ``metrics.jsonl``), an evaluation
+table (test ELBO and its terms, the importance-sampled log p(x) with K samples, bits/dim, the gap,
+active units; K is stated on the page), samples from the prior, reconstructions, interpolations,
+traversals of the most active latent units and, for a 2-D latent space, the decoded manifold and a
+scatter plot of the test set's posterior means. Images are embedded as base64 PNG, so the file can
+be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit.errors import CheckpointError, VaekitError
+
+#: Default number of importance samples for the report's evaluation (modest, so the page is quick).
+REPORT_K = 500
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0;
+       background: #f6f7f9; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #ddd; }
+p.sub { color: #666; margin: 6px 0 16px; font-size: 14px; }
+table { border-collapse: collapse; font-size: 14px; }
+td, th { padding: 4px 12px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+th { background: #f0f2f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
+.cols { display: flex; flex-wrap: wrap; gap: 32px; align-items: flex-start; }
+figure { margin: 8px 0 16px; }
+figure img { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 13px; margin-top: 4px; max-width: 1000px; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; font-size: 14px; }
+code { font-family: ui-monospace, Menlo, monospace; font-size: 13px; }
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    return f"<figure>{_img(png, alt)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}" if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _settings_table(title: str, values: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td><code>{html.escape(_fmt(v))}</code></td></tr>"
+                   for k, v in values.items())
+    return f'<div><table><tr><th colspan="2">{html.escape(title)}</th></tr>{rows}</table></div>'
+
+
+def _pm(v: float, se: float, digits: int = 3) -> str:
+    s = f"{v:.{digits}f}"
+    if se is not None and math.isfinite(se):
+        s += f" &plusmn; {se:.{digits}f}"
+    return s
+
+
+def _eval_table(r: Any) -> str:
+    rows = [
+        ("ELBO", _pm(r.elbo, r.elbo_stderr), "nats per example; the same K draws, (1/K) &sum; log w<sub>i</sub>"),
+        ("&nbsp;&nbsp;reconstruction E<sub>q</sub>[log p(x|z)]", _pm(r.reconstruction, math.nan), "nats"),
+        ("&nbsp;&nbsp;KL(q(z|x) || p(z))", _pm(r.kl, math.nan), "nats"
+         + (f" (closed form: {r.kl_analytic:.3f})" if r.kl_analytic is not None else "")),
+        (f"log p(x), importance sampled, K = {r.k}", _pm(-r.nll, r.nll_stderr),
+         "nats; logsumexp<sub>i</sub> log w<sub>i</sub> &minus; log K"),
+        ("NLL = &minus;log p(x)", _pm(r.nll, r.nll_stderr), "nats"),
+        ("NLL in bits per dimension", _pm(r.bits_per_dim, r.bits_per_dim_stderr, 4), f"NLL / ({r.data_dim} ln 2)"),
+        ("gap log p(x) &minus; ELBO", _pm(r.gap, r.gap_stderr), "nats; estimates KL(q(z|x) || p(z|x))"),
+        ("active units", f"{r.active_units} of {len(r.latent_variance)}",
+         "Cov<sub>x</sub>(E<sub>q</sub>[z<sub>j</sub>]) &gt; 0.01"),
+        ("mean effective sample size", f"{r.mean_ess:.1f}", f"of the K = {r.k} importance weights"),
+        ("examples", f"{r.n}", f"{html.escape(str(r.split))} split; &plusmn; is one standard error over examples"),
+        ("time", f"{r.seconds:.2f} s", f"{r.log_weights_per_second:,.0f} log-weights per second"),
+    ]
+    body = "".join(f'<tr><td>{a}</td><td class="num">{b}</td><td>{c}</td></tr>' for a, b, c in rows)
+    return f"<table><tr><th>quantity</th><th>value</th><th>notes</th></tr>{body}</table>"
+
+
+def write_report(
+    run: str | Path,
+    *,
+    k: int = REPORT_K,
+    split: str = "test",
+    seed: int = 0,
+    data_dir: str | None = None,
+    dataset: Any = None,
+    dataset_name: str | None = None,
+    limit: int | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the report of ``run`` to ``out`` (default ``RUN/report.html``) and return its path.
+
+    The evaluation uses K = ``k`` importance samples on ``split`` (its first ``limit`` examples if
+    given). When the data set cannot be loaded, the page is still written without the data parts and
+    says why.
+    """
+    from vaekit import viz
+    from vaekit.evaluate import check_shape, evaluate_model, load_model, load_run_data, read_run_config, split_images
+
+    say = log or (lambda _msg: None)
+    run = Path(run)
+    model = load_model(run, device)
+    cfg = read_run_config(run)
+    metrics, metrics_note = _read_metrics(run)
+    latent = model.config.latent
+    notes: list[str] = []
+    if metrics_note:
+        notes.append(metrics_note)
+
+    x = labels = None
+    class_names = None
+    try:
+        ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
+        x, labels = split_images(ds, split, seed)
+        class_names = getattr(ds, "classes", None)
+        if limit is not None:
+            x = x[:limit]
+            labels = labels[:limit] if labels is not None else None
+        check_shape(model, x, f"the {split} split")
+        if len(x) == 0:
+            raise VaekitError(f"the {split} split is empty")
+    except VaekitError as exc:
+        notes.append(f"The data set could not be loaded, so the evaluation, reconstructions and interpolations "
+                     f"are missing: {exc}")
+        say(f"warning: {exc}")
+        x = labels = None
+
+    sections: list[str] = []
+    result = None
+    if x is not None:
+        say(f"evaluating on {len(x)} {split} examples with K = {k} ...")
+        result = evaluate_model(model, x, k=k, seed=seed, split=split, per_example=False)
+
+    # -- the page --
+    title = f"vaekit report: {run.resolve().name}"
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    mc = model.config
+    summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {mc.arch} "
+               f"{'-'.join(map(str, mc.hidden))} &middot; latent {latent} &middot; "
+               f"{html.escape(mc.likelihood.get('name', ''))} likelihood &middot; "
+               f"{html.escape(mc.prior.get('name', ''))} prior")
+    head = f"<h1>{html.escape(title)}</h1><p class='sub'>{summary} &middot; written {stamp}</p>"
+    for note in notes:
+        sections.append(f"<p class='note'>{html.escape(note)}</p>")
+
+    if result is not None:
+        block = [f"<h2>Evaluation on the {html.escape(split)} set (K = {k} importance samples)</h2>",
+                 _eval_table(result)]
+        block += [f"<p class='note'>Note: {html.escape(note)}.</p>" for note in result.notes]
+        if k < 5000:
+            block.append(f"<p class='sub'>K = {k} here for speed; the literature's protocol is K = 5000 "
+                         f"(<code>vaekit evaluate {html.escape(str(run))} --k 5000</code>). log p(x) estimates "
+                         "grow with K towards the true value.</p>")
+        if result.kl_per_dim:
+            block.append(_figure(viz.figure_png(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance)),
+                                 "KL per unit", "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) per latent unit, "
+                                 "averaged over the evaluated examples."))
+        sections.append("".join(block))
+
+    if metrics:
+        sections.append("<h2>Training curves</h2>" + _figure(
+            viz.figure_png(viz.training_curves_figure(metrics)), "training curves",
+            f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
+            f"{len(metrics)} epochs from metrics.jsonl."))
+
+    sections.append("<h2>Samples from the prior</h2>" + _figure(
+        viz.figure_png(viz.samples_figure(model, 64, seed)), "samples",
+        "z ~ p(z): left the decoded means E[x|z], right one draw x ~ p(x|z) per z."))
+
+    if x is not None:
+        sections.append("<h2>Reconstructions</h2>" + _figure(
+            viz.figure_png(viz.reconstructions_figure(model, x, 32)), "reconstructions",
+            f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their posterior means."))
+        if len(x) >= 2:
+            sections.append("<h2>Interpolations</h2>" + _figure(
+                viz.figure_png(viz.interpolations_figure(model, x, 6, 10)), "interpolations",
+                "Each row: a test image, the decoded means along the straight line between the posterior means "
+                "of two test images, and the second image."))
+
+    activity = result.latent_variance if result is not None else None
+    units = sorted(range(latent), key=lambda j: -activity[j])[:10] if activity else list(range(min(latent, 10)))
+    base = None
+    if x is not None:
+        with torch.inference_mode():
+            base = model.encode(x[:1].to(next(model.parameters()).device))[0][0]
+    unit_labels = [f"z{j}" + (f" ({activity[j]:.2f})" if activity else "") for j in units]
+    sections.append("<h2>Latent traversals</h2>" + _figure(
+        viz.figure_png(viz.traversals_figure(model, units, base, 9, unit_labels)), "traversals",
+        "One row per latent unit"
+        + (", the most active first (in brackets: Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>])" if activity else "")
+        + "; the unit sweeps the prior's 5%..95% quantiles while the others stay at "
+        + ("the posterior mean of the first test image." if base is not None else "0.")))
+
+    if latent == 2:
+        parts = [_figure(viz.figure_png(viz.manifold_figure(model, 20)), "manifold",
+                         "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
+        if x is not None:
+            parts.append(_figure(viz.figure_png(viz.latent_scatter_figure(model, x, labels, class_names)), "scatter",
+                                 "Posterior means of the evaluated examples" + (", coloured by label." if labels
+                                                                                is not None else ".")))
+        sections.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")
+    else:
+        sections.append(f"<h2>The latent space</h2><p class='sub'>The manifold and scatter plots need a 2-D latent "
+                        f"space; this model has {latent} dimensions.</p>")
+
+    settings = "<h2>Settings</h2><div class='cols'>"
+    if cfg:
+        settings += _settings_table("training (config.json)", cfg)
+    settings += _settings_table("model (model.json)", mc.to_dict()) + "</div>"
+    sections.append(settings)
+
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
+            f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
+    path = Path(out) if out is not None else run / "report.html"
+    try:
+        from vaekit.checkpoint import atomic_write_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, page)
+    except OSError as exc:
+        raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _read_metrics(run: Path) -> tuple[list[dict[str, Any]], str | None]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return [], "No metrics.jsonl in the run directory, so there are no training curves."
+    rows, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, (f"{bad} unreadable lines in metrics.jsonl were skipped." if bad else None)

@@ -1,0 +1,271 @@
+"""Seeing the model: samples, reconstructions, interpolations, traversals, the 2-D manifold and
+latent scatter, and training curves, as matplotlib figures (Agg backend) and PNG files.
+
+Images are tensors (N, C, H, W) with values in [0, 1] (C = 1 grey, C = 3 colour). Every figure
+function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns one into PNG bytes and
+closes it, :func:`save_figure` writes it to a file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def normal_quantiles(n: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """Phi^-1 of n evenly spaced probabilities in [low, high]: equal prior mass between points."""
+    from scipy.stats import norm
+
+    return norm.ppf(np.linspace(low, high, n))
+
+
+# -- image grids ----------------------------------------------------------------------------------
+
+
+def image_grid(images: torch.Tensor | np.ndarray, nrow: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images (N, C, H, W) in [0, 1] into one (H', W') grey or (H', W', 3) colour array, ``nrow`` per row."""
+    arr = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, float)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    n, c, h, w = arr.shape
+    nrow = max(1, min(nrow, n))
+    rows = math.ceil(n / nrow)
+    out = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[:, y : y + h, x : x + w] = arr[i]
+    out = np.clip(out, 0.0, 1.0)
+    return out[0] if c == 1 else np.transpose(out[:3], (1, 2, 0))
+
+
+def _show(ax: Any, grid: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def _panel_size(grid: np.ndarray, inches_per_px: float = 0.035, min_width: float = 3.0) -> tuple[float, float]:
+    h, w = grid.shape[:2]
+    scale = max(inches_per_px, min_width / w)
+    return w * scale, h * scale
+
+
+def panels(grids: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None) -> Figure:
+    """Image grids side by side, each with a title."""
+    sizes = [_panel_size(g) for g in grids]
+    width = sum(s[0] for s in sizes) + 0.3 * len(grids)
+    height = max(s[1] for s in sizes) + (0.9 if suptitle else 0.5)
+    fig, axes = plt.subplots(1, len(grids), figsize=(width, height), squeeze=False,
+                             gridspec_kw={"width_ratios": [g.shape[1] for g in grids]})
+    for ax, g, t in zip(axes[0], grids, titles):
+        _show(ax, g, t)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (the figure is closed)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write the figure as a PNG file (the figure is closed)."""
+    path = Path(path)
+    data = figure_png(fig, dpi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# -- the model's pictures -------------------------------------------------------------------------
+
+
+def _shape(model: Any) -> tuple[int, int, int]:
+    return tuple(model.config.shape)  # type: ignore[return-value]
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def decode_means(model: Any, z: torch.Tensor) -> torch.Tensor:
+    """E[x|z] as images (N, C, H, W)."""
+    z = z.to(_device(model), dtype=next(model.parameters()).dtype)
+    return model.likelihood.mean(model.decode(z)).reshape(z.shape[0], *_shape(model)).clamp(0, 1).cpu()
+
+
+@torch.inference_mode()
+def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
+    """Samples z ~ p(z): the decoded means E[x|z] and draws x ~ p(x|z), two panels."""
+    gen = torch.Generator(device=_device(model)).manual_seed(seed)
+    s = model.sample(n, generator=gen)
+    nrow = max(1, int(math.ceil(math.sqrt(n))))
+    name = model.config.likelihood.get("name", "")
+    return panels([image_grid(s.means.cpu(), nrow), image_grid(s.draws.clamp(0, 1).cpu(), nrow)],
+                  ["means E[x|z], z ~ p(z)", f"draws x ~ p(x|z) ({name})"],
+                  f"{n} samples from the prior (seed {seed})")
+
+
+@torch.inference_mode()
+def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32) -> Figure:
+    """Test images and their reconstructions E[x | z = mu(x)], same layout side by side."""
+    x = x[:n]
+    rec = model.reconstruct(x.to(_device(model))).cpu().clamp(0, 1)
+    nrow = 8 if len(x) >= 8 else len(x)
+    return panels([image_grid(x, nrow), image_grid(rec, nrow)], ["test images", "reconstructions E[x | mu(x)]"])
+
+
+@torch.inference_mode()
+def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: int = 10) -> Figure:
+    """Rows of decoded means along straight lines mu(x_a) -> mu(x_b) between posterior means of test
+    images; the first and last columns are the two images themselves."""
+    pairs = max(1, min(pairs, len(x) // 2))
+    xa, xb = x[:pairs], x[pairs : 2 * pairs]
+    mu_a, _ = model.encode(xa.to(_device(model)))
+    mu_b, _ = model.encode(xb.to(_device(model)))
+    t = torch.linspace(0, 1, steps, device=mu_a.device, dtype=mu_a.dtype)
+    z = (1 - t)[None, :, None] * mu_a[:, None] + t[None, :, None] * mu_b[:, None]  # (P, S, L)
+    dec = decode_means(model, z.reshape(-1, z.shape[-1])).reshape(pairs, steps, *_shape(model))
+    rows = torch.cat([xa[:, None].cpu(), dec, xb[:, None].cpu()], 1).reshape(-1, *_shape(model))
+    fig = panels([image_grid(rows, steps + 2)], [f"interpolations: image, {steps} steps from mu(a) to mu(b), image"])
+    return fig
+
+
+@torch.inference_mode()
+def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | None = None, steps: int = 9,
+                      labels: Sequence[str] | None = None) -> Figure:
+    """One row per latent unit: the decoded means as that unit sweeps the prior's quantiles
+    Phi^-1(0.05..0.95), the others fixed at ``base`` (a latent code, default 0)."""
+    latent = model.config.latent
+    units = list(units)[:latent] or [0]
+    base_z = torch.zeros(latent) if base is None else base.detach().cpu().reshape(-1).float()
+    values = torch.tensor(normal_quantiles(steps), dtype=torch.float32)
+    z = base_z.repeat(len(units), steps, 1)
+    for r, j in enumerate(units):
+        z[r, :, j] = values
+    dec = decode_means(model, z.reshape(-1, latent))
+    grid = image_grid(dec, steps)
+    w, h = _panel_size(grid)
+    fig, ax = plt.subplots(figsize=(w + 1.4, h + 0.6))
+    _show(ax, grid, f"traversals: z_j from {values[0]:.2f} to {values[-1]:.2f} (prior quantiles 5%..95%)")
+    _, hh, _ = _shape(model)
+    ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(len(units))])
+    ax.set_yticklabels(list(labels) if labels is not None else [f"z{j}" for j in units], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@torch.inference_mode()
+def manifold_figure(model: Any, n: int = 20) -> Figure:
+    """For a 2-D latent space: decoded means over the grid z = (Phi^-1(u1), Phi^-1(u2)), u in [0.05, 0.95]^2
+    (Kingma & Welling, 2014, Fig. 4); rows run from high z2 (top) to low z2."""
+    if model.config.latent != 2:
+        raise ValueError("the manifold plot needs a 2-dimensional latent space")
+    q = torch.tensor(normal_quantiles(n), dtype=torch.float32)
+    z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
+    dec = decode_means(model, torch.stack([z1, z2], -1).reshape(-1, 2))
+    grid = image_grid(dec, n, pad=0)
+    w, h = _panel_size(grid, inches_per_px=0.02, min_width=3.8)
+    fig, ax = plt.subplots(figsize=(w + 0.8, h + 0.8))
+    _show(ax, grid, "decoded manifold over the prior's quantiles")
+    size = grid.shape[1] / n
+    ticks = [0, n // 2, n - 1]
+    ax.set_xticks([size * (i + 0.5) for i in ticks])
+    ax.set_xticklabels([f"{q[i]:.2f}" for i in ticks], fontsize=8)
+    ax.set_yticks([size * (i + 0.5) for i in ticks])
+    ax.set_yticklabels([f"{q.flip(0)[i]:.2f}" for i in ticks], fontsize=8)
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    fig.tight_layout()
+    return fig
+
+
+@torch.inference_mode()
+def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | None = None,
+                          class_names: Sequence[str] | None = None) -> Figure:
+    """Posterior means mu(x) of test images in a 2-D latent space, coloured by label."""
+    mu, _ = model.encode(x.to(_device(model)))
+    mu = mu.cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    if labels is None:
+        ax.scatter(mu[:, 0], mu[:, 1], s=6, alpha=0.6, color="tab:blue")
+    else:
+        y = labels.cpu().numpy()
+        classes = np.unique(y)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, cls in enumerate(classes):
+            sel = y == cls
+            name = class_names[int(cls)] if class_names is not None and int(cls) < len(class_names) else str(cls)
+            ax.scatter(mu[sel, 0], mu[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=name)
+        ax.legend(markerscale=2.5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_xlabel("mu_1(x)")
+    ax.set_ylabel("mu_2(x)")
+    ax.set_title(f"posterior means of {len(mu)} test images", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
+    """ELBO, reconstruction and KL per epoch (train and validation), nats per example."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
+    for ax, key, title in zip(axes, ("elbo", "reconstruction", "kl"),
+                              ("ELBO", "reconstruction E_q[log p(x|z)]", "KL(q(z|x) || p(z))")):
+        for split, style in (("train", "-"), ("valid", "--")):
+            ys = [m.get(f"{split}_{key}") for m in metrics]
+            pts = [(e, y) for e, y in zip(epochs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o" if len(pts) < 30 else None, ms=3, label=split)
+        ax.set_title(title + " (nats)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kl_per_unit_figure(kl_per_dim: Sequence[float], latent_variance: Sequence[float] | None = None,
+                       threshold: float = 0.01) -> Figure:
+    """Bars of the mean closed-form KL per latent unit (nats), sorted; active units (Cov_x E_q[z_j] >
+    ``threshold``) in blue, inactive in grey."""
+    kl = np.asarray(kl_per_dim, dtype=float)
+    order = np.argsort(-kl)
+    active = (np.asarray(latent_variance, dtype=float) > threshold) if latent_variance else np.ones(len(kl), bool)
+    fig, ax = plt.subplots(figsize=(min(12.0, 2.0 + 0.22 * len(kl)), 2.8))
+    ax.bar(range(len(kl)), kl[order], color=["tab:blue" if active[j] else "tab:gray" for j in order])
+    ax.set_xticks(range(len(kl)))
+    ax.set_xticklabels([str(j) for j in order], fontsize=7 if len(kl) > 20 else 8)
+    ax.set_xlabel("latent unit j (sorted)")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(f"KL(q(z_j|x) || p(z_j)) per unit, averaged over the data: {int(active.sum())} active (blue)",
+                 fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
