@@ -111,3 +111,14 @@ def test_config_validation():
         VAE(shape=(1, 4, 4), likelihood="poisson")
     with pytest.raises(ValueError, match="prior"):
         VAE(shape=(1, 4, 4), prior="laplace")
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous-bernoulli"])
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
+def test_sampling_is_reproducible_with_a_generator_and_keeps_the_dtype(likelihood, prior):
+    model = VAE(shape=(1, 4, 4), latent=2, hidden=[8], likelihood=likelihood,
+                prior={"name": prior, "components": 3} if prior == "vamp" else prior).double()
+    a = model.sample(5, generator=torch.Generator().manual_seed(3))
+    b = model.sample(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.draws, b.draws) and torch.equal(a.z, b.z)
+    assert a.draws.dtype == torch.float64 and a.means.dtype == torch.float64

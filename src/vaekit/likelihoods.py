@@ -38,7 +38,8 @@ class Likelihood(nn.Module):
         return self.distribution(params).mean
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.distribution(params).sample()
+        """x ~ p(x|z); subclasses draw from ``generator`` so that samples are reproducible."""
+        raise NotImplementedError
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -76,7 +77,9 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return Independent(ContinuousBernoulli(logits=logits, validate_args=False), 1)
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.distribution(logits).sample()
+        """Inverse-CDF sampling, x = F^-1(u), u ~ U(0, 1), so a generator makes it reproducible."""
+        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+        return ContinuousBernoulli(logits=logits, validate_args=False).icdf(u)
 
 
 class GaussianLikelihood(Likelihood):

@@ -62,10 +62,10 @@ class StandardNormalPrior(Prior):
         return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent, generator=generator, device=self._zero.device)
+        return torch.randn(n, self.latent, generator=generator, device=self._zero.device, dtype=self._zero.dtype)
 
     def distribution(self) -> Distribution:
-        zeros = torch.zeros(self.latent, device=self._zero.device)
+        zeros = torch.zeros(self.latent, device=self._zero.device, dtype=self._zero.dtype)
         return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
 
     def analytic_kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class VampPrior(Prior):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         mu, logvar = self.components_params()
         k = torch.randint(self.components, (n,), generator=generator, device=mu.device)
-        eps = torch.randn(n, self.latent, generator=generator, device=mu.device)
+        eps = torch.randn(n, self.latent, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu[k] + torch.exp(0.5 * logvar[k]) * eps
 
     def distribution(self) -> Distribution:
