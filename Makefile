@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/vaekit train --config configs/demo.toml --out $(DEMO_RUN)
 	$(BIN)/vaekit sample $(DEMO_RUN) -n 64 --out $(DEMO_RUN)/samples.png
 	$(BIN)/vaekit report $(DEMO_RUN)
+	@echo "demo done: open $(DEMO_RUN)/report.html in a browser (samples: $(DEMO_RUN)/samples.png)"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

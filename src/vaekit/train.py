@@ -375,8 +375,9 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             if improved:
                 model.save(run)
             ckpt.save_training_state(run, model, optimizer, progress_state, rng)
-        say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
-            f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
+        if epoch == 1 or epoch == cfg.epochs or epoch % max(1, cfg.epochs // 20) == 0:  # ~20 lines a run
+            say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
+                f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
     if ctx.is_main and not (run / ckpt.MODEL_FILE).exists():  # e.g. resumed a finished run
