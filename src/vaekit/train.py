@@ -91,7 +91,10 @@ def set_precision(device: torch.device, precision: str) -> None:
 def run_lock(run: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``RUN/.lock``; a second run on the same directory is refused."""
     run.mkdir(parents=True, exist_ok=True)
-    fh = open(run / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fh = open(run / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise ckpt.write_failed(run / ".lock", exc) from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -244,6 +247,8 @@ class LossModule(torch.nn.Module):
 
 def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device) -> TrainResult:
     state_path = run / ckpt.STATE_FILE
+    if ctx.is_main:  # we hold the lock: a temp file here is the leftover of a killed write
+        ckpt.remove_stale_temp_files(run)
     config_path = run / "config.json"
     if state_path.exists() and not resume:
         raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
@@ -257,6 +262,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
 
         saved_cfg = from_dict(saved, source=str(config_path))
         saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
+        for hardware in ("device", "precision", "threads", "compile", "eval_batch_size"):
+            setattr(saved_cfg, hardware, getattr(cfg, hardware))  # may resume on other hardware
         cfg = saved_cfg
     elif resume:
         say(f"no checkpoint in {run}: starting a new run")
@@ -478,7 +485,10 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
             continue  # a line cut by a crash
         if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
             keep.append(line)
-    ckpt.atomic_write_text(path, "".join(k + "\n" for k in keep))
+    try:
+        ckpt.atomic_write_text(path, "".join(k + "\n" for k in keep))
+    except OSError as exc:
+        raise ckpt.write_failed(path, exc) from None
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
