@@ -17,6 +17,7 @@ DEMO_RUN := demo-run
 
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
+	$(BIN)/vaekit info --p 0.5,0.5 --q 0.1,0.9
 	$(BIN)/vaekit train --config configs/demo.toml --out $(DEMO_RUN)
 	$(BIN)/vaekit sample $(DEMO_RUN) -n 64 --out $(DEMO_RUN)/samples.png
 	$(BIN)/vaekit report $(DEMO_RUN)
