@@ -91,37 +91,17 @@ def plain_epochs(x: torch.Tensor, epochs: int) -> list[float]:
 def pythae_epochs(x: torch.Tensor, epochs: int) -> list[float] | None:
     try:
         from pythae.data.datasets import BaseDataset
-        from pythae.models import VAE, VAEConfig
-        from pythae.models.base.base_utils import ModelOutput
-        from pythae.models.nn import BaseDecoder, BaseEncoder
         from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+        from pythae_twin import pythae_vae
     except ImportError:
         return None
-
-    class Encoder(BaseEncoder):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(D, H), nn.ReLU())
-            self.mu, self.lv = nn.Linear(H, L), nn.Linear(H, L)
-
-        def forward(self, x):
-            h = self.body(x.reshape(-1, D))
-            return ModelOutput(embedding=self.mu(h), log_covariance=self.lv(h))
-
-    class Decoder(BaseDecoder):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(L, H), nn.ReLU(), nn.Linear(H, D), nn.Sigmoid())
-
-        def forward(self, z):
-            return ModelOutput(reconstruction=self.body(z).reshape(-1, 1, 28, 28))
 
     import logging
 
     logging.getLogger("pythae").setLevel(logging.ERROR)
     torch.manual_seed(0)
-    model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=L, reconstruction_loss="bce"),
-                encoder=Encoder(), decoder=Decoder())
+    model = pythae_vae()
     data = BaseDataset(x.reshape(-1, 1, 28, 28), torch.zeros(x.shape[0]))
     times = []
     with tempfile.TemporaryDirectory() as tmp:
