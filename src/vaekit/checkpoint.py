@@ -94,7 +94,10 @@ def save_model(model: Any, directory: Path) -> None:
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"{path} not found; is this a vaekit run directory (made by 'vaekit train')?")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         tensors = st_load(raw)
         # the header: 8-byte little-endian length, then JSON with an optional "__metadata__"
@@ -120,15 +123,37 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> Any:
         raise CheckpointError(f"{cfg_path} not found; is {path} a vaekit run directory?")
     try:
         cfg = json.loads(cfg_path.read_text())
-        model = VAE(ModelConfig(**cfg))
-    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is corrupt or from another version: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise TypeError(f"expected a JSON object of settings, got a {type(cfg).__name__}")
+        config = ModelConfig(**cfg)
+        with torch.device("meta"):  # the architecture alone, no memory: checked against the file first
+            expected = {k: tuple(v.shape) for k, v in VAE(config).state_dict().items()}
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path} is corrupt or from another version: {_one_line(exc)}") from None
     tensors, _ = _read_safetensors(path / MODEL_FILE)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path / MODEL_FILE} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
+    _check_tensors(path / MODEL_FILE, tensors, expected, f"the model {cfg_path} describes")
+    model = VAE(config)
+    model.load_state_dict(tensors)
     return model.to(map_location)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+                   what: str) -> None:
+    """The names and shapes of ``tensors`` must be ``expected``; floating-point values must be finite."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+                 "; ".join(f"{k} has shape {tuple(tensors[k].shape)}, expected {expected[k]}" for k in wrong[:3])]
+        raise CheckpointError(f"{path} does not match {what}: " + "; ".join(p for p in parts if p))
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path} is corrupt: tensor {k} holds NaN or infinite values")
 
 
 # -- training state -----------------------------------------------------------------------
@@ -185,14 +210,69 @@ def load_training_state(
     tensors, metadata = _read_safetensors(path)
     if metadata.get("format") != FORMAT or metadata.get("kind") != "training-state":
         raise CheckpointError(f"{path} is not a vaekit training checkpoint (format {metadata.get('format')!r})")
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    _check_tensors(path, model_sd, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                   "this run's model (config.json)")
     try:
         progress = json.loads(metadata["progress"])
         optim_meta = json.loads(metadata["optimizer"])
-        model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        _check_progress(progress)
+        if not isinstance(optim_meta, dict) or not isinstance(optim_meta.get("scalars", {}), dict):
+            raise ValueError("the optimizer metadata is not a JSON object of param_groups and scalars")
         optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+        _check_rng(rng)
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(_unflatten_optimizer(optim_t, optim_meta))
-    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is corrupt or does not match this run's config: {exc}") from None
+        _check_optimizer(optimizer)
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is corrupt or does not match this run's config: {_one_line(exc)}") from None
     return progress, rng
+
+
+def _check_progress(progress: Any) -> None:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not (isinstance(progress, dict) and all(count(progress.get(k)) for k in ("epoch", "best_epoch", "since_best"))
+            and number(progress.get("best_valid_elbo")) and number(progress.get("seconds"))
+            and all(isinstance(progress.get(k), (dict, type(None))) for k in ("scheduler", "last"))):
+        raise ValueError("the progress record (epoch, best_epoch, since_best, best_valid_elbo, ...) is malformed")
+
+
+def _check_rng(rng: dict[str, torch.Tensor]) -> None:
+    cpu = torch.get_rng_state().numel()
+    if not any(k == "torch" or k.startswith("torch.") for k in rng):
+        raise ValueError("no CPU random-number-generator state (rng.torch)")
+    for k, v in rng.items():
+        if v.dtype != torch.uint8 or v.dim() != 1 or ((k == "torch" or k.startswith("torch.")) and v.numel() != cpu):
+            raise ValueError(f"rng.{k} is not a random-number-generator state")
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Each per-parameter state tensor has its parameter's shape (``step`` is a scalar)."""
+    params = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    for p, state in optimizer.state.items():
+        if not isinstance(p, torch.Tensor) or id(p) not in params:
+            raise ValueError("the optimizer state refers to a parameter this model does not have")
+        for key, v in state.items():
+            if isinstance(v, torch.Tensor) and (v.numel() != 1 if key == "step" else v.shape != p.shape):
+                want = "a scalar" if key == "step" else str(tuple(p.shape))
+                raise ValueError(f"optimizer state {key!r} has shape {tuple(v.shape)}, expected {want}")
+
+
+def remove_stale_temp_files(run: Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) of writes into ``run`` that a crash interrupted.
+
+    Call it only while holding the run's lock (no write of these files can be in progress then).
+    """
+    removed = []
+    for name in (MODEL_FILE, MODEL_CONFIG, STATE_FILE, "config.json", "metrics.jsonl"):
+        for tmp in Path(run).glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed

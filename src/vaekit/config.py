@@ -71,6 +71,8 @@ class TrainConfig:
     }
     POSITIVE = ("latent", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads")
     NONNEGATIVE = ("warmup", "patience", "seed")
+    #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024}
 
     def __post_init__(self) -> None:
         validate(self)
@@ -91,14 +93,14 @@ def validate(cfg: TrainConfig) -> None:
         if value not in choices:
             shown = ", ".join("(default)" if c is None else c for c in choices)
             raise ConfigError(f"{name} must be one of {shown}; got {value!r}")
-    for name in TrainConfig.POSITIVE:
-        value = getattr(cfg, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
-    for name in TrainConfig.NONNEGATIVE:
-        value = getattr(cfg, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ConfigError(f"{name} must be an integer >= 0; got {value!r}")
+    for names, low in ((TrainConfig.POSITIVE, 1), (TrainConfig.NONNEGATIVE, 0)):
+        for name in names:
+            value = getattr(cfg, name)
+            high = TrainConfig.MAXIMUM.get(name, 2**31 - 1)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
+            if value is not None and value > high:
+                raise ConfigError(f"{name} must be an integer from {low} to {high}; got {value!r}")
     for name, low, strict in (("lr", 0.0, True), ("beta", 0.0, False), ("weight_decay", 0.0, False),
                               ("clip_grad", 0.0, True)):
         value = getattr(cfg, name)
@@ -109,7 +111,7 @@ def validate(cfg: TrainConfig) -> None:
         ):
             raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}; got {value!r}")
     if not isinstance(cfg.hidden, list) or not cfg.hidden or any(
-        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in cfg.hidden
+        isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 2**31 - 1 for h in cfg.hidden
     ):
         raise ConfigError(
             f"hidden must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {cfg.hidden!r}"

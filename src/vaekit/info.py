@@ -52,12 +52,17 @@ def _log_base(base: float) -> float:
 def _as_tensor(x: ArrayLike, name: str) -> tuple[torch.Tensor, bool]:
     """Return (float tensor, was_numpy). Accepts numpy arrays, torch tensors and sequences."""
     if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise ValueError(f"{name} must hold real numbers, got a complex tensor")
         t = x if x.is_floating_point() else x.to(torch.get_default_dtype())
         return t, False
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        is_complex = np.iscomplexobj(x)  # casting would drop the imaginary parts silently
+        arr = np.asarray(x, dtype=np.float64) if not is_complex else None
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}") from None
+    if arr is None:
+        raise ValueError(f"{name} must hold real numbers, got complex values")
     return torch.from_numpy(arr), True
 
 
@@ -78,7 +83,7 @@ def _check_distribution(
         if normalize:
             if bool((total <= 0).any()):
                 raise ValueError(f"{name} has a row that sums to 0; cannot normalize it")
-        else:
+        elif total.numel():
             err = (total - 1).abs().max().item()
             # Rounding in the sum grows with the number of outcomes and the precision.
             tol = max(atol, 4 * torch.finfo(p.dtype).eps * p.shape[dim])
@@ -87,7 +92,10 @@ def _check_distribution(
                     f"{name} does not sum to 1 along axis {dim} (off by {err:.3g}); "
                     "pass normalize=True to normalize counts or weights"
                 )
-    return p / p.sum(dim=dim, keepdim=True) if normalize else p
+    if not normalize:
+        return p
+    p = p / p.amax(dim=dim, keepdim=True)  # scale first, so that a sum of huge weights cannot overflow
+    return p / p.sum(dim=dim, keepdim=True)
 
 
 def _prepare(

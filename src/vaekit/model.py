@@ -50,6 +50,9 @@ class ModelConfig:
             raise ValueError(f"arch must be mlp or conv, got {self.arch!r}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        self.min_logvar = float(self.min_logvar)
+        if not math.isfinite(self.min_logvar):
+            raise ValueError(f"min_logvar must be a finite number, got {self.min_logvar}")
         if isinstance(self.likelihood, str):
             self.likelihood = {"name": self.likelihood}
         if isinstance(self.prior, str):

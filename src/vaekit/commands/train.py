@@ -73,7 +73,16 @@ def run(args: argparse.Namespace) -> int:
         if not quiet:
             print(msg, flush=True)
 
-    result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log)
+    try:
+        result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log)
+    except (MemoryError, RuntimeError) as exc:  # sizes too large for this machine: one line, not a traceback
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        from vaekit.errors import VaekitError
+
+        reason = " ".join(str(exc).split())[:160]
+        raise VaekitError(f"out of memory: the model or a batch is too large for this machine ({reason}); "
+                          "use smaller --hidden, --latent, --batch-size or --k") from None
     if not main_process:
         return 0
     if args.json:

@@ -146,6 +146,8 @@ def _load_np(path: Path, kind: str) -> np.ndarray | dict[str, np.ndarray]:
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a valid .{kind} file (truncated or corrupt: {exc})") from None
+    except MemoryError:
+        raise DataError(f"{path}: declares an array larger than this machine's memory (a corrupt header?)") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -174,7 +174,10 @@ def parse_idx(data: bytes, label: str) -> np.ndarray:
             f"{label}: {got - expected} unexpected bytes after the {shape} values the header "
             f"declares (wrong dimensions in the header, or a corrupt file)"
         )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    try:
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    except ValueError as exc:  # e.g. more dimensions than numpy supports
+        raise DataError(f"{label}: the header declares an array numpy cannot hold ({shape[:60]}: {exc})") from None
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
