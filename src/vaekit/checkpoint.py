@@ -17,6 +17,7 @@ Run directory layout::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -83,12 +84,13 @@ def _state_dict_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, t
 def save_model(model: Any, directory: Path) -> None:
     """Write ``model.safetensors`` (weights) and ``model.json`` (architecture) atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    data = st_save(_state_dict_tensors(model), metadata={"format": FORMAT, "kind": "model"})
-    try:
-        atomic_write_bytes(directory / MODEL_FILE, data)
-        atomic_write_text(directory / MODEL_CONFIG, json.dumps(model.config.to_dict(), indent=2) + "\n")
-    except OSError as exc:
-        raise write_failed(directory / MODEL_FILE, exc) from None
+    data = _save(_state_dict_tensors(model), {"format": FORMAT, "kind": "model"})
+    text = json.dumps(model.config.to_dict(), indent=2) + "\n"
+    for name, payload in ((MODEL_FILE, data), (MODEL_CONFIG, text.encode("utf-8"))):
+        try:
+            atomic_write_bytes(directory / name, payload)
+        except OSError as exc:
+            raise write_failed(directory / name, exc) from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -108,7 +110,25 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             f"{path} is not a valid safetensors file ({str(exc).splitlines()[0][:120]}); "
             "vaekit loads only safetensors checkpoints and never unpickles files"
         ) from None
+    if "sha256" in metadata and metadata["sha256"] != _digest(tensors, metadata):
+        raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with it "
+                              "(a damaged copy or disk?)")
     return tensors, metadata
+
+
+def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 of the metadata (but the checksum) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with a checksum in the metadata, so that a damaged file is refused, not used."""
+    return st_save(tensors, metadata={**metadata, "sha256": _digest(tensors, metadata)})
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -195,7 +215,7 @@ def save_training_state(
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous().clone() for k, v in rng.items()})
     metadata = {"format": FORMAT, "kind": "training-state",
                 "progress": json.dumps(progress), "optimizer": json.dumps(optim_meta)}
-    data = st_save(tensors, metadata=metadata)
+    data = _save(tensors, metadata)
     try:
         atomic_write_bytes(run / STATE_FILE, data)
     except OSError as exc:

@@ -88,6 +88,9 @@ def _fields() -> dict[str, Any]:
 
 def validate(cfg: TrainConfig) -> None:
     """Check types and ranges; raise ConfigError saying what to fix."""
+    for name, hint in _fields().items():  # null (YAML ~, JSON null) only where None means something
+        if getattr(cfg, name) is None and "None" not in str(hint):
+            raise ConfigError(f"{name} cannot be null; give a value or leave it out for the default")
     for name, choices in TrainConfig.CHOICES.items():
         value = getattr(cfg, name)
         if value not in choices:

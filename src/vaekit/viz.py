@@ -97,7 +97,9 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     data = figure_png(fig, dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    from vaekit.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, data)  # a full disk mid-write leaves the previous file, not half a PNG
     return path
 
 

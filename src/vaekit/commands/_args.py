@@ -27,6 +27,18 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+#: Largest ``--seed``: torch takes 64-bit seeds and the commands derive further seeds from it by offsets.
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    """A random seed: an integer from 0 to :data:`MAX_SEED`."""
+    value = nonnegative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def finite_float(text: str) -> float:
     try:
         value = float(text)

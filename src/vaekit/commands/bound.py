@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from vaekit.commands._args import nonnegative_int, positive_int
+from vaekit.commands._args import positive_int, seed_int
 
 DESCRIPTION = """\
 Compare the ELBO, the importance-sampled log p(x) (IWAE_K, with its Monte Carlo standard error
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=positive_int, default=20, help="number of test examples (default 20)")
     parser.add_argument("--k", type=positive_int, default=5000, help="importance samples per example (default 5000)")
     parser.add_argument("--grid", type=positive_int, default=200, help="fine grid points per axis (default 200)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -136,10 +136,14 @@ def _linear_gaussian(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    with torch.no_grad():  # not torch.set_grad_enabled(False): that would leak into the caller's process
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from vaekit.evaluate import check_shape, load_model, load_run_data, split_images
     from vaekit.exact import compare_bounds
 
-    torch.set_grad_enabled(False)
     if args.run is None:
         out = _linear_gaussian(args)
         if not args.json:

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import nonnegative_int, positive_int
+from vaekit.commands._args import nonnegative_int, positive_int, seed_int
 
 _DESCRIPTION = (
     "Load a data set and print its splits and their sizes, the image shape (C x H x W), the "
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-size", type=positive_int, metavar="PX", help="resize images:DIR to PX x PX"
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the validation split")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the validation split")
     p.add_argument("--download", action="store_true", help="download missing files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

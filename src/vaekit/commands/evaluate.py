@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import nonnegative_int, positive_int
+from vaekit.commands._args import positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=positive_int, default=5000, help="importance samples per example (default 5000)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="examples per batch (default: chosen from a 256 MB memory budget)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="evaluate on this data set instead of the run's")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")

@@ -14,11 +14,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vaekit.commands._args import finite_float, int_list, nonnegative_int, positive_int
+from vaekit.commands._args import finite_float, int_list, positive_int, seed_int
 from vaekit.errors import VaekitError
 
 #: Largest m accepted (one trial's m draws are held in memory at once).
 MAX_SAMPLES = 10_000_000
+#: Largest |theta| accepted (the analytic variances hold theta^4, which overflows floats near 1e77).
+MAX_THETA = 1e6
 #: Plot size: 8 x 5 inches at 100 dpi = 800 x 500 pixels.
 PLOT_INCHES = (8.0, 5.0)
 PLOT_DPI = 100
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="sample counts m per estimate, comma-separated (default 1,10,100,1000)")
     parser.add_argument("--trials", type=positive_int, default=2000,
                         help="independent estimates per estimator and m (>= 2, default 2000)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="write a log-log plot of variance against m to this PNG file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -56,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> list[int]:
     if args.trials < 2:
         raise VaekitError(f"--trials must be at least 2 to measure a variance, got {args.trials}")
+    if args.trials > MAX_SAMPLES:
+        raise VaekitError(f"--trials must be at most {MAX_SAMPLES:,}, got {args.trials:,}")
+    if abs(args.theta) > MAX_THETA:
+        raise VaekitError(f"--theta must be between -{MAX_THETA:g} and {MAX_THETA:g} (x^4 terms overflow beyond), "
+                          f"got {args.theta:g}")
     samples = sorted(set(args.samples))
     if samples[-1] > MAX_SAMPLES:
         raise VaekitError(f"--samples values must be at most {MAX_SAMPLES:,}, got {samples[-1]:,}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaekit.commands._args import nonnegative_int, positive_int
+from vaekit.commands._args import positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="importance samples for the evaluation table (default 500; 5000 for published numbers)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")
     parser.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")

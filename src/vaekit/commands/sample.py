@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.commands._args import nonnegative_int, positive_int
+from vaekit.commands._args import positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
     parser.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     parser.add_argument("--out", default=None, help="PNG file to write (default RUN/samples.png)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.set_defaults(func=run)
 
 

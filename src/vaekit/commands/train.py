@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import finite_float, int_list, nonnegative_int, positive_float, positive_int
+from vaekit.commands._args import finite_float, int_list, nonnegative_int, positive_float, positive_int, seed_int
 
 # flag name -> (type, help); defaults live in vaekit.config.TrainConfig, so every flag
 # defaults to None here and "given on the command line" is exactly "not None".
@@ -33,7 +33,7 @@ FLAGS: dict[str, tuple] = {
     "--clip-grad": (positive_float, "clip the gradient norm at this value"),
     "--patience": (nonnegative_int, "stop after this many epochs without a better validation ELBO"),
     "--eval-batch-size": (positive_int, "batch size for validation (default 1000)"),
-    "--seed": (nonnegative_int, "random seed (default 0)"),
+    "--seed": (seed_int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or mps"),
     "--precision": (str, "fp32, tf32 or bf16"),
     "--threads": (positive_int, "CPU threads for torch"),

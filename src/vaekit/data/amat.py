@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -173,8 +172,8 @@ def _load_cache(path: Path, st: os.stat_result, width: int) -> np.ndarray | None
         try:
             with np.load(candidate, allow_pickle=False) as z:
                 meta, bits = z["meta"], z["bits"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            continue  # an unreadable cache is ignored and rewritten
+        except Exception:  # an unreadable cache (whatever numpy raises on it) is ignored and rewritten
+            continue
         key = [_CACHE_VERSION, st.st_size, st.st_mtime_ns, width]
         if meta.shape != (6,) or meta[:4].tolist() != key:
             continue

@@ -148,6 +148,8 @@ def _load_np(path: Path, kind: str) -> np.ndarray | dict[str, np.ndarray]:
         raise DataError(f"{path}: not a valid .{kind} file (truncated or corrupt: {exc})") from None
     except MemoryError:
         raise DataError(f"{path}: declares an array larger than this machine's memory (a corrupt header?)") from None
+    except Exception as exc:  # numpy's other errors on a damaged header (tokenize.TokenError, ...)
+        raise DataError(f"{path}: not a valid .{kind} file (corrupt header: {type(exc).__name__})") from None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
