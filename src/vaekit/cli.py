@@ -20,11 +20,20 @@ from vaekit.errors import VaekitError
 COMMANDS: tuple[str, ...] = ("info", "gradients", "data", "train", "evaluate", "sample", "report", "bound")
 
 
+#: What str.splitlines() breaks at, shown escaped in error messages (an argument or a file name may hold one).
+_LINE_BREAKS = {ord(c): ascii(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks inside it are shown as escapes (``\\n``)."""
+    return str(text).translate(_LINE_BREAKS)
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VaekitError as exc:
-        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"vaekit {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)

@@ -39,6 +39,26 @@ def seed_int(text: str) -> int:
     return value
 
 
+#: Largest number of importance samples K per example (evaluate, report, bound): beyond it a run never ends.
+MAX_K = 10_000_000
+
+
+def importance_samples(text: str) -> int:
+    """K, importance samples per example: an integer from 1 to :data:`MAX_K`."""
+    value = positive_int(text)
+    if value > MAX_K:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_K:,} samples per example, got {value:,}")
+    return value
+
+
+def grid_points(text: str) -> int:
+    """Grid points per axis of a 2-D grid: an integer from 1 to 4096 (4096^2 = 16.8M points)."""
+    value = positive_int(text)
+    if value > 4096:
+        raise argparse.ArgumentTypeError(f"expected at most 4096 grid points per axis, got {value:,}")
+    return value
+
+
 def finite_float(text: str) -> float:
     try:
         value = float(text)

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from vaekit.commands._args import positive_int, seed_int
+from vaekit.commands._args import grid_points, importance_samples, positive_int, seed_int
 
 DESCRIPTION = """\
 Compare the ELBO, the importance-sampled log p(x) (IWAE_K, with its Monte Carlo standard error
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN", nargs="?", default=None,
                         help="run directory (omit it for the linear-Gaussian demo)")
     parser.add_argument("--n", type=positive_int, default=20, help="number of test examples (default 20)")
-    parser.add_argument("--k", type=positive_int, default=5000, help="importance samples per example (default 5000)")
-    parser.add_argument("--grid", type=positive_int, default=200, help="fine grid points per axis (default 200)")
+    parser.add_argument("--k", type=importance_samples, default=5000,
+                        help="importance samples per example (default 5000)")
+    parser.add_argument("--grid", type=grid_points, default=200, help="fine grid points per axis (default 200)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")

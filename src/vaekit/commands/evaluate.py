@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import positive_int, seed_int
+from vaekit.commands._args import importance_samples, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    parser.add_argument("--k", type=positive_int, default=5000, help="importance samples per example (default 5000)")
+    parser.add_argument("--k", type=importance_samples, default=5000,
+                        help="importance samples per example (default 5000)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="examples per batch (default: chosen from a 256 MB memory budget)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaekit.commands._args import positive_int, seed_int
+from vaekit.commands._args import importance_samples, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "decoded manifold and a scatter of the test set. Prints the path of the page.",
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
-    parser.add_argument("--k", type=positive_int, default=500,
+    parser.add_argument("--k", type=importance_samples, default=500,
                         help="importance samples for the evaluation table (default 500; 5000 for published numbers)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
