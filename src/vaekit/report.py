@@ -252,7 +252,11 @@ def _read_metrics(run: Path) -> tuple[list[dict[str, Any]], str | None]:
     if not path.exists():
         return [], "No metrics.jsonl in the run directory, so there are no training curves."
     rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [], f"metrics.jsonl could not be read ({exc.strerror or exc}), so there are no training curves."
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
