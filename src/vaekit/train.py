@@ -343,9 +343,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    f"training stopped and the last good checkpoint (after epoch {epoch}) is kept in {run}; "
-                    "try a lower --lr or --clip-grad"
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
+                    f"{_kept(epoch, run)}; try a lower --lr or --clip-grad"
                 )
             sums += stats
             if step % 25 == 0 or step == steps_per_epoch - 1:
@@ -357,7 +356,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         valid = _validate(model, valid_share, valid_x.shape[0], cfg, amp, ctx)
         if not math.isfinite(valid["elbo"]) and valid_x.shape[0]:
             raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch + 1}; "
-                                   f"the last good checkpoint (after epoch {epoch}) is kept in {run}")
+                                   f"{_kept(epoch, run)}")
         epoch += 1
         seconds = time.perf_counter() - t0
         progress_state["seconds"] += seconds
@@ -394,6 +393,12 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                        valid_elbo=last.get("valid_elbo", math.nan),
                        best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
                        seconds=progress_state["seconds"], stopped_early=stopped_early)
+
+
+def _kept(epochs_done: int, run: Path) -> str:
+    if epochs_done == 0:
+        return "no checkpoint had been written yet"
+    return f"the last good checkpoint (after epoch {epochs_done}) is kept in {run}"
 
 
 def _make_step(loss_module, model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
