@@ -8,6 +8,7 @@ and only rank 0 writes files.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -47,8 +48,15 @@ def setup(ctx: DistContext, device: torch.device) -> None:
 
 
 def teardown() -> None:
+    """Leave the process group cleanly: drop DDP's references first (a DistributedDataParallel
+    wrapper sits in reference cycles), wait for every rank, then destroy the group. A group left
+    for the interpreter's exit can abort the process (gloo's worker threads still joinable)."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        gc.collect()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
