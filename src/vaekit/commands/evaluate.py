@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, then MPS, then the CPU), cpu, cuda or mps")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                        help="arithmetic: fp32 (default, the honest protocol), tf32 (CUDA matmuls) or bf16 "
+                        "(autocast; faster on hardware with bf16 units, log p(x) then carries rounding error)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -43,9 +46,16 @@ def run(args: argparse.Namespace) -> int:
         if show:
             print(f"\r{done}/{total} examples", end="", file=sys.stderr, flush=True)
 
-    result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                          device=args.device, data_dir=args.data_dir, dataset_name=args.dataset, limit=args.limit,
-                          progress=progress)
+    from vaekit.train import autocast_context, resolve_device, set_precision
+
+    device = resolve_device(args.device)
+    set_precision(device, args.precision)
+    with autocast_context(device, args.precision):
+        result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                              device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
+                              limit=args.limit, progress=progress)
+    if args.precision != "fp32":
+        result.notes.append(f"computed with --precision {args.precision}")
     if show:
         print(file=sys.stderr)
     if args.json:
