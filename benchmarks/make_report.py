@@ -125,6 +125,23 @@ Ratios: pythae/vaekit **{r['pythae/vaekit']:.2f}x**, vaekit/limit **{r['vaekit/l
 agree within their Monte Carlo error. Projected time of the full protocol (10,000 test images,
 K = 5000) at this rate: {nll['projected_seconds_10k_test_images']:.0f} s.
 """)
+    amat = load("parse-amat.json")
+    if amat:
+        parts.append(f"""## 0. Parsing static binarized MNIST (issue 4: under 2 s)
+
+`python benchmarks/bench_parse_amat.py --json > benchmarks/results/parse-amat.json`
+
+The {amat['rows']:,}-image training file ({amat['text_mb']} MB of text, {amat['gz_mb']} MB gzipped), best of 3:
+
+| step | seconds |
+|---|---|
+| read + gunzip + parse + structure checks | **{amat['read_gunzip_parse_s']:.3f}** |
+| of which parse and checks | {amat['parse_s']:.3f} |
+| `np.loadtxt` (float64), timed on {amat['loadtxt_rows']:,} rows and scaled | {amat['loadtxt_scaled_s']:.2f} ({amat['speedup_vs_loadtxt']:.0f}x slower) |
+| `np.loadtxt(dtype=uint8)`, scaled | {amat['loadtxt_uint8_scaled_s']:.2f} ({amat['speedup_vs_loadtxt_uint8']:.1f}x slower) |
+| reading the packed-bit cache | {amat['cached_read_s']:.3f} |
+| `load_dataset('binarized-mnist')`, all splits, no cache / cached | {amat['load_dataset_cold_s']:.2f} / {amat['load_dataset_cached_s']:.3f} |
+""")
     parts.append("## 3. The hardware limit\n\nThe matrix-multiply limits above: each matrix product of the step "
                  "(forward; backward for the weights and for the hidden activations) timed alone with `torch.mm` "
                  "at its exact shape, best of several repetitions, summed over an epoch (training) or over the "
