@@ -186,3 +186,19 @@ def test_dynamic_binarization_samples_each_batch(tmp_path):
         T.LossModule.forward = original
     assert all(((x == 0) | (x == 1)).all() for x in seen)
     assert not torch.equal(seen[0].sum(0), seen[1].sum(0))  # fresh draws each epoch
+
+
+@pytest.mark.parametrize("name", ["0", "xyz", "cpu:x", "tpu"])
+def test_unknown_devices_are_clear_errors(name):
+    from vaekit.errors import VaekitError
+    from vaekit.train import resolve_device
+
+    with pytest.raises(VaekitError, match="device"):
+        resolve_device(name)
+
+
+def test_known_devices():
+    from vaekit.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")

@@ -67,7 +67,18 @@ def resolve_device(name: str) -> torch.device:
         raise VaekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise VaekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise VaekitError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VaekitError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VaekitError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
