@@ -60,7 +60,7 @@ class TrainConfig:
 
     CHOICES = {
         "model": ("mlp", "conv"),
-        "activation": ("relu", "tanh", "elu", "gelu", "softplus"),
+        "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
         "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli"),
         "prior": ("standard", "vamp"),
         "objective": ("elbo", "iwae"),
@@ -119,6 +119,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"hidden must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {cfg.hidden!r}"
         )
+    if cfg.activation == "gated" and cfg.model != "mlp":
+        raise ConfigError("activation gated (gated dense layers) needs model mlp; use relu, elu, ... for conv")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
     if not isinstance(cfg.compile, bool):

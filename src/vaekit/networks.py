@@ -23,14 +23,33 @@ def _activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
 
 
+class GatedDense(nn.Module):
+    """A gated layer (Dauphin et al., 2017; used by Tomczak & Welling's VampPrior models):
+    h = (W x + b) * sigmoid(V x + c)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.h = nn.Linear(in_features, out_features)
+        self.g = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
 class MLP(nn.Sequential):
-    """in -> [Linear -> activation] * len(hidden) -> Linear -> out."""
+    """in -> [Linear -> activation] * len(hidden) -> Linear -> out.
+
+    ``activation="gated"`` uses :class:`GatedDense` layers instead of Linear + activation.
+    """
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu"):
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), _activation(activation)]
+            if activation == "gated":
+                layers.append(GatedDense(width, h))
+            else:
+                layers += [nn.Linear(width, h), _activation(activation)]
             width = h
         layers.append(nn.Linear(width, out_features))
         super().__init__(*layers)

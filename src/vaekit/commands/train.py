@@ -18,7 +18,7 @@ FLAGS: dict[str, tuple] = {
     "--model": (str, "mlp or conv"),
     "--hidden": (int_list, "hidden layer sizes, e.g. 400 or 500,500"),
     "--latent": (positive_int, "latent dimensions (default 40)"),
-    "--activation": (str, "relu, tanh, elu, gelu or softplus"),
+    "--activation": (str, "relu, tanh, elu, gelu, softplus or gated (gated dense layers)"),
     "--likelihood": (str, "bernoulli, gaussian or continuous-bernoulli (default: from the data)"),
     "--prior": (str, "standard or vamp"),
     "--vamp-components": (positive_int, "pseudo-inputs of the VampPrior (default 500)"),
