@@ -50,12 +50,17 @@ in isolation took 0.22 ms per update against 1.4 ms for the default `foreach` im
 
 **Evaluation** batches examples and importance samples into chunks of up to 4,096 decoder
 rows (one matrix product each, running logsumexp) and computes sum_d x_d l_d as a product with
-the last layer's weights, so only the softplus needs all 784 logits. What is left above the
-limit is that softplus over 784 logits per sample and the encoder/KL terms.
+the last layer's weights, so only the softplus needs all 784 logits. The time above the limit
+is element-wise work (that softplus, the log q - log p terms, the running logsumexp); it was
+not profiled further. Chunks of 1,024 to 16,384 rows were tried: 4,096 and below are equally
+fast, larger chunks are slower (they leave the cache).
 
-**Time to quality.** Static binarized MNIST overfits: a 784-400-40 VAE's validation ELBO is
-still about -97.4 after 300 or 600 epochs. -95 needs a larger model; -90 was not reached by
-any setting tried on this CPU (see RESULTS.md).
+**Time to quality.** Static binarized MNIST overfits, so a validation ELBO of -95 or -90
+needs a better model, not only more epochs: the 784-400-40 VAE's best validation ELBO is
+-97.45 after 300 epochs and -97.43 after 600 (RESULTS.md). Tried with a 7-minute budget:
+a ReLU MLP with two hidden layers of 400 units (best -98.71 at epoch 49, then overfitting) and
+the recommended two-layer gated MLP of `configs/mnist-fast.toml` (best -97.06 at epoch 69).
+Neither passes -95; the VampPrior and hierarchical models of issue 10 are the next candidates.
 
 **GPU.** No GPU machine was lent to the session that measured these numbers; the GPU targets
 (an epoch under 0.5 s, the K=5000 test evaluation under 30 s) are not measured yet.
