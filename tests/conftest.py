@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/synthetic.py
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -17,3 +21,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "binarized_mnist").is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA} (present on dev machines and CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of small tensors: faster, and robust on a shared machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import types
 
 import pytest
 import torch
 
 import vaekit.evaluate as ev
+from synthetic import prototype_dataset
 from vaekit.cli import main
 from vaekit.config import TrainConfig
 from vaekit.train import train
@@ -17,28 +17,10 @@ from vaekit.train import train
 COMMANDS = ("evaluate", "sample", "report", "bound")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _synthetic(n: int = 40, seed: int = 0) -> types.SimpleNamespace:
-    g = torch.Generator().manual_seed(seed)
-    protos = (torch.rand(4, 1, 8, 8, generator=g) < 0.4).float()
-
-    def make(m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(4, (m,), generator=g)
-        return (protos[y] - (torch.rand(m, 1, 8, 8, generator=g) < 0.05).float()).abs(), y
-
-    (tr, ytr), (va, yva), (te, yte) = make(4 * n), make(n), make(n)
-    return types.SimpleNamespace(name="synthetic", shape=(1, 8, 8), binary=True, dynamic=False, train=tr, valid=va,
-                                 test=te, train_labels=ytr, valid_labels=yva, test_labels=yte, classes=None)
-
-
-DS = _synthetic()
+DS = prototype_dataset(160, 40, 40, classes=None)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthetic import prototype_dataset
 from vaekit.config import TrainConfig
 from vaekit.evaluate import (
     EvaluationResult,
@@ -25,35 +26,12 @@ from vaekit.model import VAE
 from vaekit.objectives import iwae_bound
 from vaekit.train import train
 
-
-def synthetic_dataset(n_train: int = 240, n_test: int = 60, seed: int = 0) -> types.SimpleNamespace:
-    """Binary 8x8 images: 4 random prototypes with 5% of the pixels flipped; the label is the prototype."""
-    g = torch.Generator().manual_seed(seed)
-    protos = (torch.rand(4, 1, 8, 8, generator=g) < 0.4).float()
-
-    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(4, (n,), generator=g)
-        flip = (torch.rand(n, 1, 8, 8, generator=g) < 0.05).float()
-        return (protos[y] - flip).abs(), y
-
-    (tr, ytr), (va, yva), (te, yte) = make(n_train), make(n_test), make(n_test)
-    return types.SimpleNamespace(name="synthetic", shape=(1, 8, 8), binary=True, dynamic=False, train=tr, valid=va,
-                                 test=te, train_labels=ytr, valid_labels=yva, test_labels=yte,
-                                 classes=("a", "b", "c", "d"))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster, and robust to a machine shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def ds():
-    return synthetic_dataset()
+    return prototype_dataset(240, 60, 60)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ and grid integration over a 2-D latent space against the importance-sampled esti
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 import pytest
 import torch
 
+from synthetic import prototype_dataset
 from vaekit.config import TrainConfig
 from vaekit.evaluate import evaluate_model
 from vaekit.exact import LinearGaussian, compare_bounds, grid_log_marginal
@@ -17,13 +17,7 @@ from vaekit.model import VAE
 from vaekit.objectives import log_importance_weights
 from vaekit.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture
@@ -134,21 +128,9 @@ def test_grid_integration_is_exact_for_the_linear_gaussian(lg, x, exact_q):
     assert g.error.max() < 1e-8 and not g.edge.any()
 
 
-def _synthetic(n: int = 60, seed: int = 0) -> types.SimpleNamespace:
-    g = torch.Generator().manual_seed(seed)
-    protos = (torch.rand(4, 1, 8, 8, generator=g) < 0.4).float()
-
-    def make(m: int) -> torch.Tensor:
-        y = torch.randint(4, (m,), generator=g)
-        return (protos[y] - (torch.rand(m, 1, 8, 8, generator=g) < 0.05).float()).abs()
-
-    return types.SimpleNamespace(name="synthetic", shape=(1, 8, 8), binary=True, dynamic=False, train=make(4 * n),
-                                 valid=make(n), test=make(n), train_labels=None, valid_labels=None, test_labels=None)
-
-
 @pytest.fixture(scope="module")
 def trained_2d(tmp_path_factory):
-    ds = _synthetic()
+    ds = prototype_dataset(240, 60, 60, labels=False, classes=None)
     run = tmp_path_factory.mktemp("bound") / "run"
     train(TrainConfig(dataset="synthetic", latent=2, hidden=[32], epochs=8, batch_size=40, device="cpu"), run,
           dataset=ds, progress=False)

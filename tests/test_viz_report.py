@@ -8,13 +8,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-import types
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from synthetic import prototype_dataset
 from vaekit import viz
 from vaekit.config import TrainConfig
 from vaekit.errors import DataError
@@ -22,32 +22,12 @@ from vaekit.model import VAE
 from vaekit.report import write_report
 from vaekit.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _synthetic(n: int = 60, seed: int = 0) -> types.SimpleNamespace:
-    g = torch.Generator().manual_seed(seed)
-    protos = (torch.rand(4, 1, 8, 8, generator=g) < 0.4).float()
-
-    def make(m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(4, (m,), generator=g)
-        return (protos[y] - (torch.rand(m, 1, 8, 8, generator=g) < 0.05).float()).abs(), y
-
-    (tr, ytr), (va, yva), (te, yte) = make(4 * n), make(n), make(n)
-    return types.SimpleNamespace(name="synthetic", shape=(1, 8, 8), binary=True, dynamic=False, train=tr, valid=va,
-                                 test=te, train_labels=ytr, valid_labels=yva, test_labels=yte,
-                                 classes=("a", "b", "c", "d"))
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def ds():
-    return _synthetic()
+    return prototype_dataset(240, 60, 60)
 
 
 @pytest.fixture(scope="module")
