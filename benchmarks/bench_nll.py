@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from matmul import time_mm
+
 D, H, L = 784, 400, 40
 
 
@@ -54,22 +56,9 @@ def pythae_twin(model):
     return pythae_vae(model).eval()
 
 
-def time_mm(m: int, k: int, n: int, reps: int = 50) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(5):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
-
-
 def matmul_limit(n: int, k: int, rows: int = 5000) -> float:
     """Seconds the decoder's products for n*k samples take at torch.mm's rate (chunks of ``rows``)."""
-    per_chunk = time_mm(rows, L, H) + time_mm(rows, H, D)
+    per_chunk = sum(time_mm(rows, k_, n_, reps=50, warmup=5, repeats=3) for k_, n_ in ((L, H), (H, D)))
     return per_chunk * n * k / rows
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from matmul import time_mm
+
 D, H, L, B = 784, 400, 40, 100
 
 
@@ -128,19 +130,6 @@ def matmul_shapes(batch: int) -> list[tuple[int, int, int]]:
     for m, k, n in fwd[1:]:
         shapes.append((m, n, k))
     return shapes
-
-
-def time_mm(m: int, k: int, n: int, reps: int = 200) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(20):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b)
-        best = min(best, (time.perf_counter() - t0) / reps)
-    return best
 
 
 def matmul_limit(n_train: int, batch: int = B) -> dict[str, float]:
