@@ -57,14 +57,22 @@ def elbo(
     return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
+def _sampled_terms(
+    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, B), nats."""
+    x = x.flatten(1) if x.dim() > 2 else x
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, k, generator)  # (k, B, L)
+    return model.log_likelihood(x, z), model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+
+
 def log_importance_weights(
     model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x); shape (k, B), nats."""
-    x = x.flatten(1) if x.dim() > 2 else x
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, k, generator)  # (k, B, L)
-    return model.log_likelihood(x, z) + model.prior.log_prob(z) - model.posterior_log_prob(z, mu, logvar)
+    rec, kl = _sampled_terms(model, x, k, generator)
+    return rec - kl
 
 
 def iwae_bound(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -83,11 +91,7 @@ def iwae_terms(
     With log w_i = log p(x|z_i) - [log q(z_i|x) - log p(z_i)], the mean over i of log w_i is an
     unbiased ELBO estimate (reconstruction minus Monte Carlo KL); the logsumexp is the bound.
     """
-    x = x.flatten(1) if x.dim() > 2 else x
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, k, generator)
-    rec = model.log_likelihood(x, z)
-    kl = model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+    rec, kl = _sampled_terms(model, x, k, generator)
     log_w = rec - kl
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     rec_m, kl_m = rec.mean(0), kl.mean(0)

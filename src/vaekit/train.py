@@ -161,15 +161,6 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 @torch.no_grad()
-def evaluate_elbo(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
-                  autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
-    """Mean single-sample ELBO, reconstruction and KL over ``data`` (nats), with fixed noise."""
-    n = max(1, data.shape[0])
-    e, r, k = (evaluate_elbo_sums(model, data, batch_size, seed, autocast) / n).tolist()
-    return {"elbo": e, "reconstruction": r, "kl": k}
-
-
-@torch.no_grad()
 def evaluate_elbo_sums(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
                        autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """[sum ELBO, sum reconstruction, sum KL] over ``data`` (float64), single sample, fixed noise."""
@@ -331,7 +322,6 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     stopped_early = False
     last = progress_state.get("last") or {}
     epoch = progress_state["epoch"]
-    show = progress if progress is not None else None  # None: tqdm decides (off when not a terminal)
     from tqdm.auto import tqdm
 
     while epoch < cfg.epochs:
@@ -345,7 +335,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         perm = D.shard(perm, ctx).to(device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=None if show is None else not show, leave=False, dynamic_ncols=True)
+                   disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
         for step in range(steps_per_epoch):
             x = train_x[perm[step * bs : (step + 1) * bs]]
             if dynamic:
