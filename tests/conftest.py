@@ -31,3 +31,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def isolated_env(tmp_path, monkeypatch):
+    """No user cache, data folder or mirror from the environment leaks into a test.
+    Use with ``pytestmark = pytest.mark.usefixtures("isolated_env")``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    for var in list(os.environ):
+        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
+            monkeypatch.delenv(var)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,14 +11,7 @@ import torch
 from vaekit.data import DATASETS, SPLITS, Dataset, load_dataset
 from vaekit.errors import ConfigError, DataError, VaekitError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    """No user cache, data folder or mirror from the environment leaks into a test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for var in list(os.environ):
-        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated_env")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ REFERENCE_SHA256 = {
 SMALL_ROWS = {"train": 30, "valid": 10, "test": 12}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    """No user cache, data folder or mirror from the environment leaks into a test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for var in list(os.environ):
-        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated_env")  # see tests/conftest.py
 
 
 def random_bits(n: int, width: int = 784, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,14 +22,7 @@ from vaekit.data.download import atomic_write, download, mirrors
 from vaekit.data.idx import IDX_SETS
 from vaekit.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    """No user cache, data folder or mirror from the environment leaks into a test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for var in list(os.environ):
-        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated_env")  # see tests/conftest.py
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +10,7 @@ from PIL import Image
 from vaekit.data import SPLITS, load_dataset
 from vaekit.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    """No user cache, data folder or mirror from the environment leaks into a test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for var in list(os.environ):
-        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated_env")  # see tests/conftest.py
 
 
 def sizes(ds) -> list[int]:

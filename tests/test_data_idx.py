@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import struct
 
 import numpy as np
@@ -30,13 +29,7 @@ README_MD5 = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    """No user cache, data folder or mirror from the environment leaks into a test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    for var in list(os.environ):
-        if var.startswith("VAEKIT_MIRROR") or var == "VAEKIT_DATA_DIR":
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("isolated_env")  # see tests/conftest.py
 
 
 def fake_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
