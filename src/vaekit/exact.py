@@ -39,7 +39,8 @@ from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaekit.evaluate import DEFAULT_MEMORY_BUDGET, _model_device_dtype, bytes_per_row, log_likelihood_kernel
-from vaekit.priors import StandardNormalPrior, diagonal_normal_log_prob
+from vaekit.model import VAE
+from vaekit.priors import StandardNormalPrior
 
 LOG_2PI = math.log(2 * math.pi)
 #: Fraction of the posterior mass in the outermost cells of the coarse grid above which the grid may miss mass.
@@ -178,17 +179,9 @@ class LinearGaussian(nn.Module):
         mu = x @ self.enc_weight.T + self.enc_bias
         return mu, self.enc_logvar.expand_as(mu)
 
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, samples: int | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I); shape (samples, ..., L) if samples."""
-        shape = mu.shape if samples is None else (samples, *mu.shape)
-        eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        return mu + torch.exp(0.5 * logvar) * eps
-
-    @staticmethod
-    def posterior_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return diagonal_normal_log_prob(z, mu, logvar)
+    # the guide's sampling and density are the VAE's own: the evaluator is checked on that code
+    reparameterize = staticmethod(VAE.reparameterize)
+    posterior_log_prob = staticmethod(VAE.posterior_log_prob)
 
     def q_distribution(self, x: torch.Tensor) -> MultivariateNormal:
         mu, logvar = self.encode(x)
