@@ -219,6 +219,7 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
     ``mu`` and ``logvar`` (B, L).
     """
     mu, logvar = model.encode(x)
+    draw = model.posterior_sampler(x)
     loglik = log_likelihood_kernel(model, x, fast)
     b = x.shape[0]
     lse = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
@@ -227,9 +228,9 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
     sum_kl = torch.zeros(b, device=x.device, dtype=torch.float64)
     for start in range(0, k, k_chunk):
         kc = min(k_chunk, k - start)
-        z = model.reparameterize(mu, logvar, kc, generator)  # (kc, B, L)
+        z, log_q = draw(kc, generator)  # (kc, B, L), (kc, B)
         rec = loglik(z)
-        kl = model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+        kl = log_q - model.log_prior(z)
         log_w = rec - kl
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))

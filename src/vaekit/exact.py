@@ -6,8 +6,8 @@ The linear-Gaussian model (probabilistic PCA)::
     log p(x) = log N(x; b, W W^T + sigma^2 I)                               (closed form)
     p(z|x)   = N(m, S),  S = (I + W^T W / sigma^2)^-1,  m = S W^T (x - b) / sigma^2
 
-:class:`LinearGaussian` has the interface the evaluator uses (``encode``, ``reparameterize``,
-``posterior_log_prob``, ``log_likelihood``, ``prior``), with a linear encoder
+:class:`LinearGaussian` has the interface the evaluator uses (``encode``, ``posterior_sampler``, ``log_prior``,
+``log_likelihood``, ``prior``), with a linear encoder
 q(z|x) = N(A x + c, diag exp(logvar)) that can be set to the exact posterior or to a wrong one, so
 the SAME code in :mod:`vaekit.evaluate` is checked against exact answers:
 
@@ -182,6 +182,10 @@ class LinearGaussian(nn.Module):
     # the guide's sampling and density are the VAE's own: the evaluator is checked on that code
     reparameterize = staticmethod(VAE.reparameterize)
     posterior_log_prob = staticmethod(VAE.posterior_log_prob)
+    posterior_sampler = VAE.posterior_sampler
+    rsample_posterior = VAE.rsample_posterior
+    has_analytic_kl = VAE.has_analytic_kl
+    log_prior = VAE.log_prior
 
     def q_distribution(self, x: torch.Tensor) -> MultivariateNormal:
         mu, logvar = self.encode(x)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,6 +67,9 @@ class ModelConfig:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
+
+
+PosteriorSampler = Callable[[int | None, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 class Samples(NamedTuple):
@@ -125,7 +129,37 @@ class VAE(nn.Module):
         """log q(z|x), nats, summed over latent dimensions."""
         return diagonal_normal_log_prob(z, mu, logvar)
 
+    def posterior_sampler(self, x: torch.Tensor) -> PosteriorSampler:
+        """Encode x once; the result draws ``(z, log q(z|x))`` for any number of samples.
+
+        ``sampler(S, generator)`` gives z ~ q(z|x) by reparameterization, (S, B, L), and
+        log q(z|x) in nats, (S, B); ``sampler(None)`` gives one draw without the sample axis.
+        Every latent-variable model in vaekit has this method; the objectives only use it,
+        :meth:`log_prior` and :meth:`log_likelihood`.
+        """
+        mu, logvar = self.encode(x)
+
+        def draw(samples: int | None = None, generator: torch.Generator | None = None):
+            z = self.reparameterize(mu, logvar, samples, generator)
+            return z, self.posterior_log_prob(z, mu, logvar)
+
+        return draw
+
+    def rsample_posterior(self, x: torch.Tensor, samples: int | None = None,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ~ q(z|x) (reparameterized) and log q(z|x), nats: (S, B, L) and (S, B)."""
+        return self.posterior_sampler(x)(samples, generator)
+
+    @property
+    def has_analytic_kl(self) -> bool:
+        """Whether KL(q(z|x) || p(z)) has a closed form (diagonal Gaussian q, standard normal p)."""
+        return bool(self.prior.has_analytic_kl)
+
     # -- the model p(z) p(x|z) --------------------------------------------------------------
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z), nats, summed over latent dimensions; z (..., L) -> (...)."""
+        return self.prior.log_prob(z)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The parameters of p(x|z) (e.g. Bernoulli logits), shape (..., P * D)."""
         return self.decoder(z)

@@ -43,14 +43,17 @@ def elbo(
     x: (B, D) flat, or images (B, C, H, W).
     """
     x = x.flatten(1) if x.dim() > 2 else x
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, samples if samples > 1 else None, generator)
-    reconstruction = model.log_likelihood(x, z)
-    use_analytic = model.prior.has_analytic_kl if analytic_kl is None else analytic_kl
+    draws = samples if samples > 1 else None
+    use_analytic = model.has_analytic_kl if analytic_kl is None else analytic_kl
     if use_analytic:
+        mu, logvar = model.encode(x)
+        z = model.reparameterize(mu, logvar, draws, generator)
+        reconstruction = model.log_likelihood(x, z)
         kl = model.prior.analytic_kl(mu, logvar)
     else:
-        kl = model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+        z, log_q = model.rsample_posterior(x, draws, generator)
+        reconstruction = model.log_likelihood(x, z)
+        kl = log_q - model.log_prior(z)
     if samples > 1:
         reconstruction = reconstruction.mean(0)
         kl = kl.mean(0) if kl.dim() > 1 else kl
@@ -62,9 +65,8 @@ def _sampled_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, B), nats."""
     x = x.flatten(1) if x.dim() > 2 else x
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, k, generator)  # (k, B, L)
-    return model.log_likelihood(x, z), model.posterior_log_prob(z, mu, logvar) - model.prior.log_prob(z)
+    z, log_q = model.rsample_posterior(x, k, generator)  # (k, B, L), (k, B)
+    return model.log_likelihood(x, z), log_q - model.log_prior(z)
 
 
 def log_importance_weights(
