@@ -133,7 +133,7 @@ def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """Rebuild a VAE from ``path`` (a run or model directory) without executing any code."""
-    from vaekit.model import VAE, ModelConfig
+    from vaekit.model import ModelConfig, build_model
 
     path = Path(path)
     if not path.is_dir():
@@ -147,12 +147,12 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> Any:
             raise TypeError(f"expected a JSON object of settings, got a {type(cfg).__name__}")
         config = ModelConfig(**cfg)
         with torch.device("meta"):  # the architecture alone, no memory: checked against the file first
-            expected = {k: tuple(v.shape) for k, v in VAE(config).state_dict().items()}
+            expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
     except (json.JSONDecodeError, TypeError, ValueError, KeyError, RuntimeError, OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_path} is corrupt or from another version: {_one_line(exc)}") from None
     tensors, _ = _read_safetensors(path / MODEL_FILE)
     _check_tensors(path / MODEL_FILE, tensors, expected, f"the model {cfg_path} describes")
-    model = VAE(config)
+    model = build_model(config)
     model.load_state_dict(tensors)
     return model.to(map_location)
 

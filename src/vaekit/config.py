@@ -33,6 +33,7 @@ class TrainConfig:
     model: str = "mlp"  # mlp | conv
     hidden: list[int] = field(default_factory=lambda: [400])
     latent: int = 40
+    levels: int = 1  # stochastic layers: 1 (VAE) or 2 (hierarchical VAE)
     activation: str = "relu"
     likelihood: str | None = None  # None: bernoulli for binary data, gaussian otherwise
     prior: str = "standard"  # standard | vamp
@@ -69,10 +70,10 @@ class TrainConfig:
         "device": ("auto", "cpu", "cuda", "mps"),
         "precision": ("fp32", "tf32", "bf16"),
     }
-    POSITIVE = ("latent", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads")
+    POSITIVE = ("latent", "levels", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads")
     NONNEGATIVE = ("warmup", "patience", "seed")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
-    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024}
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2}
 
     def __post_init__(self) -> None:
         validate(self)

@@ -38,6 +38,7 @@ class ModelConfig:
     likelihood: dict[str, Any] = field(default_factory=lambda: {"name": "bernoulli"})
     prior: dict[str, Any] = field(default_factory=lambda: {"name": "standard"})
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    levels: int = 1  # stochastic layers: 1 (VAE) or 2 (hierarchical VAE, vaekit.hierarchical)
     min_logvar: float = -12.0  # floor on the encoder's log-variance, for numerical safety
 
     def __post_init__(self) -> None:
@@ -49,6 +50,8 @@ class ModelConfig:
             raise ValueError(f"latent must be >= 1, got {self.latent}")
         if self.arch not in ("mlp", "conv"):
             raise ValueError(f"arch must be mlp or conv, got {self.arch!r}")
+        if self.levels not in (1, 2):
+            raise ValueError(f"levels must be 1 or 2, got {self.levels}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
         self.min_logvar = float(self.min_logvar)
@@ -215,3 +218,13 @@ class VAE(nn.Module):
 
 
 Vae = VAE
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model a :class:`ModelConfig` describes: a :class:`VAE` (one stochastic layer) or a
+    hierarchical VAE (``levels=2``, :mod:`vaekit.hierarchical`)."""
+    if config.levels == 1:
+        return VAE(config)
+    from vaekit.hierarchical import HierarchicalVAE
+
+    return HierarchicalVAE(config)

@@ -27,7 +27,7 @@ from vaekit import checkpoint as ckpt
 from vaekit import distributed as D
 from vaekit.config import TrainConfig
 from vaekit.errors import CheckpointError, VaekitError
-from vaekit.model import VAE, ModelConfig
+from vaekit.model import VAE, ModelConfig, build_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
 
 
@@ -130,7 +130,7 @@ def model_config_for(cfg: TrainConfig, shape: tuple[int, int, int], binary: bool
     if cfg.prior == "vamp":
         prior["components"] = cfg.vamp_components
     return ModelConfig(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=list(cfg.hidden),
-                       activation=cfg.activation, likelihood={"name": likelihood}, prior=prior)
+                       activation=cfg.activation, likelihood={"name": likelihood}, prior=prior, levels=cfg.levels)
 
 
 def load_data(cfg: TrainConfig):
@@ -283,7 +283,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     dynamic = bool(getattr(ds, "dynamic", False))
 
     torch.manual_seed(cfg.seed)
-    model = VAE(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
+    model = build_model(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
     if ctx.enabled:  # every rank its own reparameterization and binarization noise
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
