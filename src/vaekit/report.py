@@ -126,7 +126,7 @@ def write_report(
     model = load_model(run, device)
     cfg = read_run_config(run)
     metrics, metrics_note = _read_metrics(run)
-    latent = model.config.latent
+    latent = viz.latent_size(model)  # z = [z1, z2] (2L) for a two-level model
     notes: list[str] = []
     if metrics_note:
         notes.append(metrics_note)
@@ -160,7 +160,8 @@ def write_report(
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     mc = model.config
     summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {mc.arch} "
-               f"{'-'.join(map(str, mc.hidden))} &middot; latent {latent} &middot; "
+               f"{'-'.join(map(str, mc.hidden))} &middot; latent "
+               f"{f'{mc.latent} + {mc.latent} (two levels)' if latent != mc.latent else latent} &middot; "
                f"{html.escape(mc.likelihood.get('name', ''))} likelihood &middot; "
                f"{html.escape(mc.prior.get('name', ''))} prior")
     head = f"<h1>{html.escape(title)}</h1><p class='sub'>{summary} &middot; written {stamp}</p>"
@@ -207,7 +208,9 @@ def write_report(
     if x is not None:
         with torch.inference_mode():
             base = model.encode(x[:1].to(next(model.parameters()).device))[0][0]
-    unit_labels = [f"z{j}" + (f" ({activity[j]:.2f})" if activity else "") for j in units]
+    names = [f"z{j}" if latent == mc.latent else f"z{1 + j // mc.latent}[{j % mc.latent}]"  # [z1, z2] if 2 levels
+             for j in units]
+    unit_labels = [name + (f" ({activity[j]:.2f})" if activity else "") for name, j in zip(names, units)]
     sections.append("<h2>Latent traversals</h2>" + _figure(
         viz.figure_png(viz.traversals_figure(model, units, base, 9, unit_labels)), "traversals",
         "One row per latent unit"

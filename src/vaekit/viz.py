@@ -110,6 +110,11 @@ def _shape(model: Any) -> tuple[int, int, int]:
     return tuple(model.config.shape)  # type: ignore[return-value]
 
 
+def latent_size(model: Any) -> int:
+    """The size of the codes the model decodes: ``model.latent_size`` (2L for a two-level model) or L."""
+    return int(getattr(model, "latent_size", model.config.latent))
+
+
 def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
@@ -163,7 +168,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
                       labels: Sequence[str] | None = None) -> Figure:
     """One row per latent unit: the decoded means as that unit sweeps the prior's quantiles
     Phi^-1(0.05..0.95), the others fixed at ``base`` (a latent code, default 0)."""
-    latent = model.config.latent
+    latent = latent_size(model)
     units = list(units)[:latent] or [0]
     base_z = torch.zeros(latent) if base is None else base.detach().cpu().reshape(-1).float()
     values = torch.tensor(normal_quantiles(steps), dtype=torch.float32)
@@ -186,7 +191,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
 def manifold_figure(model: Any, n: int = 20) -> Figure:
     """For a 2-D latent space: decoded means over the grid z = (Phi^-1(u1), Phi^-1(u2)), u in [0.05, 0.95]^2
     (Kingma & Welling, 2014, Fig. 4); rows run from high z2 (top) to low z2."""
-    if model.config.latent != 2:
+    if latent_size(model) != 2:
         raise ValueError("the manifold plot needs a 2-dimensional latent space")
     q = torch.tensor(normal_quantiles(n), dtype=torch.float32)
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
