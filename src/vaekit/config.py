@@ -38,6 +38,10 @@ class TrainConfig:
     likelihood: str | None = None  # None: bernoulli for binary data, gaussian otherwise
     prior: str = "standard"  # standard | vamp
     vamp_components: int = 500
+    pixelcnn_layers: int = 6  # likelihood pixelcnn: masked convolutions
+    pixelcnn_channels: int = 64  # likelihood pixelcnn: features per layer
+    pixelcnn_params: int = 4  # likelihood pixelcnn: decoder outputs (conditioning channels) per pixel
+    pixelcnn_kernel: int = 3  # likelihood pixelcnn: odd kernel size of the masked convolutions
     # objective
     objective: str = "elbo"  # elbo | iwae
     k: int = 1
@@ -62,7 +66,7 @@ class TrainConfig:
     CHOICES = {
         "model": ("mlp", "conv"),
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
-        "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli"),
+        "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli", "pixelcnn"),
         "prior": ("standard", "vamp"),
         "objective": ("elbo", "iwae"),
         "lr_schedule": ("none", "cosine", "plateau"),
@@ -70,10 +74,12 @@ class TrainConfig:
         "device": ("auto", "cpu", "cuda", "mps"),
         "precision": ("fp32", "tf32", "bf16"),
     }
-    POSITIVE = ("latent", "levels", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads")
+    POSITIVE = ("latent", "levels", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads",
+                "pixelcnn_layers", "pixelcnn_channels", "pixelcnn_params", "pixelcnn_kernel")
     NONNEGATIVE = ("warmup", "patience", "seed")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
-    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2}
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "pixelcnn_layers": 64, "pixelcnn_channels": 4096,
+               "pixelcnn_params": 256, "pixelcnn_kernel": 15}
 
     def __post_init__(self) -> None:
         validate(self)
@@ -120,6 +126,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"hidden must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {cfg.hidden!r}"
         )
+    if cfg.pixelcnn_kernel % 2 != 1 or cfg.pixelcnn_kernel < 3:
+        raise ConfigError(f"pixelcnn_kernel must be an odd integer >= 3 (3, 5, 7, ...); got {cfg.pixelcnn_kernel!r}")
     if cfg.activation == "gated" and cfg.model != "mlp":
         raise ConfigError("activation gated (gated dense layers) needs model mlp; use relu, elu, ... for conv")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:

@@ -132,19 +132,27 @@ def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dty
 @torch.inference_mode()
 def bytes_per_row(model: Any, latent: int) -> int:
     """Bytes of decoder activations (every module's output, plus one more logit-sized temporary)
-    for one latent code, measured by running the decoder on a probe with forward hooks."""
+    for one latent code, measured by running the decoder on a probe with forward hooks. A likelihood
+    with networks of its own (the autoregressive ``pixelcnn``) is probed too, by one log p(x|z) call."""
     device, dtype = _model_device_dtype(model)
     decoder = getattr(model, "decoder", None)
+    likelihood = getattr(model, "likelihood", None)
     z = torch.zeros(2, latent, device=device, dtype=dtype)
     if not isinstance(decoder, torch.nn.Module):
         out = model.decode(z)
         return 3 * out[0].numel() * out.element_size() + 64
     sizes: list[int] = []
+    modules = list(decoder.modules())
+    networked = isinstance(likelihood, torch.nn.Module) and any(True for _ in likelihood.children())
+    if networked:
+        modules += list(likelihood.modules())
     hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel() * o.element_size() // 2
                                                                     if isinstance(o, torch.Tensor) else 0))
-             for m in decoder.modules()]
+             for m in modules]
     try:
         out = model.decode(z)
+        if networked:
+            likelihood.log_prob(out.new_zeros(2, out.shape[-1] // likelihood.params_per_pixel), out)
     finally:
         for h in hooks:
             h.remove()
@@ -359,7 +367,7 @@ def _notes(model: Any, ess: np.ndarray, k: int) -> list[str]:
         notes.append(f"the importance weights are dominated by a few draws (median ESS {med:.1f} of K = {k}): "
                      "log p(x) is probably underestimated and its spread understated; increase K")
     name = str(getattr(getattr(model, "likelihood", None), "name", ""))
-    if name and name != "bernoulli":
+    if name and name not in ("bernoulli", "pixelcnn"):  # those two are probabilities of binary images
         notes.append(f"the {name} likelihood makes log p(x) a density on [0, 1]^D, which can exceed 0 (NLL < 0); "
                      "for discrete bits/dim add log2 of the number of grey levels (8 for 8-bit images)")
     return notes

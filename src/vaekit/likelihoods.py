@@ -142,10 +142,25 @@ LIKELIHOODS = {
 }
 
 
-def make_likelihood(config: dict | str) -> Likelihood:
-    """Build a likelihood from its name or its :meth:`Likelihood.config` dict."""
+def make_likelihood(config: dict | str, shape: tuple[int, ...] | None = None) -> Likelihood:
+    """Build a likelihood from its name or its :meth:`Likelihood.config` dict.
+
+    ``shape`` (C, H, W) is passed to likelihoods that need the image's layout (``needs_shape``, e.g. the
+    autoregressive ``"pixelcnn"``) unless the config dict holds it already; the others ignore it.
+    """
     cfg = {"name": config} if isinstance(config, str) else dict(config)
     name = cfg.pop("name")
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; choose from {sorted(LIKELIHOODS)}")
-    return LIKELIHOODS[name](**cfg)
+    cls = LIKELIHOODS[name]
+    if getattr(cls, "needs_shape", False):
+        if "shape" not in cfg:
+            if shape is None:
+                raise ValueError(f"the {name} likelihood needs the image shape (C, H, W)")
+            cfg["shape"] = tuple(shape)
+        elif shape is not None and tuple(cfg["shape"]) != tuple(shape):
+            raise ValueError(f"the {name} likelihood is for images {tuple(cfg['shape'])}, not {tuple(shape)}")
+    return cls(**cfg)
+
+
+from vaekit import autoregressive as _autoregressive  # noqa: E402,F401  (registers "pixelcnn" in LIKELIHOODS)

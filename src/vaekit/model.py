@@ -90,7 +90,7 @@ class VAE(nn.Module):
         super().__init__()
         cfg = config if config is not None else ModelConfig(**kwargs)
         self.config = cfg
-        self.likelihood: Likelihood = make_likelihood(cfg.likelihood)
+        self.likelihood: Likelihood = make_likelihood(cfg.likelihood, shape=cfg.shape)
         d, latent = cfg.data_dim, cfg.latent
         out = self.likelihood.params_per_pixel * d
         if cfg.arch == "mlp":

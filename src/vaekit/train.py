@@ -26,7 +26,7 @@ import torch
 from vaekit import checkpoint as ckpt
 from vaekit import distributed as D
 from vaekit.config import TrainConfig
-from vaekit.errors import CheckpointError, VaekitError
+from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.model import VAE, ModelConfig, build_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
 
@@ -125,12 +125,19 @@ def run_lock(run: Path) -> Iterator[None]:
 
 
 def model_config_for(cfg: TrainConfig, shape: tuple[int, int, int], binary: bool) -> ModelConfig:
-    likelihood = cfg.likelihood or ("bernoulli" if binary else "gaussian")
+    name = cfg.likelihood or ("bernoulli" if binary else "gaussian")
+    likelihood: dict[str, Any] = {"name": name}
+    if name == "pixelcnn":
+        if not binary:
+            raise ConfigError(f"likelihood pixelcnn models binary pixels but {cfg.dataset} is grey-level; "
+                              "add --binarize dynamic (or threshold), or use likelihood gaussian")
+        likelihood.update(shape=list(shape), params=cfg.pixelcnn_params, layers=cfg.pixelcnn_layers,
+                          channels=cfg.pixelcnn_channels, kernel=cfg.pixelcnn_kernel)
     prior: dict[str, Any] = {"name": cfg.prior}
     if cfg.prior == "vamp":
         prior["components"] = cfg.vamp_components
     return ModelConfig(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=list(cfg.hidden),
-                       activation=cfg.activation, likelihood={"name": likelihood}, prior=prior, levels=cfg.levels)
+                       activation=cfg.activation, likelihood=likelihood, prior=prior, levels=cfg.levels)
 
 
 def load_data(cfg: TrainConfig):
