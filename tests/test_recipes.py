@@ -10,6 +10,7 @@ import torch
 
 from vaekit.config import read_config_file, resolve
 from vaekit.errors import ConfigError
+from vaekit.model import VAE
 from vaekit.networks import MLP, GatedDense
 from vaekit.train import model_config_for, train
 
@@ -41,6 +42,15 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
     ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=True, dynamic=False)
     if cfg.prior == "vamp":
         cfg.vamp_components = 5  # the model's shape, not the recipe's size, is what is checked here
-    assert model_config_for(cfg, shape, True).latent == cfg.latent
+    mc = model_config_for(cfg, shape, True)
+    assert mc.latent == cfg.latent and mc.levels == cfg.levels
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)
     assert result.epochs == 1
+    assert type(VAE.load(tmp_path / "run")).__name__ == ("HierarchicalVAE" if cfg.levels == 2 else "VAE")
+
+
+def test_the_two_level_recipes_are_smoke_trained():
+    names = {p.name: p for p in CONFIGS}
+    for name, arch in (("hvae-vamp.toml", "mlp"), ("conv-hvae-vamp.toml", "conv")):
+        cfg = resolve(read_config_file(names[name]), {})
+        assert (cfg.levels, cfg.model, cfg.prior, cfg.latent) == (2, arch, "vamp", 40)
