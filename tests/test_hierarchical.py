@@ -57,6 +57,19 @@ def test_shapes_and_interface(arch, activation):
     assert '"levels": 2' in repr(model)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_pixelcnn_likelihood_on_two_levels(arch):
+    """The PixelHVAE: the decoder on [z1, z2] gives the PixelCNN's P conditioning numbers per pixel."""
+    model = small(arch, likelihood={"name": "pixelcnn", "params": 2, "layers": 2, "channels": 8})
+    x = images(4).flatten(1)
+    terms = elbo(model, x, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(terms.elbo).all() and (terms.reconstruction < 0).all()
+    (-terms.elbo.mean()).backward()
+    assert model.likelihood.net.condition.weight.grad.abs().sum() > 0
+    assert next(model.encoder.parameters()).grad.abs().sum() > 0 and next(model.q_z1_x.parameters()).grad is not None
+    assert model.sample(2, torch.Generator().manual_seed(0)).draws.shape == (2, 1, 8, 8)
+
+
 def test_encode_is_the_mean_path_and_clamps_log_variances():
     model = small(min_logvar=-1.0)
     with torch.no_grad():  # push every log-variance far below the floor

@@ -66,7 +66,7 @@ class HierarchicalVAE(nn.Module):
         if cfg.levels != 2:
             raise ValueError(f"HierarchicalVAE needs levels=2, got {cfg.levels}; use vaekit.model.build_model")
         self.config = cfg
-        self.likelihood: Likelihood = make_likelihood(cfg.likelihood)
+        self.likelihood: Likelihood = make_likelihood(cfg.likelihood, shape=cfg.shape)
         d, latent = cfg.data_dim, cfg.latent
         act = cfg.activation
         if cfg.arch == "mlp":
