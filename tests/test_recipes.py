@@ -42,6 +42,9 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
     ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=True, dynamic=False)
     if cfg.prior == "vamp":
         cfg.vamp_components = 5  # the model's shape, not the recipe's size, is what is checked here
+    if cfg.likelihood == "pixelcnn":  # pixel-*.toml: an autoregressive decoder, kept small here
+        cfg.pixelcnn_channels = 8
+        assert model_config_for(cfg, shape, True).likelihood["layers"] == cfg.pixelcnn_layers
     mc = model_config_for(cfg, shape, True)
     assert mc.latent == cfg.latent and mc.levels == cfg.levels
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)

@@ -15,16 +15,18 @@ hidden), mask B on the later ones (the centre is visible, it carries only the pa
 enters every layer through a 1x1 convolution, and the logits also through a direct 1x1 path, so a
 PixelCNN whose masked weights are zero is the plain Bernoulli decoder.
 
-Teacher forcing makes log p(x|z) one parallel pass; sampling is sequential (one pass per pixel, on
-the window of pixels that can reach it: ``radius`` = layers * (kernel // 2) rows above and columns to
-either side). There is no closed form for E[x|z]: :meth:`PixelCNNLikelihood.mean` returns the
-conditional probabilities sigmoid(l_d) along sampled sequences, an unbiased estimate of it.
+Teacher forcing makes log p(x|z) one parallel pass; sampling is sequential: one pass per pixel, on
+the cone of pixels that can reach it (``radius`` = layers * (kernel // 2) rows above and columns to
+either side for the input, shrinking by kernel // 2 per layer). There is no closed form for E[x|z]:
+:meth:`PixelCNNLikelihood.mean` returns the conditional probabilities sigmoid(l_d) along sampled
+sequences, an unbiased estimate of it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -107,16 +109,47 @@ class PixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.trunk(x, self.condition(c))
 
-    def window_logits(self, x: torch.Tensor, features: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The C logits at pixel (i, j), (N, C), computed on the smallest window that reaches it.
+    def padded(self, x: torch.Tensor, features: torch.Tensor) -> Cone:
+        """x and ``features = self.condition(c)`` zero-padded by ``radius`` above and to both sides, for
+        :meth:`cone_logits`; write sampled pixels into ``cone.x`` at (i + radius, j + radius)."""
+        r = self.radius
+        pad = (r, r, r, 0)
+        inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pad)
+        # the rows below the centre are masked anyway: keep the upper half of each kernel
+        weights = [((conv.weight * conv.mask)[:, :, : self.kernel // 2 + 1], conv.bias)
+                   for conv in (self.first, *self.hidden)]
+        return Cone(F.pad(x, pad), F.pad(features, pad), inside, weights, self.out.weight * self.out.mask)
 
-        Equal to ``trunk(x, features)[:, :, i, j]``: a false border of the window is ``radius``
-        pixels away from (i, j) and an error there moves kernel // 2 pixels per layer.
-        """
-        r, w = self.radius, x.shape[-1]
-        i0, j0, j1 = max(0, i - r), max(0, j - r), min(w, j + r + 1)
-        out = self.trunk(x[:, :, i0 : i + 1, j0:j1], features[:, :, i0 : i + 1, j0:j1])
-        return out[:, :, i - i0, j - j0]
+    def cone_logits(self, cone: Cone, i: int, j: int) -> torch.Tensor:
+        """The C logits at pixel (i, j), (N, C), equal to ``trunk(x, features)[:, :, i, j]``, computed on
+        the pixels that reach it only: layer l (of L) on the rows i - r_l..i and columns j - r_l..j + r_l,
+        r_l = (L - l) * (kernel // 2), by valid convolutions with the kernel's upper rows (the rest is masked)."""
+        k2, r = self.kernel // 2, self.radius
+        pi, pj = i + r, j + r  # (i, j) in padded coordinates
+        h = cone.x[:, :, pi - r : pi + 1, pj - r : pj + r + 1]
+        for layer, (weight, bias) in enumerate(cone.weights):
+            rl = (self.layers - 1 - layer) * k2
+            rows, cols = slice(pi - rl, pi + 1), slice(pj - rl, pj + rl + 1)
+            lo = layer * self.channels
+            a = F.conv2d(h, weight, bias) + cone.features[:, lo : lo + self.channels, rows, cols]
+            a = self.act(a) if layer == 0 else h[:, :, k2:, k2 : k2 + 2 * rl + 1] + self.act(a)
+            h = a * cone.inside[:, :, rows, cols]  # zero outside the image, as the full pass's padding
+        out = F.conv2d(h, cone.out_weight, self.out.bias)[:, :, 0, 0]
+        return out + cone.features[:, self.layers * self.channels :, pi, pj]
+
+    def pixel_logits(self, x: torch.Tensor, features: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The C logits at pixel (i, j), (N, C): ``trunk(x, features)[:, :, i, j]`` by :meth:`cone_logits`."""
+        return self.cone_logits(self.padded(x, features), i, j)
+
+
+class Cone(NamedTuple):
+    """Padded inputs and masked weights for :meth:`PixelCNN.cone_logits`."""
+
+    x: torch.Tensor
+    features: torch.Tensor
+    inside: torch.Tensor
+    weights: list[tuple[torch.Tensor, torch.Tensor | None]]
+    out_weight: torch.Tensor
 
 
 class PixelCNNDistribution(Distribution):
@@ -211,15 +244,16 @@ class PixelCNNLikelihood(Likelihood):
         _, x, cs = self._images(params.new_zeros(c_img * h * w), params)
         x = x.clone()
         probs = torch.zeros_like(x)
-        features = self.net.condition(cs)
-        n = x.shape[0]
+        cone = self.net.padded(x, self.net.condition(cs))
+        n, r = x.shape[0], self.net.radius
         for i in range(h):
             for j in range(w):
                 for ch in range(c_img):
-                    p = torch.sigmoid(self.net.window_logits(x, features, i, j)[:, ch])
+                    p = torch.sigmoid(self.net.cone_logits(cone, i, j)[:, ch])
                     u = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype)
-                    x[:, ch, i, j] = (u < p).to(x.dtype)
+                    cone.x[:, ch, i + r, j + r] = (u < p).to(x.dtype)
                     probs[:, ch, i, j] = p
+        x = cone.x[:, :, r:, r : r + w]
         return x.reshape(*lead, -1), probs.reshape(*lead, -1)
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
