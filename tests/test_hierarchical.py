@@ -273,3 +273,16 @@ def test_cli_train_evaluate_and_report_on_digits(tmp_path, capsys):
     page = path.read_text()
     assert "latent 2 + 2 (two levels)" in page and "Interpolations" in page
     assert page.count("data:image/png;base64,") >= 5  # curves, samples, reconstructions, interpolations, traversals
+
+
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
+def test_vaekit_grid_integration_uses_the_hierarchical_prior(prior):
+    """exact.grid_log_marginal (behind 'vaekit bound') integrates log p(x|z) + log p(z2) + log p(z1|z2) for a
+    1+1-D model: it must equal this file's independent 800x800 grid within both grids' errors."""
+    from vaekit.exact import grid_log_marginal
+
+    model = tiny_model(prior)
+    x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    exact = grid_log_px(model, x, 800)
+    res = grid_log_marginal(model, x, n=400)
+    assert ((res.log_px - exact).abs() < 10 * res.error + 1e-4).all(), (res.log_px, exact, res.error)

@@ -243,7 +243,7 @@ def _log_joint(model: Any, x: torch.Tensor, z: torch.Tensor, rows: int) -> torch
     out = torch.empty(g, b, dtype=x.dtype, device=x.device)
     for s in range(0, g, step):
         zc = z[s : s + step]
-        out[s : s + step] = kernel(zc) + model.prior.log_prob(zc)
+        out[s : s + step] = kernel(zc) + model.log_prior(zc)
     return out
 
 
