@@ -111,10 +111,10 @@ def test_cone_logits_equal_the_full_pass(shape, kernel, layers):
     net = lik.net
     assert 2 * net.radius + 1 < shape[2]  # some cones are narrower than the image
     x = torch.bernoulli(torch.full((3, *shape), 0.5, dtype=torch.float64))
-    features = net.condition(torch.randn(3, lik.params_per_pixel * shape[0], *shape[1:], dtype=torch.float64))
-    full = net.trunk(x, features)
+    c = torch.randn(3, lik.params_per_pixel * shape[0], *shape[1:], dtype=torch.float64)
+    full = net(x, c)
     for i, j in itertools.product(range(shape[1]), range(shape[2])):
-        torch.testing.assert_close(net.pixel_logits(x, features, i, j), full[:, :, i, j], atol=1e-12, rtol=0)
+        torch.testing.assert_close(net.pixel_logits(x, c, i, j), full[:, :, i, j], atol=1e-12, rtol=0)
 
 
 def test_mean_estimates_the_exact_marginals():

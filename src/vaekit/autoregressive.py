@@ -109,44 +109,45 @@ class PixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.trunk(x, self.condition(c))
 
-    def padded(self, x: torch.Tensor, features: torch.Tensor) -> Cone:
-        """x and ``features = self.condition(c)`` zero-padded by ``radius`` above and to both sides, for
+    def padded(self, x: torch.Tensor, c: torch.Tensor) -> Cone:
+        """x and the conditioning c zero-padded by ``radius`` above and to both sides, for
         :meth:`cone_logits`; write sampled pixels into ``cone.x`` at (i + radius, j + radius)."""
         r = self.radius
         pad = (r, r, r, 0)
         inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pad)
-        # the rows below the centre are masked anyway: keep the upper half of each kernel
+        # the rows below the centre are masked anyway: keep the upper rows of each kernel
         weights = [((conv.weight * conv.mask)[:, :, : self.kernel // 2 + 1], conv.bias)
                    for conv in (self.first, *self.hidden)]
-        return Cone(F.pad(x, pad), F.pad(features, pad), inside, weights, self.out.weight * self.out.mask)
+        return Cone(F.pad(x, pad), F.pad(c, pad), inside, weights, self.out.weight * self.out.mask)
 
     def cone_logits(self, cone: Cone, i: int, j: int) -> torch.Tensor:
-        """The C logits at pixel (i, j), (N, C), equal to ``trunk(x, features)[:, :, i, j]``, computed on
-        the pixels that reach it only: layer l (of L) on the rows i - r_l..i and columns j - r_l..j + r_l,
+        """The C logits at pixel (i, j), (N, C), equal to ``self(x, c)[:, :, i, j]``, computed on the pixels
+        that reach it only: layer l (of L) on the rows i - r_l..i and the columns j - r_l..j + r_l,
         r_l = (L - l) * (kernel // 2), by valid convolutions with the kernel's upper rows (the rest is masked)."""
         k2, r = self.kernel // 2, self.radius
-        pi, pj = i + r, j + r  # (i, j) in padded coordinates
-        h = cone.x[:, :, pi - r : pi + 1, pj - r : pj + r + 1]
+        rows, cols = slice(i, i + r + 1), slice(j, j + 2 * r + 1)  # the input's cone, in padded coordinates
+        h, inside = cone.x[:, :, rows, cols], cone.inside[:, :, rows, cols]
+        features = self.condition(cone.c[:, :, rows, cols])  # local (r, r) is the pixel (i, j)
         for layer, (weight, bias) in enumerate(cone.weights):
             rl = (self.layers - 1 - layer) * k2
-            rows, cols = slice(pi - rl, pi + 1), slice(pj - rl, pj + rl + 1)
+            here = (slice(None), slice(None), slice(r - rl, r + 1), slice(r - rl, r + rl + 1))
             lo = layer * self.channels
-            a = F.conv2d(h, weight, bias) + cone.features[:, lo : lo + self.channels, rows, cols]
+            a = F.conv2d(h, weight, bias) + features[:, lo : lo + self.channels][here]
             a = self.act(a) if layer == 0 else h[:, :, k2:, k2 : k2 + 2 * rl + 1] + self.act(a)
-            h = a * cone.inside[:, :, rows, cols]  # zero outside the image, as the full pass's padding
+            h = a * inside[here]  # zero outside the image, as the full pass's padding
         out = F.conv2d(h, cone.out_weight, self.out.bias)[:, :, 0, 0]
-        return out + cone.features[:, self.layers * self.channels :, pi, pj]
+        return out + features[:, self.layers * self.channels :, r, r]
 
-    def pixel_logits(self, x: torch.Tensor, features: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The C logits at pixel (i, j), (N, C): ``trunk(x, features)[:, :, i, j]`` by :meth:`cone_logits`."""
-        return self.cone_logits(self.padded(x, features), i, j)
+    def pixel_logits(self, x: torch.Tensor, c: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The C logits at pixel (i, j), (N, C): ``self(x, c)[:, :, i, j]`` by :meth:`cone_logits`."""
+        return self.cone_logits(self.padded(x, c), i, j)
 
 
 class Cone(NamedTuple):
     """Padded inputs and masked weights for :meth:`PixelCNN.cone_logits`."""
 
     x: torch.Tensor
-    features: torch.Tensor
+    c: torch.Tensor
     inside: torch.Tensor
     weights: list[tuple[torch.Tensor, torch.Tensor | None]]
     out_weight: torch.Tensor
@@ -186,6 +187,7 @@ class PixelCNNLikelihood(Likelihood):
 
     name = "pixelcnn"
     needs_shape = True
+    mean_is_estimate = True  # E[x|z] has no closed form: :meth:`mean` is a Monte Carlo estimate
 
     def __init__(self, shape: Sequence[int], params: int = 4, layers: int = 6, channels: int = 64,
                  kernel: int = 3):
@@ -244,7 +246,7 @@ class PixelCNNLikelihood(Likelihood):
         _, x, cs = self._images(params.new_zeros(c_img * h * w), params)
         x = x.clone()
         probs = torch.zeros_like(x)
-        cone = self.net.padded(x, self.net.condition(cs))
+        cone = self.net.padded(x, cs)
         n, r = x.shape[0], self.net.radius
         for i in range(h):
             for j in range(w):

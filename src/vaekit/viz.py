@@ -133,8 +133,11 @@ def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
     s = model.sample(n, generator=gen)
     nrow = max(1, int(math.ceil(math.sqrt(n))))
     name = model.config.likelihood.get("name", "")
+    # an autoregressive p(x|z) has no closed-form mean: its likelihood.mean is a Monte Carlo estimate
+    means = "E[x|z] (estimated), z ~ p(z)" if getattr(model.likelihood, "mean_is_estimate", False) \
+        else "means E[x|z], z ~ p(z)"
     return panels([image_grid(s.means.cpu(), nrow), image_grid(s.draws.clamp(0, 1).cpu(), nrow)],
-                  ["means E[x|z], z ~ p(z)", f"draws x ~ p(x|z) ({name})"],
+                  [means, f"draws x ~ p(x|z) ({name})"],
                   f"{n} samples from the prior (seed {seed})")
 
 
