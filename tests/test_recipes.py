@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from vaekit.config import read_config_file, resolve
-from vaekit.errors import ConfigError
 from vaekit.model import VAE
 from vaekit.networks import MLP, GatedDense
 from vaekit.train import model_config_for, train
@@ -25,11 +24,6 @@ def test_gated_dense_is_a_gated_linear_unit():
     torch.testing.assert_close(layer(x), expected)
     mlp = MLP(5, [7, 6], 2, activation="gated")
     assert isinstance(mlp[0], GatedDense) and mlp(x).shape == (4, 2)
-
-
-def test_gated_needs_the_mlp():
-    with pytest.raises(ConfigError, match="gated"):
-        resolve({}, {"activation": "gated", "model": "conv"})
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

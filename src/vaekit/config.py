@@ -128,8 +128,6 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.pixelcnn_kernel % 2 != 1 or cfg.pixelcnn_kernel < 3:
         raise ConfigError(f"pixelcnn_kernel must be an odd integer >= 3 (3, 5, 7, ...); got {cfg.pixelcnn_kernel!r}")
-    if cfg.activation == "gated" and cfg.model != "mlp":
-        raise ConfigError("activation gated (gated dense layers) needs model mlp; use relu, elu, ... for conv")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
     if not isinstance(cfg.compile, bool):

@@ -57,7 +57,7 @@ class HierarchicalVAE(nn.Module):
     q(z2|x): MLP D -> H -> 2L (``encoder``); q(z1|x, z2): [dense D -> H, dense L -> h] -> h -> 2L;
     p(z1|z2): MLP L -> H -> 2L; p(x|z1, z2): MLP 2L -> reversed(H) -> P*D (``decoder``).
     For ``arch == "conv"`` the networks on x are :class:`ConvEncoder` / :class:`ConvDecoder` (hidden width
-    h = H[0]) and the z-to-z maps are one-hidden-layer MLPs of width h.
+    h = H[0]; gated convolutions for ``"gated"``) and the z-to-z maps are one-hidden-layer MLPs of width h.
     """
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
@@ -79,7 +79,10 @@ class HierarchicalVAE(nn.Module):
         else:
             h = cfg.hidden[0] if cfg.hidden else 256
             self.encoder = ConvEncoder(cfg.shape, 2 * latent, cfg.conv_channels, h, act)
-            self.q_z1_x = nn.Sequential(ConvEncoder(cfg.shape, h, cfg.conv_channels, h, act), _activation(act))
+            if act == "gated":  # the encoder's last Linear (h -> 2h) + GLU is a GatedDense layer h -> h
+                self.q_z1_x = nn.Sequential(ConvEncoder(cfg.shape, 2 * h, cfg.conv_channels, h, act), nn.GLU(dim=-1))
+            else:
+                self.q_z1_x = nn.Sequential(ConvEncoder(cfg.shape, h, cfg.conv_channels, h, act), _activation(act))
             self.p_z1 = MLP(latent, [h], 2 * latent, act)
             self.decoder = ConvDecoder(2 * latent, cfg.shape, self.likelihood.params_per_pixel * cfg.shape[0],
                                        list(reversed(cfg.conv_channels)), h, act)

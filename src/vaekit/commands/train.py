@@ -19,7 +19,7 @@ FLAGS: dict[str, tuple] = {
     "--hidden": (int_list, "hidden layer sizes, e.g. 400 or 500,500"),
     "--latent": (positive_int, "latent dimensions (default 40; per level with --levels 2)"),
     "--levels": (positive_int, "stochastic layers: 1 (VAE) or 2 (hierarchical VAE)"),
-    "--activation": (str, "relu, tanh, elu, gelu, softplus or gated (gated dense layers)"),
+    "--activation": (str, "relu, tanh, elu, gelu, softplus or gated (gated dense and conv layers)"),
     "--likelihood": (str, "bernoulli, gaussian, continuous-bernoulli or pixelcnn (default: from the data)"),
     "--prior": (str, "standard or vamp"),
     "--vamp-components": (positive_int, "pseudo-inputs of the VampPrior (default 500)"),
