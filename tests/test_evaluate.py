@@ -212,3 +212,26 @@ def test_notes_flag_unreliable_estimates_and_densities():
     assert any("ESS" in note for note in r.notes) and any("density" in note for note in r.notes)
     lg.set_exact_posterior()
     assert not any("ESS" in note for note in evaluate_model(lg, xx, k=200, seed=0).notes)
+
+
+def test_vampprior_pseudo_inputs_are_encoded_once_per_evaluation():
+    """The evaluator freezes the VampPrior's components: the pseudo-inputs are encoded once, not per
+    log p(z) call, and the numbers are the same as without the cache."""
+    torch.manual_seed(0)
+    model = VAE(shape=(1, 4, 4), latent=3, hidden=[16], prior={"name": "vamp", "components": 7})
+    x = torch.bernoulli(torch.full((40, 16), 0.4))
+    encode, calls = model.prior._encode, []
+
+    def counting(u):
+        if u.shape[0] == 7:
+            calls.append(1)
+        return encode(u)
+
+    model.prior.bind(counting)
+    cached = evaluate_model(model, x, k=50, batch_size=8, seed=3)
+    assert len(calls) == 1
+    model.prior.frozen = None  # the evaluator then re-encodes on every log p(z) call: once per batch of 8 here
+    plain = evaluate_model(model, x, k=50, batch_size=8, seed=3)
+    assert len(calls) - 1 >= 40 // 8
+    assert cached.nll == plain.nll and cached.elbo == plain.elbo
+    assert model.prior._frozen is None  # the cache does not outlive the evaluation

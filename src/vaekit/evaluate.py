@@ -26,6 +26,7 @@ hidden layer), which leaves one matrix product and one softplus per logit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -307,14 +308,16 @@ def evaluate_model(
     keys = ("log_px", "elbo", "reconstruction", "kl", "ess")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "mu", "logvar")}
     t0 = time.perf_counter()
+    frozen = getattr(getattr(model, "prior", None), "frozen", None)  # VampPrior: encode the pseudo-inputs once
     try:
-        for start in range(0, n, bsz):
-            x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
-            stats = log_weight_stats(model, x, k, k_chunk, gen, fast)
-            for key in parts:
-                parts[key].append(stats[key].detach().to("cpu", torch.float64))
-            if progress is not None:
-                progress(min(n, start + bsz), n)
+        with frozen() if frozen is not None else contextlib.nullcontext():
+            for start in range(0, n, bsz):
+                x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
+                stats = log_weight_stats(model, x, k, k_chunk, gen, fast)
+                for key in parts:
+                    parts[key].append(stats[key].detach().to("cpu", torch.float64))
+                if progress is not None:
+                    progress(min(n, start + bsz), n)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - t0
