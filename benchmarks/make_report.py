@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --threads 1 --json benchmarks/results/train-1thread.json
     python benchmarks/bench_nll.py --run runs/mnist-vae --json benchmarks/results/nll-2threads.json
     python benchmarks/bench_time_to_quality.py --json benchmarks/results/time-to-quality.json
+    python benchmarks/bench_recipes.py --json benchmarks/results/recipes-cpu.json
     python benchmarks/make_report.py            # writes BENCHMARKS.md
 
 The prose (targets, what limits them) lives in ``NOTES`` below; every number comes from the
@@ -166,6 +167,20 @@ every epoch and checkpoints included).
 | validation ELBO above | wall time |
 |---|---|
 """ + "\n".join(rows) + f"\n\nBest validation ELBO: {ttq['best']['valid_elbo']:.2f} at epoch {ttq['best']['epoch']}.\n")
+    recipes = load("recipes-cpu.json")
+    if recipes:
+        rows = [f"| `{r['recipe']}` | {r['parameters']:,} | {r['batch_size']} | {r['seconds_per_step']:.3f} | "
+                f"{r['seconds_per_epoch']:.1f} | {r['epochs']} | {r['hours_full_schedule']:.1f} |" for r in recipes["rows"]]
+        parts.append(f"""## 5. Cost of the quality recipes (issue 10)
+
+`python benchmarks/bench_recipes.py --steps {recipes['steps']} --threads {recipes['threads']} --json benchmarks/results/recipes-cpu.json`
+
+Training steps only (no validation), {recipes['threads']} thread(s) on the 2-core CPU{recipes.get('note', '')}.
+"hours (full)" is the recipe's whole epoch budget at this speed; early stopping usually ends sooner.
+
+| recipe | parameters | batch | s/step | s/epoch | epochs | hours (full) |
+|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n")
     if t2 and nll:
         lim = t2["matmul_limit"]["seconds_per_epoch"]
         py = t2["seconds_per_epoch"].get("pythae", float("nan"))
