@@ -240,3 +240,11 @@ def test_base_conversion(w, base):
     )
     # entropy is at most log n, reached by the uniform distribution
     assert info.entropy(p) <= math.log(len(p)) + 1e-12
+
+
+def test_as_distribution_checks_or_normalizes_and_names_its_argument():
+    assert info.as_distribution([1.0, 3.0], normalize=True).tolist() == [0.25, 0.75]
+    with pytest.raises(ValueError, match="^q has negative"):
+        info.as_distribution([1.0, -3.0], normalize=True, name="q")
+    with pytest.raises(ValueError, match="sum"):
+        info.as_distribution([0.5, 0.6])

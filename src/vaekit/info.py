@@ -122,6 +122,16 @@ def _prepare(
     return tp, tq, np_p and np_q
 
 
+def as_distribution(p: ArrayLike, *, axis: int = -1, normalize: bool = False,
+                    atol: float = SUM_TOLERANCE, name: str = "p") -> torch.Tensor:
+    """p checked as probability vectors along ``axis`` (finite, >= 0, summing to 1 within ``atol``),
+    or divided by its sum when ``normalize`` is true; a float tensor. Errors name it ``name``."""
+    t, _ = _as_tensor(p, name)
+    if t.dim() and not -t.dim() <= axis < t.dim():
+        raise ValueError(f"axis {axis} is out of range for an array with {t.dim()} dimensions")
+    return _check_distribution(t, name, axis, normalize, atol)
+
+
 def _finish(value: torch.Tensor, to_numpy: bool, base: float) -> ArrayLike:
     value = value / _log_base(base) if base != math.e else value
     if to_numpy:

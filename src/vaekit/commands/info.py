@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     p, q = args.p, args.q
     try:
         if args.normalize:
-            p = list(info._prepare(p, None, -1, True, info.SUM_TOLERANCE)[0].tolist())
-            q = list(info._prepare(q, None, -1, True, info.SUM_TOLERANCE)[0].tolist())
+            p = info.as_distribution(p, normalize=True).tolist()
+            q = info.as_distribution(q, normalize=True, name="q").tolist()
         values = info.summary(p, q, base=args.base)
     except ValueError as exc:
         msg = str(exc).replace("p ", "--p ", 1) if str(exc).startswith("p ") else str(exc)
