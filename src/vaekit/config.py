@@ -42,6 +42,11 @@ class TrainConfig:
     pixelcnn_channels: int = 64  # likelihood pixelcnn: features per layer
     pixelcnn_params: int = 4  # likelihood pixelcnn: decoder outputs (conditioning channels) per pixel
     pixelcnn_kernel: int = 3  # likelihood pixelcnn: odd kernel size of the masked convolutions
+    flow: str | None = None  # normalizing flow in q(z|x): None, iaf or planar (levels 1 only)
+    flow_steps: int = 2  # flow steps
+    flow_hidden: int = 320  # iaf: units per MADE hidden layer
+    flow_layers: int = 2  # iaf: MADE hidden layers
+    flow_context: int = 32  # size of the encoder's context vector h(x) for the flow (0: none)
     # objective
     objective: str = "elbo"  # elbo | iwae
     k: int = 1
@@ -68,6 +73,7 @@ class TrainConfig:
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
         "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli", "pixelcnn"),
         "prior": ("standard", "vamp"),
+        "flow": (None, "iaf", "planar"),
         "objective": ("elbo", "iwae"),
         "lr_schedule": ("none", "cosine", "plateau"),
         "binarize": (None, "none", "static", "dynamic", "threshold"),
@@ -75,11 +81,12 @@ class TrainConfig:
         "precision": ("fp32", "tf32", "bf16"),
     }
     POSITIVE = ("latent", "levels", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads",
-                "pixelcnn_layers", "pixelcnn_channels", "pixelcnn_params", "pixelcnn_kernel")
-    NONNEGATIVE = ("warmup", "patience", "seed")
+                "pixelcnn_layers", "pixelcnn_channels", "pixelcnn_params", "pixelcnn_kernel", "flow_steps",
+                "flow_hidden", "flow_layers")
+    NONNEGATIVE = ("warmup", "patience", "seed", "flow_context")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
     MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "pixelcnn_layers": 64, "pixelcnn_channels": 4096,
-               "pixelcnn_params": 256, "pixelcnn_kernel": 15}
+               "pixelcnn_params": 256, "pixelcnn_kernel": 15, "flow_steps": 64, "flow_layers": 16}
 
     def __post_init__(self) -> None:
         validate(self)
@@ -128,6 +135,9 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.pixelcnn_kernel % 2 != 1 or cfg.pixelcnn_kernel < 3:
         raise ConfigError(f"pixelcnn_kernel must be an odd integer >= 3 (3, 5, 7, ...); got {cfg.pixelcnn_kernel!r}")
+    if cfg.flow is not None and cfg.levels != 1:
+        raise ConfigError(f"flow {cfg.flow} is for the one-level VAE, but levels is {cfg.levels}; "
+                          "use levels 1 with a flow, or leave flow out with levels 2")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
     if not isinstance(cfg.compile, bool):

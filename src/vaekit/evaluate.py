@@ -333,8 +333,10 @@ def evaluate_model(
     prior = model.prior
     kl_per_dim: list[float] = []
     kl_analytic = None
-    # closed form only for one stochastic layer: a hierarchical model's p(z1|z2) is not N(0, I)
-    if getattr(prior, "name", "") == "standard" and getattr(getattr(model, "config", None), "levels", 1) == 1:
+    # closed form only for one stochastic layer (a hierarchical model's p(z1|z2) is not N(0, I)) and a Gaussian
+    # q (with a flow, (mu, logvar) are its base distribution's)
+    if getattr(prior, "name", "") == "standard" and getattr(getattr(model, "config", None), "levels", 1) == 1 \
+            and getattr(model, "flow", None) is None:
         per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # closed-form KL per unit, (N, L)
         kl_per_dim = per_dim.mean(0).tolist()
         kl_analytic = float(per_dim.sum(1).mean())

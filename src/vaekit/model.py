@@ -4,7 +4,11 @@
     p_theta(x,z) = p(z) p_theta(x|z)                                (the model)
 
 z is drawn by reparameterization, z = mu + exp(logvar / 2) * eps with eps ~ N(0, I), so
-gradients flow through the sample to the encoder. The objectives (ELBO, IWAE bound) live in
+gradients flow through the sample to the encoder. With a normalizing flow (``flow="iaf"`` or ``"planar"``,
+:mod:`vaekit.flows`) that Gaussian is the base: z_0 ~ N(mu, diag exp(logvar)), z = f_T(...f_1(z_0)) and
+log q(z|x) = log N(z_0; mu, diag exp(logvar)) - sum_t log|det df_t/dz_{t-1}|; the encoder then also outputs a
+context vector h(x) of size ``flow_context`` for the flow (Kingma et al., 2016), and the KL is estimated by
+Monte Carlo. The objectives (ELBO, IWAE bound) live in
 :mod:`vaekit.objectives`; the model only evaluates densities and draws samples.
 """
 
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
+from vaekit.flows import FLOWS, Flow
 from vaekit.likelihoods import Likelihood, make_likelihood
 from vaekit.networks import MLP, ConvDecoder, ConvEncoder
 from vaekit.priors import Prior, diagonal_normal_log_prob, make_prior
@@ -40,6 +45,11 @@ class ModelConfig:
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     levels: int = 1  # stochastic layers: 1 (VAE) or 2 (hierarchical VAE, vaekit.hierarchical)
     min_logvar: float = -12.0  # floor on the encoder's log-variance, for numerical safety
+    flow: str | None = None  # normalizing flow in q(z|x): None, "iaf" or "planar" (vaekit.flows); levels 1 only
+    flow_steps: int = 2  # flow steps T
+    flow_hidden: int = 320  # iaf: units per MADE hidden layer
+    flow_layers: int = 2  # iaf: MADE hidden layers
+    flow_context: int = 32  # size of the context h(x) the encoder gives the flow (0: none)
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
@@ -54,6 +64,14 @@ class ModelConfig:
             raise ValueError(f"levels must be 1 or 2, got {self.levels}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if self.flow is not None:
+            if self.flow not in FLOWS:
+                raise ValueError(f"flow must be one of {', '.join(FLOWS)} (or None); got {self.flow!r}")
+            if self.levels != 1:
+                raise ValueError("a flow in q(z|x) needs levels=1; the two-level model has no flow")
+            for name, low in (("flow_steps", 1), ("flow_hidden", 1), ("flow_layers", 1), ("flow_context", 0)):
+                if int(getattr(self, name)) < low:
+                    raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         self.min_logvar = float(self.min_logvar)
         if not math.isfinite(self.min_logvar):
             raise ValueError(f"min_logvar must be a finite number, got {self.min_logvar}")
@@ -84,7 +102,7 @@ class Samples(NamedTuple):
 
 
 class VAE(nn.Module):
-    """A variational autoencoder with a diagonal Gaussian posterior."""
+    """A variational autoencoder with a diagonal Gaussian posterior, optionally followed by a flow."""
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
         super().__init__()
@@ -93,29 +111,45 @@ class VAE(nn.Module):
         self.likelihood: Likelihood = make_likelihood(cfg.likelihood, shape=cfg.shape)
         d, latent = cfg.data_dim, cfg.latent
         out = self.likelihood.params_per_pixel * d
+        enc = 2 * latent + (cfg.flow_context if cfg.flow else 0)  # [mu, logvar] and the flow's context h(x)
         if cfg.arch == "mlp":
-            self.encoder: nn.Module = MLP(d, cfg.hidden, 2 * latent, cfg.activation)
+            self.encoder: nn.Module = MLP(d, cfg.hidden, enc, cfg.activation)
             self.decoder: nn.Module = MLP(latent, list(reversed(cfg.hidden)), out, cfg.activation)
         else:
             hidden = cfg.hidden[0] if cfg.hidden else 256
-            self.encoder = ConvEncoder(cfg.shape, 2 * latent, cfg.conv_channels, hidden, cfg.activation)
+            self.encoder = ConvEncoder(cfg.shape, enc, cfg.conv_channels, hidden, cfg.activation)
             self.decoder = ConvDecoder(latent, cfg.shape, self.likelihood.params_per_pixel * cfg.shape[0],
                                        list(reversed(cfg.conv_channels)), hidden, cfg.activation)
         self.prior: Prior = make_prior(cfg.prior, latent, d)
         if hasattr(self.prior, "bind"):
             self.prior.bind(self.encode)
+        self.flow: Flow | None = None
+        if cfg.flow:
+            self.flow = Flow(cfg.flow, latent, cfg.flow_steps, cfg.flow_hidden, cfg.flow_layers, cfg.flow_context)
 
     # -- the guide q(z|x) -------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar) of q(z|x), each (..., latent); x is (..., D) or (..., C, H, W)."""
+    def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(mu, logvar, h): the Gaussian's parameters (..., latent) and the flow's context (..., flow_context),
+        None without a flow; x is (..., D) or (..., C, H, W)."""
         if x.dim() >= 3 and tuple(x.shape[-3:]) == self.config.shape:
             x = x.flatten(-3)
-        h = self.encoder(x)
-        mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar.clamp(min=self.config.min_logvar)
+        out = self.encoder(x)
+        n = self.config.latent
+        mu, logvar = out[..., :n], out[..., n : 2 * n]
+        context = out[..., 2 * n :] if out.shape[-1] > 2 * n else None
+        return mu, logvar.clamp(min=self.config.min_logvar), context
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x), each (..., latent); x is (..., D) or (..., C, H, W).
+
+        With a flow these are the parameters of its base distribution q_0(z_0|x), not moments of q(z|x):
+        the active-unit count, interpolations and the VampPrior's components use them as they are.
+        """
+        mu, logvar, _ = self.encode_all(x)
+        return mu, logvar
 
     def posterior(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) as ``Independent(Normal(mu, sigma), 1)``."""
+        """q(z|x) as ``Independent(Normal(mu, sigma), 1)`` (with a flow: its base distribution q_0(z_0|x))."""
         mu, logvar = self.encode(x)
         return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
 
@@ -138,13 +172,23 @@ class VAE(nn.Module):
         ``sampler(S, generator)`` gives z ~ q(z|x) by reparameterization, (S, B, L), and
         log q(z|x) in nats, (S, B); ``sampler(None)`` gives one draw without the sample axis.
         Every latent-variable model in vaekit has this method; the objectives only use it,
-        :meth:`log_prior` and :meth:`log_likelihood`.
+        :meth:`log_prior` and :meth:`log_likelihood`. With a flow, z = f_T(...f_1(z_0)) for z_0 ~ N(mu, sigma^2)
+        and log q(z|x) = log N(z_0; mu, sigma^2) - sum_t log|det df_t/dz_{t-1}|.
         """
-        mu, logvar = self.encode(x)
+        flow = getattr(self, "flow", None)  # getattr: vaekit.exact.LinearGaussian borrows this method
+        context: torch.Tensor | None = None
+        if flow is None:
+            mu, logvar = self.encode(x)
+        else:
+            mu, logvar, context = self.encode_all(x)
 
         def draw(samples: int | None = None, generator: torch.Generator | None = None):
             z = self.reparameterize(mu, logvar, samples, generator)
-            return z, self.posterior_log_prob(z, mu, logvar)
+            log_q = self.posterior_log_prob(z, mu, logvar)
+            if flow is None:
+                return z, log_q
+            z, log_det = flow(z, context)
+            return z, log_q - log_det
 
         return draw
 
@@ -155,8 +199,9 @@ class VAE(nn.Module):
 
     @property
     def has_analytic_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has a closed form (diagonal Gaussian q, standard normal p)."""
-        return bool(self.prior.has_analytic_kl)
+        """Whether KL(q(z|x) || p(z)) has a closed form (diagonal Gaussian q without a flow, standard normal p)."""
+        # getattr: vaekit.exact.LinearGaussian borrows this property and has no flow
+        return getattr(self, "flow", None) is None and bool(self.prior.has_analytic_kl)
 
     # -- the model p(z) p(x|z) --------------------------------------------------------------
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
@@ -187,9 +232,10 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x | z = mu(x)]: the decoded posterior mean, shaped like x."""
-        mu, _ = self.encode(x)
-        return self.likelihood.mean(self.decode(mu)).reshape(x.shape)
+        """E[x | z = mu(x)]: the decoded posterior mean (with a flow, z = f_T(...f_1(mu))), shaped like x."""
+        mu, _, context = self.encode_all(x)
+        z = mu if self.flow is None else self.flow(mu, context)[0]
+        return self.likelihood.mean(self.decode(z)).reshape(x.shape)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -214,7 +260,9 @@ class VAE(nn.Module):
 
     def extra_repr(self) -> str:
         return json.dumps({"latent": self.config.latent, "arch": self.config.arch,
-                           "prior": self.config.prior["name"], "likelihood": self.config.likelihood["name"]})
+                           "prior": self.config.prior["name"], "likelihood": self.config.likelihood["name"],
+                           **({"flow": self.config.flow, "flow_steps": self.config.flow_steps} if self.config.flow
+                              else {})})
 
 
 Vae = VAE

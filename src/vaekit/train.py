@@ -137,7 +137,9 @@ def model_config_for(cfg: TrainConfig, shape: tuple[int, int, int], binary: bool
     if cfg.prior == "vamp":
         prior["components"] = cfg.vamp_components
     return ModelConfig(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=list(cfg.hidden),
-                       activation=cfg.activation, likelihood=likelihood, prior=prior, levels=cfg.levels)
+                       activation=cfg.activation, likelihood=likelihood, prior=prior, levels=cfg.levels,
+                       flow=cfg.flow, flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden,
+                       flow_layers=cfg.flow_layers, flow_context=cfg.flow_context)
 
 
 def load_data(cfg: TrainConfig):
