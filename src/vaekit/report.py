@@ -194,13 +194,13 @@ def write_report(
 
     if x is not None:
         sections.append("<h2>Reconstructions</h2>" + _figure(
-            viz.figure_png(viz.reconstructions_figure(model, x, 32)), "reconstructions",
+            viz.figure_png(viz.reconstructions_figure(model, x, 32, split)), "reconstructions",
             f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their posterior means."))
         if len(x) >= 2:
             sections.append("<h2>Interpolations</h2>" + _figure(
                 viz.figure_png(viz.interpolations_figure(model, x, 6, 10)), "interpolations",
-                "Each row: a test image, the decoded means along the straight line between the posterior means "
-                "of two test images, and the second image."))
+                f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
+                f"posterior means of two {html.escape(split)} images, and the second image."))
 
     activity = result.latent_variance if result is not None else None
     units = sorted(range(latent), key=lambda j: -activity[j])[:10] if activity else list(range(min(latent, 10)))
@@ -222,7 +222,8 @@ def write_report(
         parts = [_figure(viz.figure_png(viz.manifold_figure(model, 20)), "manifold",
                          "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
         if x is not None:
-            parts.append(_figure(viz.figure_png(viz.latent_scatter_figure(model, x, labels, class_names)), "scatter",
+            scatter = viz.latent_scatter_figure(model, x, labels, class_names, split)
+            parts.append(_figure(viz.figure_png(scatter), "scatter",
                                  "Posterior means of the evaluated examples" + (", coloured by label." if labels
                                                                                 is not None else ".")))
         sections.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")

@@ -142,12 +142,12 @@ def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
 
 
 @torch.inference_mode()
-def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32) -> Figure:
-    """Test images and their reconstructions E[x | z = mu(x)], same layout side by side."""
+def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str = "test") -> Figure:
+    """Images of a split and their reconstructions E[x | z = mu(x)], same layout side by side."""
     x = x[:n]
     rec = model.reconstruct(x.to(_device(model))).cpu().clamp(0, 1)
     nrow = 8 if len(x) >= 8 else len(x)
-    return panels([image_grid(x, nrow), image_grid(rec, nrow)], ["test images", "reconstructions E[x | mu(x)]"])
+    return panels([image_grid(x, nrow), image_grid(rec, nrow)], [f"{split} images", "reconstructions E[x | mu(x)]"])
 
 
 @torch.inference_mode()
@@ -217,8 +217,8 @@ def manifold_figure(model: Any, n: int = 20) -> Figure:
 
 @torch.inference_mode()
 def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | None = None,
-                          class_names: Sequence[str] | None = None) -> Figure:
-    """Posterior means mu(x) of test images in a 2-D latent space, coloured by label."""
+                          class_names: Sequence[str] | None = None, split: str = "test") -> Figure:
+    """Posterior means mu(x) of a split's images in a 2-D latent space, coloured by label."""
     mu, _ = model.encode(x.to(_device(model)))
     mu = mu.cpu().numpy()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
@@ -235,7 +235,7 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
         ax.legend(markerscale=2.5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xlabel("mu_1(x)")
     ax.set_ylabel("mu_2(x)")
-    ax.set_title(f"posterior means of {len(mu)} test images", fontsize=10)
+    ax.set_title(f"posterior means of {len(mu)} {split} images", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
