@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from cli_run import run_cli
 from synthetic import prototype_dataset
 from vaekit.autoregressive import MaskedConv2d, PixelCNNDistribution, PixelCNNLikelihood
-from vaekit.cli import main
 from vaekit.config import TrainConfig, resolve
 from vaekit.errors import ConfigError
 from vaekit.evaluate import bytes_per_row, evaluate_model
@@ -223,14 +223,6 @@ def test_a_pixelcnn_vae_trains_saves_loads_and_evaluates(trained):
     assert s.draws.shape == (6, 1, 8, 8) and set(s.draws.unique().tolist()) <= {0.0, 1.0}
     assert torch.all((s.means >= 0) & (s.means <= 1))
 
-
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_train_sample_evaluate_report(tmp_path, capsys):

@@ -6,16 +6,7 @@ import json
 
 import pytest
 
-from vaekit.cli import main
-
-
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_run import run_cli
 
 
 def test_train_digits_json(tmp_path, capsys):
