@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
 
 from vaekit.likelihoods import Likelihood, make_likelihood
 from vaekit.model import VAE, ModelConfig, PosteriorSampler, Samples
@@ -152,10 +151,12 @@ class HierarchicalVAE(nn.Module):
 
         return draw
 
-    def rsample_posterior(self, x: torch.Tensor, samples: int | None = None,
-                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ q(z1, z2|x) (reparameterized) and log q(z1, z2|x), nats: (S, B, 2L) and (S, B)."""
-        return self.posterior_sampler(x)(samples, generator)
+    # the same code as the VAE's, over z = [z1, z2]: draw (z, log q) from posterior_sampler; decode the
+    # concatenated code; save through vaekit.checkpoint
+    rsample_posterior = VAE.rsample_posterior
+    decode = VAE.decode
+    observation = VAE.observation
+    save = VAE.save
 
     @property
     def has_analytic_kl(self) -> bool:
@@ -172,14 +173,6 @@ class HierarchicalVAE(nn.Module):
         z1, z2 = self.split(z)
         mu, logvar = self.prior_z1(z2)
         return self.prior.log_prob(z2) + diagonal_normal_log_prob(z1, mu, logvar)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The parameters of p(x|z1, z2) from z = [z1, z2] (..., 2L), shape (..., P * D)."""
-        return self.decoder(z)
-
-    def observation(self, z: torch.Tensor) -> Distribution:
-        """p(x|z1, z2) as a ``torch.distributions`` object over flat images."""
-        return self.likelihood.distribution(self.decode(z))
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z1, z2), nats; x (B, D), z (..., B, 2L) -> (..., B)."""
@@ -204,12 +197,6 @@ class HierarchicalVAE(nn.Module):
         return self.likelihood.mean(self.decode(mu)).reshape(x.shape)
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        from vaekit.checkpoint import save_model
-
-        save_model(self, Path(directory))
-
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> HierarchicalVAE:
         """Load a trained model from a run or model directory (safetensors only: no code is executed)."""
