@@ -52,6 +52,7 @@ class TrainConfig:
     k: int = 1
     beta: float = 1.0
     warmup: int = 0  # KL warm-up epochs (beta ramps from beta/warmup to beta)
+    encoder_noise: float = 0.0  # denoising encoder: it sees x + N(0, sigma^2) in training
     # optimisation
     epochs: int = 10
     batch_size: int = 100
@@ -119,6 +120,7 @@ def validate(cfg: TrainConfig) -> None:
             if value is not None and value > high:
                 raise ConfigError(f"{name} must be an integer from {low} to {high}; got {value!r}")
     for name, low, strict in (("lr", 0.0, True), ("beta", 0.0, False), ("weight_decay", 0.0, False),
+                              ("encoder_noise", 0.0, False),
                               ("clip_grad", 0.0, True)):
         value = getattr(cfg, name)
         if value is None:

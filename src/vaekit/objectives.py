@@ -35,23 +35,30 @@ def elbo(
     samples: int = 1,
     analytic_kl: bool | None = None,
     generator: torch.Generator | None = None,
+    encoder_input: torch.Tensor | None = None,
 ) -> ElboTerms:
     """Monte Carlo ELBO with ``samples`` reparameterized draws per example.
 
     reconstruction = (1/S) sum_s log p(x | z_s);  kl = KL(q(z|x) || p(z)) in closed form when
     the prior has one (``analytic_kl`` None or True), else (1/S) sum_s [log q(z_s|x) - log p(z_s)].
     x: (B, D) flat, or images (B, C, H, W).
+
+    ``encoder_input`` (same shape as x, e.g. a noisy copy x~) makes the encoder see x~ while the
+    decoder still scores x: E_q(z|x~)[log p(x|z)] - KL(q(z|x~) || p(z)). That is still a lower
+    bound on log p(x), since q(z|x~) is just another distribution over z (the denoising VAE used
+    for amortized inference regularisation, Shu et al., 2018).
     """
     x = x.flatten(1) if x.dim() > 2 else x
+    x_enc = x if encoder_input is None else encoder_input.reshape(x.shape)
     draws = samples if samples > 1 else None
     use_analytic = model.has_analytic_kl if analytic_kl is None else analytic_kl
     if use_analytic:
-        mu, logvar = model.encode(x)
+        mu, logvar = model.encode(x_enc)
         z = model.reparameterize(mu, logvar, draws, generator)
         reconstruction = model.log_likelihood(x, z)
         kl = model.prior.analytic_kl(mu, logvar)
     else:
-        z, log_q = model.rsample_posterior(x, draws, generator)
+        z, log_q = model.rsample_posterior(x_enc, draws, generator)
         reconstruction = model.log_likelihood(x, z)
         kl = log_q - model.log_prior(z)
     if samples > 1:
@@ -61,11 +68,16 @@ def elbo(
 
 
 def _sampled_terms(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None
+    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None,
+    encoder_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, B), nats."""
+    """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, B), nats.
+
+    With ``encoder_input`` x~ the proposal is q(z|x~) (see :func:`elbo`); the bound still holds.
+    """
     x = x.flatten(1) if x.dim() > 2 else x
-    z, log_q = model.rsample_posterior(x, k, generator)  # (k, B, L), (k, B)
+    x_enc = x if encoder_input is None else encoder_input.reshape(x.shape)
+    z, log_q = model.rsample_posterior(x_enc, k, generator)  # (k, B, L), (k, B)
     return model.log_likelihood(x, z), log_q - model.log_prior(z)
 
 
@@ -86,14 +98,15 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator |
 
 
 def iwae_terms(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+    encoder_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ElboTerms]:
     """The IWAE_k bound and, from the same k draws, the Monte Carlo ELBO and its terms.
 
     With log w_i = log p(x|z_i) - [log q(z_i|x) - log p(z_i)], the mean over i of log w_i is an
     unbiased ELBO estimate (reconstruction minus Monte Carlo KL); the logsumexp is the bound.
     """
-    rec, kl = _sampled_terms(model, x, k, generator)
+    rec, kl = _sampled_terms(model, x, k, generator, encoder_input)
     log_w = rec - kl
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     rec_m, kl_m = rec.mean(0), kl.mean(0)

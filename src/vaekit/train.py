@@ -239,18 +239,22 @@ class LossModule(torch.nn.Module):
 
     forward(x, beta) -> (loss, [sum ELBO, sum reconstruction, sum KL]) with
     loss = -mean_x [reconstruction - beta * KL]  (ELBO)  or  -mean_x IWAE_k(x).
+    With ``encoder_noise`` sigma > 0 the encoder sees x + sigma * eps, eps ~ N(0, I), in training
+    (the decoder still scores the clean x; the objective stays a lower bound on log p(x)).
     """
 
-    def __init__(self, model: VAE, objective: str, k: int):
+    def __init__(self, model: VAE, objective: str, k: int, encoder_noise: float = 0.0):
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
+        self.encoder_noise = encoder_noise
 
     def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x_enc = x + self.encoder_noise * torch.randn_like(x) if self.encoder_noise > 0 else None
         if self.objective == "iwae":
-            bound, terms = iwae_terms(self.model, x, self.k)
+            bound, terms = iwae_terms(self.model, x, self.k, encoder_input=x_enc)
             loss = -bound.mean()
         else:
-            terms = elbo(self.model, x, samples=self.k)
+            terms = elbo(self.model, x, samples=self.k, encoder_input=x_enc)
             loss = -(terms.reconstruction - beta * terms.kl).mean()
         stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
         return loss, stats
@@ -319,7 +323,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     n_all, bs = train_x.shape[0], cfg.batch_size
     n = n_all // ctx.world_size if ctx.enabled else n_all  # this rank's share of an epoch
     steps_per_epoch = math.ceil(n / bs)
-    loss_module: torch.nn.Module = LossModule(model, cfg.objective, cfg.k)
+    loss_module: torch.nn.Module = LossModule(model, cfg.objective, cfg.k, cfg.encoder_noise)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -36,6 +36,7 @@ FLAGS: dict[str, tuple] = {
     "--k": (positive_int, "samples per example (IWAE k, or ELBO samples)"),
     "--beta": (finite_float, "weight of the KL term (default 1)"),
     "--warmup": (nonnegative_int, "KL warm-up epochs (default 0)"),
+    "--encoder-noise": (finite_float, "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)"),
     "--batch-size": (positive_int, "minibatch size (default 100)"),
     "--lr": (positive_float, "Adam learning rate (default 1e-3)"),
     "--lr-schedule": (str, "none, cosine or plateau"),
