@@ -53,6 +53,8 @@ class TrainConfig:
     beta: float = 1.0
     warmup: int = 0  # KL warm-up epochs (beta ramps from beta/warmup to beta)
     encoder_noise: float = 0.0  # denoising encoder: it sees x + N(0, sigma^2) in training
+    init_from: str | None = None  # start from this run's best weights (same architecture)
+    train_only: str = "all"  # all | encoder: train only q(z|x); p(z) p(x|z) stays as init_from left it
     # optimisation
     epochs: int = 10
     batch_size: int = 100
@@ -76,6 +78,7 @@ class TrainConfig:
         "prior": ("standard", "vamp"),
         "flow": (None, "iaf", "planar"),
         "objective": ("elbo", "iwae"),
+        "train_only": ("all", "encoder"),
         "lr_schedule": ("none", "cosine", "plateau"),
         "binarize": (None, "none", "static", "dynamic", "threshold"),
         "device": ("auto", "cpu", "cuda", "mps"),
@@ -140,6 +143,14 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.flow is not None and cfg.levels != 1:
         raise ConfigError(f"flow {cfg.flow} is for the one-level VAE, but levels is {cfg.levels}; "
                           "use levels 1 with a flow, or leave flow out with levels 2")
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from):
+        raise ConfigError(f"init_from must be a run directory; got {cfg.init_from!r}")
+    if cfg.train_only == "encoder" and cfg.init_from is None:
+        raise ConfigError("train_only encoder keeps the generative model fixed, so it needs init_from: "
+                          "a trained run to start from (--init-from RUN)")
+    if cfg.train_only == "encoder" and cfg.prior == "vamp":
+        raise ConfigError("train_only encoder would change the VampPrior too (its components are encoded "
+                          "pseudo-inputs); use it with the standard prior")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
     if not isinstance(cfg.compile, bool):

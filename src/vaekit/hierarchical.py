@@ -91,6 +91,11 @@ class HierarchicalVAE(nn.Module):
         if hasattr(self.prior, "bind"):
             self.prior.bind(self.encode_z2)
 
+    def inference_parameters(self) -> list[nn.Parameter]:
+        """The parameters of q(z2|x) q(z1|x,z2) alone; p(z2), p(z1|z2) and p(x|z) own the rest."""
+        modules = (self.encoder, self.q_z1_x, self.q_z1_z2, self.q_z1_joint)
+        return [p for m in modules for p in m.parameters()]
+
     # -- shapes -------------------------------------------------------------------------------
     @property
     def latent_size(self) -> int:

@@ -128,6 +128,11 @@ class VAE(nn.Module):
             self.flow = Flow(cfg.flow, latent, cfg.flow_steps, cfg.flow_hidden, cfg.flow_layers, cfg.flow_context)
 
     # -- the guide q(z|x) -------------------------------------------------------------------
+    def inference_parameters(self) -> list[nn.Parameter]:
+        """The parameters of q(z|x) alone (encoder and flow); p(z) and p(x|z) own the rest."""
+        modules = [self.encoder] + ([self.flow] if self.flow is not None else [])
+        return [p for m in modules for p in m.parameters()]
+
     def encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(mu, logvar, h): the Gaussian's parameters (..., latent) and the flow's context (..., flow_context),
         None without a flow; x is (..., D) or (..., C, H, W)."""

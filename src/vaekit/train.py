@@ -186,6 +186,25 @@ def evaluate_elbo_sums(model: VAE, data: torch.Tensor, batch_size: int, seed: in
     return totals
 
 
+@torch.no_grad()
+def evaluate_iwae_sum(model: VAE, data: torch.Tensor, k: int, batch_size: int, seed: int,
+                      autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """[sum over ``data`` of IWAE_k(x)] (float64, shape (1,)), fixed noise.
+
+    Each chunk holds 8 x ``batch_size`` (example, draw) pairs, so memory stays bounded for any k."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=data.device).manual_seed(seed)
+    total = torch.zeros(1, dtype=torch.float64, device=data.device)
+    rows = max(1, 8 * batch_size // k)
+    for start in range(0, data.shape[0], rows):
+        with autocast or contextlib.nullcontext():
+            bound, _ = iwae_terms(model, data[start : start + rows], k, gen)
+        total += bound.double().sum()
+    model.train(was_training)
+    return total
+
+
 # -- the trainer -----------------------------------------------------------------------------
 
 
@@ -299,7 +318,10 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     model = build_model(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
     if ctx.enabled:  # every rank its own reparameterization and binarization noise
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    if cfg.init_from is not None and not (resume and state_path.exists()):
+        _init_weights(model, cfg.init_from, device)
+    trainable = _trainable_parameters(model, cfg.train_only)
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  **_fused_if_supported(device))
     scheduler = _make_scheduler(cfg, optimizer)
 
@@ -374,17 +396,19 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         epoch += 1
         seconds = time.perf_counter() - t0
         progress_state["seconds"] += seconds
-        improved = valid_x.shape[0] == 0 or valid["elbo"] > progress_state["best_valid_elbo"]
+        score = valid["iwae"] if cfg.objective == "iwae" else valid["elbo"]  # select on the objective
+        best_score = progress_state.get("best_score", progress_state["best_valid_elbo"])
+        improved = valid_x.shape[0] == 0 or score > best_score
         if improved:
-            progress_state.update(best_valid_elbo=valid["elbo"], best_epoch=epoch, since_best=0)
+            progress_state.update(best_valid_elbo=valid["elbo"], best_score=score, best_epoch=epoch, since_best=0)
         else:
             progress_state["since_best"] += 1
         if scheduler is not None:
-            scheduler.step(valid["elbo"]) if cfg.lr_schedule == "plateau" else scheduler.step()
+            scheduler.step(score) if cfg.lr_schedule == "plateau" else scheduler.step()
         row = {"epoch": epoch, "train_elbo": train_e, "train_reconstruction": train_r, "train_kl": train_k,
                "valid_elbo": valid["elbo"], "valid_reconstruction": valid["reconstruction"],
-               "valid_kl": valid["kl"], "beta": beta, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": seconds, "best": improved}
+               "valid_kl": valid["kl"], **({"valid_iwae": valid["iwae"]} if "iwae" in valid else {}),
+               "beta": beta, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved}
         last = row
         progress_state["last"] = row
         progress_state["epoch"] = epoch
@@ -447,12 +471,46 @@ def _fused_if_supported(device: torch.device) -> dict[str, bool]:
 
 
 def _validate(model: VAE, share: torch.Tensor, total: int, cfg: TrainConfig, amp, ctx: D.DistContext):
+    """Mean validation ELBO and its terms; with the IWAE objective also the mean IWAE_k bound (nats)."""
+    iwae = cfg.objective == "iwae"
     if total == 0:
-        return {"elbo": math.nan, "reconstruction": math.nan, "kl": math.nan}
-    sums = evaluate_elbo_sums(model, share, cfg.eval_batch_size, cfg.seed + 7919 + ctx.rank, amp)
+        return {"elbo": math.nan, "reconstruction": math.nan, "kl": math.nan, **({"iwae": math.nan} if iwae else {})}
+    seed = cfg.seed + 7919 + ctx.rank
+    sums = evaluate_elbo_sums(model, share, cfg.eval_batch_size, seed, amp)
+    if iwae:
+        sums = torch.cat([sums, evaluate_iwae_sum(model, share, cfg.k, cfg.eval_batch_size, seed, amp)])
     sums = D.all_reduce_sum(sums, ctx)
-    e, r, k = (sums / total).tolist()
-    return {"elbo": e, "reconstruction": r, "kl": k}
+    values = (sums / total).tolist()
+    return dict(zip(("elbo", "reconstruction", "kl", "iwae"), values))
+
+
+def _init_weights(model: torch.nn.Module, run: str, device: torch.device) -> None:
+    """Copy the best weights of ``run`` into ``model``; the architectures must match."""
+    from vaekit.evaluate import load_model
+
+    try:
+        source = load_model(run, device)
+    except VaekitError as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()
+        raise ConfigError(
+            f"init_from {run} holds another architecture than this run ({detail[-1].strip() if detail else exc}); "
+            f"give the same model settings, e.g. --config {Path(run) / 'config.json'}"
+        ) from None
+
+
+def _trainable_parameters(model: torch.nn.Module, train_only: str) -> list[torch.nn.Parameter]:
+    """All parameters, or (``encoder``) those of q(z|x) alone, the others frozen (requires_grad False)."""
+    if train_only == "all":
+        return list(model.parameters())
+    trainable = model.inference_parameters()
+    keep = {id(p) for p in trainable}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return trainable
 
 
 def _rank_rng(rng: dict[str, torch.Tensor], ctx: D.DistContext) -> dict[str, torch.Tensor]:

@@ -37,6 +37,8 @@ FLAGS: dict[str, tuple] = {
     "--beta": (finite_float, "weight of the KL term (default 1)"),
     "--warmup": (nonnegative_int, "KL warm-up epochs (default 0)"),
     "--encoder-noise": (finite_float, "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)"),
+    "--init-from": (str, "start from this run's best weights (same architecture, e.g. --config RUN/config.json)"),
+    "--train-only": (str, "all (default) or encoder: train q(z|x) alone, p(z) p(x|z) fixed (needs --init-from)"),
     "--batch-size": (positive_int, "minibatch size (default 100)"),
     "--lr": (positive_float, "Adam learning rate (default 1e-3)"),
     "--lr-schedule": (str, "none, cosine or plateau"),
