@@ -48,8 +48,9 @@ def test_encoder_only_training_keeps_the_generative_model(trained, tmp_path, cap
 
 def test_iwae_objective_keeps_the_epoch_with_the_best_validation_bound(trained, tmp_path, capsys):
     out = tmp_path / "iwae"
-    _train(["--out", str(out), "--hidden", "64", "--latent", "4", "--objective", "iwae", "--k", "4",
-            "--epochs", "6", "--lr", "3e-3", "--seed", "3"], capsys)
+    code, printed, err = run_cli(["train", "--out", str(out), "--hidden", "64", "--latent", "4", "--objective", "iwae",
+                                  "--k", "4", "--epochs", "6", "--lr", "3e-3", "--seed", "3"], capsys)
+    assert code == 0, err
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     running, expected = -float("inf"), []
     for row in rows:
@@ -57,6 +58,7 @@ def test_iwae_objective_keeps_the_epoch_with_the_best_validation_bound(trained, 
         expected.append(row["valid_iwae"] > running)
         running = max(running, row["valid_iwae"])
     assert [row["best"] for row in rows] == expected
+    assert f"valid IWAE bound {running:.3f}" in printed
 
 
 def test_elbo_runs_do_not_pay_for_a_validation_bound(trained):

@@ -45,11 +45,15 @@ class TrainResult:
     best_epoch: int
     seconds: float
     stopped_early: bool
+    best_valid_iwae: float | None = None  # the kept epoch's validation IWAE_k bound (IWAE objective only)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
-                "valid_elbo": self.valid_elbo, "best_valid_elbo": self.best_valid_elbo,
-                "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
+        out = {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
+               "valid_elbo": self.valid_elbo, "best_valid_elbo": self.best_valid_elbo,
+               "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
+        if self.best_valid_iwae is not None:
+            out["best_valid_iwae"] = self.best_valid_iwae
+        return out
 
 
 # -- devices and precision ------------------------------------------------------------------
@@ -430,7 +434,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     return TrainResult(run=run, epochs=epoch, train_elbo=last.get("train_elbo", math.nan),
                        valid_elbo=last.get("valid_elbo", math.nan),
                        best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
-                       seconds=progress_state["seconds"], stopped_early=stopped_early)
+                       seconds=progress_state["seconds"], stopped_early=stopped_early,
+                       best_valid_iwae=progress_state.get("best_score") if cfg.objective == "iwae" else None)
 
 
 def _kept(epochs_done: int, run: Path) -> str:

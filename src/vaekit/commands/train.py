@@ -101,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        if result.best_valid_iwae is not None:
+            kept = f"kept epoch {result.best_epoch}: valid IWAE bound {result.best_valid_iwae:.3f}"
+        else:
+            kept = f"best {result.best_valid_elbo:.3f} at epoch {result.best_epoch}"
         print(f"trained {result.epochs} epochs in {result.seconds:.1f} s: valid ELBO {result.valid_elbo:.3f} nats "
-              f"(best {result.best_valid_elbo:.3f} at epoch {result.best_epoch})"
-              + (" - stopped early" if result.stopped_early else ""))
+              f"({kept})" + (" - stopped early" if result.stopped_early else ""))
         print(f"run written to {result.run}  (next: vaekit evaluate {result.run})", file=sys.stdout)
     return 0
