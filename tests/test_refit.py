@@ -93,3 +93,16 @@ def test_inference_parameters_are_exactly_those_of_the_guide():
     assert names and all(n.startswith(("encoder.", "q_z1_")) for n in names)
     assert not any(n.startswith(("p_z1.", "decoder.", "prior.")) for n in names)
     assert len(guide) == sum(1 for n, _ in hvae.named_parameters() if n.startswith(("encoder.", "q_z1_")))
+
+
+def test_a_resumed_refit_still_trains_only_the_encoder(trained, tmp_path, capsys):
+    out = tmp_path / "refit"
+    common = ["--config", str(trained / "config.json"), "--out", str(out), "--init-from", str(trained),
+              "--train-only", "encoder"]
+    _train([*common, "--epochs", "1"], capsys)
+    _train([*common, "--epochs", "3", "--resume"], capsys)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    before, after = load_model(trained).state_dict(), load_model(out).state_dict()
+    assert all(torch.equal(after[n], before[n]) for n in before if not n.startswith("encoder."))
+    assert any(not torch.equal(after[n], before[n]) for n in before if n.startswith("encoder."))
