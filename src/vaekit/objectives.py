@@ -28,6 +28,12 @@ class ElboTerms:
     kl: torch.Tensor
 
 
+def _flat_inputs(x: torch.Tensor, encoder_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, the encoder's input), both flat (B, D): images (B, C, H, W) are flattened; no encoder_input means x."""
+    x = x.flatten(1) if x.dim() > 2 else x
+    return x, (x if encoder_input is None else encoder_input.reshape(x.shape))
+
+
 def elbo(
     model: VAE,
     x: torch.Tensor,
@@ -48,8 +54,7 @@ def elbo(
     bound on log p(x), since q(z|x~) is just another distribution over z (the denoising VAE used
     for amortized inference regularisation, Shu et al., 2018).
     """
-    x = x.flatten(1) if x.dim() > 2 else x
-    x_enc = x if encoder_input is None else encoder_input.reshape(x.shape)
+    x, x_enc = _flat_inputs(x, encoder_input)
     draws = samples if samples > 1 else None
     use_analytic = model.has_analytic_kl if analytic_kl is None else analytic_kl
     if use_analytic:
@@ -75,8 +80,7 @@ def _sampled_terms(
 
     With ``encoder_input`` x~ the proposal is q(z|x~) (see :func:`elbo`); the bound still holds.
     """
-    x = x.flatten(1) if x.dim() > 2 else x
-    x_enc = x if encoder_input is None else encoder_input.reshape(x.shape)
+    x, x_enc = _flat_inputs(x, encoder_input)
     z, log_q = model.rsample_posterior(x_enc, k, generator)  # (k, B, L), (k, B)
     return model.log_likelihood(x, z), log_q - model.log_prior(z)
 
