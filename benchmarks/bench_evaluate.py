@@ -18,14 +18,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vaekit.evaluate import evaluate_model, plan_chunks
-from vaekit.model import VAE
+from vaekit.evaluation import evaluate_model, plan_chunks
+from vaekit.models import VAE
 
 
 def matmul_ceiling(model: VAE, rows: int, seconds: float = 2.0) -> float:
     """Decoder rows per second doing only the two matrix products (and the ReLU) on (rows, L) inputs."""
     lin1, lin2 = model.decoder[0], model.decoder[2]
-    z = torch.randn(rows, model.config.latent)
+    z = torch.randn(rows, model.latent)
     done, t0 = 0, time.perf_counter()
     with torch.inference_mode():
         while time.perf_counter() - t0 < seconds:

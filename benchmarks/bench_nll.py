@@ -41,7 +41,7 @@ def test_images(data_dir: str, n: int) -> torch.Tensor:
 
 
 def vaekit_model(run: str | None):
-    from vaekit.model import VAE
+    from vaekit.models import VAE
 
     if run:
         return VAE.load(run).eval()
@@ -74,7 +74,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from vaekit.evaluate import evaluate_model
+    from vaekit.evaluation import evaluate_model
 
     x = test_images(args.data_dir, args.n)
     model = vaekit_model(args.run)

@@ -30,15 +30,14 @@ def _sync(device: torch.device) -> None:
 
 def time_recipe(path: Path, steps: int, device: torch.device, warmup: int = 2) -> dict:
     from vaekit.config import read_config_file, resolve
-    from vaekit.model import build_model
-    from vaekit.train import LossModule, model_config_for
+    from vaekit.train import LossModule, model_for
 
     cfg = resolve(read_config_file(str(path)), {})
-    model = build_model(model_config_for(cfg, (1, 28, 28), True)).to(device)
+    model = model_for(cfg, (1, 28, 28), True).to(device)
     loss_module = LossModule(model, cfg.objective, cfg.k)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(0)
-    x = torch.bernoulli(torch.full((cfg.batch_size, 784), 0.13), generator=gen).to(device)
+    x = torch.bernoulli(torch.full((cfg.batch_size, 1, 28, 28), 0.13), generator=gen).to(device)  # as the trainer
 
     def step() -> None:
         loss, _ = loss_module(x, 1.0)

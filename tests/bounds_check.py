@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from vaekit.evaluate import EvaluationResult, evaluate_model
+from vaekit.evaluation import EvaluationResult, evaluate_model
 from vaekit.objectives import ElboTerms, elbo, iwae_bound, log_importance_weights
 
 

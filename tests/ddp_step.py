@@ -12,9 +12,11 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from vaekit import distributed as D
+from vaekit import runtime as D
+from vaekit.components import GaussianPosterior
 from vaekit.config import TrainConfig
-from vaekit.model import VAE
+from vaekit.distributions import DiagonalNormal
+from vaekit.models import VAE
 from vaekit.train import LossModule, _make_step
 
 B, LATENT = 8, 3
@@ -29,12 +31,17 @@ def main(out: str) -> None:
     rows = slice(ctx.rank * B, (ctx.rank + 1) * B) if ctx.enabled else slice(0, 2 * B)
     x, eps = x_all[rows], eps_all[rows]
 
-    def fixed_noise(mu, logvar, samples=None, generator=None):
-        return mu + torch.exp(0.5 * logvar) * eps
+    class FixedNoiseNormal(DiagonalNormal):
+        def rsample(self, sample_shape=(), generator=None):
+            return self.loc + torch.exp(0.5 * self.logvar) * eps
+
+    class FixedNoisePosterior(GaussianPosterior):
+        def forward(self, params):
+            q = super().forward(params)
+            return FixedNoiseNormal(q.loc, q.logvar)
 
     torch.manual_seed(0)
-    model = VAE(shape=(1, 4, 4), latent=LATENT, hidden=[12])
-    model.reparameterize = fixed_noise
+    model = VAE(shape=(1, 4, 4), latent=LATENT, hidden=[12], posterior=FixedNoisePosterior(LATENT))
     cfg = TrainConfig(hidden=[12], latent=LATENT, clip_grad=None)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     module = LossModule(model, "elbo", 1)

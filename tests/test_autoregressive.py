@@ -11,13 +11,14 @@ import torch
 
 from cli_run import run_cli
 from synthetic import prototype_dataset
-from vaekit.autoregressive import MaskedConv2d, PixelCNNDistribution, PixelCNNLikelihood
+from vaekit.components import LIKELIHOODS
+from vaekit.components.pixelcnn import PixelCNNDistribution, PixelCNNLikelihood
 from vaekit.config import TrainConfig, resolve
 from vaekit.errors import ConfigError
-from vaekit.evaluate import bytes_per_row, evaluate_model
-from vaekit.likelihoods import make_likelihood
-from vaekit.model import VAE, ModelConfig
-from vaekit.train import model_config_for, read_metrics, train
+from vaekit.evaluation import bytes_per_row, evaluate_model
+from vaekit.models import VAE, HierarchicalVAE
+from vaekit.nn import MaskedConv2d
+from vaekit.train import model_for, read_metrics, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -33,17 +34,19 @@ def raster_order(shape) -> list[int]:
     return [ch * h * w + i * w + j for i in range(h) for j in range(w) for ch in range(c)]
 
 
-def all_images(d: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=torch.float64)
+def all_images(shape) -> torch.Tensor:
+    """Every binary image of ``shape`` (C, H, W), (2^D, C, H, W), in the order of their flat (C-order) bits."""
+    d = math.prod(shape)
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=torch.float64).reshape(-1, *shape)
 
 
 @pytest.mark.parametrize("shape, kernel, layers", [((1, 5, 5), 3, 3), ((1, 6, 4), 5, 2), ((2, 4, 4), 3, 2)])
 def test_logit_d_depends_only_on_earlier_pixels(shape, kernel, layers):
     lik = make(shape, layers=layers, kernel=kernel)
     d = math.prod(shape)
-    params = torch.randn(lik.params_per_pixel * d, dtype=torch.float64)
+    params = torch.randn(lik.param_shape, dtype=torch.float64)
     x = torch.rand(d, dtype=torch.float64)  # continuous inputs: no accidental zero gradients from ties
-    jac = torch.autograd.functional.jacobian(lambda v: lik.logits(v, params), x)  # (D, D): dl_d / dx_j
+    jac = torch.autograd.functional.jacobian(lambda v: lik.logits(v.reshape(shape), params).flatten(), x)  # (D, D)
     order = raster_order(shape)
     jac = jac[order][:, order]  # rows and columns in the autoregressive order
     assert torch.all(jac.triu() == 0), "l_d must not depend on x_j for j >= d"
@@ -67,8 +70,8 @@ def test_mask_a_hides_the_centre_and_mask_b_shows_it():
 def test_probabilities_of_all_binary_images_sum_to_one(shape):
     lik = make(shape, layers=2)
     d = math.prod(shape)
-    images = all_images(d)  # (2^D, D)
-    params = torch.randn(2, 1, lik.params_per_pixel * d, dtype=torch.float64)  # two codes z
+    images = all_images(shape)  # (2^D, C, H, W)
+    params = torch.randn(2, 1, *lik.param_shape, dtype=torch.float64)  # two codes z
     logp = lik.log_prob(images, params)  # (2, 2^D)
     assert logp.shape == (2, 2**d)
     torch.testing.assert_close(torch.logsumexp(logp, -1), torch.zeros(2, dtype=torch.float64), atol=1e-10, rtol=0)
@@ -82,13 +85,14 @@ def test_sample_frequencies_match_the_probabilities(shape, layers):
         lik.net.first.weight.mul_(4.0)
         lik.net.out.weight.mul_(4.0)
     d = math.prod(shape)
-    params = torch.randn(lik.params_per_pixel * d, dtype=torch.float64)
+    params = torch.randn(lik.param_shape, dtype=torch.float64)
     n = 20_000
-    x = lik.sample(params.expand(n, -1), generator=torch.Generator().manual_seed(0))
-    assert set(x.unique().tolist()) <= {0.0, 1.0}
-    codes = (x * 2 ** torch.arange(d - 1, -1, -1, dtype=x.dtype)).sum(-1).long()  # matches all_images' order
+    x = lik.sample(params.expand(n, *lik.param_shape), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (n, *shape) and set(x.unique().tolist()) <= {0.0, 1.0}
+    bits = x.flatten(1)
+    codes = (bits * 2 ** torch.arange(d - 1, -1, -1, dtype=x.dtype)).sum(-1).long()  # matches all_images' order
     freq = torch.bincount(codes, minlength=2**d).double() / n
-    p = lik.log_prob(all_images(d), params).exp()
+    p = lik.log_prob(all_images(shape), params).exp()
     # each frequency is a binomial proportion: 5 standard errors sqrt(p(1-p)/n), plus 3 counts for the
     # Poisson tail of outcomes with n p << 1
     tol = 5 * torch.sqrt(p * (1 - p) / n) + 3 / n
@@ -97,7 +101,7 @@ def test_sample_frequencies_match_the_probabilities(shape, layers):
 
 def test_sampling_is_reproducible_with_a_generator():
     lik = make((1, 4, 4))
-    params = torch.randn(5, lik.params_per_pixel * 16, dtype=torch.float64)
+    params = torch.randn(5, *lik.param_shape, dtype=torch.float64)
     a = lik.sample(params, generator=torch.Generator().manual_seed(3))
     b = lik.sample(params, generator=torch.Generator().manual_seed(3))
     c = lik.sample(params, generator=torch.Generator().manual_seed(4))
@@ -120,20 +124,21 @@ def test_cone_logits_equal_the_full_pass(shape, kernel, layers):
 def test_mean_estimates_the_exact_marginals():
     shape = (1, 2, 2)
     lik = make(shape, layers=2, seed=2)
-    params = torch.randn(lik.params_per_pixel * 4, dtype=torch.float64)
-    images = all_images(4)
-    exact = (lik.log_prob(images, params).exp()[:, None] * images).sum(0)  # E[x_d] by enumeration
+    params = torch.randn(lik.param_shape, dtype=torch.float64)
+    images = all_images(shape)
+    exact = (lik.log_prob(images, params).exp()[:, None, None, None] * images).sum(0)  # E[x_d] by enumeration
     n = 4000
-    est = lik.mean(params.expand(n, -1))  # n independent one-sequence estimates
+    est = lik.mean(params.expand(n, *lik.param_shape))  # n independent one-sequence estimates
+    assert est.shape == (n, *shape)
     se = est.std(0) / math.sqrt(n)
     assert torch.all((est.mean(0) - exact).abs() <= 5 * se + 1e-12)  # 5 standard errors
 
 
 def test_log_prob_broadcasts_like_the_per_sample_loop():
     lik = make((1, 4, 4))
-    s, b, d = 3, 5, 16
-    x = torch.bernoulli(torch.full((b, d), 0.5, dtype=torch.float64))
-    params = torch.randn(s, b, lik.params_per_pixel * d, dtype=torch.float64)
+    s, b = 3, 5
+    x = torch.bernoulli(torch.full((b, 1, 4, 4), 0.5, dtype=torch.float64))
+    params = torch.randn(s, b, *lik.param_shape, dtype=torch.float64)
     batched = lik.log_prob(x, params)
     assert batched.shape == (s, b)
     loop = torch.stack([lik.log_prob(x, params[i]) for i in range(s)])
@@ -146,49 +151,55 @@ def test_log_prob_broadcasts_like_the_per_sample_loop():
 
 def test_distribution_view():
     lik = make((1, 3, 3))
-    params = torch.randn(4, lik.params_per_pixel * 9, dtype=torch.float64)
+    params = torch.randn(4, *lik.param_shape, dtype=torch.float64)
     dist = lik.distribution(params)
-    assert isinstance(dist, PixelCNNDistribution) and dist.batch_shape == (4,) and dist.event_shape == (9,)
+    assert isinstance(dist, PixelCNNDistribution) and dist.batch_shape == (4,) and dist.event_shape == (1, 3, 3)
+    assert isinstance(lik(params), PixelCNNDistribution)
     x = dist.sample((2,), generator=torch.Generator().manual_seed(0))
-    assert x.shape == (2, 4, 9)
+    assert x.shape == (2, 4, 1, 3, 3)
     torch.testing.assert_close(dist.log_prob(x), lik.log_prob(x, params))
-    assert dist.mean.shape == (4, 9) and torch.all((dist.mean > 0) & (dist.mean < 1))
+    assert dist.mean.shape == (4, 1, 3, 3) and torch.all((dist.mean > 0) & (dist.mean < 1))
 
 
-def test_make_likelihood_and_the_config_round_trip():
+def test_the_registry_builds_it_and_the_config_round_trips():
+    with pytest.raises(ValueError, match="shape"):  # the pixelcnn needs the image's layout (C, H, W)
+        LIKELIHOODS.build("pixelcnn", shape=(25,))
     with pytest.raises(ValueError, match="shape"):
-        make_likelihood("pixelcnn")
-    lik = make_likelihood({"name": "pixelcnn", "layers": 3, "channels": 4}, shape=(1, 5, 5))
-    assert lik.params_per_pixel == 4 and lik.net.radius == 3
-    again = make_likelihood(lik.config())
-    assert again.config() == lik.config() == {"name": "pixelcnn", "shape": [1, 5, 5], "params": 4, "layers": 3,
-                                              "channels": 4, "kernel": 3}
+        VAE(latent=3, likelihood="pixelcnn")
+    lik = LIKELIHOODS.build({"name": "pixelcnn", "layers": 3, "channels": 4}, shape=(1, 5, 5))
+    assert isinstance(lik, PixelCNNLikelihood) and lik.params_per_pixel == 4 and lik.net.radius == 3
+    assert lik.shape == (1, 5, 5) and lik.param_shape == (4, 5, 5)
+    again = LIKELIHOODS.build(lik.config(), shape=lik.shape)
+    assert again.config() == lik.config() == {"name": "pixelcnn", "params": 4, "layers": 3, "channels": 4,
+                                              "kernel": 3}
+    with pytest.raises(ValueError, match="not"):  # a likelihood for 5x5 images in a model of 6x6 images
+        VAE(shape=(1, 6, 6), latent=3, hidden=[8], likelihood=lik)
     with pytest.raises(ValueError, match="not"):
-        make_likelihood(lik.config(), shape=(1, 6, 6))
+        HierarchicalVAE(shape=(1, 6, 6), latent=3, hidden=[8], likelihood=lik)
     with pytest.raises(ValueError, match="odd"):
         PixelCNNLikelihood((1, 5, 5), kernel=4)
 
 
-def test_settings_reach_the_model_config():
+def test_settings_reach_the_model():
     cfg = resolve({"likelihood": "pixelcnn", "pixelcnn_layers": 3, "pixelcnn_channels": 16, "pixelcnn_params": 2,
                    "pixelcnn_kernel": 5}, {})
-    mc = model_config_for(cfg, (1, 8, 8), True)
-    assert mc.likelihood == {"name": "pixelcnn", "shape": [1, 8, 8], "params": 2, "layers": 3, "channels": 16,
-                             "kernel": 5}
-    model = VAE(mc)
+    assert cfg.likelihood_settings == {"params": 2, "layers": 3, "channels": 16, "kernel": 5}
+    model = model_for(cfg, (1, 8, 8), True)
+    assert model.likelihood.config() == {"name": "pixelcnn", "params": 2, "layers": 3, "channels": 16, "kernel": 5}
+    assert model.likelihood.shape == (1, 8, 8)
+    assert model.describe()["likelihood"] == model.likelihood.config()
     assert model.decoder[-1].out_features == 2 * 64
     with pytest.raises(ConfigError, match="binary"):
-        model_config_for(cfg, (1, 8, 8), False)
+        model_for(cfg, (1, 8, 8), False)
     with pytest.raises(ConfigError, match="odd"):
         resolve({"pixelcnn_kernel": 4}, {})
-    with pytest.raises(ConfigError, match="pixelcnn_layers"):
+    with pytest.raises(ConfigError, match="pixelcnn'?: layers"):
         resolve({"pixelcnn_layers": 0}, {})
 
 
 def test_memory_probe_counts_the_pixelcnn():
-    plain = VAE(ModelConfig(shape=(1, 8, 8), latent=3, hidden=[16]))
-    pixel = VAE(ModelConfig(shape=(1, 8, 8), latent=3, hidden=[16],
-                            likelihood={"name": "pixelcnn", "layers": 4, "channels": 32}))
+    plain = VAE(shape=(1, 8, 8), latent=3, hidden=[16])
+    pixel = VAE(shape=(1, 8, 8), latent=3, hidden=[16], likelihood={"name": "pixelcnn", "layers": 4, "channels": 32})
     # at least the 4 layers' outputs of 32 features x 64 pixels in float32
     assert bytes_per_row(pixel, 3) - bytes_per_row(plain, 3) >= 4 * 32 * 64 * 4
 
@@ -196,8 +207,9 @@ def test_memory_probe_counts_the_pixelcnn():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     ds = prototype_dataset(300, 60, 40)
-    cfg = TrainConfig(dataset="synthetic", likelihood="pixelcnn", pixelcnn_layers=2, pixelcnn_channels=16,
-                      pixelcnn_params=2, hidden=[32], latent=4, epochs=8, batch_size=30, lr=3e-3, device="cpu")
+    cfg = TrainConfig(dataset="synthetic", likelihood="pixelcnn",
+                      likelihood_settings={"layers": 2, "channels": 16, "params": 2}, hidden=[32], latent=4, epochs=8,
+                      batch_size=30, lr=3e-3, device="cpu")
     run = tmp_path_factory.mktemp("pixel") / "run"
     result = train(cfg, run, dataset=ds, progress=False)
     return run, ds, result

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import vaekit.evaluate as ev
+import vaekit.evaluation as ev
 from synthetic import prototype_dataset
 from vaekit.cli import main
 from vaekit.config import TrainConfig

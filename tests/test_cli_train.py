@@ -17,7 +17,7 @@ def test_train_digits_json(tmp_path, capsys):
     assert {"epochs", "train_elbo", "valid_elbo", "seconds"} <= data.keys()
     assert data["epochs"] == 2 and data["valid_elbo"] < 0
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["hidden"] == [32] and cfg["latent"] == 2
+    assert cfg["model"]["hidden"] == [32] and cfg["model"]["latent"] == 2
 
 
 @pytest.mark.parametrize("suffix, text", [
@@ -31,7 +31,8 @@ def test_config_file_and_flags_override(tmp_path, capsys, suffix, text):
                               "--json"], capsys)
     assert code == 0, err
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["latent"] == 4 and cfg["hidden"] == [16, 16] and cfg["lr"] == 2e-3 and cfg["epochs"] == 1
+    assert cfg["model"]["latent"] == 4 and cfg["model"]["hidden"] == [16, 16] and cfg["lr"] == 2e-3
+    assert cfg["epochs"] == 1
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -39,7 +40,7 @@ def test_config_file_and_flags_override(tmp_path, capsys, suffix, text):
     (["--lr", "-1"], "> 0"),
     (["--hidden", "a"], "positive integer"),
     (["--model", "rnn"], "model must be one of"),
-    (["--prior", "laplace"], "prior must be one of"),
+    (["--prior", "laplace"], "unknown prior 'laplace'"),
     (["--dataset", "nope"], "nope"),
     (["--device", "tpu"], "device must be one of"),
     (["--config", "/nonexistent.toml"], "not found"),

@@ -41,7 +41,7 @@ def test_one_ddp_step_equals_one_step_on_the_union(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
-    from vaekit.model import VAE
+    from vaekit.models import VAE
 
     init = VAE(shape=(1, 4, 4), latent=3, hidden=[12]).state_dict()
     initial_moved = any(not torch.equal(init[k], a[k]) for k in a)

@@ -1,4 +1,4 @@
-"""vaekit.evaluate: the importance-sampled log p(x), the ELBO and the gap, batched and chunked."""
+"""vaekit.evaluation: the importance-sampled log p(x), the ELBO and the gap, batched and chunked."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from synthetic import prototype_dataset
 from vaekit.config import TrainConfig
-from vaekit.evaluate import (
+from vaekit.evaluation import (
     EvaluationResult,
     bytes_per_row,
     evaluate_model,
@@ -22,7 +22,7 @@ from vaekit.evaluate import (
     plan_chunks,
     split_images,
 )
-from vaekit.model import VAE
+from vaekit.models import VAE
 from vaekit.objectives import iwae_bound
 from vaekit.train import train
 
@@ -120,7 +120,8 @@ def test_active_units_and_kl_per_dim():
     assert r.active_units == 2
     assert all(v < 1e-10 for v in r.latent_variance[2:]) and all(v > 0.01 for v in r.latent_variance[:2])
     with torch.no_grad():
-        mu, logvar = m.encode(xx)
+        q = m.posterior(xx)
+        mu, logvar = q.loc, q.logvar
     closed = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0).double()
     np.testing.assert_allclose(r.kl_per_dim, closed.numpy(), rtol=1e-5, atol=1e-7)
 
@@ -222,12 +223,12 @@ def test_vampprior_pseudo_inputs_are_encoded_once_per_evaluation():
     x = torch.bernoulli(torch.full((40, 16), 0.4))
     encode, calls = model.prior._encode, []
 
-    def counting(u):
+    def counting(u):  # x -> q(z|x), a Distribution
         if u.shape[0] == 7:
             calls.append(1)
         return encode(u)
 
-    model.prior.bind(counting)
+    model.prior.attach(counting)
     cached = evaluate_model(model, x, k=50, batch_size=8, seed=3)
     assert len(calls) == 1
     model.prior.frozen = None  # the evaluator then re-encodes on every log p(z) call: once per batch of 8 here

@@ -15,11 +15,14 @@ from torch.distributions import MultivariateNormal, Normal
 from bounds_check import check_bounds_against_exact
 from cli_run import run_cli
 from synthetic import prototype_dataset
-from vaekit.config import TrainConfig
+from vaekit.components import POSTERIORS
+from vaekit.components.flows import Flow, IAFStep, PlanarFlow
+from vaekit.config import TrainConfig, from_dict
+from vaekit.distributions import DiagonalNormal, rsample_and_log_prob
+from vaekit.distributions.kl import closed_form_kl
 from vaekit.errors import ConfigError
 from vaekit.exact import grid_log_marginal
-from vaekit.flows import Flow, IAFStep, PlanarFlow
-from vaekit.model import VAE, ModelConfig, build_model
+from vaekit.models import VAE
 from vaekit.objectives import elbo
 from vaekit.train import read_metrics, train
 
@@ -113,17 +116,22 @@ def test_iaf_jacobian_is_triangular_in_the_steps_order(reverse):
 # -- q(z|x) is a normalized density of its samples ------------------------------------------------
 
 
+def flow_of(model: VAE) -> Flow:
+    """The flow of q(z|x) (its posterior component's)."""
+    return model.posterior_family.flow
+
+
 def tiny_model(kind: str) -> VAE:
     """A 2-D latent, 4 Bernoulli pixels; the decoder scaled up (a posterior far from q's start) and the flow
     moved away from its near-identity start (planar: random parameters; iaf: perturbed)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(shape=(1, 1, 4), latent=2, hidden=[8], activation="tanh", flow=kind,
-                                    flow_steps=2, flow_hidden=8, flow_context=3)).double()
-    assert isinstance(model, VAE) and model.flow is not None
+    model = VAE(shape=(1, 1, 4), latent=2, hidden=[8], activation="tanh",
+                posterior={"name": kind, "steps": 2, "hidden": 8, "context": 3}).double()
+    assert isinstance(model, VAE) and isinstance(flow_of(model), Flow)
     if kind == "planar":
-        randomize(model.flow, 1.0, 1)
+        randomize(flow_of(model), 1.0, 1)
     else:
-        randomize(model.flow, 0.3, 1, add=True)
+        randomize(flow_of(model), 0.3, 1, add=True)
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.mul_(3.0)
@@ -138,7 +146,7 @@ def invert(model: VAE, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     IAF: z_0 = (z - (1 - sigma) m) / sigma with (m, sigma) from z_0 itself; L fixed-point sweeps are exact,
     each fixes one more variable in the step's order.
     """
-    for step in reversed(model.flow.steps):
+    for step in reversed(flow_of(model).steps):
         if isinstance(step, PlanarFlow):
             u, w, b = step.coefficients(h)
             wu = (w * u).sum(-1, keepdim=True)
@@ -159,10 +167,11 @@ def invert(model: VAE, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 def log_q_at(model: VAE, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log q(z|x), log N(f^-1(z); mu, sigma)) at any z: change of variables through the inverse flow."""
-    mu, logvar, h = model.encode_all(x)
+    q = model.posterior(x)  # the base Gaussian q_0(z_0|x) and the flow's context h(x)
+    mu, logvar, h = q.base.loc, q.base.logvar, q.context
     z0 = invert(model, z, h)
     base = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z0).sum(-1)
-    return base - model.flow(z0, h)[1], base
+    return base - flow_of(model)(z0, h)[1], base
 
 
 @pytest.mark.parametrize("kind", ["planar", "iaf"])
@@ -170,7 +179,7 @@ def log_q_at(model: VAE, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor
 def test_log_q_is_a_normalized_density_of_the_samples(kind):
     model = tiny_model(kind)
     for x in (torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=F64), torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=F64)):
-        z, log_q = model.rsample_posterior(x, 2000, torch.Generator().manual_seed(0))
+        z, log_q = rsample_and_log_prob(model.posterior(x), (2000,), torch.Generator().manual_seed(0))
         # (a) the sampler's log q equals the change of variables through the independently inverted flow
         torch.testing.assert_close(log_q, log_q_at(model, x, z)[0], rtol=1e-9, atol=1e-9)
         # (b) int q(z|x) dz = E_r[q / r] = 1 by importance sampling from r = N(mean, 9 cov) of q's draws
@@ -195,9 +204,10 @@ def test_log_q_is_a_normalized_density_of_the_samples(kind):
 @pytest.mark.parametrize("kind", ["planar", "iaf"])
 def test_bounds_against_the_exact_log_px_by_grid_integration(kind):
     model = tiny_model(kind)
-    assert not model.has_analytic_kl
     x = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]],
                      dtype=F64)
+    with torch.no_grad():
+        assert closed_form_kl(model.posterior(x), model.prior_distribution()) is None
     grid = grid_log_marginal(model, x, n=400)
     exact, grid_err = grid.log_px, grid.error
     assert (grid_err < 1e-4).all() and (exact < 0).all()
@@ -205,9 +215,10 @@ def test_bounds_against_the_exact_log_px_by_grid_integration(kind):
     with torch.no_grad():
         # the test has power: a log q without the flow's log|det| shifts log w by it, about its mean, which is
         # more than the tolerance of (b) for at least 3 of the 4 examples
-        mu, logvar, h = model.encode_all(x)
-        z0 = model.reparameterize(mu, logvar, 2000, torch.Generator().manual_seed(2))
-        mean_log_det = model.flow(z0, h)[1].mean(0)
+        q = model.posterior(x)
+        mu, logvar, h = q.base.loc, q.base.logvar, q.context
+        z0 = DiagonalNormal(mu, logvar).rsample((2000,), torch.Generator().manual_seed(2))
+        mean_log_det = flow_of(model)(z0, h)[1].mean(0)
     assert (mean_log_det.abs() > 5 * check.iwae_se + grid_err).sum() >= 3, (mean_log_det, check.iwae_se)
     res = check.result
     assert res.kl_per_dim == [] and res.kl_analytic is None  # (mu, logvar) are the base's, not q's
@@ -220,25 +231,29 @@ def test_bounds_against_the_exact_log_px_by_grid_integration(kind):
                                                     ("iaf", "conv", "continuous-bernoulli")])
 def test_interface_any_arch_and_likelihood(kind, arch, likelihood):
     torch.manual_seed(0)
-    cfg = ModelConfig(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16], likelihood=likelihood, flow=kind,
-                      flow_hidden=8, flow_context=4)
-    model = build_model(cfg)
+    model = VAE(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16], likelihood=likelihood,
+                posterior={"name": kind, "hidden": 8, "context": 4})
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    z, log_q = model.rsample_posterior(x, 7, torch.Generator().manual_seed(0))
+    q = model.posterior(x)
+    z, log_q = rsample_and_log_prob(q, (7,), torch.Generator().manual_seed(0))
     assert z.shape == (7, 5, 3) and log_q.shape == (7, 5) and torch.isfinite(log_q).all()
-    mu, logvar = model.encode(x)
-    assert mu.shape == logvar.shape == (5, 3) and model.encode_all(x)[2].shape == (5, 4)
+    out = model.encode(x)  # [mu, logvar, h(x)]
+    mu, logvar, h = out[..., :3], out[..., 3:6], out[..., 6:]
+    assert mu.shape == logvar.shape == (5, 3) and h.shape == (5, 4)
+    torch.testing.assert_close(q.base.loc, mu)
+    torch.testing.assert_close(q.base.logvar, logvar.clamp(min=model.posterior_family.min_logvar))
     # z is the flow of the base draw: the same noise without the flow gives z_0 = mu + sigma eps
-    z0 = model.reparameterize(mu, logvar, 7, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(z, model.flow(z0, model.encode_all(x)[2])[0])
-    assert not model.has_analytic_kl and model.reconstruct(x).shape == x.shape
+    z0 = DiagonalNormal(q.base.loc, q.base.logvar).rsample((7,), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z, flow_of(model)(z0, h)[0])
+    assert closed_form_kl(q, model.prior_distribution()) is None and model.reconstruct(x).shape == x.shape
     terms = elbo(model, x, generator=torch.Generator().manual_seed(0))
     (-terms.elbo.mean()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.flow.parameters())
-    assert f'"flow": "{kind}"' in repr(model)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in flow_of(model).parameters())
+    assert f'"posterior": "{kind}"' in repr(model)
     # no flow: the encoder and its parameters are as before (old checkpoints load)
-    plain = build_model(ModelConfig(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16]))
-    assert plain.flow is None and not any(k.startswith("flow") for k in plain.state_dict())
+    plain = VAE(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16])
+    assert not hasattr(plain.posterior_family, "flow") and not any("flow" in k for k in plain.state_dict())
+    assert plain.encode(x).shape == (5, 6)
 
 
 # -- training, checkpoints, the command line --------------------------------------------------------
@@ -251,23 +266,24 @@ def protos():
 
 @pytest.mark.parametrize("kind", ["iaf", "planar"])
 def test_training_improves_the_elbo_and_checkpoints_round_trip(tmp_path, protos, kind):
-    cfg = TrainConfig(epochs=6, hidden=[32], latent=3, batch_size=32, lr=3e-3, flow=kind, flow_hidden=16,
-                      flow_context=8)
+    cfg = TrainConfig(epochs=6, hidden=[32], latent=3, batch_size=32, lr=3e-3, posterior=kind,
+                      posterior_settings={"hidden": 16, "context": 8})
     train(cfg, tmp_path / "run", dataset=protos, progress=False)
     rows = read_metrics(tmp_path / "run")
     # from ~44 nats (64 coin flips at p ~ 0.4) towards ~15 (prototype choice + 5% flips): 5 nats is well clear
     assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 5.0, rows
     saved = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert (saved["flow"], saved["flow_steps"], saved["flow_context"]) == (kind, 2, 8)
+    posterior = saved["posterior"]
+    assert (posterior["name"], posterior["steps"], posterior["context"]) == (kind, 2, 8)
     loaded = VAE.load(tmp_path / "run")
-    assert loaded.flow is not None and len(loaded.flow.steps) == 2
+    assert isinstance(flow_of(loaded), Flow) and len(flow_of(loaded).steps) == 2
     assert not any(k.endswith(".mask") or k.endswith(".order") for k in loaded.state_dict())  # derived, not stored
     loaded.save(tmp_path / "copy")
     again = VAE.load(tmp_path / "copy")
     x = protos.test[:10].flatten(1)
     with torch.no_grad():
-        za, qa = loaded.rsample_posterior(x, 5, torch.Generator().manual_seed(0))
-        zb, qb = again.rsample_posterior(x, 5, torch.Generator().manual_seed(0))
+        za, qa = rsample_and_log_prob(loaded.posterior(x), (5,), torch.Generator().manual_seed(0))
+        zb, qb = rsample_and_log_prob(again.posterior(x), (5,), torch.Generator().manual_seed(0))
     assert torch.equal(za, zb) and torch.equal(qa, qb) and torch.isfinite(qa).all()
 
 
@@ -278,8 +294,8 @@ def test_cli_train_and_evaluate_with_iaf_on_digits(tmp_path, capsys):
                             "32", "--out", str(run), "--epochs", "1", "--hidden", "32", "--latent", "2", "--json"],
                            capsys)
     assert code == 0, err
-    assert json.loads((run / "model.json").read_text())["flow"] == "iaf"
-    assert json.loads((run / "config.json").read_text())["flow_steps"] == 2
+    assert json.loads((run / "model.json").read_text())["posterior"]["name"] == "iaf"
+    assert json.loads((run / "config.json").read_text())["model"]["posterior"]["steps"] == 2
     code, out, err = run_cli(["evaluate", str(run), "--k", "10", "--json"], capsys)
     assert code == 0, err
     data = json.loads(out.strip().splitlines()[-1])
@@ -289,10 +305,10 @@ def test_cli_train_and_evaluate_with_iaf_on_digits(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--flow", "iaf", "--flow-steps", "0"], "positive integer"),
-    (["--flow", "maf"], "flow must be one of"),
+    (["--flow", "iaf", "--flow-steps", "0"], "steps must be an integer from 1"),
+    (["--flow", "maf"], "unknown posterior 'maf'"),
     (["--flow", "iaf", "--levels", "2"], "levels"),
-    (["--flow", "planar", "--flow-context", "-1"], "integer >= 0"),
+    (["--flow", "planar", "--flow-context", "-1"], "context must be an integer from 0"),
 ])
 def test_bad_flow_settings_one_line_status_2(tmp_path, capsys, argv, needle):
     code, _, err = run_cli(["train", "--dataset", "digits", "--out", str(tmp_path / "r"), *argv], capsys)
@@ -300,16 +316,20 @@ def test_bad_flow_settings_one_line_status_2(tmp_path, capsys, argv, needle):
 
 
 def test_bad_flow_settings_in_the_configs():
-    with pytest.raises(ConfigError, match="flow_steps"):
-        TrainConfig(flow="iaf", flow_steps=0)
-    with pytest.raises(ConfigError, match="flow must be one of"):
-        TrainConfig(flow="maf")
+    with pytest.raises(ConfigError, match="steps"):
+        TrainConfig(posterior="iaf", posterior_settings={"steps": 0})
+    with pytest.raises(ConfigError, match="steps"):
+        from_dict({"flow": "iaf", "flow_steps": 0})
+    with pytest.raises(ConfigError, match="unknown posterior 'maf'.*choose from"):
+        TrainConfig(posterior="maf")
     with pytest.raises(ConfigError, match="levels"):
-        TrainConfig(flow="planar", levels=2)
-    TrainConfig(flow_steps=3, levels=2)  # flow settings without a flow are inert
-    with pytest.raises(ValueError, match="levels=1"):
-        ModelConfig(flow="iaf", levels=2)
-    with pytest.raises(ValueError, match="flow must be one of"):
-        ModelConfig(flow="real-nvp")
-    with pytest.raises(ValueError, match="flow_steps"):
-        ModelConfig(flow="planar", flow_steps=0)
+        TrainConfig(posterior="planar", levels=2)
+    assert from_dict({"flow_steps": 3, "levels": 2}).posterior == "gaussian"  # flow settings without a flow are inert
+    with pytest.raises(ValueError, match="levels 1"):
+        from_dict({"flow": "iaf", "levels": 2})
+    with pytest.raises(ValueError, match="unknown posterior 'real-nvp'.*choose from"):
+        VAE(shape=(1, 8, 8), latent=3, posterior="real-nvp")
+    with pytest.raises(ValueError, match="unknown posterior 'real-nvp'"):
+        POSTERIORS.build("real-nvp", latent=3)
+    with pytest.raises(ValueError, match="steps"):
+        VAE(shape=(1, 8, 8), latent=3, posterior={"name": "planar", "steps": 0})

@@ -14,8 +14,10 @@ from bounds_check import check_bounds_against_exact
 from synthetic import prototype_dataset
 from vaekit.cli import main
 from vaekit.config import TrainConfig
-from vaekit.hierarchical import HierarchicalVAE
-from vaekit.model import VAE, ModelConfig, build_model
+from vaekit.distributions import rsample_and_log_prob
+from vaekit.distributions.kl import closed_form_kl
+from vaekit.models import VAE
+from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.objectives import elbo, iwae_bound
 from vaekit.report import write_report
 from vaekit.train import read_metrics, train
@@ -25,11 +27,20 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def small(arch: str = "mlp", prior: str = "standard", **kw) -> HierarchicalVAE:
     p = {"name": "vamp", "components": 4} if prior == "vamp" else prior
-    cfg = ModelConfig(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16, 12], prior=p, levels=2, **kw)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = HierarchicalVAE(shape=(1, 8, 8), latent=3, arch=arch, hidden=[16, 12], prior=p, **kw)
     assert isinstance(model, HierarchicalVAE)
     return model
+
+
+def mean_path(model: HierarchicalVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of q along its mean path, each (B, 2L) in the order [z1, z2]: z2's from q(z2|x), z1's from
+    q(z1|x, z2 = mu_2(x)); mu is the model's point code."""
+    q = model.posterior(x)
+    q1 = q.q_z1(q.q_z2.loc)
+    mu = model.code(x)
+    torch.testing.assert_close(mu, torch.cat([q1.loc, q.q_z2.loc], -1))
+    return mu, torch.cat([q1.logvar, q.q_z2.logvar], -1)
 
 
 def images(n: int = 5, seed: int = 0) -> torch.Tensor:
@@ -40,17 +51,18 @@ def images(n: int = 5, seed: int = 0) -> torch.Tensor:
 def test_shapes_and_interface(arch, activation):
     model = small(arch, activation=activation)
     x = images()
-    z, log_q = model.rsample_posterior(x.flatten(1), 7, torch.Generator().manual_seed(0))
+    z, log_q = rsample_and_log_prob(model.posterior(x.flatten(1)), (7,), torch.Generator().manual_seed(0))
     assert z.shape == (7, 5, 6) and log_q.shape == (7, 5)
-    z1, log_q1 = model.posterior_sampler(x)(None, None)
+    z1, log_q1 = rsample_and_log_prob(model.posterior(x))
     assert z1.shape == (5, 6) and log_q1.shape == (5,)
     assert model.log_prior(z).shape == (7, 5) and model.log_likelihood(x.flatten(1), z).shape == (7, 5)
-    mu, logvar = model.encode(x)
+    assert model.log_likelihood(x, z).shape == (7, 5)
+    mu, logvar = mean_path(model, x)
     assert mu.shape == logvar.shape == (5, 6) and model.latent_size == 6
-    assert not model.has_analytic_kl
-    assert model.decode(z).shape == (7, 5, 64)
-    assert model.observation(z[0]).sample().shape == (5, 64)
-    s = model.sample(4, torch.Generator().manual_seed(0))
+    assert closed_form_kl(model.posterior(x), model.prior_distribution()) is None
+    assert model.decode(z).shape == (7, 5, 1, 8, 8)
+    assert model.observation(z[0]).sample().shape == (5, 1, 8, 8)
+    s = model.sample(4, generator=torch.Generator().manual_seed(0))
     assert s.z.shape == (4, 6) and s.means.shape == s.draws.shape == (4, 1, 8, 8)
     assert model.reconstruct(x).shape == x.shape
     assert iwae_bound(model, x, 10).shape == (5,) and elbo(model, x).elbo.shape == (5,)
@@ -67,7 +79,7 @@ def test_pixelcnn_likelihood_on_two_levels(arch):
     (-terms.elbo.mean()).backward()
     assert model.likelihood.net.condition.weight.grad.abs().sum() > 0
     assert next(model.encoder.parameters()).grad.abs().sum() > 0 and next(model.q_z1_x.parameters()).grad is not None
-    assert model.sample(2, torch.Generator().manual_seed(0)).draws.shape == (2, 1, 8, 8)
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).draws.shape == (2, 1, 8, 8)
 
 
 def test_encode_is_the_mean_path_and_clamps_log_variances():
@@ -76,41 +88,46 @@ def test_encode_is_the_mean_path_and_clamps_log_variances():
         for net in (model.encoder, model.q_z1_joint, model.p_z1):
             net[-1].bias[3:] = -50.0
     x = images().flatten(1)
-    mu, logvar = model.encode(x)
-    mu2, logvar2 = model.encode_z2(x)
-    mu1, logvar1 = model.encode_z1(model.features_x(x), mu2)
+    mu, logvar = mean_path(model, x)
+    q2 = model.posterior_z2(x)
+    mu2, logvar2 = q2.loc, q2.logvar
+    q1 = model.posterior_z1(model.q_z1_x(x), mu2)
+    mu1, logvar1 = q1.loc, q1.logvar
     torch.testing.assert_close(mu, torch.cat([mu1, mu2], -1))
     torch.testing.assert_close(logvar, torch.cat([logvar1, logvar2], -1))
-    assert (logvar == -1.0).all() and (model.prior_z1(mu2)[1] == -1.0).all()
+    assert (logvar == -1.0).all() and (model.prior_z1(mu2).logvar == -1.0).all()
 
 
 @pytest.mark.parametrize("prior", ["standard", "vamp"])
 def test_log_q_and_log_prior_match_torch_distributions(prior):
     model = small(prior=prior).double()
     x = images().flatten(1).double()
-    s, b, latent = 6, x.shape[0], model.config.latent
-    z, log_q = model.rsample_posterior(x, s, torch.Generator().manual_seed(3))
+    s, b, latent = 6, x.shape[0], model.latent
+    z, log_q = rsample_and_log_prob(model.posterior(x), (s,), torch.Generator().manual_seed(3))
     # the same draws from the same noise: eps2 first (z2 ~ q(z2|x)), then eps1 (z1 ~ q(z1|x, z2))
     g = torch.Generator().manual_seed(3)
     eps2 = torch.randn(s, b, latent, generator=g, dtype=torch.float64)
     eps1 = torch.randn(s, b, latent, generator=g, dtype=torch.float64)
-    mu2, logvar2 = model.encode_z2(x)
+    post2 = model.posterior_z2(x)
+    mu2, logvar2 = post2.loc, post2.logvar
     q2 = Normal(mu2, torch.exp(0.5 * logvar2))
     z2 = mu2 + q2.scale * eps2
-    mu1, logvar1 = model.encode_z1(model.features_x(x), z2)
+    post1 = model.posterior_z1(model.q_z1_x(x), z2)
+    mu1, logvar1 = post1.loc, post1.logvar
     q1 = Normal(mu1, torch.exp(0.5 * logvar1))
     z1 = mu1 + q1.scale * eps1
     torch.testing.assert_close(z, torch.cat([z1, z2], -1))
     torch.testing.assert_close(log_q, q2.log_prob(z2).sum(-1) + q1.log_prob(z1).sum(-1))
     # log p(z1, z2) = log p(z2) + log p(z1|z2)
     log_p2 = Normal(0.0, 1.0).log_prob(z2).sum(-1) if prior == "standard" else model.prior.distribution().log_prob(z2)
-    mu_p, logvar_p = model.prior_z1(z2)
+    p1 = model.prior_z1(z2)
+    mu_p, logvar_p = p1.loc, p1.logvar
     log_p1 = Normal(mu_p, torch.exp(0.5 * logvar_p)).log_prob(z1).sum(-1)
     torch.testing.assert_close(model.log_prior(z), log_p2 + log_p1)
     assert torch.isfinite(model.log_prior(z)).all()
     # log p(x|z1, z2) is the likelihood of the decoder's output on [z1, z2]
-    torch.testing.assert_close(model.log_likelihood(x, z),
-                               Bernoulli(logits=model.decoder(torch.cat([z1, z2], -1))).log_prob(x).sum(-1))
+    logits = model.decoder(torch.cat([z1, z2], -1)).flatten(-3)  # (S, B, 1, 8, 8) images -> (S, B, 64)
+    torch.testing.assert_close(model.log_likelihood(x, z), Bernoulli(logits=logits).log_prob(x).sum(-1))
 
 
 # -- log p(x) of a tiny model, exactly ---------------------------------------------------------
@@ -120,8 +137,7 @@ def tiny_model(prior: str) -> HierarchicalVAE:
     """1-D z1 and z2, 3 Bernoulli pixels; weights scaled up so the posterior is far from q's init."""
     p = {"name": "vamp", "components": 3} if prior == "vamp" else prior
     torch.manual_seed(0)
-    model = build_model(ModelConfig(shape=(1, 1, 3), latent=1, hidden=[8], activation="tanh", prior=p,
-                                    levels=2)).double()
+    model = HierarchicalVAE(shape=(1, 1, 3), latent=1, hidden=[8], activation="tanh", prior=p).double()
     with torch.no_grad():
         for q in model.decoder.parameters():
             q.mul_(3.0)
@@ -140,9 +156,10 @@ def grid_log_px(model: HierarchicalVAE, x: torch.Tensor, n: int, r: float = 9.0)
     h = 2 * r / n
     z2, t = (g.reshape(-1, 1) for g in torch.meshgrid(c, c, indexing="ij"))
     out = model.p_z1(z2)
-    mu, logvar = out[:, :1], out[:, 1:].clamp(min=model.config.min_logvar)
+    mu, logvar = out[:, :1], out[:, 1:].clamp(min=model.min_logvar)
     z1 = mu + torch.exp(0.5 * logvar) * t
-    log_px_z = Bernoulli(logits=model.decoder(torch.cat([z1, z2], -1))[:, None, :]).log_prob(x[None]).sum(-1)
+    logits = model.decoder(torch.cat([z1, z2], -1)).flatten(-3)  # (n^2, 1, 1, 3) images -> (n^2, 3)
+    log_px_z = Bernoulli(logits=logits[:, None, :]).log_prob(x[None]).sum(-1)
     if model.prior.name == "vamp":
         log_p2 = model.prior.distribution().log_prob(z2)[:, None]
     else:
@@ -186,7 +203,7 @@ def test_training_improves_the_elbo_and_checkpoints_round_trip(tmp_path, protos,
     # from ~44 nats (64 coin flips at p ~ 0.4) towards ~15 (prototype choice + 5% flips): 5 nats is well clear
     assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 5.0, rows
     loaded = HierarchicalVAE.load(tmp_path / "run")
-    assert isinstance(VAE.load(tmp_path / "run"), HierarchicalVAE) and loaded.config.arch == model
+    assert isinstance(VAE.load(tmp_path / "run"), HierarchicalVAE) and loaded.arch == model
     again = HierarchicalVAE.load(tmp_path / "run")
     x = protos.test[:10].flatten(1)
     with torch.no_grad():
@@ -218,15 +235,17 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, protos):
 
 
 def test_vampprior_on_top_trains(tmp_path, protos):
-    train(cfg(epochs=1, prior="vamp", vamp_components=5), tmp_path / "run", dataset=protos, progress=False)
+    train(cfg(epochs=1, prior="vamp", prior_settings={"components": 5}), tmp_path / "run", dataset=protos,
+          progress=False)
     model = HierarchicalVAE.load(tmp_path / "run")
     assert model.prior.name == "vamp" and model.prior.components == 5
     # the VampPrior's components are q(z2|u_k): the encoder of the top level
     mu, logvar = model.prior.components_params()
     u = torch.nn.functional.hardtanh(model.prior.pseudo_inputs, 0.0, 1.0)
-    torch.testing.assert_close((mu, logvar), model.encode_z2(u))
+    q2 = model.posterior_z2(u)
+    torch.testing.assert_close((mu, logvar), (q2.loc, q2.logvar))
     with torch.no_grad():
-        z, _ = model.rsample_posterior(protos.test[:8].flatten(1), 4)
+        z, _ = rsample_and_log_prob(model.posterior(protos.test[:8].flatten(1)), (4,))
         assert torch.isfinite(model.log_prior(z)).all()
         assert model.sample(3).z.shape == (3, 6)
     assert math.isfinite(read_metrics(tmp_path / "run")[-1]["valid_elbo"])
@@ -239,7 +258,8 @@ def test_cli_train_evaluate_and_report_on_digits(tmp_path, capsys):
     run = tmp_path / "r"
     assert main(["train", "--dataset", "digits", "--levels", "2", "--out", str(run), "--epochs", "1",
                  "--hidden", "32", "--latent", "2", "--json"]) == 0
-    assert json.loads((run / "model.json").read_text())["levels"] == 2
+    assert json.loads((run / "model.json").read_text())["model"] == "hvae"
+    assert json.loads((run / "config.json").read_text())["model"]["levels"] == 2
     capsys.readouterr()
     assert main(["evaluate", str(run), "--k", "10", "--json"]) == 0
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

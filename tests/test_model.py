@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, ContinuousBernoulli, Independent, Normal
 
-from vaekit.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, GaussianLikelihood
-from vaekit.model import VAE, ModelConfig
+from vaekit.components.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, GaussianLikelihood
+from vaekit.distributions import DiagonalNormal
+from vaekit.models import VAE, HierarchicalVAE
 
 
 @pytest.fixture(autouse=True)
@@ -20,10 +21,11 @@ def _seed():
 def test_shapes(arch, shape):
     model = VAE(shape=shape, latent=3, arch=arch, hidden=[32])
     x = torch.rand(5, *shape)
-    mu, logvar = model.encode(x)
+    q = model.posterior(x)
+    mu, logvar = q.loc, q.logvar
     assert mu.shape == logvar.shape == (5, 3)
-    assert model.encode(x.flatten(1))[0].shape == (5, 3)
-    z = model.reparameterize(mu, logvar, samples=4)
+    assert model.posterior(x.flatten(1)).loc.shape == (5, 3)
+    z = DiagonalNormal(mu, logvar).rsample((4,))
     assert z.shape == (4, 5, 3)
     assert model.log_likelihood(x.flatten(1), z).shape == (4, 5)
     s = model.sample(6)
@@ -32,26 +34,30 @@ def test_shapes(arch, shape):
     assert model.reconstruct(x).shape == x.shape
 
 
+SHAPE = (1, 4, 5)  # 20 pixels
+
+
 def test_bernoulli_likelihood_matches_torch():
-    logits, x = torch.randn(7, 20), torch.bernoulli(torch.rand(7, 20))
-    expected = Independent(Bernoulli(logits=logits), 1).log_prob(x)
-    torch.testing.assert_close(BernoulliLikelihood().log_prob(x, logits), expected)
+    logits, x = torch.randn(7, *SHAPE), torch.bernoulli(torch.rand(7, *SHAPE))
+    expected = Independent(Bernoulli(logits=logits.flatten(1)), 1).log_prob(x.flatten(1))
+    torch.testing.assert_close(BernoulliLikelihood(SHAPE).log_prob(x, logits), expected)
 
 
 def test_continuous_bernoulli_likelihood_matches_torch():
-    logits, x = torch.randn(7, 20), torch.rand(7, 20)
-    expected = Independent(ContinuousBernoulli(logits=logits), 1).log_prob(x)
-    torch.testing.assert_close(ContinuousBernoulliLikelihood().log_prob(x, logits), expected)
+    logits, x = torch.randn(7, *SHAPE), torch.rand(7, *SHAPE)
+    expected = Independent(ContinuousBernoulli(logits=logits.flatten(1)), 1).log_prob(x.flatten(1))
+    torch.testing.assert_close(ContinuousBernoulliLikelihood(SHAPE).log_prob(x, logits), expected)
 
 
 @pytest.mark.parametrize("variance", ["fixed", "learned", "per-pixel"])
 def test_gaussian_likelihood_matches_torch(variance):
-    lik = GaussianLikelihood(variance=variance, sigma=0.3)
-    params = torch.randn(7, lik.params_per_pixel * 20)
-    x = torch.rand(7, 20)
+    lik = GaussianLikelihood(SHAPE, variance=variance, sigma=0.3)
+    params = torch.randn(7, *lik.param_shape)
+    assert lik.param_shape == (lik.params_per_pixel * SHAPE[0], *SHAPE[1:])
+    x = torch.rand(7, *SHAPE)
     torch.testing.assert_close(lik.log_prob(x, params), lik.distribution(params).log_prob(x))
     if variance != "per-pixel":
-        expected = Independent(Normal(torch.sigmoid(params), 0.3), 1).log_prob(x)
+        expected = Independent(Normal(torch.sigmoid(params.flatten(1)), 0.3), 1).log_prob(x.flatten(1))
         torch.testing.assert_close(lik.log_prob(x, params), expected)
 
 
@@ -66,9 +72,12 @@ def test_vamp_prior_matches_mixture_log_prob():
 def test_posterior_log_prob_matches_torch():
     model = VAE(shape=(1, 8, 8), latent=3, hidden=[16])
     x = torch.rand(4, 64)
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, samples=2)
-    torch.testing.assert_close(model.posterior_log_prob(z, mu, logvar), model.posterior(x).log_prob(z))
+    q = model.posterior(x)
+    mu, logvar = q.loc, q.logvar
+    z = DiagonalNormal(mu, logvar).rsample((2,))
+    expected = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).log_prob(z)
+    torch.testing.assert_close(DiagonalNormal(mu, logvar).log_prob(z), expected)
+    torch.testing.assert_close(q.log_prob(z), expected)
 
 
 def test_reparameterized_sample_carries_gradients_to_the_encoder():
@@ -81,13 +90,15 @@ def test_reparameterized_sample_carries_gradients_to_the_encoder():
     def f(w: torch.Tensor) -> torch.Tensor:
         saved = weight.data.clone()
         weight.data = w
-        mu, logvar = model.encode(x)
+        q = model.posterior(x)
+        mu, logvar = q.loc, q.logvar
         z = mu + torch.exp(0.5 * logvar) * eps
         out = (z.sin() * z).sum()
         weight.data = saved
         return out
 
-    mu, logvar = model.encode(x)
+    q = model.posterior(x)
+    mu, logvar = q.loc, q.logvar
     z = mu + torch.exp(0.5 * logvar) * eps
     (z.sin() * z).sum().backward()
     grad = weight.grad.clone()
@@ -104,9 +115,13 @@ def test_reparameterized_sample_carries_gradients_to_the_encoder():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="arch"):
-        ModelConfig(arch="rnn")
+        VAE(shape=(1, 4, 4), arch="rnn")
     with pytest.raises(ValueError, match="latent"):
-        ModelConfig(latent=0)
+        VAE(shape=(1, 4, 4), latent=0)
+    with pytest.raises(ValueError, match="arch"):
+        HierarchicalVAE(shape=(1, 4, 4), arch="rnn")
+    with pytest.raises(ValueError, match="latent"):
+        HierarchicalVAE(shape=(1, 4, 4), latent=0)
     with pytest.raises(ValueError, match="likelihood"):
         VAE(shape=(1, 4, 4), likelihood="poisson")
     with pytest.raises(ValueError, match="prior"):

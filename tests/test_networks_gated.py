@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from synthetic import prototype_dataset
 from vaekit.cli import main
 from vaekit.config import TrainConfig, resolve
-from vaekit.hierarchical import HierarchicalVAE
-from vaekit.model import VAE, ModelConfig, build_model
-from vaekit.networks import (
+from vaekit.models import VAE
+from vaekit.models.hierarchical import HierarchicalVAE
+from vaekit.nn import (
     ConvDecoder,
     ConvEncoder,
     GatedConv2d,
@@ -71,7 +71,10 @@ def test_gated_conv_networks_shapes(shape):
     dec = ConvDecoder(4, shape, 2 * shape[0], activation="gated")
     d = shape[0] * shape[1] * shape[2]
     assert enc(torch.rand(6, d)).shape == (6, 10) and enc(torch.rand(2, 6, d)).shape == (2, 6, 10)
-    assert dec(torch.randn(6, 4)).shape == (6, 2 * d) and dec(torch.randn(3, 6, 4)).shape == (3, 6, 2 * d)
+    # the decoder gives images of parameters, (..., P*C, H, W): 2 * d numbers per code
+    params = (2 * shape[0], *shape[1:])
+    assert dec(torch.randn(6, 4)).shape == (6, *params) and dec(torch.randn(3, 6, 4)).shape == (3, 6, *params)
+    assert dec(torch.randn(6, 4)).flatten(1).shape == (6, 2 * d)
     # gated layers replace conv + activation; the output layers stay plain
     assert all(isinstance(m, GatedConv2d) for m in enc.convs) and isinstance(enc.head[1], GatedDense)
     assert type(enc.head[-1]) is torch.nn.Linear
@@ -98,8 +101,8 @@ def test_config_accepts_gated_conv():
 @pytest.mark.parametrize("levels", [1, 2])
 def test_gated_conv_models_build_and_backpropagate(levels):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(shape=(1, 8, 8), latent=3, arch="conv", hidden=[16], activation="gated",
-                                    levels=levels))
+    settings = dict(shape=(1, 8, 8), latent=3, arch="conv", hidden=[16], activation="gated")
+    model = HierarchicalVAE(**settings) if levels == 2 else VAE(**settings)
     assert isinstance(model, HierarchicalVAE if levels == 2 else VAE)
     assert any(isinstance(m, GatedConv2d) for m in model.encoder.modules())
     assert any(isinstance(m, GatedConvTranspose2d) for m in model.decoder.modules())
@@ -128,7 +131,12 @@ def test_gated_conv_training_improves_the_elbo(tmp_path, protos, levels):
     assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 5.0, rows
     loaded = VAE.load(tmp_path / "run")
     assert type(loaded).__name__ == ("HierarchicalVAE" if levels == 2 else "VAE")
-    assert loaded.config.activation == "gated" and loaded.config.arch == "conv"
+    spec = loaded.describe()
+    if levels == 2:
+        assert spec["activation"] == "gated" and spec["arch"] == "conv"
+    else:
+        for net in (spec["encoder"], spec["decoder"]):
+            assert net["activation"] == "gated" and net["name"] == "conv"
 
 
 def test_cli_trains_a_gated_conv_vae_on_digits(tmp_path, capsys):
@@ -140,5 +148,5 @@ def test_cli_trains_a_gated_conv_vae_on_digits(tmp_path, capsys):
     data = json.loads(captured.out.strip().splitlines()[-1])
     assert data["epochs"] == 1 and data["valid_elbo"] < 0
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["model"] == "conv" and cfg["activation"] == "gated"
+    assert cfg["model"]["arch"] == "conv" and cfg["model"]["activation"] == "gated"
     assert any(isinstance(m, GatedConv2d) for m in VAE.load(run).encoder.modules())

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vaekit.config import read_config_file, resolve
-from vaekit.model import VAE
-from vaekit.networks import MLP, GatedDense
-from vaekit.train import model_config_for, train
+from vaekit.models import VAE, HierarchicalVAE
+from vaekit.nn import MLP, GatedDense
+from vaekit.train import model_for, train
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
 
@@ -35,12 +35,12 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
     x = torch.bernoulli(torch.full((60, *shape), 0.3), generator=g)
     ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=True, dynamic=False)
     if cfg.prior == "vamp":
-        cfg.vamp_components = 5  # the model's shape, not the recipe's size, is what is checked here
+        cfg.prior_settings["components"] = 5  # the model's shape, not the recipe's size, is what is checked here
     if cfg.likelihood == "pixelcnn":  # pixel-*.toml: an autoregressive decoder, kept small here
-        cfg.pixelcnn_channels = 8
-        assert model_config_for(cfg, shape, True).likelihood["layers"] == cfg.pixelcnn_layers
-    mc = model_config_for(cfg, shape, True)
-    assert mc.latent == cfg.latent and mc.levels == cfg.levels
+        cfg.likelihood_settings["channels"] = 8
+        assert model_for(cfg, shape, True).likelihood.config()["layers"] == cfg.likelihood_settings["layers"]
+    model = model_for(cfg, shape, True)
+    assert model.latent == cfg.latent and isinstance(model, HierarchicalVAE) == (cfg.levels == 2)
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)
     assert result.epochs == 1
     assert type(VAE.load(tmp_path / "run")).__name__ == ("HierarchicalVAE" if cfg.levels == 2 else "VAE")

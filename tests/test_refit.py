@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cli_run import run_cli
-from vaekit.evaluate import load_model
-from vaekit.hierarchical import HierarchicalVAE
-from vaekit.model import VAE
+from vaekit.evaluation import load_model
+from vaekit.models import VAE
+from vaekit.models.hierarchical import HierarchicalVAE
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_elbo_runs_do_not_pay_for_a_validation_bound(trained):
     (["--train-only", "decoder"], "train_only must be one of all, encoder"),
     (["--init-from", "{missing}"], "init_from: run directory"),
     (["--init-from", "{base}", "--hidden", "32", "--latent", "4"], "holds another architecture than this run"),
-    (["--init-from", "{base}", "--train-only", "encoder", "--prior", "vamp"], "would change the VampPrior"),
+    (["--init-from", "{base}", "--train-only", "encoder", "--prior", "vamp"], "would change the vamp prior"),
 ])
 def test_refit_settings_fail_with_one_clear_line(trained, tmp_path, capsys, extra, message):
     extra = [e.format(missing=tmp_path / "nope", base=trained) for e in extra]
@@ -82,11 +82,12 @@ def test_refit_settings_fail_with_one_clear_line(trained, tmp_path, capsys, extr
 
 
 def test_inference_parameters_are_exactly_those_of_the_guide():
-    vae = VAE(shape=(1, 8, 8), latent=3, hidden=[16], flow="planar", flow_steps=2)
+    vae = VAE(shape=(1, 8, 8), latent=3, hidden=[16], posterior={"name": "planar", "steps": 2})
     guide = {id(p) for p in vae.inference_parameters()}
     named = dict(vae.named_parameters())
+    assert any(n.startswith("posterior_family.flow.") for n in named)
     assert {n for n, p in named.items() if id(p) in guide} == {
-        n for n in named if n.startswith(("encoder.", "flow."))}
+        n for n in named if n.startswith(("encoder.", "posterior_family.flow."))}
     hvae = HierarchicalVAE(shape=(1, 8, 8), latent=3, hidden=[16])
     guide = {id(p) for p in hvae.inference_parameters()}
     names = {n for n, p in hvae.named_parameters() if id(p) in guide}

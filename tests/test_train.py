@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from vaekit.config import TrainConfig
 from vaekit.errors import CheckpointError
-from vaekit.model import VAE
+from vaekit.models import VAE
 from vaekit.train import TrainingDiverged, read_metrics, run_lock, train
 
 
@@ -45,7 +45,7 @@ def test_same_seed_same_result_and_run_files(tmp_path, tiny):
     assert r1.valid_elbo == r2.valid_elbo
     for name in ("config.json", "metrics.jsonl", "model.json", "model.safetensors", "checkpoint.safetensors"):
         assert (tmp_path / "a" / name).is_file()
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["latent"] == 3
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["latent"] == 3
     rows = read_metrics(tmp_path / "a")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert {"train_elbo", "train_kl", "valid_elbo", "valid_kl", "seconds"} <= rows[0].keys()
@@ -152,7 +152,7 @@ def test_pickle_in_place_of_a_checkpoint_is_refused_not_run(tmp_path, tiny):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kw", [dict(prior="vamp", vamp_components=5), dict(objective="iwae", k=4),
+@pytest.mark.parametrize("kw", [dict(prior="vamp", prior_settings={"components": 5}), dict(objective="iwae", k=4),
                                 dict(model="conv", hidden=[16]), dict(lr_schedule="cosine", warmup=2),
                                 dict(lr_schedule="plateau", clip_grad=1.0, beta=0.5)])
 def test_variants_train(tmp_path, tiny, kw):
@@ -175,9 +175,9 @@ def test_dynamic_binarization_samples_each_batch(tmp_path):
 
     original = T.LossModule.forward
 
-    def spy(self, x, beta):
+    def spy(self, x, beta, y=None):
         seen.append(x.clone())
-        return original(self, x, beta)
+        return original(self, x, beta, y)
 
     T.LossModule.forward = spy
     try:

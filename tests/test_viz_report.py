@@ -18,7 +18,7 @@ from synthetic import prototype_dataset
 from vaekit import viz
 from vaekit.config import TrainConfig
 from vaekit.errors import DataError
-from vaekit.model import VAE
+from vaekit.models import VAE
 from vaekit.report import write_report
 from vaekit.train import train
 
@@ -99,7 +99,7 @@ def test_report_is_self_contained(run2d, ds):
 
 
 def test_report_without_data_still_shows_the_model(run2d, monkeypatch, tmp_path):
-    import vaekit.evaluate as ev
+    import vaekit.evaluation as ev
 
     def broken(*_a, **_k):
         raise DataError("digits.npz not found in /nowhere; pass --data-dir")

@@ -48,7 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Entry-point group of installed packages that register components (``vaekit.plugins``): loading one imports
+#: that package, which registers its priors, likelihoods or posteriors. Nothing in a run folder is imported.
+PLUGIN_GROUP = "vaekit.plugins"
+
+
+def load_plugins() -> list[str]:
+    """Import the installed packages that declare a ``vaekit.plugins`` entry point; their names."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin: say so in one line, go on without it
+            print(f"vaekit: warning: plugin {ep.name} ({ep.value}) failed to load: {one_line(exc)}", file=sys.stderr)
+            continue
+        loaded.append(ep.name)
+    return loaded
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    load_plugins()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -23,30 +23,30 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: The component kinds a model is made of, in the order they are settled.
+KINDS = ("posterior", "prior", "likelihood")
+
+
 @dataclass
 class TrainConfig:
     # data
     dataset: str = "digits"
     data_dir: str | None = None
     binarize: str | None = None  # None (data set default) | dynamic | threshold
-    # model
+    conditional: bool = False  # condition q(z|x, y) and p(x|z, y) on the data set's labels
+    # model: networks (model = mlp | conv), sizes, and the three components (registered names + settings)
     model: str = "mlp"  # mlp | conv
     hidden: list[int] = field(default_factory=lambda: [400])
     latent: int = 40
     levels: int = 1  # stochastic layers: 1 (VAE) or 2 (hierarchical VAE)
     activation: str = "relu"
-    likelihood: str | None = None  # None: bernoulli for binary data, gaussian otherwise
-    prior: str = "standard"  # standard | vamp
-    vamp_components: int = 500
-    pixelcnn_layers: int = 6  # likelihood pixelcnn: masked convolutions
-    pixelcnn_channels: int = 64  # likelihood pixelcnn: features per layer
-    pixelcnn_params: int = 4  # likelihood pixelcnn: decoder outputs (conditioning channels) per pixel
-    pixelcnn_kernel: int = 3  # likelihood pixelcnn: odd kernel size of the masked convolutions
-    flow: str | None = None  # normalizing flow in q(z|x): None, iaf or planar (levels 1 only)
-    flow_steps: int = 2  # flow steps
-    flow_hidden: int = 320  # iaf: units per MADE hidden layer
-    flow_layers: int = 2  # iaf: MADE hidden layers
-    flow_context: int = 32  # size of the encoder's context vector h(x) for the flow (0: none)
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    posterior: str = "gaussian"  # a registered posterior family: gaussian, iaf, planar, ...
+    prior: str = "standard"  # a registered prior: standard, vamp, ...
+    likelihood: str | None = None  # a registered likelihood; None: bernoulli for binary data, gaussian otherwise
+    posterior_settings: dict[str, Any] = field(default_factory=dict)
+    prior_settings: dict[str, Any] = field(default_factory=dict)
+    likelihood_settings: dict[str, Any] = field(default_factory=dict)
     # objective
     objective: str = "elbo"  # elbo | iwae
     k: int = 1
@@ -74,9 +74,6 @@ class TrainConfig:
     CHOICES = {
         "model": ("mlp", "conv"),
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
-        "likelihood": (None, "bernoulli", "gaussian", "continuous-bernoulli", "pixelcnn"),
-        "prior": ("standard", "vamp"),
-        "flow": (None, "iaf", "planar"),
         "objective": ("elbo", "iwae"),
         "train_only": ("all", "encoder"),
         "lr_schedule": ("none", "cosine", "plateau"),
@@ -84,24 +81,56 @@ class TrainConfig:
         "device": ("auto", "cpu", "cuda", "mps"),
         "precision": ("fp32", "tf32", "bf16"),
     }
-    POSITIVE = ("latent", "levels", "vamp_components", "k", "epochs", "batch_size", "eval_batch_size", "threads",
-                "pixelcnn_layers", "pixelcnn_channels", "pixelcnn_params", "pixelcnn_kernel", "flow_steps",
-                "flow_hidden", "flow_layers")
-    NONNEGATIVE = ("warmup", "patience", "seed", "flow_context")
+    POSITIVE = ("latent", "levels", "k", "epochs", "batch_size", "eval_batch_size", "threads")
+    NONNEGATIVE = ("warmup", "patience", "seed")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
-    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "pixelcnn_layers": 64, "pixelcnn_channels": 4096,
-               "pixelcnn_params": 256, "pixelcnn_kernel": 15, "flow_steps": 64, "flow_layers": 16}
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2}
 
     def __post_init__(self) -> None:
         validate(self)
 
+    def component(self, kind: str, likelihood: str | None = None) -> dict[str, Any]:
+        """``{"name": ..., **settings}`` of the model's ``kind`` component (posterior, prior or likelihood)."""
+        name = getattr(self, kind) if kind != "likelihood" or self.likelihood else likelihood
+        return {"name": name, **getattr(self, f"{kind}_settings")}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as written to ``RUN/config.json``: the model's settings nested under ``model``."""
+        flat = dataclasses.asdict(self)
+        model = {"arch": flat.pop("model")}
+        for key in MODEL_KEYS:
+            model[key] = flat.pop(key)
+        for kind in KINDS:
+            model[kind] = {"name": flat.pop(kind), **flat.pop(f"{kind}_settings")}
+        return {**{k: flat[k] for k in ("dataset", "data_dir", "binarize", "conditional")}, "model": model,
+                **{k: v for k, v in flat.items() if k not in ("dataset", "data_dir", "binarize", "conditional")}}
+
+
+#: The generic model settings, flat in TrainConfig and under [model] in a file (``model`` itself is [model] arch).
+MODEL_KEYS = ("hidden", "latent", "levels", "activation", "conv_channels")
 
 
 def _fields() -> dict[str, Any]:
     hints = get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _registry(kind: str):
+    from vaekit.components import kinds
+
+    return kinds()[kind]
+
+
+def component_flags() -> dict[str, list[tuple[str, str, str]]]:
+    """Flat setting names of the registered components -> [(kind, component name, field)]:
+    ``PREFIX_FIELD`` (``vamp_components``, ``flow_steps``, ``pixelcnn_layers``, ...)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for kind in KINDS:
+        for entry in _registry(kind).entries():
+            for f in entry.fields():
+                key = f"{entry.prefix}_{f}".replace("-", "_")
+                out.setdefault(key, []).append((kind, entry.name, f))
+    return out
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -114,6 +143,20 @@ def validate(cfg: TrainConfig) -> None:
         if value not in choices:
             shown = ", ".join("(default)" if c is None else c for c in choices)
             raise ConfigError(f"{name} must be one of {shown}; got {value!r}")
+    for kind in KINDS:
+        name = getattr(cfg, kind)
+        settings = getattr(cfg, f"{kind}_settings")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{kind}_settings must be a table of settings; got {settings!r}")
+        if name is None:
+            if settings:
+                raise ConfigError(f"{kind} settings {sorted(settings)} need a {kind} name: give {kind} = NAME")
+            continue
+        if not isinstance(name, str):
+            raise ConfigError(f"{kind} must be a name (one of {', '.join(_registry(kind).names())}); got {name!r}")
+        spec = _registry(kind).spec({"name": name, **settings})  # unknown names and keys: did-you-mean errors
+        settings.clear()
+        settings.update({k: v for k, v in spec.items() if k != "name"})
     for names, low in ((TrainConfig.POSITIVE, 1), (TrainConfig.NONNEGATIVE, 0)):
         for name in names:
             value = getattr(cfg, name)
@@ -132,29 +175,32 @@ def validate(cfg: TrainConfig) -> None:
             value <= low if strict else value < low
         ):
             raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}; got {value!r}")
-    if not isinstance(cfg.hidden, list) or not cfg.hidden or any(
-        isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 2**31 - 1 for h in cfg.hidden
-    ):
-        raise ConfigError(
-            f"hidden must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {cfg.hidden!r}"
-        )
-    if cfg.pixelcnn_kernel % 2 != 1 or cfg.pixelcnn_kernel < 3:
-        raise ConfigError(f"pixelcnn_kernel must be an odd integer >= 3 (3, 5, 7, ...); got {cfg.pixelcnn_kernel!r}")
-    if cfg.flow is not None and cfg.levels != 1:
-        raise ConfigError(f"flow {cfg.flow} is for the one-level VAE, but levels is {cfg.levels}; "
-                          "use levels 1 with a flow, or leave flow out with levels 2")
+    for key in ("hidden", "conv_channels"):
+        value = getattr(cfg, key)
+        if not isinstance(value, list) or not value or any(
+            isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 2**31 - 1 for h in value
+        ):
+            raise ConfigError(
+                f"{key} must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {value!r}"
+            )
+    if cfg.posterior != "gaussian" and cfg.levels != 1:
+        raise ConfigError(f"posterior {cfg.posterior} is for the one-level VAE, but levels is {cfg.levels}; "
+                          "use levels 1 with a flow, or leave the posterior gaussian with levels 2")
     if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from):
         raise ConfigError(f"init_from must be a run directory; got {cfg.init_from!r}")
     if cfg.train_only == "encoder" and cfg.init_from is None:
         raise ConfigError("train_only encoder keeps the generative model fixed, so it needs init_from: "
                           "a trained run to start from (--init-from RUN)")
-    if cfg.train_only == "encoder" and cfg.prior == "vamp":
-        raise ConfigError("train_only encoder would change the VampPrior too (its components are encoded "
+    if cfg.train_only == "encoder" and _registry("prior").entry(cfg.prior).cls.trains_with_encoder:
+        raise ConfigError(f"train_only encoder would change the {cfg.prior} prior too (its components are encoded "
                           "pseudo-inputs); use it with the standard prior")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
-    if not isinstance(cfg.compile, bool):
-        raise ConfigError(f"compile must be true or false; got {cfg.compile!r}")
+    for key in ("compile", "conditional"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise ConfigError(f"{key} must be true or false; got {getattr(cfg, key)!r}")
+    if cfg.conditional and cfg.levels != 1:
+        raise ConfigError("conditional is for the one-level VAE; use levels 1")
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -179,23 +225,92 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a TrainConfig from a mapping, rejecting unknown keys with a suggestion."""
+def _unknown(key: str, source: str, candidates: list[str]) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(key, candidates, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown setting {key!r} in {source}{hint}")
+
+
+def _partial(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """A file's or the flags' settings as TrainConfig keys: the nested ``[model]`` table is flattened, flat
+    component settings (``vamp_components``, ``flow_steps``) are kept aside under ``_pending``."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source} must be a table of key = value settings")
     fields = _fields()
-    clean: dict[str, Any] = {}
+    flags = component_flags()
+    out: dict[str, Any] = {}
+    pending: dict[str, Any] = {}
     for key, value in values.items():
         k = str(key).replace("-", "_")
-        if k not in fields:
-            import difflib
+        if k == "model" and isinstance(value, dict):
+            _model_table(value, source, out, pending)
+        elif k in KINDS and isinstance(value, dict):
+            _component_table(k, value, source, out)
+        elif k == "flow":  # the flag users know: --flow iaf is the posterior iaf
+            if value is not None:
+                out["posterior"] = value
+        elif k in fields and not k.endswith("_settings"):
+            out[k] = value
+        elif k in flags:
+            pending[k] = value
+        else:
+            raise _unknown(str(key), source, [f for f in fields if not f.endswith("_settings")] + list(flags))
+    if pending:
+        out["_pending"] = pending
+    return out
 
-            close = difflib.get_close_matches(k, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown setting {key!r} in {source}{hint}")
-        clean[k] = _coerce(k, value, fields[k])
+
+def _component_table(kind: str, table: dict[str, Any], source: str, out: dict[str, Any]) -> None:
+    table = dict(table)
+    if "name" in table:
+        out[kind] = table.pop("name")
+    out[f"{kind}_settings"] = {str(k).replace("-", "_"): v for k, v in table.items()}
+
+
+def _model_table(table: dict[str, Any], source: str, out: dict[str, Any], pending: dict[str, Any]) -> None:
+    flags = component_flags()
+    for key, value in table.items():
+        k = str(key).replace("-", "_")
+        if k == "arch":
+            out["model"] = value
+        elif k in MODEL_KEYS:
+            out[k] = value
+        elif k in KINDS:
+            if isinstance(value, dict):
+                _component_table(k, value, source, out)
+            else:
+                out[k] = value
+        elif k == "flow":
+            if value is not None:
+                out["posterior"] = value
+        elif k in flags:
+            pending[k] = value
+        else:
+            raise _unknown(f"model.{key}", source, ["model.arch", *(f"model.{m}" for m in (*MODEL_KEYS, *KINDS))])
+
+
+def _finish(partial: dict[str, Any], source: str) -> TrainConfig:
+    """The TrainConfig of merged partial settings: flat component settings go to the chosen components."""
+    fields = _fields()
+    clean = {k: v for k, v in partial.items() if k != "_pending"}
     for k, hint in fields.items():
-        if k in clean and clean[k] is not None:
+        if k in clean and not k.endswith("_settings"):
+            clean[k] = _coerce(k, clean[k], hint)
+    for key, value in partial.get("_pending", {}).items():
+        owners = component_flags()[key]
+        for kind, name, field_name in owners:
+            chosen = clean.get(kind, fields_default(kind))
+            if chosen == name:
+                clean.setdefault(f"{kind}_settings", {})
+                clean[f"{kind}_settings"] = {**clean[f"{kind}_settings"], field_name: value}
+                break
+        else:  # a setting of a component that is not chosen: checked, not used
+            kind, name, field_name = owners[0]
+            _registry(kind).settings({"name": name, field_name: value})
+    for k, hint in fields.items():
+        if k in clean and clean[k] is not None and not k.endswith("_settings"):
             v = clean[k]
             t = str(hint)
             bad = (
@@ -207,6 +322,19 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
             if bad:
                 raise ConfigError(f"{k} in {source} has the wrong type: {v!r} ({type(v).__name__})")
     return TrainConfig(**clean)
+
+
+def fields_default(name: str) -> Any:
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a TrainConfig from a mapping (flat keys, or the model's settings nested under ``model``),
+    rejecting unknown keys with a suggestion."""
+    return _finish(_partial(values, source), source)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -245,7 +373,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> TrainConfig:
-    """defaults < file < flags."""
-    merged = dict(file_values or {})
-    merged.update({k: v for k, v in flag_values.items() if v is not None})
-    return from_dict(merged, source="the settings")
+    """defaults < file < flags. A flag that names another component than the file drops the file's settings
+    of that component."""
+    base = _partial(dict(file_values or {}), "the config file")
+    flags = _partial({k: v for k, v in flag_values.items() if v is not None}, "the flags")
+    merged = {k: v for k, v in base.items() if k != "_pending"}
+    for kind in KINDS:
+        if kind in flags and flags[kind] != base.get(kind, fields_default(kind)):
+            merged.pop(f"{kind}_settings", None)
+    for key, value in flags.items():
+        if key.endswith("_settings"):
+            merged[key] = {**merged.get(key, {}), **value}
+        elif key != "_pending":
+            merged[key] = value
+    pending = {**base.get("_pending", {}), **flags.get("_pending", {})}
+    if pending:
+        merged["_pending"] = pending
+    return _finish(merged, "the settings")

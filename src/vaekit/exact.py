@@ -1,15 +1,15 @@
 """Exact checks of the bound: a linear-Gaussian model with a closed-form log p(x), and grid integration.
 
-The linear-Gaussian model (probabilistic PCA)::
+The linear-Gaussian model (probabilistic PCA; :mod:`vaekit.models.linear_gaussian`)::
 
     p(z) = N(0, I_L),   p(x|z) = N(x; W z + b, sigma^2 I_D)
     log p(x) = log N(x; b, W W^T + sigma^2 I)                               (closed form)
     p(z|x)   = N(m, S),  S = (I + W^T W / sigma^2)^-1,  m = S W^T (x - b) / sigma^2
 
-:class:`LinearGaussian` has the interface the evaluator uses (``encode``, ``posterior_sampler``, ``log_prior``,
+:class:`LinearGaussian` implements the model protocol the evaluator uses (``posterior``, ``log_prior``,
 ``log_likelihood``, ``prior``), with a linear encoder
 q(z|x) = N(A x + c, diag exp(logvar)) that can be set to the exact posterior or to a wrong one, so
-the SAME code in :mod:`vaekit.evaluate` is checked against exact answers:
+the SAME code in :mod:`vaekit.evaluation` is checked against exact answers:
 
     ELBO(x) = log p(x) - KL(q(z|x) || p(z|x)) <= log p(x)   for every q,
     log w(z) = log p(x) for every z when q = p(z|x)        (the ELBO is exact, with any number of samples).
@@ -35,184 +35,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaekit.evaluate import DEFAULT_MEMORY_BUDGET, _model_device_dtype, bytes_per_row, log_likelihood_kernel
-from vaekit.model import VAE
-from vaekit.priors import StandardNormalPrior
+from vaekit.distributions import point, rsample_and_log_prob
+from vaekit.evaluation import (
+    DEFAULT_MEMORY_BUDGET,
+    _model_device_dtype,
+    bytes_per_row,
+    evaluate_model,
+    log_likelihood_kernel,
+)
+from vaekit.models.linear_gaussian import FixedGaussianLikelihood, LinearGaussian
 
-LOG_2PI = math.log(2 * math.pi)
+__all__ = ["FixedGaussianLikelihood", "GridResult", "LinearGaussian", "compare_bounds", "grid_log_marginal"]
+
 #: Fraction of the posterior mass in the outermost cells of the coarse grid above which the grid may miss mass.
 EDGE_FRACTION = 1e-6
-
-
-class FixedGaussianLikelihood(nn.Module):
-    """p(x|z) = N(x; mean, sigma^2 I): params are the means (no squashing)."""
-
-    name = "gaussian-fixed"
-    params_per_pixel = 1
-
-    def __init__(self, sigma: float):
-        super().__init__()
-        self.sigma = float(sigma)
-
-    def log_prob(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """-1/2 sum_d [log 2 pi sigma^2 + (x_d - mean_d)^2 / sigma^2], nats."""
-        d = mean.shape[-1]
-        return -0.5 * (d * (LOG_2PI + 2 * math.log(self.sigma)) + (x - mean).pow(2).sum(-1) / self.sigma**2)
-
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return params
-
-    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn(params.shape, generator=generator, dtype=params.dtype, device=params.device)
-        return params + self.sigma * eps
-
-
-class LinearGaussian(nn.Module):
-    """x = W z + b + sigma * eps with z ~ N(0, I); a linear encoder q(z|x) = N(A x + c, diag exp(logvar)).
-
-    ``weight`` W is (D, L), ``bias`` b is (D,). The encoder starts at the exact posterior's mean map
-    and diagonal variances (exact when W^T W is diagonal).
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, sigma: float):
-        super().__init__()
-        if weight.dim() != 2 or bias.shape != weight.shape[:1]:
-            raise ValueError(f"weight must be (D, L) and bias (D,), got {tuple(weight.shape)} and {tuple(bias.shape)}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.register_buffer("weight", weight.clone())
-        self.register_buffer("bias", bias.clone())
-        self.sigma = float(sigma)
-        d, latent = weight.shape
-        self.data_dim, self.latent = int(d), int(latent)
-        self.prior = StandardNormalPrior(self.latent).to(dtype=weight.dtype, device=weight.device)
-        self.likelihood = FixedGaussianLikelihood(sigma)
-        self.register_buffer("enc_weight", torch.zeros(latent, d, dtype=weight.dtype, device=weight.device))
-        self.register_buffer("enc_bias", torch.zeros(latent, dtype=weight.dtype, device=weight.device))
-        self.register_buffer("enc_logvar", torch.zeros(latent, dtype=weight.dtype, device=weight.device))
-        self.set_exact_posterior(strict=False)
-
-    # -- construction ------------------------------------------------------------------------
-    @classmethod
-    def random(cls, data_dim: int = 8, latent: int = 2, sigma: float = 0.5, seed: int = 0,
-               orthogonal: bool = True, dtype: torch.dtype = torch.float64) -> LinearGaussian:
-        """A random model; ``orthogonal`` gives W orthogonal columns (so the exact posterior is diagonal)."""
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(data_dim, latent, generator=g, dtype=dtype)
-        if orthogonal:
-            q, _ = torch.linalg.qr(w)
-            scales = 0.5 + 1.5 * torch.rand(latent, generator=g, dtype=dtype)
-            w = q * scales
-        b = 0.5 * torch.randn(data_dim, generator=g, dtype=dtype)
-        return cls(w, b, sigma)
-
-    def rotated(self) -> LinearGaussian:
-        """The same p(x) with the latent space rotated so that W^T W (and so S) is diagonal."""
-        _, vecs = torch.linalg.eigh(self.weight.T @ self.weight)
-        return LinearGaussian(self.weight @ vecs, self.bias, self.sigma)
-
-    # -- exact quantities --------------------------------------------------------------------
-    def marginal(self) -> MultivariateNormal:
-        """p(x) = N(b, W W^T + sigma^2 I)."""
-        cov = self.weight @ self.weight.T + self.sigma**2 * torch.eye(self.data_dim, dtype=self.weight.dtype,
-                                                                        device=self.weight.device)
-        return MultivariateNormal(self.bias, covariance_matrix=cov)
-
-    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log p(x), nats; x (B, D) -> (B,)."""
-        return self.marginal().log_prob(x)
-
-    def posterior_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, S): the exact posterior is N(A (x - b), S), A = S W^T / sigma^2, S = (I + W^T W / sigma^2)^-1."""
-        eye = torch.eye(self.latent, dtype=self.weight.dtype, device=self.weight.device)
-        s = torch.linalg.inv(eye + self.weight.T @ self.weight / self.sigma**2)
-        s = 0.5 * (s + s.T)
-        return s @ self.weight.T / self.sigma**2, s
-
-    def true_posterior(self, x: torch.Tensor) -> MultivariateNormal:
-        """p(z|x) = N(m, S), batch (B,)."""
-        a, s = self.posterior_params()
-        m = (x - self.bias) @ a.T
-        return MultivariateNormal(m, covariance_matrix=s.expand(x.shape[0], -1, -1))
-
-    def sample_data(self, n: int, seed: int = 0) -> torch.Tensor:
-        """n draws x ~ p(x), (n, D)."""
-        g = torch.Generator(device=self.weight.device).manual_seed(seed)
-        z = torch.randn(n, self.latent, generator=g, dtype=self.weight.dtype, device=self.weight.device)
-        return self.likelihood.sample(self.decode(z), generator=g)
-
-    # -- the guide q(z|x) --------------------------------------------------------------------
-    def set_encoder(self, weight: torch.Tensor, bias: torch.Tensor, logvar: torch.Tensor) -> LinearGaussian:
-        """q(z|x) = N(weight x + bias, diag exp(logvar))."""
-        self.enc_weight.copy_(weight)
-        self.enc_bias.copy_(bias)
-        self.enc_logvar.copy_(logvar)
-        return self
-
-    def set_exact_posterior(self, strict: bool = True) -> LinearGaussian:
-        """Set q(z|x) = p(z|x). Exact only when S is diagonal (``strict`` raises otherwise; see :meth:`rotated`)."""
-        a, s = self.posterior_params()
-        off = (s - torch.diag(torch.diagonal(s))).abs().max()
-        if strict and off > 1e-10 * s.abs().max():
-            raise ValueError("the exact posterior has a full covariance (W^T W is not diagonal), which a diagonal "
-                             "q cannot represent; use model.rotated() first")
-        return self.set_encoder(a, -a @ self.bias, torch.log(torch.diagonal(s)))
-
-    def set_wrong_posterior(self, shift: float = 0.5, scale: float = 1.5, seed: int = 0) -> LinearGaussian:
-        """A deliberately wrong q: the exact mean map with a random relative error and offset ``shift``,
-        the exact variances times ``scale**2`` (wider than the posterior, so importance weights have
-        finite variance)."""
-        a, s = self.posterior_params()
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(a.shape, generator=g, dtype=a.dtype).to(a.device)
-        offset = shift * torch.randn(self.latent, generator=g, dtype=a.dtype).to(a.device)
-        a_wrong = a * (1 + 0.2 * noise)
-        logvar = torch.log(torch.diagonal(s)) + 2 * math.log(scale)
-        return self.set_encoder(a_wrong, -a_wrong @ self.bias + offset, logvar)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar) of q(z|x), each (..., L)."""
-        x = x.reshape(*x.shape[:-1], -1) if x.dim() >= 2 else x
-        mu = x @ self.enc_weight.T + self.enc_bias
-        return mu, self.enc_logvar.expand_as(mu)
-
-    # the guide's sampling and density are the VAE's own: the evaluator is checked on that code
-    reparameterize = staticmethod(VAE.reparameterize)
-    posterior_log_prob = staticmethod(VAE.posterior_log_prob)
-    posterior_sampler = VAE.posterior_sampler
-    rsample_posterior = VAE.rsample_posterior
-    has_analytic_kl = VAE.has_analytic_kl
-    log_prior = VAE.log_prior
-
-    def q_distribution(self, x: torch.Tensor) -> MultivariateNormal:
-        mu, logvar = self.encode(x)
-        return MultivariateNormal(mu, covariance_matrix=torch.diag_embed(logvar.exp()))
-
-    def kl_to_posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) || p(z|x)) in closed form with torch.distributions, nats, (B,)."""
-        return kl_divergence(self.q_distribution(x), self.true_posterior(x))
-
-    def elbo_closed_form(self, x: torch.Tensor) -> torch.Tensor:
-        """E_q[log p(x|z)] - KL(q || p(z)) in closed form:
-        E_q[log p(x|z)] = -1/2 [D log 2 pi sigma^2 + (||x - W mu - b||^2 + tr(W diag(v) W^T)) / sigma^2]."""
-        mu, logvar = self.encode(x)
-        v = logvar.exp()
-        resid = (x - mu @ self.weight.T - self.bias).pow(2).sum(-1)
-        trace = (self.weight.pow(2) * v.unsqueeze(-2)).sum((-1, -2))
-        rec = -0.5 * (self.data_dim * (LOG_2PI + 2 * math.log(self.sigma)) + (resid + trace) / self.sigma**2)
-        return rec - self.prior.analytic_kl(mu, logvar)
-
-    # -- the model p(z) p(x|z) ---------------------------------------------------------------
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The mean W z + b of p(x|z)."""
-        return z @ self.weight.T + self.bias
-
-    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z), nats; x (B, D), z (..., B, L) -> (..., B)."""
-        return self.likelihood.log_prob(x, self.decode(z))
 
 
 # -- grid integration over a 2-D latent space ------------------------------------------------------
@@ -257,12 +94,16 @@ def grid_log_marginal(model: Any, x: torch.Tensor, n: int = 200, radius: float =
     ``threshold`` nats of the largest, grown by one coarse cell on each side.
     """
     x = x.reshape(x.shape[0], -1)
-    mu, logvar = model.encode(x)
-    if mu.shape[-1] != 2:
-        raise ValueError(f"grid integration needs a 2-dimensional latent space, this model has {mu.shape[-1]}")
+    if int(model.latent_size) != 2:
+        raise ValueError(f"grid integration needs a 2-dimensional latent space, this model has {model.latent_size}")
+    q = model.posterior(x)
+    mu = point(q)
+    if hasattr(q, "scale"):
+        std = q.scale
+    else:  # no closed-form spread (a flow, two levels): that of 64 draws
+        std = rsample_and_log_prob(q, (64,), torch.Generator(device=x.device).manual_seed(0))[0].std(0)
     b = x.shape[0]
     rows = max(1, memory_budget // max(1, bytes_per_row(model, 2)))
-    std = torch.exp(0.5 * logvar)
     r = max(radius, float((mu.abs() + 6 * std).max()))
     # coarse grid, shared by all examples
     c = torch.linspace(-r, r, coarse + 1, dtype=x.dtype, device=x.device)
@@ -298,9 +139,7 @@ def grid_log_marginal(model: Any, x: torch.Tensor, n: int = 200, radius: float =
 def compare_bounds(model: Any, x: torch.Tensor, k: int = 5000, seed: int = 0, grid: int = 200,
                    exact: torch.Tensor | None = None) -> dict[str, Any]:
     """Per example: ELBO, IWAE_K (with its Monte Carlo SE), grid log p(x) for a 2-D latent space, and
-    the exact log p(x) when given; numpy arrays plus their means. Uses :func:`vaekit.evaluate.evaluate_model`."""
-    from vaekit.evaluate import evaluate_model
-
+    the exact log p(x) when given; numpy arrays plus their means. Uses :func:`vaekit.evaluation.evaluate_model`."""
     x = x.reshape(x.shape[0], -1)
     res = evaluate_model(model, x, k=k, seed=seed, per_example=True)
     per = res.per_example

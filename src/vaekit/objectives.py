@@ -5,18 +5,25 @@ For one example x, with z ~ q(z|x) drawn by reparameterization:
     ELBO(x)   = E_q[log p(x|z)] - KL(q(z|x) || p(z))            <= log p(x)
     IWAE_k(x) = E[ log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i|x) ] <= log p(x),  IWAE_1 = ELBO,
 
-and IWAE_k increases with k towards log p(x) (Burda et al., 2016). All values are in nats
-per example (summed over pixels); losses average over the batch.
+and IWAE_k increases with k towards log p(x) (Burda et al., 2016). All values are in nats per example
+(summed over pixels); losses average over the batch. The objectives see a model only through the protocol of
+:mod:`vaekit.models.base` (``posterior``, ``prior_distribution``, ``log_prior``, ``log_likelihood``): they do
+not know which families they combine. The KL term is taken in closed form when
+``torch.distributions.kl_divergence`` has one registered for the pair (q, p), and estimated by Monte Carlo,
+log q(z|x) - log p(z) at the same draws, otherwise (as Pyro's TraceMeanField_ELBO does).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from vaekit.model import VAE
+from vaekit.distributions import rsample_and_log_prob
+from vaekit.distributions.kl import closed_form_kl
+from vaekit.errors import VaekitError
 
 
 @dataclass
@@ -28,15 +35,16 @@ class ElboTerms:
     kl: torch.Tensor
 
 
-def _flat_inputs(x: torch.Tensor, encoder_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, the encoder's input), both flat (B, D): images (B, C, H, W) are flattened; no encoder_input means x."""
-    x = x.flatten(1) if x.dim() > 2 else x
+def _inputs(model: Any, x: torch.Tensor, encoder_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, the encoder's input) as batches of the model's data shape; no encoder_input means x."""
+    x = model.as_data(x)
     return x, (x if encoder_input is None else encoder_input.reshape(x.shape))
 
 
 def elbo(
-    model: VAE,
+    model: Any,
     x: torch.Tensor,
+    y: Any = None,
     *,
     samples: int = 1,
     analytic_kl: bool | None = None,
@@ -45,26 +53,24 @@ def elbo(
 ) -> ElboTerms:
     """Monte Carlo ELBO with ``samples`` reparameterized draws per example.
 
-    reconstruction = (1/S) sum_s log p(x | z_s);  kl = KL(q(z|x) || p(z)) in closed form when
-    the prior has one (``analytic_kl`` None or True), else (1/S) sum_s [log q(z_s|x) - log p(z_s)].
-    x: (B, D) flat, or images (B, C, H, W).
+    reconstruction = (1/S) sum_s log p(x | z_s);  kl = KL(q(z|x) || p(z)) in closed form when one is registered
+    (``analytic_kl`` None: where available; True: required; False: never), else
+    (1/S) sum_s [log q(z_s|x) - log p(z_s)]. x: a batch (N, C, H, W) (or flat (N, D)); y: the conditioning.
 
-    ``encoder_input`` (same shape as x, e.g. a noisy copy x~) makes the encoder see x~ while the
-    decoder still scores x: E_q(z|x~)[log p(x|z)] - KL(q(z|x~) || p(z)). That is still a lower
-    bound on log p(x), since q(z|x~) is just another distribution over z (the denoising VAE used
-    for amortized inference regularisation, Shu et al., 2018).
+    ``encoder_input`` (same shape as x, e.g. a noisy copy x~) makes the encoder see x~ while the decoder still
+    scores x: E_q(z|x~)[log p(x|z)] - KL(q(z|x~) || p(z)). That is still a lower bound on log p(x), since
+    q(z|x~) is just another distribution over z (the denoising VAE of Shu et al., 2018).
     """
-    x, x_enc = _flat_inputs(x, encoder_input)
-    draws = samples if samples > 1 else None
-    use_analytic = model.has_analytic_kl if analytic_kl is None else analytic_kl
-    if use_analytic:
-        mu, logvar = model.encode(x_enc)
-        z = model.reparameterize(mu, logvar, draws, generator)
-        reconstruction = model.log_likelihood(x, z)
-        kl = model.prior.analytic_kl(mu, logvar)
-    else:
-        z, log_q = model.rsample_posterior(x_enc, draws, generator)
-        reconstruction = model.log_likelihood(x, z)
+    x, x_enc = _inputs(model, x, encoder_input)
+    q = model.posterior(x_enc, y)
+    shape = (samples,) if samples > 1 else ()
+    z, log_q = rsample_and_log_prob(q, shape, generator)
+    reconstruction = model.log_likelihood(x, z, y)
+    kl = closed_form_kl(q, model.prior_distribution()) if analytic_kl is not False else None
+    if kl is None:
+        if analytic_kl:
+            raise VaekitError(f"KL({type(q).__name__} || {type(model.prior_distribution()).__name__}) has no closed "
+                              "form registered (torch.distributions.register_kl); use analytic_kl=False")
         kl = log_q - model.log_prior(z)
     if samples > 1:
         reconstruction = reconstruction.mean(0)
@@ -72,45 +78,46 @@ def elbo(
     return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
-def _sampled_terms(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None,
+def sampled_terms(
+    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None,
     encoder_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, B), nats.
+    """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, N), nats.
 
     With ``encoder_input`` x~ the proposal is q(z|x~) (see :func:`elbo`); the bound still holds.
     """
-    x, x_enc = _flat_inputs(x, encoder_input)
-    z, log_q = model.rsample_posterior(x_enc, k, generator)  # (k, B, L), (k, B)
-    return model.log_likelihood(x, z), log_q - model.log_prior(z)
+    x, x_enc = _inputs(model, x, encoder_input)
+    z, log_q = rsample_and_log_prob(model.posterior(x_enc, y), (k,), generator)  # (k, N, L), (k, N)
+    return model.log_likelihood(x, z, y), log_q - model.log_prior(z)
 
 
 def log_importance_weights(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None
 ) -> torch.Tensor:
-    """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x); shape (k, B), nats."""
-    rec, kl = _sampled_terms(model, x, k, generator)
+    """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x); shape (k, N), nats."""
+    rec, kl = sampled_terms(model, x, k, generator, y)
     return rec - kl
 
 
-def iwae_bound(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """IWAE_k(x) = log (1/k) sum_i w_i, per example (B,), nats; computed with logsumexp."""
+def iwae_bound(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+               y: Any = None) -> torch.Tensor:
+    """IWAE_k(x) = log (1/k) sum_i w_i, per example (N,), nats; computed with logsumexp."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    log_w = log_importance_weights(model, x, k, generator)
+    log_w = log_importance_weights(model, x, k, generator, y)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 
 def iwae_terms(
-    model: VAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
-    encoder_input: torch.Tensor | None = None,
+    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+    encoder_input: torch.Tensor | None = None, y: Any = None,
 ) -> tuple[torch.Tensor, ElboTerms]:
     """The IWAE_k bound and, from the same k draws, the Monte Carlo ELBO and its terms.
 
     With log w_i = log p(x|z_i) - [log q(z_i|x) - log p(z_i)], the mean over i of log w_i is an
     unbiased ELBO estimate (reconstruction minus Monte Carlo KL); the logsumexp is the bound.
     """
-    rec, kl = _sampled_terms(model, x, k, generator, encoder_input)
+    rec, kl = sampled_terms(model, x, k, generator, y, encoder_input)
     log_w = rec - kl
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     rec_m, kl_m = rec.mean(0), kl.mean(0)

@@ -50,6 +50,22 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
+def _networks(spec: dict[str, Any]) -> str:
+    """A short name of the model's networks: "mlp 400", "conv", or the class names of the user's."""
+    if spec.get("model") == "hvae":
+        return f"{spec.get('arch')} {'-'.join(map(str, spec.get('hidden', [])))}"
+    parts = []
+    for role in ("encoder", "decoder"):
+        net = spec.get(role, {})
+        if net.get("name") == "custom":
+            parts.append(f"{role} {net.get('class')}")
+        elif net.get("name") == "mlp":
+            parts.append(f"mlp {'-'.join(map(str, net.get('hidden', [])))}")
+        else:
+            parts.append(str(net.get("name")))
+    return parts[0] if len(set(parts)) == 1 else ", ".join(parts)
+
+
 def _figure(png: bytes, alt: str, caption: str) -> str:
     return f"<figure>{_img(png, alt)}<figcaption>{caption}</figcaption></figure>"
 
@@ -119,7 +135,7 @@ def write_report(
     says why.
     """
     from vaekit import viz
-    from vaekit.evaluate import check_shape, evaluate_model, load_model, load_run_data, read_run_config, split_images
+    from vaekit.evaluation import check_shape, evaluate_model, load_model, load_run_data, read_run_config, split_images
 
     say = log or (lambda _msg: None)
     run = Path(run)
@@ -153,17 +169,18 @@ def write_report(
     result = None
     if x is not None:
         say(f"evaluating on {len(x)} {split} examples with K = {k} ...")
-        result = evaluate_model(model, x, k=k, seed=seed, split=split, per_example=False)
+        result = evaluate_model(model, x, k=k, seed=seed, split=split, per_example=False,
+                                labels=labels if getattr(model, "condition", 0) else None)
 
     # -- the page --
     title = f"vaekit report: {run.resolve().name}"
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    mc = model.config
-    summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {mc.arch} "
-               f"{'-'.join(map(str, mc.hidden))} &middot; latent "
-               f"{f'{mc.latent} + {mc.latent} (two levels)' if latent != mc.latent else latent} &middot; "
-               f"{html.escape(mc.likelihood.get('name', ''))} likelihood &middot; "
-               f"{html.escape(mc.prior.get('name', ''))} prior")
+    mc = model.describe()
+    level = int(mc.get("latent", latent))
+    summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {html.escape(_networks(mc))} &middot; latent "
+               f"{f'{level} + {level} (two levels)' if latent != level else latent} &middot; "
+               f"{html.escape(str(mc['likelihood'].get('name', '')))} likelihood &middot; "
+               f"{html.escape(str(mc['prior'].get('name', '')))} prior")
     head = f"<h1>{html.escape(title)}</h1><p class='sub'>{summary} &middot; written {stamp}</p>"
     for note in notes:
         sections.append(f"<p class='note'>{html.escape(note)}</p>")
@@ -194,11 +211,11 @@ def write_report(
 
     if x is not None:
         sections.append("<h2>Reconstructions</h2>" + _figure(
-            viz.figure_png(viz.reconstructions_figure(model, x, 32, split)), "reconstructions",
+            viz.figure_png(viz.reconstructions_figure(model, x, 32, split, labels)), "reconstructions",
             f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their posterior means."))
         if len(x) >= 2:
             sections.append("<h2>Interpolations</h2>" + _figure(
-                viz.figure_png(viz.interpolations_figure(model, x, 6, 10)), "interpolations",
+                viz.figure_png(viz.interpolations_figure(model, x, 6, 10, labels)), "interpolations",
                 f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
                 f"posterior means of two {html.escape(split)} images, and the second image."))
 
@@ -207,8 +224,8 @@ def write_report(
     base = None
     if x is not None:
         with torch.inference_mode():
-            base = model.encode(x[:1].to(next(model.parameters()).device))[0][0]
-    names = [f"z{j}" if latent == mc.latent else f"z{1 + j // mc.latent}[{j % mc.latent}]"  # [z1, z2] if 2 levels
+            base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
+    names = [f"z{j}" if latent == level else f"z{1 + j // level}[{j % level}]"  # [z1, z2] if 2 levels
              for j in units]
     unit_labels = [name + (f" ({activity[j]:.2f})" if activity else "") for name, j in zip(names, units)]
     sections.append("<h2>Latent traversals</h2>" + _figure(
@@ -233,8 +250,8 @@ def write_report(
 
     settings = "<h2>Settings</h2><div class='cols'>"
     if cfg:
-        settings += _settings_table("training (config.json)", cfg)
-    settings += _settings_table("model (model.json)", mc.to_dict()) + "</div>"
+        settings += _settings_table("training (config.json)", {k: v for k, v in cfg.items() if k != "model"})
+    settings += _settings_table("model (model.json)", {k: v for k, v in mc.items() if k != "format"}) + "</div>"
     sections.append(settings)
 
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -242,7 +259,7 @@ def write_report(
             f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
     path = Path(out) if out is not None else run / "report.html"
     try:
-        from vaekit.checkpoint import atomic_write_text
+        from vaekit.io.checkpoint import atomic_write_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, page)

@@ -1,34 +1,47 @@
 """The trainer: minibatch Adam on -ELBO (or -IWAE_k), validation, checkpoints, resume.
 
-For in-memory data sets a batch is ``train[perm[i:i+B]]``, one indexing of a tensor with a
-shuffled permutation (no per-sample Dataset/DataLoader overhead); dynamic binarization draws
-x ~ Bernoulli(grey levels) on the batch. Each epoch ends with the validation ELBO (a fixed
-noise seed, so epochs are comparable), a line in ``RUN/metrics.jsonl``, the best weights in
-``RUN/model.safetensors`` and the full training state in ``RUN/checkpoint.safetensors``
-(atomic writes), from which ``resume=True`` continues bit for bit.
+Two entry points share one loop. :func:`fit` trains a model the user built (any encoder and decoder) on tensors,
+arrays or a vaekit data set; :func:`train` builds the model a :class:`~vaekit.config.TrainConfig` describes
+(what ``vaekit train`` and the recipes do) and calls the same loop.
+
+For in-memory data a batch is ``train[perm[i:i+B]]``, one indexing of a tensor with a shuffled permutation (no
+per-sample Dataset/DataLoader overhead); dynamic binarization draws x ~ Bernoulli(grey levels) on the batch.
+Each epoch ends with the validation ELBO (a fixed noise seed, so epochs are comparable), a line in
+``RUN/metrics.jsonl``, the best weights in ``RUN/model.safetensors`` (+ ``model.json``) and the full training
+state in ``RUN/checkpoint.safetensors`` (atomic writes), from which ``resume=True`` continues bit for bit.
+Under ``torchrun`` each process takes its share of every epoch and DDP averages the gradients.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from vaekit import checkpoint as ckpt
-from vaekit import distributed as D
-from vaekit.config import TrainConfig
-from vaekit.errors import CheckpointError, ConfigError, VaekitError
-from vaekit.model import VAE, ModelConfig, build_model
+from vaekit import runtime as D
+from vaekit.config import TrainConfig, from_dict
+from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
+from vaekit.io import checkpoint as ckpt
+from vaekit.io.runs import append_metrics, read_metrics, run_lock, trim_metrics
+from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, load_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
+from vaekit.runtime import autocast_context, resolve_device, set_precision
+
+__all__ = ["LossModule", "TrainResult", "TrainingDiverged", "fit", "model_for", "read_metrics", "resolve_device",
+           "run_lock", "train"]
+
+#: ``dataset`` in the config.json of a run trained by :func:`fit` on data given in memory.
+IN_MEMORY = "in-memory"
 
 
 class TrainingDiverged(VaekitError):
@@ -46,6 +59,7 @@ class TrainResult:
     seconds: float
     stopped_early: bool
     best_valid_iwae: float | None = None  # the kept epoch's validation IWAE_k bound (IWAE objective only)
+    model: Any = dataclasses.field(default=None, repr=False, compare=False)  # the trained model (last epoch)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
@@ -56,94 +70,22 @@ class TrainResult:
         return out
 
 
-# -- devices and precision ------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise VaekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0) -> LatentVariableModel:
+    """The model ``cfg`` describes for data of ``shape`` (binary or not), conditional on ``condition`` classes."""
+    likelihood = cfg.component("likelihood", "bernoulli" if binary else "gaussian")
+    if likelihood["name"] == "pixelcnn" and not binary:
+        raise ConfigError(f"likelihood pixelcnn models binary pixels but {cfg.dataset} is grey-level; "
+                          "add --binarize dynamic (or threshold), or use likelihood gaussian")
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise VaekitError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise VaekitError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise VaekitError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward pass where asked; tf32 is a global matmul setting."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def set_precision(device: torch.device, precision: str) -> None:
-    if device.type == "cuda":
-        allow = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
-
-
-# -- run directory ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def run_lock(run: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``RUN/.lock``; a second run on the same directory is refused."""
-    run.mkdir(parents=True, exist_ok=True)
-    try:
-        fh = open(run / ".lock", "a+")  # noqa: SIM115 - held for the whole run
-    except OSError as exc:
-        raise ckpt.write_failed(run / ".lock", exc) from None
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "another process"
-            raise CheckpointError(
-                f"{run} is in use by another vaekit run ({owner}); wait for it to finish or choose another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
-def model_config_for(cfg: TrainConfig, shape: tuple[int, int, int], binary: bool) -> ModelConfig:
-    name = cfg.likelihood or ("bernoulli" if binary else "gaussian")
-    likelihood: dict[str, Any] = {"name": name}
-    if name == "pixelcnn":
-        if not binary:
-            raise ConfigError(f"likelihood pixelcnn models binary pixels but {cfg.dataset} is grey-level; "
-                              "add --binarize dynamic (or threshold), or use likelihood gaussian")
-        likelihood.update(shape=list(shape), params=cfg.pixelcnn_params, layers=cfg.pixelcnn_layers,
-                          channels=cfg.pixelcnn_channels, kernel=cfg.pixelcnn_kernel)
-    prior: dict[str, Any] = {"name": cfg.prior}
-    if cfg.prior == "vamp":
-        prior["components"] = cfg.vamp_components
-    return ModelConfig(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=list(cfg.hidden),
-                       activation=cfg.activation, likelihood=likelihood, prior=prior, levels=cfg.levels,
-                       flow=cfg.flow, flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden,
-                       flow_layers=cfg.flow_layers, flow_context=cfg.flow_context)
+        if cfg.levels == 2:
+            return HierarchicalVAE(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=cfg.hidden,
+                                   activation=cfg.activation, conv_channels=cfg.conv_channels,
+                                   prior=cfg.component("prior"), likelihood=likelihood)
+        return VAE(latent=cfg.latent, shape=shape, posterior=cfg.component("posterior"), likelihood=likelihood,
+                   prior=cfg.component("prior"), condition=condition, arch=cfg.model, hidden=cfg.hidden,
+                   activation=cfg.activation, conv_channels=cfg.conv_channels)
+    except ValueError as exc:
+        raise ConfigError(f"cannot build the model for {cfg.dataset} images of shape {tuple(shape)}: {exc}") from None
 
 
 def load_data(cfg: TrainConfig):
@@ -173,26 +115,32 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
+def _batches(data: torch.Tensor, labels: torch.Tensor | None, rows: int):
+    for start in range(0, data.shape[0], rows):
+        yield data[start : start + rows], (labels[start : start + rows] if labels is not None else None)
+
+
 @torch.no_grad()
-def evaluate_elbo_sums(model: VAE, data: torch.Tensor, batch_size: int, seed: int,
-                       autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+def evaluate_elbo_sums(model: LatentVariableModel, data: torch.Tensor, batch_size: int, seed: int,
+                       autocast: contextlib.AbstractContextManager | None = None,
+                       labels: torch.Tensor | None = None) -> torch.Tensor:
     """[sum ELBO, sum reconstruction, sum KL] over ``data`` (float64), single sample, fixed noise."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=data.device).manual_seed(seed)
     totals = torch.zeros(3, dtype=torch.float64, device=data.device)
-    for start in range(0, data.shape[0], batch_size):
-        x = data[start : start + batch_size]
+    for x, y in _batches(data, labels, batch_size):
         with autocast or contextlib.nullcontext():
-            t = elbo(model, x, generator=gen)
+            t = elbo(model, x, y, generator=gen)
         totals += torch.stack([t.elbo.sum(), t.reconstruction.sum(), t.kl.sum()]).double()
     model.train(was_training)
     return totals
 
 
 @torch.no_grad()
-def evaluate_iwae_sum(model: VAE, data: torch.Tensor, k: int, batch_size: int, seed: int,
-                      autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+def evaluate_iwae_sum(model: LatentVariableModel, data: torch.Tensor, k: int, batch_size: int, seed: int,
+                      autocast: contextlib.AbstractContextManager | None = None,
+                      labels: torch.Tensor | None = None) -> torch.Tensor:
     """[sum over ``data`` of IWAE_k(x)] (float64, shape (1,)), fixed noise.
 
     Each chunk holds 8 x ``batch_size`` (example, draw) pairs, so memory stays bounded for any k."""
@@ -200,13 +148,81 @@ def evaluate_iwae_sum(model: VAE, data: torch.Tensor, k: int, batch_size: int, s
     model.eval()
     gen = torch.Generator(device=data.device).manual_seed(seed)
     total = torch.zeros(1, dtype=torch.float64, device=data.device)
-    rows = max(1, 8 * batch_size // k)
-    for start in range(0, data.shape[0], rows):
+    for x, y in _batches(data, labels, max(1, 8 * batch_size // k)):
         with autocast or contextlib.nullcontext():
-            bound, _ = iwae_terms(model, data[start : start + rows], k, gen)
+            bound, _ = iwae_terms(model, x, k, gen, y=y)
         total += bound.double().sum()
     model.train(was_training)
     return total
+
+
+# -- data in memory ---------------------------------------------------------------------------
+
+
+def _as_images(data: Any, what: str) -> torch.Tensor:
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor):
+        raise DataError(f"{what} must be a tensor or array of images (N, C, H, W), or a vaekit data set; "
+                        f"got a {type(data).__name__}")
+    if data.dim() < 2 or data.shape[0] == 0:
+        raise DataError(f"{what} must be a batch of examples (N, C, H, W) with N >= 1; got shape {tuple(data.shape)}")
+    if not data.is_floating_point():
+        data = data.float()
+    if not bool(torch.isfinite(data).all()):
+        raise DataError(f"{what} holds NaN or infinite values")
+    return data.float()
+
+
+def in_memory_dataset(train: Any, valid: Any = None) -> Any:
+    """A data set (the attributes :func:`fit` reads) from tensors or arrays; ``(x, y)`` pairs carry labels.
+
+    A vaekit :class:`~vaekit.data.Dataset` is returned as it is. Without ``valid`` nothing is held out: the
+    kept weights are then those of the last epoch.
+    """
+    if hasattr(train, "train") and hasattr(train, "shape") and valid is None:
+        return train
+
+    def split(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            x, y = _as_images(data[0], what), torch.as_tensor(data[1]).long()
+            if y.shape != (x.shape[0],):
+                raise DataError(f"the labels of {what} must be (N,) = ({x.shape[0]},); got {tuple(y.shape)}")
+            return x, y
+        return _as_images(data, what), None
+
+    x, y = split(train, "train")
+    if valid is not None:
+        vx, vy = split(valid, "valid")
+        if tuple(vx.shape[1:]) != tuple(x.shape[1:]):
+            raise DataError(f"valid has examples of shape {tuple(vx.shape[1:])}, train {tuple(x.shape[1:])}")
+        if (vy is None) != (y is None):
+            raise DataError("give labels for both train and valid, or for neither")
+    else:
+        vx, vy = x[:0], (y[:0] if y is not None else None)
+    binary = bool(((x == 0) | (x == 1)).all()) and bool(((vx == 0) | (vx == 1)).all())
+    labels = {"train": y, "valid": vy, "test": None if y is None else y[:0]}
+    classes = int(max(int(y.max()), int(vy.max()) if vy is not None and vy.numel() else 0)) + 1 \
+        if y is not None else None
+    return types.SimpleNamespace(name=IN_MEMORY, train=x, valid=vx, test=x[:0], shape=tuple(x.shape[1:]),
+                                 binary=binary, dynamic=False, labels=labels.get,
+                                 classes=tuple(str(c) for c in range(classes)) if classes else None)
+
+
+def _labels(ds: Any, split: str) -> torch.Tensor | None:
+    getter = getattr(ds, "labels", None)
+    return getter(split) if callable(getter) else None
+
+
+def _classes(ds: Any) -> int:
+    classes = getattr(ds, "classes", None)
+    if classes:
+        return len(classes)
+    y = _labels(ds, "train")
+    if y is None or y.numel() == 0:
+        raise DataError(f"{getattr(ds, 'name', 'the data set')} has no labels to condition on; "
+                        "leave conditional off, or use a data set with labels (digits, mnist, ...)")
+    return int(y.max()) + 1
 
 
 # -- the trainer -----------------------------------------------------------------------------
@@ -222,8 +238,72 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train a VAE as ``cfg`` says, writing the run to ``out``; see the module docstring."""
-    run = Path(out)
+    """Train the model ``cfg`` describes, writing the run to ``out``; see the module docstring."""
+
+    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+        condition = _classes(ds) if cfg.conditional else 0
+        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition)
+
+    return _run(cfg, Path(out), resume, dataset, progress, on_epoch, log, build)
+
+
+def fit(
+    model: LatentVariableModel,
+    train: Any,
+    valid: Any = None,
+    *,
+    out: str | Path,
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    objective: str = "elbo",
+    k: int = 1,
+    beta: float = 1.0,
+    warmup: int = 0,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> TrainResult:
+    """Train an already built ``model`` on ``train`` (tensor or array (N, C, H, W), an ``(x, y)`` pair of
+    images and labels for a conditional model, or a vaekit data set), writing the run folder ``out``.
+
+    Everything the command-line trainer does: checkpoints every epoch, bit-exact ``resume=True`` (pass the
+    same model, built again), the run lock, early stopping (``patience``), DDP under ``torchrun``, a progress
+    bar and ``metrics.jsonl``. ``valid`` (same forms) chooses the kept weights by the validation bound.
+    ``settings`` are further :class:`~vaekit.config.TrainConfig` keys of training: ``lr_schedule``,
+    ``weight_decay``, ``clip_grad``, ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``,
+    ``device``, ``precision``, ``threads``, ``compile``. The model's own settings are its business: it is
+    saved as it is (``model.json``, with user networks recorded by class name only).
+    """
+    allowed = {"lr_schedule", "weight_decay", "clip_grad", "patience", "eval_batch_size", "encoder_noise",
+               "train_only", "device", "precision", "threads", "compile", "init_from"}
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"fit() got an unknown setting {unknown[0]!r}{hint}; it takes {', '.join(sorted(allowed))}")
+    if not isinstance(model, LatentVariableModel):
+        raise ConfigError(f"fit() trains a vaekit model (e.g. vaekit.VAE(encoder=..., decoder=...)); got a "
+                          f"{type(model).__name__}")
+    ds = in_memory_dataset(train, valid)
+    cfg = TrainConfig(dataset=getattr(ds, "name", IN_MEMORY) if getattr(ds, "name", None) else IN_MEMORY,
+                      epochs=epochs, batch_size=batch_size, lr=lr, objective=objective, k=k, beta=beta, warmup=warmup,
+                      seed=seed, conditional=bool(getattr(model, "condition", 0)), **settings)
+
+    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+        if hasattr(model, "build"):
+            model.build(tuple(ds.shape))
+        return model
+
+    return _run(cfg, Path(out), resume, ds, progress, on_epoch, log, build, user_model=True)
+
+
+def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False) -> TrainResult:
     ctx = D.from_env()
     say = (log or (lambda msg: None)) if ctx.is_main else (lambda msg: None)
     device = resolve_device(cfg.device)
@@ -231,12 +311,13 @@ def train(
         device = torch.device("cuda", ctx.local_rank)
     joined = ctx.enabled and not torch.distributed.is_initialized()
     D.setup(ctx, device)
+    args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model)
     try:
         if not ctx.is_main:
             error = D.broadcast_object(None, ctx)  # rank 0 says whether it could take the run
             if error:
                 raise CheckpointError(error)
-            return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device)
+            return _train_locked(*args)
         try:
             try:
                 run.mkdir(parents=True, exist_ok=True)
@@ -249,7 +330,7 @@ def train(
             raise
         try:
             D.broadcast_object("", ctx)
-            return _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device)
+            return _train_locked(*args)
         finally:
             lock.__exit__(None, None, None)
     finally:
@@ -260,30 +341,30 @@ def train(
 class LossModule(torch.nn.Module):
     """The objective as a module, so DistributedDataParallel and torch.compile can wrap it.
 
-    forward(x, beta) -> (loss, [sum ELBO, sum reconstruction, sum KL]) with
+    forward(x, beta, y) -> (loss, [sum ELBO, sum reconstruction, sum KL]) with
     loss = -mean_x [reconstruction - beta * KL]  (ELBO)  or  -mean_x IWAE_k(x).
     With ``encoder_noise`` sigma > 0 the encoder sees x + sigma * eps, eps ~ N(0, I), in training
     (the decoder still scores the clean x; the objective stays a lower bound on log p(x)).
     """
 
-    def __init__(self, model: VAE, objective: str, k: int, encoder_noise: float = 0.0):
+    def __init__(self, model: LatentVariableModel, objective: str, k: int, encoder_noise: float = 0.0):
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
         self.encoder_noise = encoder_noise
 
-    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x_enc = x + self.encoder_noise * torch.randn_like(x) if self.encoder_noise > 0 else None
         if self.objective == "iwae":
-            bound, terms = iwae_terms(self.model, x, self.k, encoder_input=x_enc)
+            bound, terms = iwae_terms(self.model, x, self.k, encoder_input=x_enc, y=y)
             loss = -bound.mean()
         else:
-            terms = elbo(self.model, x, samples=self.k, encoder_input=x_enc)
+            terms = elbo(self.model, x, y, samples=self.k, encoder_input=x_enc)
             loss = -(terms.reconstruction - beta * terms.kl).mean()
         stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
         return loss, stats
 
 
-def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device) -> TrainResult:
+def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model) -> TrainResult:
     state_path = run / ckpt.STATE_FILE
     if ctx.is_main:  # we hold the lock: a temp file here is the leftover of a killed write
         ckpt.remove_stale_temp_files(run)
@@ -296,8 +377,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             saved = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{config_path} is missing or corrupt ({exc}); cannot resume") from None
-        from vaekit.config import from_dict
-
+        if isinstance(saved, dict):
+            saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
         saved_cfg = from_dict(saved, source=str(config_path))
         saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
         for hardware in ("device", "precision", "threads", "compile", "eval_batch_size"):
@@ -312,14 +393,24 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     amp = autocast_context(device, cfg.precision)
 
     ds = dataset if dataset is not None else load_data(cfg)
-    train_x = ds.train.flatten(1).to(device=device, dtype=torch.float32).contiguous()
-    valid_x = ds.valid.flatten(1).to(device=device, dtype=torch.float32).contiguous()
+    train_x = ds.train.to(device=device, dtype=torch.float32).contiguous()
+    valid_x = ds.valid.to(device=device, dtype=torch.float32).contiguous()
     if train_x.shape[0] == 0:
         raise VaekitError(f"the training split of {cfg.dataset} is empty")
     dynamic = bool(getattr(ds, "dynamic", False))
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_config_for(cfg, tuple(ds.shape), bool(ds.binary))).to(device)
+    if not user_model:
+        torch.manual_seed(cfg.seed)
+    model = build(cfg, ds).to(device)
+    conditional = bool(getattr(model, "condition", 0))
+    train_y = valid_y = None
+    if conditional:
+        train_y, valid_y = _labels(ds, "train"), _labels(ds, "valid")
+        if train_y is None or valid_y is None:
+            raise DataError("the model is conditional but the data has no labels; give (images, labels) pairs")
+        train_y, valid_y = train_y.to(device), valid_y.to(device)
+    if user_model:
+        torch.manual_seed(cfg.seed)
     if ctx.enabled:  # every rank its own reparameterization and binarization noise
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
     if cfg.init_from is not None and not (resume and state_path.exists()):
@@ -337,12 +428,16 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         if scheduler is not None and progress_state.get("scheduler"):
             scheduler.load_state_dict(progress_state["scheduler"])
         if ctx.is_main:
-            _trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
+            trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
         say(f"resuming {run} after epoch {progress_state['epoch']}")
     elif ctx.is_main:
-        _trim_metrics(run / "metrics.jsonl", 0)
+        trim_metrics(run / "metrics.jsonl", 0)
+        written = cfg.to_dict()
+        if user_model:  # the model is described by model.json, not by these settings
+            written.pop("model")
+            written["trained_with"] = "vaekit.fit"
         try:
-            ckpt.atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+            ckpt.atomic_write_text(config_path, json.dumps(written, indent=2) + "\n")
         except OSError as exc:
             raise ckpt.write_failed(config_path, exc) from None
 
@@ -358,6 +453,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         loss_module = torch.compile(loss_module)
     step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
+    valid_labels = (valid_y[ctx.rank :: ctx.world_size] if ctx.enabled else valid_y) if conditional else None
     stopped_early = False
     last = progress_state.get("last") or {}
     epoch = progress_state["epoch"]
@@ -376,10 +472,11 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
         for step in range(steps_per_epoch):
-            x = train_x[perm[step * bs : (step + 1) * bs]]
+            idx = perm[step * bs : (step + 1) * bs]
+            x = train_x[idx]
             if dynamic:
                 x = torch.bernoulli(x)
-            loss, stats = step_fn(x, beta)
+            loss, stats = step_fn(x, beta, train_y[idx] if conditional else None)
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingDiverged(
@@ -393,7 +490,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             bar.update(1)
         bar.close()
         train_e, train_r, train_k = (D.all_reduce_sum(sums, ctx) / (n * ctx.world_size)).tolist()
-        valid = _validate(model, valid_share, valid_x.shape[0], cfg, amp, ctx)
+        valid = _validate(model, valid_share, valid_x.shape[0], cfg, amp, ctx, valid_labels)
         if not math.isfinite(valid["elbo"]) and valid_x.shape[0]:
             raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch + 1}; "
                                    f"{_kept(epoch, run)}")
@@ -419,7 +516,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         progress_state["scheduler"] = scheduler.state_dict() if scheduler is not None else None
         rng = _gather_rng(_rng_state(device), ctx)
         if ctx.is_main:
-            _append_metrics(run / "metrics.jsonl", row)
+            append_metrics(run / "metrics.jsonl", row)
             if improved:
                 model.save(run)
             ckpt.save_training_state(run, model, optimizer, progress_state, rng)
@@ -435,7 +532,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                        valid_elbo=last.get("valid_elbo", math.nan),
                        best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
                        seconds=progress_state["seconds"], stopped_early=stopped_early,
-                       best_valid_iwae=progress_state.get("best_score") if cfg.objective == "iwae" else None)
+                       best_valid_iwae=progress_state.get("best_score") if cfg.objective == "iwae" else None,
+                       model=model if ctx.is_main else None)
 
 
 def _kept(epochs_done: int, run: Path) -> str:
@@ -444,14 +542,14 @@ def _kept(epochs_done: int, run: Path) -> str:
     return f"the last good checkpoint (after epoch {epochs_done}) is kept in {run}"
 
 
-def _make_step(loss_module, model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
+def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
                ctx: D.DistContext):
     """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging."""
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def step(x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with amp:
-            loss, stats = loss_module(x, beta)
+            loss, stats = loss_module(x, beta) if y is None else loss_module(x, beta, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad is not None:
@@ -475,15 +573,16 @@ def _fused_if_supported(device: torch.device) -> dict[str, bool]:
     return {"fused": True}
 
 
-def _validate(model: VAE, share: torch.Tensor, total: int, cfg: TrainConfig, amp, ctx: D.DistContext):
+def _validate(model: LatentVariableModel, share: torch.Tensor, total: int, cfg: TrainConfig, amp,
+              ctx: D.DistContext, labels: torch.Tensor | None = None):
     """Mean validation ELBO and its terms; with the IWAE objective also the mean IWAE_k bound (nats)."""
     iwae = cfg.objective == "iwae"
     if total == 0:
         return {"elbo": math.nan, "reconstruction": math.nan, "kl": math.nan, **({"iwae": math.nan} if iwae else {})}
     seed = cfg.seed + 7919 + ctx.rank
-    sums = evaluate_elbo_sums(model, share, cfg.eval_batch_size, seed, amp)
+    sums = evaluate_elbo_sums(model, share, cfg.eval_batch_size, seed, amp, labels)
     if iwae:
-        sums = torch.cat([sums, evaluate_iwae_sum(model, share, cfg.k, cfg.eval_batch_size, seed, amp)])
+        sums = torch.cat([sums, evaluate_iwae_sum(model, share, cfg.k, cfg.eval_batch_size, seed, amp, labels)])
     sums = D.all_reduce_sum(sums, ctx)
     values = (sums / total).tolist()
     return dict(zip(("elbo", "reconstruction", "kl", "iwae"), values))
@@ -491,8 +590,8 @@ def _validate(model: VAE, share: torch.Tensor, total: int, cfg: TrainConfig, amp
 
 def _init_weights(model: torch.nn.Module, run: str, device: torch.device) -> None:
     """Copy the best weights of ``run`` into ``model``; the architectures must match."""
-    from vaekit.evaluate import load_model
-
+    if not Path(run).exists():
+        raise ConfigError(f"init_from: run directory {run} not found; give a directory written by 'vaekit train'")
     try:
         source = load_model(run, device)
     except VaekitError as exc:
@@ -543,44 +642,3 @@ def _gather_rng(state: dict[str, torch.Tensor], ctx: D.DistContext) -> dict[str,
 def _collective_device(ctx: D.DistContext) -> torch.device:
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "gloo"
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        raise ckpt.write_failed(path, exc) from None
-
-
-def _trim_metrics(path: Path, epochs_done: int) -> None:
-    """Keep only the metrics of epochs a checkpoint covers (a killed run may have written more)."""
-    if not path.exists():
-        return
-    keep = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise CheckpointError(f"cannot read {path}: {reason}; move it away to start the metrics afresh") from None
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs_done:
-            keep.append(line)
-    try:
-        ckpt.atomic_write_text(path, "".join(k + "\n" for k in keep))
-    except OSError as exc:
-        raise ckpt.write_failed(path, exc) from None
-
-
-def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a run, in order."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

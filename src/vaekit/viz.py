@@ -97,7 +97,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     data = figure_png(fig, dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from vaekit.checkpoint import atomic_write_bytes
+    from vaekit.io.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, data)  # a full disk mid-write leaves the previous file, not half a PNG
     return path
@@ -107,12 +107,21 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 
 
 def _shape(model: Any) -> tuple[int, int, int]:
-    return tuple(model.config.shape)  # type: ignore[return-value]
+    return tuple(model.shape)  # type: ignore[return-value]
 
 
 def latent_size(model: Any) -> int:
-    """The size of the codes the model decodes: ``model.latent_size`` (2L for a two-level model) or L."""
-    return int(getattr(model, "latent_size", model.config.latent))
+    """The size of the codes the model decodes: ``model.latent_size`` (2L for a two-level model)."""
+    return int(model.latent_size)
+
+
+def _labels_for(model: Any, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Labels for a conditional model's pictures: the given ones, else classes 0, 1, 2, ... in turn."""
+    if not getattr(model, "condition", 0):
+        return None
+    if labels is not None:
+        return labels[:n].to(_device(model))
+    return torch.arange(n, device=_device(model)) % model.condition
 
 
 def _device(model: Any) -> torch.device:
@@ -120,19 +129,20 @@ def _device(model: Any) -> torch.device:
 
 
 @torch.inference_mode()
-def decode_means(model: Any, z: torch.Tensor) -> torch.Tensor:
-    """E[x|z] as images (N, C, H, W)."""
+def decode_means(model: Any, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """E[x|z] as images (N, C, H, W) (for a conditional model, given labels y; default: classes in turn)."""
     z = z.to(_device(model), dtype=next(model.parameters()).dtype)
-    return model.likelihood.mean(model.decode(z)).reshape(z.shape[0], *_shape(model)).clamp(0, 1).cpu()
+    y = _labels_for(model, z.shape[0], y)
+    return model.likelihood.mean(model.decode(z, y)).reshape(z.shape[0], *_shape(model)).clamp(0, 1).cpu()
 
 
 @torch.inference_mode()
 def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
     """Samples z ~ p(z): the decoded means E[x|z] and draws x ~ p(x|z), two panels."""
     gen = torch.Generator(device=_device(model)).manual_seed(seed)
-    s = model.sample(n, generator=gen)
+    s = model.sample(n, y=_labels_for(model, n), generator=gen)
     nrow = max(1, int(math.ceil(math.sqrt(n))))
-    name = model.config.likelihood.get("name", "")
+    name = getattr(model.likelihood, "name", "")
     # an autoregressive p(x|z) has no closed-form mean: its likelihood.mean is a Monte Carlo estimate
     means = "E[x|z] (estimated), z ~ p(z)" if getattr(model.likelihood, "mean_is_estimate", False) \
         else "means E[x|z], z ~ p(z)"
@@ -142,25 +152,29 @@ def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
 
 
 @torch.inference_mode()
-def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str = "test") -> Figure:
+def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str = "test",
+                           labels: torch.Tensor | None = None) -> Figure:
     """Images of a split and their reconstructions E[x | z = mu(x)], same layout side by side."""
     x = x[:n]
-    rec = model.reconstruct(x.to(_device(model))).cpu().clamp(0, 1)
+    rec = model.reconstruct(x.to(_device(model)), _labels_for(model, len(x), labels)).cpu().clamp(0, 1)
     nrow = 8 if len(x) >= 8 else len(x)
     return panels([image_grid(x, nrow), image_grid(rec, nrow)], [f"{split} images", "reconstructions E[x | mu(x)]"])
 
 
 @torch.inference_mode()
-def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: int = 10) -> Figure:
+def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: int = 10,
+                          labels: torch.Tensor | None = None) -> Figure:
     """Rows of decoded means along straight lines mu(x_a) -> mu(x_b) between posterior means of test
     images; the first and last columns are the two images themselves."""
     pairs = max(1, min(pairs, len(x) // 2))
     xa, xb = x[:pairs], x[pairs : 2 * pairs]
-    mu_a, _ = model.encode(xa.to(_device(model)))
-    mu_b, _ = model.encode(xb.to(_device(model)))
+    ya = _labels_for(model, pairs, labels)
+    mu_a = model.code(xa.to(_device(model)), ya)
+    mu_b = model.code(xb.to(_device(model)), None if labels is None else _labels_for(model, pairs, labels[pairs:]))
     t = torch.linspace(0, 1, steps, device=mu_a.device, dtype=mu_a.dtype)
     z = (1 - t)[None, :, None] * mu_a[:, None] + t[None, :, None] * mu_b[:, None]  # (P, S, L)
-    dec = decode_means(model, z.reshape(-1, z.shape[-1])).reshape(pairs, steps, *_shape(model))
+    y_rows = ya.repeat_interleave(steps) if ya is not None else None  # decoded with the first image's label
+    dec = decode_means(model, z.reshape(-1, z.shape[-1]), y_rows).reshape(pairs, steps, *_shape(model))
     rows = torch.cat([xa[:, None].cpu(), dec, xb[:, None].cpu()], 1).reshape(-1, *_shape(model))
     fig = panels([image_grid(rows, steps + 2)], [f"interpolations: image, {steps} steps from mu(a) to mu(b), image"])
     return fig
@@ -219,8 +233,7 @@ def manifold_figure(model: Any, n: int = 20) -> Figure:
 def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | None = None,
                           class_names: Sequence[str] | None = None, split: str = "test") -> Figure:
     """Posterior means mu(x) of a split's images in a 2-D latent space, coloured by label."""
-    mu, _ = model.encode(x.to(_device(model)))
-    mu = mu.cpu().numpy()
+    mu = model.code(x.to(_device(model)), _labels_for(model, len(x), labels)).cpu().numpy()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     if labels is None:
         ax.scatter(mu[:, 0], mu[:, 1], s=6, alpha=0.6, color="tab:blue")

@@ -6,7 +6,7 @@ Environment:
 
 - ``VAEKIT_KILL_WRITE=NAME:N:half``: during the N-th atomic write of a file called NAME by this
   process, put half of the bytes in the temporary file, fsync it, and die by SIGKILL (as a crash
-  in the middle of ``vaekit.checkpoint.atomic_write_bytes``).
+  in the middle of ``vaekit.io.checkpoint.atomic_write_bytes``).
 - ``VAEKIT_KILL_WRITE=NAME:N:rename``: the temporary file is complete, the process dies just
   before renaming it over NAME.
 - ``VAEKIT_KILL_STEP=N``: die by SIGKILL at the N-th optimisation step (``loss.backward()``) of
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from vaekit import checkpoint
 from vaekit.cli import main
+from vaekit.io import checkpoint
+from vaekit.models import persistence
 
 
 def die() -> None:
@@ -60,6 +61,7 @@ def hook_writes(spec: str) -> None:
         return real(path, data)
 
     checkpoint.atomic_write_bytes = atomic_write_bytes
+    persistence.atomic_write_bytes = atomic_write_bytes  # save_model's own reference (model.safetensors, model.json)
 
 
 def hook_steps(nth: int) -> None:

@@ -25,7 +25,7 @@ from reliability_helpers import (
     tensors,
 )
 
-from vaekit import checkpoint as ckpt
+from vaekit.io import checkpoint as ckpt
 
 FILES = (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.MODEL_CONFIG, "config.json", "metrics.jsonl")
 

@@ -29,7 +29,7 @@ from reliability_helpers import (
     tensors,
 )
 
-from vaekit import checkpoint as ckpt
+from vaekit.io import checkpoint as ckpt
 
 EPOCHS = 6
 

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from reliability_helpers import TINY, assert_one_line_error, metadata, run_cli, tensors
 from safetensors.torch import save as st_save
 
-from vaekit import checkpoint as ckpt
 from vaekit.config import read_config_file
 from vaekit.data import load_dataset
 from vaekit.data.amat import read_amat, write_amat
 from vaekit.errors import CheckpointError, ConfigError, DataError
-from vaekit.model import VAE
+from vaekit.io import checkpoint as ckpt
+from vaekit.models import VAE
 
 
 class Payload:
@@ -163,6 +163,7 @@ def crafted_model_files(run):
     first = next(k for k in offsets if k != "__metadata__")
     offsets[first]["data_offsets"][1] += 10**6
     hdr = json.dumps(offsets).encode()
+    unchecked = raw.replace(b'"sha256"', b'"sha257"', 1)  # the checksum's own name damaged: no checksum left
     cases = {
         "empty": b"",
         "7 bytes": raw[:7],
@@ -179,6 +180,8 @@ def crafted_model_files(run):
         "an extra tensor": st_save(extra),
         "NaN weights": st_save(nan),
         "a flipped data byte": raw[:-5] + bytes([raw[-5] ^ 0x40]) + raw[-4:],
+        "a damaged checksum name": unchecked,
+        "a damaged checksum name and a flipped data byte": unchecked[:-5] + bytes([raw[-5] ^ 0x40]) + raw[-4:],
         "a JSON file": b'{"encoder.0.weight": [1, 2, 3]}',
         "an npz file": _npz_bytes(),
     }
@@ -208,49 +211,90 @@ def test_a_directory_in_place_of_the_weights(run):
         VAE.load(run)
 
 
+def legacy(spec: dict) -> dict:
+    """The first-format (flat ``ModelConfig``) model.json of the same model as ``spec``."""
+    return {"shape": spec["shape"], "latent": spec["latent"], "arch": "mlp", "hidden": spec["encoder"]["hidden"],
+            "activation": spec["encoder"]["activation"], "likelihood": spec["likelihood"], "prior": spec["prior"],
+            "conv_channels": [32, 64], "levels": 1, "min_logvar": spec["posterior"]["min_logvar"], "flow": None,
+            "flow_steps": 2, "flow_hidden": 320, "flow_layers": 2, "flow_context": 32}
+
+
+def top(**values):
+    """An edit of model.json's top level (format vaekit-model-2)."""
+    return lambda spec: {**spec, **values}
+
+
+def part(key: str, value=None, **values):
+    """An edit of one table of model.json (encoder, decoder, posterior): replaced by ``value``, or updated."""
+    return lambda spec: {**spec, key: value if value is not None else {**spec[key], **values}}
+
+
+def old(**values):
+    """A first-format (flat) model.json of the run's model, with ``values`` in it."""
+    return lambda spec: {**legacy(spec), **values}
+
+
+#: case -> (the model.json, or an edit of the run's model.json; a word the refusal must contain: what is wrong)
 MODEL_JSON = {
-    "garbage": "not json at all",
-    "a list": "[1, 2, 3]",
-    "null": "null",
-    "not UTF-8": b"\xff\xfe\x00",
-    "an unknown key": {"evil": 1},
-    "latent as text": {"latent": "two"},
-    "latent as a float": {"latent": 2.5},
-    "a huge latent": {"latent": 10**12},
-    "an overflowing latent": {"latent": 10**30},
-    "a huge hidden layer": {"hidden": [10**11]},
-    "shape of two numbers": {"shape": [8, 8]},
-    "shape as text": {"shape": "abc"},
-    "negative hidden": {"hidden": [-1]},
-    "hidden null": {"hidden": None},
-    "unknown likelihood": {"likelihood": {"name": "poisson"}},
-    "likelihood a number": {"likelihood": 5},
-    "prior without a name": {"prior": {}},
-    "negative VampPrior components": {"prior": {"name": "vamp", "components": -1}},
-    "unknown activation": {"activation": "evil"},
-    "min_logvar text": {"min_logvar": "low"},
-    "min_logvar NaN": {"min_logvar": float("nan")},
-    "conv with negative channels": {"arch": "conv", "conv_channels": [-1]},
+    "garbage": ("not json at all", "corrupt"),
+    "a list": ("[1, 2, 3]", "list"),
+    "null": ("null", "corrupt"),
+    "not UTF-8": (b"\xff\xfe\x00", "utf-8"),
+    "an unknown key": (top(evil=1), "evil"),
+    "latent as text": (top(latent="two"), "latent"),
+    "latent as a float": (top(latent=2.5), "latent"),
+    "a huge latent": (top(latent=10**12), "latent"),
+    "an overflowing latent": (top(latent=10**30), "latent"),
+    "a huge hidden layer": (part("encoder", hidden=[10**11]), "encoder's hidden sizes"),
+    "a huge hidden layer in the decoder": (part("decoder", hidden=[10**11]), "decoder's hidden sizes"),
+    "shape of two numbers": (top(shape=[8, 8]), "shape"),
+    "shape as text": (top(shape="abc"), "shape"),
+    "negative hidden": (part("encoder", hidden=[-1]), "hidden sizes"),
+    "hidden null": (part("encoder", hidden=None), "hidden sizes"),
+    "unknown likelihood": (top(likelihood={"name": "poisson"}), "poisson"),
+    "likelihood a number": (top(likelihood=5), "likelihood"),
+    "prior without a name": (top(prior={}), "prior"),
+    "negative VampPrior components": (top(prior={"name": "vamp", "components": -1}), "components"),
+    "unknown activation": (part("encoder", activation="evil"), "activation 'evil'"),
+    "min_logvar text": (part("posterior", min_logvar="low"), "min_logvar"),
+    "min_logvar NaN": (part("posterior", min_logvar=float("nan")), "min_logvar"),
+    "conv with negative channels": (part("encoder", {"name": "conv", "channels": [-1], "hidden": 16,
+                                                     "activation": "relu"}), "channels"),
+    "another format": (top(format="vaekit-model-99"), "vaekit-model-99"),
+    "old format: a huge hidden layer": (old(hidden=[10**11]), "hidden sizes"),
+    "old format: an unknown key": (old(evil=1), "evil"),
+    "old format: min_logvar NaN": (old(min_logvar=float("nan")), "min_logvar"),
+    "old format: conv with negative channels": (old(arch="conv", conv_channels=[-1]), "channels"),
 }
+
+
+def test_an_undamaged_old_format_model_json_still_loads(run):
+    """The old-format cases below are refused for their damage, not for their format."""
+    path = run / ckpt.MODEL_CONFIG
+    want = VAE.load(run).state_dict()
+    path.write_text(json.dumps(legacy(json.loads(path.read_text()))))
+    got = VAE.load(run).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 @pytest.mark.parametrize("case", list(MODEL_JSON))
 def test_damaged_or_crafted_model_json_is_refused_without_allocating(run, case):
-    value = MODEL_JSON[case]
+    value, needle = MODEL_JSON[case]
     path = run / ckpt.MODEL_CONFIG
-    if isinstance(value, dict):
-        value = json.dumps({**json.loads(path.read_text()), **value})
+    if callable(value):
+        value = json.dumps(value(json.loads(path.read_text())))
     path.write_bytes(value if isinstance(value, bytes) else value.encode())
     start = time.perf_counter()
     with pytest.raises(CheckpointError) as info:
         VAE.load(run)
     assert time.perf_counter() - start < 10, "a crafted model.json made vaekit allocate or compute for long"
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and needle in str(info.value), str(info.value)
 
 
 def training_state_cases(run):
     """name -> (tensors, metadata) of a checkpoint.safetensors that --resume must refuse."""
     good = tensors(run / ckpt.STATE_FILE)
+    checksum = metadata(run / ckpt.STATE_FILE)["sha256"]
     meta = {k: v for k, v in metadata(run / ckpt.STATE_FILE).items() if k != "sha256"}
     progress = json.loads(meta["progress"])
     some_optim = next(k for k in good if k.startswith("optim.") and k.endswith("exp_avg"))
@@ -274,6 +318,7 @@ def training_state_cases(run):
         "model weight of the wrong shape": ({**good, model_key: torch.zeros(1)}, meta),
         "an unknown model weight": ({**good, "model.extra": torch.zeros(1)}, meta),
         "NaN model weights": ({**good, model_key: torch.full_like(good[model_key], float("nan"))}, meta),
+        "a damaged checksum name": ({**good, model_key: good[model_key] + 1}, {**meta, "sha257": checksum}),
     }
 
 
@@ -328,7 +373,7 @@ def test_randomly_damaged_checkpoints_are_refused_or_identical(good_run, tmp_pat
     shutil.copy(good_run / (ckpt.MODEL_FILE if target == ckpt.STATE_FILE else ckpt.STATE_FILE), run)
     (run / target).write_bytes(damaged)
     try:
-        loaded, meta = ckpt._read_safetensors(run / target)
+        loaded, meta = ckpt.read_safetensors(run / target)
         if target == ckpt.MODEL_FILE:
             VAE.load(run)
         else:
@@ -349,6 +394,8 @@ RUN_FILES = {
     "config.json a list": ("config.json", b"[1]"),
     "config.json an unknown data set": ("config.json", b'{"dataset": "nope"}'),
     "config.json a number as data set": ("config.json", b'{"dataset": 5}'),
+    "config.json a damaged model table": ("config.json", b'{"dataset": "digits", "model": {"latent": -1}}'),
+    "config.json a model table of the wrong type": ("config.json", b'{"dataset": "digits", "model": [1]}'),
     "config.json missing": ("config.json", None),
     "metrics.jsonl garbage": ("metrics.jsonl", b'\xff\xfe garbage\n{"epoch": "x"}\n[1,2]\nnull\n{"epoch": 1}\n'),
     "metrics.jsonl a directory": ("metrics.jsonl", "DIR"),

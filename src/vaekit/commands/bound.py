@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vaekit.evaluate import check_shape, load_model, load_run_data, split_images
+    from vaekit.evaluation import check_shape, load_model, load_run_data, split_images
     from vaekit.exact import compare_bounds
 
     if args.run is None:

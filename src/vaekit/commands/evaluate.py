@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit.evaluate import evaluate_run, format_table
+    from vaekit.evaluation import evaluate_run, format_table
 
     show = not args.json and sys.stderr.isatty()
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if show:
             print(f"\r{done}/{total} examples", end="", file=sys.stderr, flush=True)
 
-    from vaekit.train import autocast_context, resolve_device, set_precision
+    from vaekit.runtime import autocast_context, resolve_device, set_precision
 
     device = resolve_device(args.device)
     set_precision(device, args.precision)

@@ -20,18 +20,11 @@ FLAGS: dict[str, tuple] = {
     "--latent": (positive_int, "latent dimensions (default 40; per level with --levels 2)"),
     "--levels": (positive_int, "stochastic layers: 1 (VAE) or 2 (hierarchical VAE)"),
     "--activation": (str, "relu, tanh, elu, gelu, softplus or gated (gated dense and conv layers)"),
-    "--likelihood": (str, "bernoulli, gaussian, continuous-bernoulli or pixelcnn (default: from the data)"),
-    "--prior": (str, "standard or vamp"),
-    "--vamp-components": (positive_int, "pseudo-inputs of the VampPrior (default 500)"),
-    "--pixelcnn-layers": (positive_int, "masked convolutions of the pixelcnn likelihood (default 6)"),
-    "--pixelcnn-channels": (positive_int, "features per pixelcnn layer (default 64)"),
-    "--pixelcnn-params": (positive_int, "decoder outputs per pixel conditioning the pixelcnn (default 4)"),
-    "--pixelcnn-kernel": (positive_int, "odd kernel size of the pixelcnn's masked convolutions (default 3)"),
-    "--flow": (str, "normalizing flow in q(z|x): iaf or planar (default none; one level only)"),
-    "--flow-steps": (positive_int, "flow steps (default 2)"),
-    "--flow-hidden": (positive_int, "iaf: units per MADE hidden layer (default 320)"),
-    "--flow-layers": (positive_int, "iaf: MADE hidden layers (default 2)"),
-    "--flow-context": (nonnegative_int, "size of the encoder's context vector h(x) for the flow (default 32)"),
+    "--posterior": (str, "posterior family q(z|x): {posteriors} (default gaussian)"),
+    "--likelihood": (str, "likelihood p(x|z): {likelihoods} (default: bernoulli for binary data, else gaussian)"),
+    "--prior": (str, "prior p(z): {priors} (default standard)"),
+    "--flow": (str, "normalizing flow in q(z|x): iaf or planar (the same as --posterior; one level only)"),
+    "--conv-channels": (int_list, "channels of the conv networks' stride-2 layers (default 32,64)"),
     "--objective": (str, "elbo or iwae"),
     "--k": (positive_int, "samples per example (IWAE k, or ELBO samples)"),
     "--beta": (finite_float, "weight of the KL term (default 1)"),
@@ -53,6 +46,54 @@ FLAGS: dict[str, tuple] = {
 }
 
 
+def _registries() -> dict:
+    from vaekit.components import kinds
+
+    return kinds()
+
+
+def _flag_type(hint: object, flag: str):
+    text = str(hint)
+    if "int" in text and "list" not in text:
+        base = int
+    elif "float" in text:
+        base = finite_float
+    else:
+        base = str
+
+    def parse(value: str):
+        if base is int:
+            try:
+                return int(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        return base(value)
+
+    parse.__name__ = getattr(base, "__name__", "value")
+    return parse
+
+
+def component_flags() -> dict[str, tuple]:
+    """``--PREFIX-FIELD`` flags for the settings of every registered component (``--vamp-components``, ...)."""
+    import dataclasses
+    import typing
+
+    out: dict[str, tuple] = {}
+    for kind, registry in _registries().items():
+        for entry in registry.entries():
+            try:
+                hints = typing.get_type_hints(entry.config)
+            except Exception:
+                hints = {}
+            for f in dataclasses.fields(entry.config):
+                flag = f"--{entry.prefix}-{f.name}".replace("_", "-")
+                default = f.default if f.default is not dataclasses.MISSING else None
+                users = [e.name for e in registry.entries() if e.prefix == entry.prefix and f.name in e.fields()]
+                text = f"{kind} {' / '.join(users)}: {f.name.replace('_', ' ')} (default {default})"
+                out.setdefault(flag, (_flag_type(hints.get(f.name, f.type), flag), text))
+    return out
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train", help="train a VAE and write a run directory",
@@ -61,8 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+    names = {f"{kind}s": ", ".join(registry.names()) for kind, registry in _registries().items()}
     for flag, (typ, text) in FLAGS.items():
+        parser.add_argument(flag, type=typ, default=None, help=text.format(**names))
+    for flag, (typ, text) in component_flags().items():
         parser.add_argument(flag, type=typ, default=None, help=text)
+    parser.add_argument("--conditional", action="store_true", default=None,
+                        help="condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)")
     parser.add_argument("--compile", action="store_true", default=None, help="use torch.compile")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -72,12 +118,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.config import read_config_file, resolve
-    from vaekit.distributed import from_env
+    from vaekit.runtime import from_env
     from vaekit.train import train
 
     file_values = read_config_file(args.config) if args.config else {}
-    flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in FLAGS}
+    given = [*FLAGS, *component_flags()]
+    flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in given}
     flags["compile"] = args.compile
+    flags["conditional"] = args.conditional
     cfg = resolve(file_values, flags)
     main_process = from_env().is_main  # under torchrun only rank 0 prints
     quiet = args.quiet or args.json or not main_process

@@ -1,4 +1,7 @@
-"""Running under ``torchrun``: one process per device, DistributedDataParallel.
+"""The runtime: devices, arithmetic precision, and running under ``torchrun`` (one process per device, DDP).
+
+``--device auto|cpu|cuda|cuda:N|mps`` (:func:`resolve_device`) and ``--precision fp32|tf32|bf16``
+(:func:`set_precision`, :func:`autocast_context`) choose the hardware and the arithmetic.
 
 ``torchrun --nproc_per_node=N -m vaekit train ...`` sets RANK, LOCAL_RANK and WORLD_SIZE;
 :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPUs). Each rank draws its
@@ -8,12 +11,59 @@ and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from vaekit.errors import VaekitError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaekitError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise VaekitError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise VaekitError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VaekitError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VaekitError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass where asked; tf32 is a global matmul setting."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_precision(device: torch.device, precision: str) -> None:
+    """TF32 matrix products on CUDA for ``tf32``, full fp32 otherwise."""
+    if device.type == "cuda":
+        allow = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+
+
+# -- torchrun ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

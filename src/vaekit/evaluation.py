@@ -39,7 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vaekit.distributions import point, rsample_and_log_prob
+from vaekit.distributions.kl import kl_per_unit
 from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.runtime import resolve_device
 
 #: Default number of importance samples per example (Burda et al.'s protocol).
 DEFAULT_K = 5000
@@ -139,8 +142,9 @@ def bytes_per_row(model: Any, latent: int) -> int:
     decoder = getattr(model, "decoder", None)
     likelihood = getattr(model, "likelihood", None)
     z = torch.zeros(2, latent, device=device, dtype=dtype)
+    probe_y = torch.zeros(2, dtype=torch.long, device=device) if getattr(model, "condition", 0) else None
     if not isinstance(decoder, torch.nn.Module):
-        out = model.decode(z)
+        out = model.decode(z, probe_y)
         return 3 * out[0].numel() * out.element_size() + 64
     sizes: list[int] = []
     modules = list(decoder.modules())
@@ -151,9 +155,9 @@ def bytes_per_row(model: Any, latent: int) -> int:
                                                                     if isinstance(o, torch.Tensor) else 0))
              for m in modules]
     try:
-        out = model.decode(z)
+        out = model.decode(z, probe_y)
         if networked:
-            likelihood.log_prob(out.new_zeros(2, out.shape[-1] // likelihood.params_per_pixel), out)
+            likelihood.log_prob(out.new_zeros(2, *likelihood.shape), out)
     finally:
         for h in hooks:
             h.remove()
@@ -185,12 +189,14 @@ def _bernoulli_mlp_kernel(model: Any, x: torch.Tensor) -> Callable[[torch.Tensor
     log p(x|z) = sum_d [x_d l_d - softplus(l_d)], l = W h + b, and sum_d x_d l_d = h . (W^T x) + b . x,
     so only the softplus needs all D logits.
     """
-    from vaekit.model import VAE
+    from vaekit.components.likelihoods import BernoulliLikelihood
+    from vaekit.models import VAE
+    from vaekit.nn import MLP
 
-    if not isinstance(model, VAE) or getattr(model.likelihood, "name", "") != "bernoulli":
+    if not isinstance(model, VAE) or type(model.likelihood) is not BernoulliLikelihood or model.condition:
         return None
     decoder = model.decoder
-    if not isinstance(decoder, torch.nn.Sequential) or not isinstance(decoder[-1], torch.nn.Linear):
+    if type(decoder) is not MLP or not isinstance(decoder[-1], torch.nn.Linear):
         return None
     body, last = torch.nn.Sequential(*list(decoder)[:-1]), decoder[-1]
     weight, bias = last.weight, last.bias
@@ -207,12 +213,15 @@ def _bernoulli_mlp_kernel(model: Any, x: torch.Tensor) -> Callable[[torch.Tensor
     return kernel
 
 
-def log_likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function z (..., B, L) -> log p(x|z) (..., B) for the flat batch x (B, D)."""
-    kernel = _bernoulli_mlp_kernel(model, x) if fast else None
+def log_likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True,
+                          y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function z (..., B, L) -> log p(x|z) (..., B) for the flat batch x (B, D) (and labels y)."""
+    kernel = _bernoulli_mlp_kernel(model, x) if fast and y is None else None
     if kernel is not None:
         return kernel
-    return lambda z: model.log_likelihood(x, z)
+    if y is None:
+        return lambda z: model.log_likelihood(x, z)
+    return lambda z: model.log_likelihood(x, z, y)
 
 
 # -- the estimator --------------------------------------------------------------------------------
@@ -220,16 +229,16 @@ def log_likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True) -> Cal
 
 @torch.inference_mode()
 def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generator: torch.Generator,
-                     fast: bool = True) -> dict[str, torch.Tensor]:
+                     fast: bool = True, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-example statistics of K importance weights for a flat batch x (B, D), drawn k_chunk at a time.
 
     Returns (B,) tensors: ``log_px`` = logsumexp log w - log K, ``elbo`` = mean log w, ``reconstruction``
-    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2, and the encoder's
-    ``mu`` and ``logvar`` (B, L).
+    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2; the point codes
+    ``code`` (B, L) of q(z|x) and, where q and p(z) factorise with a closed form per unit, ``kl_units`` (B, L).
     """
-    mu, logvar = model.encode(x)
-    draw = model.posterior_sampler(x)
-    loglik = log_likelihood_kernel(model, x, fast)
+    q = model.posterior(x) if y is None else model.posterior(x, y)
+    prior = model.prior_distribution()
+    loglik = log_likelihood_kernel(model, x, fast, y)
     b = x.shape[0]
     lse = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
     lse2 = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
@@ -237,17 +246,21 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
     sum_kl = torch.zeros(b, device=x.device, dtype=torch.float64)
     for start in range(0, k, k_chunk):
         kc = min(k_chunk, k - start)
-        z, log_q = draw(kc, generator)  # (kc, B, L), (kc, B)
+        z, log_q = rsample_and_log_prob(q, (kc,), generator)  # (kc, B, L), (kc, B)
         rec = loglik(z)
-        kl = log_q - model.log_prior(z)
+        kl = log_q - prior.log_prob(z)
         log_w = rec - kl
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
         sum_rec += rec.sum(0, dtype=torch.float64)
         sum_kl += kl.sum(0, dtype=torch.float64)
     rec_mean, kl_mean = sum_rec / k, sum_kl / k
-    return {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
-            "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "mu": mu, "logvar": logvar}
+    out = {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
+           "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "code": point(q)}
+    units = kl_per_unit(q, prior)
+    if units is not None and units.shape == out["code"].shape:
+        out["kl_units"] = units
+    return out
 
 
 def _flat_data(data: Any, split: str = "test") -> torch.Tensor:
@@ -280,8 +293,10 @@ def evaluate_model(
     per_example: bool = True,
     fast: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    labels: Any = None,
 ) -> EvaluationResult:
-    """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``).
+    """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
+    ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
 
     Returns the mean ELBO, reconstruction and KL, the importance-sampled NLL = -log p(x) with K samples
     (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
@@ -291,53 +306,52 @@ def evaluate_model(
         raise VaekitError(f"k must be >= 1, got {k}")
     x_all = _flat_data(data, split)
     n = x_all.shape[0]
+    y_all = _condition_labels(model, data, split, labels, n)
     if n == 0:
         raise DataError(f"the {split} split is empty: nothing to evaluate")
     if device is not None:
         if isinstance(device, str):
-            from vaekit.train import resolve_device
-
             device = resolve_device(device)
         model = model.to(device)
     dev, dtype = _model_device_dtype(model)
     was_training = model.training
     model.eval()
-    latent = _latent_size(model, x_all[:1].to(dev, dtype))
+    latent = int(model.latent_size)
     bsz, k_chunk = plan_chunks(model, n, k, latent, batch_size, memory_budget, dev)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     keys = ("log_px", "elbo", "reconstruction", "kl", "ess")
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "mu", "logvar")}
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "code", "kl_units")}
     t0 = time.perf_counter()
-    frozen = getattr(getattr(model, "prior", None), "frozen", None)  # VampPrior: encode the pseudo-inputs once
+    frozen = getattr(model, "frozen", None)  # e.g. the VampPrior encodes its pseudo-inputs once
     try:
         with frozen() if frozen is not None else contextlib.nullcontext():
             for start in range(0, n, bsz):
                 x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
-                stats = log_weight_stats(model, x, k, k_chunk, gen, fast)
+                y = y_all[start : start + bsz].to(dev) if y_all is not None else None
+                stats = log_weight_stats(model, x, k, k_chunk, gen, fast, y)
                 for key in parts:
-                    parts[key].append(stats[key].detach().to("cpu", torch.float64))
+                    if key in stats:
+                        parts[key].append(stats[key].detach().to("cpu", torch.float64))
                 if progress is not None:
                     progress(min(n, start + bsz), n)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - t0
     arr = {key: torch.cat(parts[key]).numpy() for key in keys}
-    mu, logvar = torch.cat(parts["mu"]), torch.cat(parts["logvar"])
+    code = torch.cat(parts["code"])
     if not np.isfinite(arr["log_px"]).all():
         raise VaekitError(f"log p(x) is not finite for {int((~np.isfinite(arr['log_px'])).sum())} examples; "
                           "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
     gap = arr["log_px"] - arr["elbo"]
     d = x_all.shape[1]
     nll = -arr["log_px"]
-    latent_var = mu.var(0, unbiased=False) if n > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
-    prior = model.prior
+    latent_var = code.var(0, unbiased=False) if n > 1 else torch.zeros(code.shape[1], dtype=torch.float64)
     kl_per_dim: list[float] = []
     kl_analytic = None
-    # closed form only for one stochastic layer (a hierarchical model's p(z1|z2) is not N(0, I)) and a Gaussian
-    # q (with a flow, (mu, logvar) are its base distribution's)
-    if getattr(prior, "name", "") == "standard" and getattr(getattr(model, "config", None), "levels", 1) == 1 \
-            and getattr(model, "flow", None) is None:
-        per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # closed-form KL per unit, (N, L)
+    # per unit only where q(z|x) and p(z) factorise over units with a closed-form KL (distributions.kl);
+    # not with a flow, a mixture prior or a two-level model
+    if len(parts["kl_units"]) * bsz >= n and parts["kl_units"]:
+        per_dim = torch.cat(parts["kl_units"])
         kl_per_dim = per_dim.mean(0).tolist()
         kl_analytic = float(per_dim.sum(1).mean())
     bpd = 1.0 / (d * math.log(2))
@@ -378,9 +392,20 @@ def _notes(model: Any, ess: np.ndarray, k: int) -> list[str]:
     return notes
 
 
-@torch.inference_mode()
-def _latent_size(model: Any, x1: torch.Tensor) -> int:
-    return int(model.encode(x1)[0].shape[-1])
+def _condition_labels(model: Any, data: Any, split: str, labels: Any, n: int) -> torch.Tensor | None:
+    """The labels a conditional model is evaluated with, (N,) int64; None for other models."""
+    if not getattr(model, "condition", 0):
+        return None
+    if labels is None:
+        getter = getattr(data, "labels", None)
+        labels = getter(split) if callable(getter) else None
+    if labels is None:
+        raise DataError("the model is conditional: give the labels of the images (labels=..., or a data set "
+                        "with labels)")
+    y = torch.as_tensor(labels).long().reshape(-1)
+    if y.shape[0] != n:
+        raise DataError(f"got {y.shape[0]} labels for {n} images")
+    return y
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -401,16 +426,14 @@ def read_run_config(run: str | Path) -> dict[str, Any]:
 
 
 def load_model(run: str | Path, device: str | torch.device | None = None) -> Any:
-    """The best weights of a run (``VAE.load``; safetensors only), on ``device`` (``auto`` allowed)."""
-    from vaekit.model import VAE
+    """The best weights of a run (safetensors only), on ``device`` (``auto`` allowed)."""
+    from vaekit.models import load_model as load
 
     run = Path(run)
     if not run.exists():
         raise CheckpointError(f"run directory {run} not found; give a directory written by 'vaekit train'")
-    model = VAE.load(run)
+    model = load(run)
     if device is not None:
-        from vaekit.train import resolve_device
-
         model = model.to(resolve_device(str(device)) if isinstance(device, str) else device)
     model.eval()
     return model
@@ -436,6 +459,9 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
     if not name:
         raise CheckpointError(f"{Path(run) / 'config.json'} not found, so the data set is unknown; "
                               "pass --dataset NAME (e.g. digits)")
+    if name == "in-memory":
+        raise CheckpointError(f"{run} was trained by vaekit.fit on data held in memory; pass --dataset NAME "
+                              "(and --data-dir), or evaluate it in Python: vaekit.evaluate(model, x)")
     return _load_dataset(name, data_dir if data_dir is not None else cfg.get("data_dir"), cfg.get("binarize"),
                          int(cfg.get("seed", 0) or 0))
 
@@ -455,7 +481,7 @@ def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Ten
 
 
 def check_shape(model: Any, x: torch.Tensor, where: str = "the data") -> None:
-    shape = tuple(getattr(getattr(model, "config", None), "shape", ()) or ())
+    shape = tuple(getattr(model, "shape", None) or ())
     if shape and tuple(x.shape[1:]) != shape and math.prod(x.shape[1:]) != math.prod(shape):
         raise DataError(f"{where} has images of shape {tuple(x.shape[1:])} but the model was trained on {shape}; "
                         "pass the data set the run was trained on (--dataset / --data-dir)")
@@ -469,12 +495,23 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
     (the first ``limit`` examples if given)."""
     model = load_model(run, device)
     ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
-    x, _ = split_images(ds, split, seed)
+    x, y = split_images(ds, split, seed)
     if limit is not None:
-        x = x[:limit]
+        x, y = x[:limit], (y[:limit] if y is not None else None)
     check_shape(model, x, f"the {split} split")
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
-                          progress=progress)
+                          progress=progress, labels=y if getattr(model, "condition", 0) else None)
+
+
+def evaluate(model: Any, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
+             batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
+             per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> EvaluationResult:
+    """The :class:`EvaluationResult` that ``vaekit evaluate`` prints, for a model and images x (N, C, H, W)
+    (a tensor, an array or a vaekit data set's ``split``): the ELBO, log p(x) by importance sampling with
+    ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats. ``y``: labels of a
+    conditional model. Deterministic for a given ``seed``."""
+    return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
+                          memory_budget=memory_budget, per_example=per_example, labels=y)
 
 
 def format_table(r: EvaluationResult) -> str:

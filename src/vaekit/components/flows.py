@@ -20,61 +20,17 @@ Each step returns z_t and its log|det|, cheap by construction:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Initial bias of the IAF's s outputs: sigma = sigmoid(2) ~ 0.88, so each step starts close to the identity
-#: (Kingma et al., 2016, section 4: "s_t sufficiently positive, such as close to +1 or +2").
-IAF_FORGET_BIAS = 2.0
+from vaekit.components.base import POSTERIORS, Posterior
+from vaekit.distributions import DiagonalNormal, FlowDistribution
+from vaekit.nn.made import MADE
+
 FLOWS = ("iaf", "planar")
-
-
-class MaskedLinear(nn.Linear):
-    """y = (W * M) x + b with a fixed 0/1 mask M (out, in), derived from the degrees, not saved."""
-
-    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
-        super().__init__(in_features, out_features)
-        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
-
-
-class MADE(nn.Module):
-    """A masked autoregressive network (Germain et al., 2015) with a context input: (z, h) -> (m, s), each (..., L).
-
-    ``order`` gives each variable's position 1..L; output i sees z_j only when order[j] < order[i]. Hidden
-    units have degrees 0..L-1 (unit k: k mod L) and see the inputs of degree <= theirs; degree-0 units see
-    only the context h, which enters the first hidden layer unmasked. Activation ELU (Kingma et al.).
-    """
-
-    def __init__(self, latent: int, hidden: int, layers: int, context: int, order: torch.Tensor):
-        super().__init__()
-        deg_in = order.long()
-        deg_h = torch.arange(hidden) % latent
-        widths = [latent] + [hidden] * layers
-        degrees = [deg_in] + [deg_h] * layers
-        self.hidden = nn.ModuleList(
-            MaskedLinear(widths[i], widths[i + 1], degrees[i + 1][:, None] >= degrees[i][None, :])
-            for i in range(layers)
-        )
-        deg_out = torch.cat([deg_in, deg_in])
-        self.out = MaskedLinear(hidden, 2 * latent, deg_out[:, None] > deg_h[None, :])
-        self.context = nn.Linear(context, hidden, bias=False) if context > 0 else None
-        with torch.no_grad():
-            self.out.bias[latent:].fill_(IAF_FORGET_BIAS)
-
-    def forward(self, z: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.hidden[0](z)
-        if self.context is not None and h is not None:
-            a = a + self.context(h)
-        a = F.elu(a)
-        for layer in self.hidden[1:]:
-            a = F.elu(layer(a))
-        m, s = self.out(a).chunk(2, dim=-1)
-        return m, s
 
 
 class IAFStep(nn.Module):
@@ -148,3 +104,58 @@ class Flow(nn.Module):
             z, log_det = step(z, h)
             total = total + log_det
         return z, total
+
+
+@dataclass
+class FlowConfig:
+    steps: int = 2  # flow steps T
+    hidden: int = 320  # iaf: units per MADE hidden layer
+    layers: int = 2  # iaf: MADE hidden layers
+    context: int = 32  # size of the context h(x) the encoder gives the flow (0: none)
+    min_logvar: float = -12.0  # floor on the base Gaussian's log-variance
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("steps", 1, 64), ("hidden", 1, 2**20), ("layers", 1, 16), ("context", 0, 2**20)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be an integer from {low} to {high}, got {value}")
+        if not math.isfinite(self.min_logvar):
+            raise ValueError(f"min_logvar must be a finite number, got {self.min_logvar}")
+
+
+class FlowPosterior(Posterior):
+    """q(z|x): a diagonal Gaussian base q_0(z_0|x) followed by a flow; the encoder gives (N, 2L + context) =
+    [mu, logvar, h(x)]. log q(z|x) = log q_0(z_0|x) - sum_t log|det| (see the module docstring)."""
+
+    kind_of_flow = ""
+
+    def __init__(self, latent: int, steps: int = 2, hidden: int = 320, layers: int = 2, context: int = 32,
+                 min_logvar: float = -12.0):
+        super().__init__(latent)
+        self.steps, self.hidden, self.layers, self.context = int(steps), int(hidden), int(layers), int(context)
+        self.min_logvar = float(min_logvar)
+        self.flow = Flow(self.kind_of_flow, latent, self.steps, self.hidden, self.layers, self.context)
+
+    @property
+    def param_size(self) -> int:
+        return 2 * self.latent + self.context
+
+    def forward(self, params: torch.Tensor) -> FlowDistribution:
+        n = self.latent
+        base = DiagonalNormal(params[..., :n], params[..., n : 2 * n].clamp(min=self.min_logvar))
+        context = params[..., 2 * n :] if self.context > 0 else None
+        return FlowDistribution(base, self.flow, context)
+
+
+@POSTERIORS.register("iaf", FlowConfig, prefix="flow", help="inverse autoregressive flow on a Gaussian q(z|x)")
+class IAFPosterior(FlowPosterior):
+    """q(z|x) with T inverse autoregressive flow steps (Kingma et al., 2016)."""
+
+    kind_of_flow = "iaf"
+
+
+@POSTERIORS.register("planar", FlowConfig, prefix="flow", help="planar flows on a Gaussian q(z|x)")
+class PlanarPosterior(FlowPosterior):
+    """q(z|x) with T planar flow steps (Rezende & Mohamed, 2015)."""
+
+    kind_of_flow = "planar"

@@ -77,23 +77,15 @@ def write_failed(path: Path, exc: OSError) -> CheckpointError:
                            "(free some space or choose another --out)")
 
 
-def _state_dict_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+def state_dict_tensors(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     return {prefix + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_model(model: Any, directory: Path) -> None:
-    """Write ``model.safetensors`` (weights) and ``model.json`` (architecture) atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = _save(_state_dict_tensors(model), {"format": FORMAT, "kind": "model"})
-    text = json.dumps(model.config.to_dict(), indent=2) + "\n"
-    for name, payload in ((MODEL_FILE, data), (MODEL_CONFIG, text.encode("utf-8"))):
-        try:
-            atomic_write_bytes(directory / name, payload)
-        except OSError as exc:
-            raise write_failed(directory / name, exc) from None
+#: The metadata a file without a checksum may hold: what vaekit wrote before it wrote checksums (or nothing).
+_UNCHECKED_METADATA = {"format", "kind", "progress", "optimizer"}
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"{path} not found; is this a vaekit run directory (made by 'vaekit train')?")
     try:
@@ -110,6 +102,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             f"{path} is not a valid safetensors file ({str(exc).splitlines()[0][:120]}); "
             "vaekit loads only safetensors checkpoints and never unpickles files"
         ) from None
+    if "sha256" not in metadata and set(metadata) - _UNCHECKED_METADATA:  # e.g. the key "sha256" itself damaged
+        raise CheckpointError(f"{path} is corrupt: it has no checksum (sha256) but other metadata "
+                              f"{sorted(set(metadata) - _UNCHECKED_METADATA)[:3]} (a damaged copy or disk?)")
     if "sha256" in metadata and metadata["sha256"] != _digest(tensors, metadata):
         raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with it "
                               "(a damaged copy or disk?)")
@@ -126,42 +121,16 @@ def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """safetensors bytes with a checksum in the metadata, so that a damaged file is refused, not used."""
     return st_save(tensors, metadata={**metadata, "sha256": _digest(tensors, metadata)})
 
 
-def load_model(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """Rebuild a VAE from ``path`` (a run or model directory) without executing any code."""
-    from vaekit.model import ModelConfig, build_model
-
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is not a directory; give the run directory written by 'vaekit train'")
-    cfg_path = path / MODEL_CONFIG
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{cfg_path} not found; is {path} a vaekit run directory?")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        if not isinstance(cfg, dict):
-            raise TypeError(f"expected a JSON object of settings, got a {type(cfg).__name__}")
-        config = ModelConfig(**cfg)
-        with torch.device("meta"):  # the architecture alone, no memory: checked against the file first
-            expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
-    except (json.JSONDecodeError, TypeError, ValueError, KeyError, RuntimeError, OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is corrupt or from another version: {_one_line(exc)}") from None
-    tensors, _ = _read_safetensors(path / MODEL_FILE)
-    _check_tensors(path / MODEL_FILE, tensors, expected, f"the model {cfg_path} describes")
-    model = build_model(config)
-    model.load_state_dict(tensors)
-    return model.to(map_location)
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
                    what: str) -> None:
     """The names and shapes of ``tensors`` must be ``expected``; floating-point values must be finite."""
     missing = sorted(set(expected) - set(tensors))
@@ -209,13 +178,13 @@ def save_training_state(
     rng: dict[str, torch.Tensor],
 ) -> None:
     """Write ``checkpoint.safetensors``: weights, optimizer state, RNG states, progress (JSON)."""
-    tensors = _state_dict_tensors(model, "model.")
+    tensors = state_dict_tensors(model, "model.")
     optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous().clone() for k, v in rng.items()})
     metadata = {"format": FORMAT, "kind": "training-state",
                 "progress": json.dumps(progress), "optimizer": json.dumps(optim_meta)}
-    data = _save(tensors, metadata)
+    data = safetensors_bytes(tensors, metadata)
     try:
         atomic_write_bytes(run / STATE_FILE, data)
     except OSError as exc:
@@ -227,11 +196,11 @@ def load_training_state(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore weights and optimizer from ``checkpoint.safetensors``; return (progress, rng)."""
     path = run / STATE_FILE
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT or metadata.get("kind") != "training-state":
         raise CheckpointError(f"{path} is not a vaekit training checkpoint (format {metadata.get('format')!r})")
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    _check_tensors(path, model_sd, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+    check_tensors(path, model_sd, {k: tuple(v.shape) for k, v in model.state_dict().items()},
                    "this run's model (config.json)")
     try:
         progress = json.loads(metadata["progress"])
@@ -246,7 +215,7 @@ def load_training_state(
         optimizer.load_state_dict(_unflatten_optimizer(optim_t, optim_meta))
         _check_optimizer(optimizer)
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is corrupt or does not match this run's config: {_one_line(exc)}") from None
+        raise CheckpointError(f"{path} is corrupt or does not match this run's config: {one_line(exc)}") from None
     return progress, rng
 
 

@@ -1,0 +1,169 @@
+"""The three kinds of component a latent-variable model is made of, and their registries.
+
+* a **posterior** family turns the encoder's output into q(z|x), a ``torch.distributions.Distribution`` over
+  codes z of size L (:data:`POSTERIORS`: ``gaussian``, ``iaf``, ``planar``);
+* a **prior** is p(z) as a distribution (:data:`PRIORS`: ``standard``, ``vamp``);
+* a **likelihood** turns the decoder's output into p(x|z), a distribution over images (C, H, W)
+  (:data:`LIKELIHOODS`: ``bernoulli``, ``gaussian``, ``continuous-bernoulli``, ``pixelcnn``).
+
+The contracts, which every component documents and user code can rely on:
+
+* ``Posterior.param_size`` numbers per example come out of the encoder, (N, param_size); ``posterior(params)``
+  returns q(z|x) with batch shape (N,) and event shape (L,), supporting ``rsample(sample_shape)`` and ``log_prob``.
+* ``Likelihood.param_shape`` = (P * C, H, W) comes out of the decoder for each code (channel p * C + c holds
+  parameter p of image channel c); ``likelihood(params)`` returns p(x|z) with event shape (C, H, W), whose
+  ``log_prob(x)`` sums over pixels (nats) and broadcasts x (N, C, H, W) against params (..., N, P*C, H, W).
+* ``Prior.distribution()`` returns p(z) with event shape (L,).
+
+A component stores each of its settings as an attribute of the same name, so that :meth:`Component.config`
+can describe it in a run folder, and is rebuilt from that description by its registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit import distributions as vd
+from vaekit.registry import Registry
+
+#: Posterior families q(z|x): encoder output -> distribution over z.
+POSTERIORS = Registry("posterior")
+#: Priors p(z).
+PRIORS = Registry("prior")
+#: Observation models p(x|z): decoder output -> distribution over x.
+LIKELIHOODS = Registry("likelihood")
+
+_KINDS = {"posterior": POSTERIORS, "prior": PRIORS, "likelihood": LIKELIHOODS}
+
+
+class Component(nn.Module):
+    """A registered part of a model; ``name`` is set by its registration."""
+
+    name: str = ""
+    kind: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """``{"name": ..., setting: value, ...}``: what the registry needs to build this component again."""
+        registry = _KINDS.get(self.kind)
+        out: dict[str, Any] = {"name": self.name}
+        if registry is not None and self.name in registry:
+            for f in dataclasses.fields(registry.entry(self.name).config):
+                value = getattr(self, f.name, f.default)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+
+
+class Posterior(Component):
+    """q(z|x) from the encoder's output; ``latent`` L is the size of z."""
+
+    kind = "posterior"
+
+    def __init__(self, latent: int):
+        super().__init__()
+        if int(latent) < 1:
+            raise ValueError(f"latent must be >= 1, got {latent}")
+        self.latent = int(latent)
+
+    @property
+    def param_size(self) -> int:
+        """How many numbers per example the encoder gives this posterior."""
+        raise NotImplementedError
+
+    def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
+        """q(z|x) for the encoder output ``params`` (N, param_size): batch (N,), event (L,)."""
+        raise NotImplementedError
+
+    def inference_modules(self) -> list[nn.Module]:
+        """Modules of q(z|x) that this component owns (a flow's steps), trained with the encoder."""
+        return [self]
+
+
+class Prior(Component):
+    """p(z) over codes of size ``latent``."""
+
+    kind = "prior"
+
+    def __init__(self, latent: int):
+        super().__init__()
+        self.latent = int(latent)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows .to(device, dtype)
+
+    def attach(self, encode: Callable[[torch.Tensor], Distribution]) -> None:
+        """Called by the model with its guide x -> q(z|x) (the VampPrior mixes over it); default: unused."""
+
+    def distribution(self) -> Distribution:  # pragma: no cover - interface
+        """p(z): event shape (L,)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z), nats; z (..., L) -> (...)."""
+        return self.distribution().log_prob(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n codes z ~ p(z), (n, L)."""
+        return vd.sample(self.distribution(), (n,), generator)
+
+    #: Whether p(z) depends on the encoder's weights (then refitting q(z|x) alone would change it).
+    trains_with_encoder: bool = False
+
+
+class Likelihood(Component):
+    """p(x|z) over data of ``shape`` (C, H, W) from ``params_per_pixel`` decoder outputs per value."""
+
+    kind = "likelihood"
+    params_per_pixel: int = 1
+    #: True when :meth:`mean` is a Monte Carlo estimate of E[x|z] (an autoregressive p(x|z))
+    mean_is_estimate: bool = False
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"shape must be positive sizes like (C, H, W), got {shape}")
+        self.shape: tuple[int, ...] = shape
+
+    @property
+    def event_dims(self) -> int:
+        return len(self.shape)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """The decoder's output per code: (P * C, H, W)."""
+        return (self.params_per_pixel * self.shape[0], *self.shape[1:])
+
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The P parameter blocks of ``params`` (..., P*C, H, W), each (..., C, H, W)."""
+        return params.chunk(self.params_per_pixel, dim=-self.event_dims)
+
+    def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
+        """p(x|z) for the decoder output ``params`` (..., P*C, H, W): event shape (C, H, W)."""
+        raise NotImplementedError
+
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        return self(params)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) summed over the pixels, nats; x (N, C, H, W), params (..., N, P*C, H, W) -> (..., N)."""
+        return self(params).log_prob(x)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z], in the data's units."""
+        return self(params).mean
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z), reproducible with ``generator``."""
+        return vd.sample(self(params), (), generator)
+
+
+def kinds() -> dict[str, Registry]:
+    """The component registries by kind."""
+    return dict(_KINDS)

@@ -1,0 +1,98 @@
+"""Priors p(z): the standard normal and the VampPrior.
+
+Each prior is a module whose :meth:`~vaekit.components.base.Prior.distribution` is p(z) as a
+``torch.distributions`` object: :class:`~vaekit.distributions.StandardNormal` (closed-form KL to a diagonal
+Gaussian q, registered in :mod:`vaekit.distributions.kl`) or a
+:class:`~vaekit.distributions.DiagonalGaussianMixture` (the VampPrior; its KL is estimated by Monte Carlo).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit.components.base import PRIORS, Prior
+from vaekit.distributions import DiagonalGaussianMixture, StandardNormal
+
+
+@PRIORS.register("standard", help="standard normal p(z) = N(0, I)")
+class StandardNormalPrior(Prior):
+    """p(z) = N(0, I)."""
+
+    def distribution(self) -> StandardNormal:
+        return StandardNormal(self.latent, device=self._anchor.device, dtype=self._anchor.dtype)
+
+
+@dataclass
+class VampConfig:
+    components: int = 500  # pseudo-inputs K
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.components <= 2**31 - 1:
+            raise ValueError(f"components must be an integer >= 1, got {self.components}")
+
+
+@PRIORS.register("vamp", VampConfig, help="VampPrior: a mixture of the posteriors of K learned pseudo-inputs")
+class VampPrior(Prior):
+    """The VampPrior (Tomczak & Welling, 2018): p(z) = (1/K) sum_k q(z | u_k).
+
+    A mixture of the encoder's own posteriors at K learned pseudo-inputs u_k (images in [0, 1], kept there by a
+    hard tanh as in the paper). The model attaches its guide x -> q(z|x), which must give diagonal Gaussians
+    (with a flow: its base Gaussian is mixed). log p(z) is a logsumexp over the components, the quadratic
+    forms matrix products.
+    """
+
+    def __init__(self, latent: int, shape: tuple[int, ...], components: int = 500,
+                 init_mean: float = 0.05, init_std: float = 0.01):
+        super().__init__(latent)
+        self.components = int(components)
+        self.shape = tuple(int(s) for s in shape)
+        self.data_dim = math.prod(self.shape)
+        self.pseudo_inputs = nn.Parameter(init_mean + init_std * torch.randn(self.components, self.data_dim))
+        self._encode: Callable[[torch.Tensor], Distribution] | None = None
+        self._frozen: DiagonalGaussianMixture | None = None
+
+    trains_with_encoder = True
+
+    def attach(self, encode: Callable[[torch.Tensor], Distribution]) -> None:
+        object.__setattr__(self, "_encode", encode)  # not a sub-module: the model owns the encoder
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within the block the K components q(z|u_k) are encoded once and reused (no gradients).
+
+        For evaluation, where the weights do not change: without it every log p(z) call re-encodes the K
+        pseudo-inputs, about a tenth of the work of an importance-sampled log p(x).
+        """
+        with torch.no_grad():
+            self._frozen = None
+            mixture = self.distribution()
+        self._frozen = mixture
+        try:
+            yield
+        finally:
+            self._frozen = None
+
+    def components_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of the K components q(z|u_k), each (K, L)."""
+        d = self.distribution()
+        return d.loc, d.logvar
+
+    def distribution(self) -> DiagonalGaussianMixture:
+        if self._frozen is not None:
+            return self._frozen
+        if self._encode is None:
+            raise RuntimeError("the VampPrior is not attached to an encoder; build it inside a model (vaekit.VAE)")
+        u = torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0).reshape(self.components, *self.shape)
+        q = self._encode(u)
+        q = getattr(q, "base", q)  # a flow's base Gaussian
+        if not (hasattr(q, "loc") and hasattr(q, "logvar")):
+            raise TypeError(f"the VampPrior mixes diagonal Gaussian posteriors; this model's q(z|x) is a "
+                            f"{type(q).__name__}")
+        return DiagonalGaussianMixture(q.loc, q.logvar)

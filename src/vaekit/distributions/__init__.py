@@ -1,0 +1,66 @@
+"""vaekit's own ``torch.distributions``: diagonal Gaussians by log-variance, a Gaussian mixture, factorised
+Bernoulli pixels, flows in q(z|x), and their closed-form KL terms (:mod:`vaekit.distributions.kl`).
+
+Every sampler takes a ``generator`` so that evaluations are reproducible. :func:`rsample_and_log_prob`
+draws z ~ q by reparameterization together with log q(z), for any distribution with ``rsample``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import torch
+from torch.distributions import Distribution
+
+from vaekit.distributions import kl as kl
+from vaekit.distributions.bernoulli import IndependentBernoulli, IndependentContinuousBernoulli
+from vaekit.distributions.flow import FlowDistribution
+from vaekit.distributions.mixture import DiagonalGaussianMixture
+from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal_normal_log_prob
+
+
+@lru_cache(maxsize=256)
+def _takes_generator(cls: type, method: str) -> bool:
+    try:
+        return "generator" in inspect.signature(getattr(cls, method)).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def rsample_and_log_prob(q: Distribution, sample_shape: torch.Size | tuple = (),
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, log q(z)) with z = q.rsample(sample_shape), in one pass where ``q`` offers one (flows).
+
+    ``generator`` is used where the distribution accepts one (vaekit's do); a plain ``torch.distributions``
+    object draws from the global random state.
+    """
+    cls = type(q)
+    if hasattr(q, "rsample_and_log_prob"):
+        if generator is not None and _takes_generator(cls, "rsample_and_log_prob"):
+            return q.rsample_and_log_prob(sample_shape, generator=generator)
+        return q.rsample_and_log_prob(sample_shape)
+    if generator is not None and _takes_generator(cls, "rsample"):
+        z = q.rsample(sample_shape, generator=generator)
+    else:
+        z = q.rsample(sample_shape)
+    return z, q.log_prob(z)
+
+
+def sample(d: Distribution, sample_shape: torch.Size | tuple = (),
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """d.sample(sample_shape), from ``generator`` where the distribution accepts one."""
+    if generator is not None and _takes_generator(type(d), "sample"):
+        return d.sample(sample_shape, generator=generator)
+    return d.sample(sample_shape)
+
+
+def point(q: Distribution) -> torch.Tensor:
+    """A code that stands for q(z|x) in pictures and active-unit counts: ``q.point()`` where defined
+    (a Gaussian's mean; a flow's image of its base mean), else ``q.mean``."""
+    return q.point() if hasattr(q, "point") else q.mean
+
+
+__all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FlowDistribution", "IndependentBernoulli",
+           "IndependentContinuousBernoulli", "StandardNormal", "diagonal_normal_log_prob", "point",
+           "rsample_and_log_prob", "sample"]

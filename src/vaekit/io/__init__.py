@@ -1,0 +1,1 @@
+"""Files: atomic writes, safetensors with checksums (never pickle), training state, run locks and metrics."""
