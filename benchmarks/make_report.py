@@ -63,7 +63,7 @@ a ReLU MLP with two hidden layers of 400 units (best -98.71 at epoch 49, then ov
 the recommended two-layer gated MLP of `configs/mnist-fast.toml` (best -97.06 at epoch 69).
 Neither passes -95; the VampPrior and hierarchical models of issue 10 are the next candidates.
 
-**GPU.** No GPU machine was lent to the session that measured these numbers; the GPU targets
+**GPU.** No GPU was available when these numbers were measured; the GPU targets
 (an epoch under 0.5 s, the K=5000 test evaluation under 30 s) are not measured yet.
 """
 

@@ -11,10 +11,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaekit.components.base import LIKELIHOODS, Likelihood
 from vaekit.distributions import DiagonalNormal, IndependentBernoulli, IndependentContinuousBernoulli
+from vaekit.distributions.normal import sum_event
 
 
 @LIKELIHOODS.register("bernoulli", help="binary pixels, x_d ~ Bernoulli(sigmoid(l_d))")
@@ -23,6 +25,11 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, logits: torch.Tensor) -> IndependentBernoulli:
         return IndependentBernoulli(logits, self.event_dims)
+
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """-sum_d BCE(l_d, x_d), the same as ``self(logits).log_prob(x)`` without building the distribution."""
+        x = x.expand_as(logits) if x.shape != logits.shape else x
+        return -sum_event(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), self.event_dims)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

@@ -26,7 +26,12 @@ class StandardNormalPrior(Prior):
     """p(z) = N(0, I)."""
 
     def distribution(self) -> StandardNormal:
-        return StandardNormal(self.latent, device=self._anchor.device, dtype=self._anchor.dtype)
+        anchor = self._anchor
+        cached = self.__dict__.get("_cached")
+        if cached is None or cached._device != anchor.device or cached._dtype != anchor.dtype:
+            cached = StandardNormal(self.latent, device=anchor.device, dtype=anchor.dtype)
+            self.__dict__["_cached"] = cached  # immutable: one object serves every call
+        return cached
 
 
 @dataclass

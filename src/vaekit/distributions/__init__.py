@@ -47,6 +47,14 @@ def rsample_and_log_prob(q: Distribution, sample_shape: torch.Size | tuple = (),
     return z, q.log_prob(z)
 
 
+def rsample(q: Distribution, sample_shape: torch.Size | tuple = (),
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """q.rsample(sample_shape), from ``generator`` where the distribution accepts one."""
+    if generator is not None and _takes_generator(type(q), "rsample"):
+        return q.rsample(sample_shape, generator=generator)
+    return q.rsample(sample_shape)
+
+
 def sample(d: Distribution, sample_shape: torch.Size | tuple = (),
            generator: torch.Generator | None = None) -> torch.Tensor:
     """d.sample(sample_shape), from ``generator`` where the distribution accepts one."""
@@ -63,4 +71,4 @@ def point(q: Distribution) -> torch.Tensor:
 
 __all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FlowDistribution", "IndependentBernoulli",
            "IndependentContinuousBernoulli", "StandardNormal", "diagonal_normal_log_prob", "point",
-           "rsample_and_log_prob", "sample"]
+           "rsample", "rsample_and_log_prob", "sample"]

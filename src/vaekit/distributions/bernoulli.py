@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, constraints
 
-
-def _sum_event(values: torch.Tensor, event_dims: int) -> torch.Tensor:
-    return values.flatten(-event_dims).sum(-1) if event_dims else values
+from vaekit.distributions.normal import sum_event as _sum_event
 
 
 class IndependentBernoulli(Distribution):

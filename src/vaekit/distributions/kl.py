@@ -13,10 +13,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence, register_kl
 
 from vaekit.distributions.normal import DiagonalNormal, StandardNormal
-
-
-def _sum_event(values: torch.Tensor, event_dims: int) -> torch.Tensor:
-    return values.flatten(-event_dims).sum(-1) if event_dims else values
+from vaekit.distributions.normal import sum_event as _sum_event
 
 
 @register_kl(DiagonalNormal, StandardNormal)

@@ -18,6 +18,13 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 LOG_2PI = math.log(2 * math.pi)
 
 
+def sum_event(values: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """The sum over the last ``event_dims`` dimensions (none: the values themselves)."""
+    if event_dims == 1:
+        return values.sum(-1)
+    return values.sum(tuple(range(-event_dims, 0))) if event_dims else values
+
+
 def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)) summed over the last dimension, nats."""
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
@@ -68,11 +75,10 @@ class DiagonalNormal(Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         per = LOG_2PI + self.logvar + (value - self.loc).pow(2) * torch.exp(-self.logvar)
-        return -0.5 * per.flatten(-self.event_dims).sum(-1) if self.event_dims else -0.5 * per
+        return -0.5 * sum_event(per, self.event_dims)
 
     def entropy(self) -> torch.Tensor:
-        per = 0.5 * (1.0 + LOG_2PI + self.logvar)
-        return per.flatten(-self.event_dims).sum(-1) if self.event_dims else per
+        return sum_event(0.5 * (1.0 + LOG_2PI + self.logvar), self.event_dims)
 
     def factors(self) -> Normal:
         """The independent one-dimensional factors N(mu_j, sigma_j^2), batch shape = the full shape."""

@@ -77,18 +77,18 @@ class MLP(nn.Sequential):
             width = h
         layers.append(nn.Linear(width, out_features))
         super().__init__(*layers)
-        self.in_shape = tuple(in_shape) if in_shape is not None else None
+        self.in_shape = torch.Size(in_shape) if in_shape is not None else None
         self.out_shape = tuple(out_shape) if out_shape is not None else None
         self.condition = int(condition)
+        self._flatten = len(self.in_shape) if self.in_shape is not None and len(self.in_shape) > 1 else 0
         if self.in_shape is not None and math.prod(self.in_shape) != in_features:
             raise ValueError(f"in_shape {self.in_shape} has {math.prod(self.in_shape)} values, not {in_features}")
         if self.out_shape is not None and math.prod(self.out_shape) != out_features:
             raise ValueError(f"out_shape {self.out_shape} has {math.prod(self.out_shape)} values, not {out_features}")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.in_shape is not None and len(self.in_shape) > 1 and x.dim() >= len(self.in_shape) \
-                and tuple(x.shape[-len(self.in_shape):]) == self.in_shape:
-            x = x.flatten(-len(self.in_shape))
+        if self._flatten and x.shape[-self._flatten:] == self.in_shape:  # (..., C, H, W) -> (..., C*H*W)
+            x = x.flatten(-self._flatten)
         if self.condition:
             if y is None:
                 raise ValueError("this network is conditional: call it with the conditioning input y")
