@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.distributions import kl_divergence
 
 from vaekit.distributions import rsample, rsample_and_log_prob
-from vaekit.distributions.kl import closed_form_kl
+from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import VaekitError
 
 
@@ -63,17 +64,20 @@ def elbo(
     """
     x, x_enc = _inputs(model, x, encoder_input)
     q = model.posterior(x_enc, y)
+    p = model.prior_distribution()
     shape = (samples,) if samples > 1 else ()
-    kl = closed_form_kl(q, model.prior_distribution()) if analytic_kl is not False else None
-    if kl is None:
-        if analytic_kl:
-            raise VaekitError(f"KL({type(q).__name__} || {type(model.prior_distribution()).__name__}) has no closed "
-                              "form registered (torch.distributions.register_kl); use analytic_kl=False")
-        z, log_q = rsample_and_log_prob(q, shape, generator)
-        kl = log_q - model.log_prior(z)
-    else:
+    closed = analytic_kl is not False and has_closed_form_kl(q, p)
+    if analytic_kl and not closed:
+        raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form registered "
+                          "(torch.distributions.register_kl); use analytic_kl=False")
+    if closed:
         z = rsample(q, shape, generator)
-    reconstruction = model.log_likelihood(x, z, y)
+        reconstruction = model.log_likelihood(x, z, y)
+        kl = kl_divergence(q, p)
+    else:
+        z, log_q = rsample_and_log_prob(q, shape, generator)
+        reconstruction = model.log_likelihood(x, z, y)
+        kl = log_q - model.log_prior(z)
     if samples > 1:
         reconstruction = reconstruction.mean(0)
         kl = kl.mean(0) if kl.dim() > 1 else kl

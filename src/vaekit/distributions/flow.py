@@ -35,8 +35,9 @@ class FlowDistribution(Distribution):
         """(z, log q(z|x)) for z = f(z_0), z_0 ~ q_0 by reparameterization."""
         z0 = self.base.rsample(sample_shape, generator=generator) if generator is not None \
             else self.base.rsample(sample_shape)
+        log_q0 = self.base.log_prob(z0)
         z, log_det = self.flow(z0, self.context)
-        log_q = self.base.log_prob(z0) - log_det
+        log_q = log_q0 - log_det
         self._cache = (z, log_q)
         return z, log_q
 

@@ -27,6 +27,15 @@ def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> torch.Tensor:
     return 0.5 * _sum_event(per, q.event_dims)
 
 
+def has_closed_form_kl(q: Distribution, p: Distribution) -> bool:
+    """Whether ``kl_divergence(q, p)`` has a registered closed form (looked up, not computed)."""
+    try:
+        from torch.distributions.kl import _dispatch_kl
+    except ImportError:  # pragma: no cover - an older or newer torch without the lookup: compute it
+        return closed_form_kl(q, p) is not None
+    return _dispatch_kl(type(q), type(p)) is not NotImplemented
+
+
 def closed_form_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
     """KL(q || p) from the registry, or None when no closed form is registered for the pair."""
     try:

@@ -22,7 +22,8 @@ def sum_event(values: torch.Tensor, event_dims: int) -> torch.Tensor:
     """The sum over the last ``event_dims`` dimensions (none: the values themselves)."""
     if event_dims == 1:
         return values.sum(-1)
-    return values.sum(tuple(range(-event_dims, 0))) if event_dims else values
+    # flattened first: the same order of summation as a flat (..., D) batch, so the same rounding
+    return values.flatten(-event_dims).sum(-1) if event_dims else values
 
 
 def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
