@@ -59,7 +59,7 @@ def test_torchrun_training_writes_one_set_of_files_and_resumes(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".lock", "checkpoint.safetensors", "config.json", "metrics.jsonl", "model.json",
+    assert names == [".lock", ".vaekit-run", "checkpoint.safetensors", "config.json", "metrics.jsonl", "model.json",
                      "model.safetensors"]
     state = load_file(out / "checkpoint.safetensors")
     assert {"rng.torch.0", "rng.torch.1"} <= state.keys()

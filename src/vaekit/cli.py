@@ -9,7 +9,10 @@ printed as one line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -76,13 +79,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed stdout shows here, not as a warning at exit
+        return code
     except VaekitError as exc:
         print(f"vaekit {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of stdout went away (vaekit ... | head -1): stop quietly
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command that a closed pipe stopped
+    except OSError as exc:  # a path the commands did not foresee: too long, no space, no permission, ...
+        print(f"vaekit {args.command}: error: {one_line(os_error_line(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _short(path: object, limit: int = 160) -> str:
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2:]} ({len(text)} characters)"
+
+
+def os_error_line(exc: OSError) -> str:
+    """An ``OSError`` as one line: the path(s) it concerns and the reason (``strerror``, e.g. ENAMETOOLONG)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENAMETOOLONG:
+        reason += " (a name in a path may have at most 255 bytes)"
+    paths = [_short(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError (Python's advice)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

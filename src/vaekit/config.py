@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from vaekit.errors import ConfigError
+from vaekit.resources import short
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +88,10 @@ class TrainConfig:
     MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2}
 
     def __post_init__(self) -> None:
-        validate(self)
+        try:
+            validate(self)
+        except ConfigError as exc:  # bounded: a value from a file can be huge (a YAML alias bomb)
+            raise ConfigError(short(exc)) from None
 
     def component(self, kind: str, likelihood: str | None = None) -> dict[str, Any]:
         """``{"name": ..., **settings}`` of the model's ``kind`` component (posterior, prior or likelihood)."""
@@ -201,6 +205,44 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be true or false; got {getattr(cfg, key)!r}")
     if cfg.conditional and cfg.levels != 1:
         raise ConfigError("conditional is for the one-level VAE; use levels 1")
+    shape = _known_shape(cfg.dataset)
+    if shape is not None:
+        check_model_size(cfg, shape)
+
+
+def _known_shape(dataset: str) -> tuple[int, ...] | None:
+    """The image shape of a named data set (digits, the MNISTs), None for the user's own data."""
+    if ":" in dataset:
+        return None
+    from vaekit.data import DATASETS, _canonical
+
+    entry = DATASETS.get(_canonical(dataset))
+    return tuple(entry.shape) if entry is not None else None
+
+
+def check_model_size(cfg: TrainConfig, shape: tuple[int, ...]) -> None:
+    """Refuse settings whose model would not fit in memory to train (:mod:`vaekit.resources`), in one line
+    saying which settings to lower; ``shape`` is the data's (C, H, W)."""
+    from vaekit.resources import check_parameters, spec_parameters
+
+    if cfg.levels == 2:
+        spec = {"model": "hvae", "shape": list(shape), "latent": cfg.latent, "arch": cfg.model,
+                "hidden": list(cfg.hidden), "conv_channels": list(cfg.conv_channels), "prior": cfg.component("prior")}
+    else:
+        net = {"name": "mlp", "hidden": list(cfg.hidden)} if cfg.model == "mlp" else \
+            {"name": "conv", "channels": list(cfg.conv_channels), "hidden": cfg.hidden[0]}
+        spec = {"model": "vae", "shape": list(shape), "latent": cfg.latent, "posterior": cfg.component("posterior"),
+                "prior": cfg.component("prior"), "encoder": net, "decoder": net}
+    flags = "--hidden, --latent" + (", --conv-channels" if cfg.model == "conv" else "")
+    if cfg.posterior == "iaf":
+        flags += ", --flow-hidden, --flow-layers"
+    if cfg.prior == "vamp":
+        flags += ", --vamp-components"
+    try:
+        check_parameters(spec_parameters(spec), f"the model for {cfg.dataset} images {tuple(shape)}",
+                         f"the sizes ({flags})", training=True)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -334,26 +376,27 @@ def fields_default(name: str) -> Any:
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build a TrainConfig from a mapping (flat keys, or the model's settings nested under ``model``),
     rejecting unknown keys with a suggestion."""
-    return _finish(_partial(values, source), source)
+    try:
+        return _finish(_partial(values, source), source)
+    except ConfigError as exc:
+        raise ConfigError(short(exc)) from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:  # values of the wrong types
+        raise ConfigError(short(f"{source}: a setting has a value of the wrong type ({type(exc).__name__}: "
+                                f"{exc})")) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a dict (``[train]`` table optional)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}") from None
     suffix = p.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {short(p)} must end in .toml, .yaml, .yml or .json")
+    text = _read_capped(p)
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _load_yaml(text, p)
         elif suffix == ".json":
             data = json.loads(text)
         else:
@@ -362,7 +405,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as exc:  # the parsers' own errors (TOMLDecodeError, YAMLError, JSONDecodeError)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {p} is not valid {suffix[1:].upper()}: {first}") from None
+        raise ConfigError(short(f"config file {p} is not valid {suffix[1:].upper()}: {first}")) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -370,6 +413,90 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if "train" in data and isinstance(data["train"], dict) and len(data) == 1:
         data = data["train"]
     return data
+
+
+#: The largest config file read (bytes); settings are a few hundred.
+MAX_CONFIG_BYTES = 2**20
+#: The most values a YAML file's aliases may expand to (a 265-byte alias bomb expands to billions).
+MAX_YAML_NODES = 100_000
+
+
+def _read_capped(p: Path) -> str:
+    """The text of the config file ``p``: a regular file (a link to one is fine) of at most
+    :data:`MAX_CONFIG_BYTES`; a FIFO, a device (``/dev/zero``) or a directory is refused before reading."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {short(p)} not found") from None
+    except OSError as exc:
+        raise ConfigError(short(f"cannot read config file {p}: {exc.strerror or exc}")) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+            raise ConfigError(f"config file {short(p)} is {kind}, not a regular file; give a TOML, YAML or JSON file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {short(p)} is {st.st_size} bytes, more than a config can be "
+                              f"({MAX_CONFIG_BYTES} bytes)")
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {short(p)} grew past {MAX_CONFIG_BYTES} bytes while it was read")
+    except OSError as exc:
+        raise ConfigError(short(f"cannot read config file {p}: {exc.strerror or exc}")) from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(short(f"config file {p} is not UTF-8 text: {exc}")) from None
+
+
+def _load_yaml(text: str, p: Path) -> Any:
+    """``yaml.safe_load`` that first counts the values the aliases expand to (at most :data:`MAX_YAML_NODES`)."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n: Any) -> int:  # expanded values of a node, shared (aliased) nodes counted every time
+            key = id(n)
+            if key in sizes:
+                return sizes[key]
+            sizes[key] = 1  # a recursive alias: counted once
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                for child in n.value:
+                    total += size(child)
+                    if total > MAX_YAML_NODES:
+                        break
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    total += size(k) + size(v)
+                    if total > MAX_YAML_NODES:
+                        break
+            sizes[key] = total
+            return total
+
+        if size(node) > MAX_YAML_NODES:
+            raise ConfigError(f"config file {short(p)}: its YAML aliases expand to more than {MAX_YAML_NODES} values "
+                              "(an alias bomb?); write the settings out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def resolve(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> TrainConfig:
@@ -389,4 +516,9 @@ def resolve(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> 
     pending = {**base.get("_pending", {}), **flags.get("_pending", {})}
     if pending:
         merged["_pending"] = pending
-    return _finish(merged, "the settings")
+    try:
+        return _finish(merged, "the settings")
+    except ConfigError as exc:
+        raise ConfigError(short(exc)) from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        raise ConfigError(short(f"a setting has a value of the wrong type ({type(exc).__name__}: {exc})")) from None

@@ -413,13 +413,18 @@ def _condition_labels(model: Any, data: Any, split: str, labels: Any, n: int) ->
 
 def read_run_config(run: str | Path) -> dict[str, Any]:
     """The training config of a run (``RUN/config.json``) as a dict; {} when it is absent."""
+    from vaekit.io.files import JSON_CAP, exists_or_link, read_text_capped
+
     path = Path(run) / "config.json"
-    if not path.exists():
+    if not exists_or_link(path):
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({exc}); it should be the JSON written by 'vaekit train'") from None
+        data = json.loads(read_text_capped(path, JSON_CAP, "config file"))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path} is corrupt ({' '.join(str(exc).split())[:200]}); "
+                              "it should be the JSON written by 'vaekit train'") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
     return data
@@ -455,6 +460,15 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
     if dataset is not None:
         return dataset
     cfg = read_run_config(run)
+    cfg_path = Path(run) / "config.json"
+    for key in ("dataset", "data_dir", "binarize"):
+        if not isinstance(cfg.get(key), (str, type(None))):
+            raise CheckpointError(f"{cfg_path} is corrupt: {key} is {str(cfg[key])[:40]!r}, expected a string")
+    seed = cfg.get("seed", 0)
+    if seed is None:
+        seed = 0
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63):
+        raise CheckpointError(f"{cfg_path} is corrupt: seed is {str(seed)[:40]!r}, expected a whole number >= 0")
     name = dataset_name or cfg.get("dataset")
     if not name:
         raise CheckpointError(f"{Path(run) / 'config.json'} not found, so the data set is unknown; "
@@ -463,7 +477,7 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
         raise CheckpointError(f"{run} was trained by vaekit.fit on data held in memory; pass --dataset NAME "
                               "(and --data-dir), or evaluate it in Python: vaekit.evaluate(model, x)")
     return _load_dataset(name, data_dir if data_dir is not None else cfg.get("data_dir"), cfg.get("binarize"),
-                         int(cfg.get("seed", 0) or 0))
+                         seed)
 
 
 def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -139,6 +138,7 @@ def write_report(
 
     say = log or (lambda _msg: None)
     run = Path(run)
+    path = check_report_path(Path(out) if out is not None else run / "report.html", own=out is None)  # before work
     model = load_model(run, device)
     cfg = read_run_config(run)
     metrics, metrics_note = _read_metrics(run)
@@ -255,12 +255,13 @@ def write_report(
     sections.append(settings)
 
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>{GENERATOR}"
+            f"<style>{CSS}</style></head>"
             f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
-    path = Path(out) if out is not None else run / "report.html"
     try:
         from vaekit.io.checkpoint import atomic_write_text
 
+        check_report_path(path, own=out is None)  # nothing else has appeared there meanwhile
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, page)
     except OSError as exc:
@@ -268,23 +269,31 @@ def write_report(
     return path
 
 
+#: What marks a page as a vaekit report (an existing file is replaced only when it carries it).
+GENERATOR = "<meta name='generator' content='vaekit report'>"
+_OLD_REPORT = b"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>"
+
+
+def _looks_like_report(head: bytes) -> bool:
+    return GENERATOR.encode() in head or (head.startswith(_OLD_REPORT) and b"vaekit" in head)
+
+
+def check_report_path(path: Path, own: bool = False) -> Path:
+    """``path`` may take a report: a ``.html`` name, not a run's own file, no link, no other existing file
+    (``own``: the run's default ``RUN/report.html``, replaced whatever it holds)."""
+    from vaekit.io.files import check_output
+
+    return check_output(path, ".html", None if own else _looks_like_report, "an HTML report")
+
+
 def _read_metrics(run: Path) -> tuple[list[dict[str, Any]], str | None]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
+    from vaekit.io.files import exists_or_link
+    from vaekit.io.runs import read_metrics_checked
+
+    if not exists_or_link(run / "metrics.jsonl"):
         return [], "No metrics.jsonl in the run directory, so there are no training curves."
-    rows, bad = [], 0
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return [], f"metrics.jsonl could not be read ({exc.strerror or exc}), so there are no training curves."
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
+        rows, bad = read_metrics_checked(run)
+    except VaekitError as exc:
+        return [], f"{' '.join(str(exc).split())[:300]}; so there are no training curves."
     return rows, (f"{bad} unreadable lines in metrics.jsonl were skipped." if bad else None)

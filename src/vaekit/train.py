@@ -20,7 +20,7 @@ import json
 import math
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from vaekit import runtime as D
-from vaekit.config import TrainConfig, from_dict
+from vaekit.config import TrainConfig, check_model_size, from_dict
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
+from vaekit.io import contract
 from vaekit.io.runs import append_metrics, read_metrics, run_lock, trim_metrics
 from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, load_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
@@ -45,7 +46,41 @@ IN_MEMORY = "in-memory"
 
 
 class TrainingDiverged(VaekitError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite, or the weights absurdly large; the message says which checkpoint (one
+    whose weights were all finite and below :data:`WEIGHT_LIMIT`) is kept, or that none is."""
+
+
+#: Weights of larger magnitude than this mean a diverged run: such weights are never written as a checkpoint.
+WEIGHT_LIMIT = 1e15
+
+#: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
+#: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
+RUN_ARITHMETIC = ("precision", "eval_batch_size")
+
+
+@dataclass
+class _Options:
+    overwrite: bool = False
+    explicit: frozenset[str] | None = None  # TrainConfig fields the user gave (None: those unlike the defaults)
+    check_model: Callable[[Any, TrainConfig], None] | None = None  # called with the built model, before work
+    notice: Callable[[str], None] | None = None  # where a changed resume setting is said (default: the log)
+
+
+def _differing_from_defaults(cfg: TrainConfig) -> frozenset[str]:
+    default = TrainConfig(dataset=cfg.dataset)
+    return frozenset(name for name in RUN_ARITHMETIC if getattr(cfg, name) != getattr(default, name))
+
+
+def _weights_unsound(model: torch.nn.Module) -> str | None:
+    """Why the weights cannot be kept (NaN, infinite, or above :data:`WEIGHT_LIMIT` in magnitude), or None."""
+    largest = 0.0
+    for p in model.parameters():
+        if p.is_floating_point() and p.numel():
+            value = float(p.detach().abs().max())
+            if not math.isfinite(value):
+                return "NaN or infinite weights"
+            largest = max(largest, value)
+    return f"weights of magnitude {largest:.3g}" if largest > WEIGHT_LIMIT else None
 
 
 @dataclass
@@ -72,6 +107,7 @@ class TrainResult:
 
 def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0) -> LatentVariableModel:
     """The model ``cfg`` describes for data of ``shape`` (binary or not), conditional on ``condition`` classes."""
+    check_model_size(cfg, tuple(shape))  # settings too large for memory: one line naming them, before any work
     likelihood = cfg.component("likelihood", "bernoulli" if binary else "gaussian")
     if likelihood["name"] == "pixelcnn" and not binary:
         raise ConfigError(f"likelihood pixelcnn models binary pixels but {cfg.dataset} is grey-level; "
@@ -237,14 +273,33 @@ def train(
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    explicit: Collection[str] | None = None,
+    check_model: Callable[[Any, TrainConfig], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train the model ``cfg`` describes, writing the run to ``out``; see the module docstring."""
+    """Train the model ``cfg`` describes, writing the run to ``out``; see the module docstring.
+
+    ``out`` must be a new or empty folder or a vaekit run (:mod:`vaekit.io.contract`); a run that holds files
+    is continued with ``resume`` or started afresh with ``overwrite`` (which removes only the run's own files).
+    ``explicit`` names the config fields the user chose; on ``resume`` the others of :data:`RUN_ARITHMETIC` come
+    from the run's config.json (None: the fields whose value differs from the defaults count as chosen).
+    ``check_model(model, cfg)`` may refuse the built model before any training (e.g. a memory estimate)."""
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         condition = _classes(ds) if cfg.conditional else 0
         return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition)
 
-    return _run(cfg, Path(out), resume, dataset, progress, on_epoch, log, build)
+    opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice)
+    return _run(cfg, _out_path(out), resume, dataset, progress, on_epoch, log, build, opts=opts)
+
+
+def _out_path(out: str | Path) -> Path:
+    """``out`` as a path; an empty name (which would mean the current folder) is refused."""
+    if not isinstance(out, (str, Path)) or not str(out).strip():
+        raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}; to use the current folder "
+                          "say so with --out .")
+    return Path(out)
 
 
 def fit(
@@ -262,6 +317,7 @@ def fit(
     warmup: int = 0,
     seed: int = 0,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -300,10 +356,13 @@ def fit(
             model.build(tuple(ds.shape))
         return model
 
-    return _run(cfg, Path(out), resume, ds, progress, on_epoch, log, build, user_model=True)
+    opts = _Options(overwrite, frozenset(settings))
+    return _run(cfg, _out_path(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
 
 
-def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False) -> TrainResult:
+def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
+         opts: _Options | None = None) -> TrainResult:
+    opts = opts or _Options()
     ctx = D.from_env()
     say = (log or (lambda msg: None)) if ctx.is_main else (lambda msg: None)
     device = resolve_device(cfg.device)
@@ -311,7 +370,7 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
         device = torch.device("cuda", ctx.local_rank)
     joined = ctx.enabled and not torch.distributed.is_initialized()
     D.setup(ctx, device)
-    args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model)
+    args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
     try:
         if not ctx.is_main:
             error = D.broadcast_object(None, ctx)  # rank 0 says whether it could take the run
@@ -319,6 +378,7 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
                 raise CheckpointError(error)
             return _train_locked(*args)
         try:
+            contract.check_out(run, resume=resume, overwrite=opts.overwrite, locked=False)  # before any write
             try:
                 run.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -364,25 +424,38 @@ class LossModule(torch.nn.Module):
         return loss, stats
 
 
-def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model) -> TrainResult:
+def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model,
+                  opts: _Options) -> TrainResult:
     state_path = run / ckpt.STATE_FILE
-    if ctx.is_main:  # we hold the lock: a temp file here is the leftover of a killed write
-        ckpt.remove_stale_temp_files(run)
+    if ctx.is_main:
+        state = contract.check_out(run, resume=resume, overwrite=opts.overwrite)  # again, now that we hold the lock
+        ckpt.remove_stale_temp_files(run)  # we hold the lock: a temp file here is the leftover of a killed write
+        if not state.marked or opts.overwrite:
+            contract.write_marker(run)  # before any other file of the run (a pre-marker run gets it now)
     config_path = run / "config.json"
-    if state_path.exists() and not resume:
+    if state_path.exists() and not resume and not opts.overwrite:
         raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
                               "or choose another --out")
     if resume and state_path.exists():
+        from vaekit.io.files import JSON_CAP, read_text_capped
+
         try:
-            saved = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{config_path} is missing or corrupt ({exc}); cannot resume") from None
+            saved = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
+            raise CheckpointError(f"{config_path} is missing or corrupt ({reason}); cannot resume") from None
         if isinstance(saved, dict):
             saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
         saved_cfg = from_dict(saved, source=str(config_path))
         saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
-        for hardware in ("device", "precision", "threads", "compile", "eval_batch_size"):
+        for hardware in ("device", "threads", "compile"):
             setattr(saved_cfg, hardware, getattr(cfg, hardware))  # may resume on other hardware
+        explicit = opts.explicit if opts.explicit is not None else _differing_from_defaults(cfg)
+        for name in RUN_ARITHMETIC:  # the run's own arithmetic, unless the user chose otherwise on purpose
+            mine, theirs = getattr(cfg, name), getattr(saved_cfg, name)
+            if name in explicit and mine != theirs:
+                (opts.notice or say)(f"resuming with --{name.replace('_', '-')} {mine} instead of the run's {theirs}")
+                setattr(saved_cfg, name, mine)
         cfg = saved_cfg
     elif resume:
         say(f"no checkpoint in {run}: starting a new run")
@@ -402,6 +475,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     if not user_model:
         torch.manual_seed(cfg.seed)
     model = build(cfg, ds).to(device)
+    if opts.check_model is not None:
+        opts.check_model(model, cfg)
     conditional = bool(getattr(model, "condition", 0))
     train_y = valid_y = None
     if conditional:
@@ -420,17 +495,25 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                                  **_fused_if_supported(device))
     scheduler = _make_scheduler(cfg, optimizer)
 
+    sound_epoch: int | None = 0  # the epoch of the last checkpoint whose weights are sound (0: none written)
     progress_state: dict[str, Any] = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0,
                                       "since_best": 0, "seconds": 0.0, "scheduler": None, "last": None}
     if resume and state_path.exists():
         progress_state, rng = ckpt.load_training_state(run, model, optimizer)
+        _check_resumed_state(state_path, progress_state, optimizer)
         _set_rng_state(_rank_rng(rng, ctx), device)
         if scheduler is not None and progress_state.get("scheduler"):
             scheduler.load_state_dict(progress_state["scheduler"])
         if ctx.is_main:
             trim_metrics(run / "metrics.jsonl", progress_state["epoch"])
         say(f"resuming {run} after epoch {progress_state['epoch']}")
+        if progress_state["epoch"] and _weights_unsound(model):  # written before vaekit checked this
+            sound_epoch = None
     elif ctx.is_main:
+        if opts.overwrite:  # start afresh: the run's own files go, nothing else
+            removed = contract.clear_run(run)
+            if removed:
+                say(f"--overwrite: removed {', '.join(removed)} from {run}")
         trim_metrics(run / "metrics.jsonl", 0)
         written = cfg.to_dict()
         if user_model:  # the model is described by model.json, not by these settings
@@ -449,14 +532,17 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         from torch.nn.parallel import DistributedDataParallel
 
         loss_module = DistributedDataParallel(loss_module, device_ids=[device] if device.type == "cuda" else None)
+    eager_module = loss_module
     if cfg.compile:
-        loss_module = torch.compile(loss_module)
-    step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx)
+        loss_module = _compiled(loss_module)
+    step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
     valid_labels = (valid_y[ctx.rank :: ctx.world_size] if ctx.enabled else valid_y) if conditional else None
     stopped_early = False
     last = progress_state.get("last") or {}
     epoch = progress_state["epoch"]
+    if sound_epoch is not None:
+        sound_epoch = epoch
     from tqdm.auto import tqdm
 
     while epoch < cfg.epochs:
@@ -481,7 +567,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                 bar.close()
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
-                    f"{_kept(epoch, run)}; try a lower --lr or --clip-grad"
+                    f"{_kept(sound_epoch, epoch, run)}; try a lower --lr or --clip-grad"
                 )
             sums += stats
             if step % 25 == 0 or step == steps_per_epoch - 1:
@@ -493,7 +579,11 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         valid = _validate(model, valid_share, valid_x.shape[0], cfg, amp, ctx, valid_labels)
         if not math.isfinite(valid["elbo"]) and valid_x.shape[0]:
             raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {epoch + 1}; "
-                                   f"{_kept(epoch, run)}")
+                                   f"{_kept(sound_epoch, epoch, run)}")
+        unsound = _weights_unsound(model)
+        if unsound:  # e.g. a huge --lr with no validation split to notice it: such weights are never kept
+            raise TrainingDiverged(f"training diverged: {unsound} after epoch {epoch + 1}, not saved; "
+                                   f"{_kept(sound_epoch, epoch, run)}; try a lower --lr or --clip-grad")
         epoch += 1
         seconds = time.perf_counter() - t0
         progress_state["seconds"] += seconds
@@ -520,6 +610,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             if improved:
                 model.save(run)
             ckpt.save_training_state(run, model, optimizer, progress_state, rng)
+        if sound_epoch is not None:
+            sound_epoch = epoch
         if epoch == 1 or epoch == cfg.epochs or epoch % max(1, cfg.epochs // 20) == 0:  # ~20 lines a run
             say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
                 f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
@@ -536,20 +628,63 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                        model=model if ctx.is_main else None)
 
 
-def _kept(epochs_done: int, run: Path) -> str:
+def _check_resumed_state(path: Path, progress: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """What the loop reads from a checkpoint beyond ``checkpoint.load_training_state``'s checks: a number as the
+    best score, and every Adam moment of a parameter that has any state."""
+    score = progress.get("best_score", progress.get("best_valid_elbo"))
+    if not isinstance(score, (int, float)) or isinstance(score, bool):  # NaN: a run without validation
+        raise CheckpointError(f"{path} is corrupt: its progress record has best_score {str(score)[:40]!r}, "
+                              "expected a number")
+    for state in optimizer.state.values():
+        missing = sorted({"step", "exp_avg", "exp_avg_sq"} - set(state)) if state else []
+        if missing:
+            raise CheckpointError(f"{path} is corrupt: the optimizer state lacks {', '.join(missing)} of a "
+                                  "parameter")
+
+
+def _kept(sound_epoch: int | None, epochs_done: int, run: Path) -> str:
+    """What is kept after a divergence: the last checkpoint with sound weights, or plainly none."""
     if epochs_done == 0:
         return "no checkpoint had been written yet"
-    return f"the last good checkpoint (after epoch {epochs_done}) is kept in {run}"
+    if sound_epoch is None:
+        return (f"no checkpoint with sound weights exists (the one after epoch {epochs_done} in {run} already holds "
+                "diverged weights); start afresh with --overwrite")
+    return f"the last good checkpoint (after epoch {sound_epoch}, finite weights) is kept in {run}"
+
+
+def _compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(module)`` for fixed shapes (a partial last batch runs eagerly, see :func:`_make_step`)."""
+    try:
+        return torch.compile(module, dynamic=False)
+    except Exception as exc:  # noqa: BLE001 - any failure of the compiler stack is one line
+        raise VaekitError(f"--compile is not available here ({ckpt.one_line(exc)[:160]}); train without "
+                          "--compile") from None
+
+
+def _compile_failure(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    return module.startswith(("torch._dynamo", "torch._inductor")) or type(exc).__name__ == "BackendCompilerFailed"
 
 
 def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
-               ctx: D.DistContext):
-    """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging."""
+               ctx: D.DistContext, eager: torch.nn.Module | None = None):
+    """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging.
+
+    With ``eager`` (the module ``loss_module`` compiles), a batch of another size than ``cfg.batch_size`` (the
+    partial last one) runs eagerly instead of recompiling the graph for its shape."""
     params = [p for p in model.parameters() if p.requires_grad]
+    compiled = eager is not None and eager is not loss_module
 
     def step(x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        module = eager if compiled and x.shape[0] != cfg.batch_size else loss_module
         with amp:
-            loss, stats = loss_module(x, beta) if y is None else loss_module(x, beta, y)
+            try:
+                loss, stats = module(x, beta) if y is None else module(x, beta, y)
+            except Exception as exc:
+                if module is loss_module and compiled and _compile_failure(exc):
+                    raise VaekitError(f"--compile failed in this environment ({ckpt.one_line(exc)[:160]}); "
+                                      "train without --compile") from None
+                raise
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad is not None:

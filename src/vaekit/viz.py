@@ -93,7 +93,7 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as a PNG file (the figure is closed)."""
+    """Write the figure as a PNG file (the figure is closed), atomically; a link at ``path`` is refused (OSError)."""
     path = Path(path)
     data = figure_png(fig, dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
     _show(ax, grid, f"traversals: z_j from {values[0]:.2f} to {values[-1]:.2f} (prior quantiles 5%..95%)")
     _, hh, _ = _shape(model)
     ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(len(units))])
-    ax.set_yticklabels(list(labels) if labels is not None else [f"z{j}" for j in units], fontsize=8)
+    ax.set_yticklabels([plain_text(t) for t in labels] if labels is not None else [f"z{j}" for j in units], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -243,8 +243,8 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
         for i, cls in enumerate(classes):
             sel = y == cls
-            name = class_names[int(cls)] if class_names is not None and int(cls) < len(class_names) else str(cls)
-            ax.scatter(mu[sel, 0], mu[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=name)
+            name = class_names[int(cls)] if class_names is not None and 0 <= int(cls) < len(class_names) else str(cls)
+            ax.scatter(mu[sel, 0], mu[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=plain_text(name))
         ax.legend(markerscale=2.5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xlabel("mu_1(x)")
     ax.set_ylabel("mu_2(x)")
@@ -254,15 +254,32 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
     return fig
 
 
+def plain_text(text: Any, limit: int = 60) -> str:
+    """``text`` shown as it is by matplotlib: ``$`` escaped (no mathtext), one line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text.replace("$", r"\$")
+
+
+def _plottable(v: Any) -> bool:
+    """A number matplotlib can place on an axis (finite, not a bool, well inside the float range)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 and math.isfinite(v)
+
+
 def training_curves_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
-    """ELBO, reconstruction and KL per epoch (train and validation), nats per example."""
+    """ELBO, reconstruction and KL per epoch (train and validation), nats per example.
+
+    Rows that are not objects, or whose epoch is not a whole number, are left out; so are values that are
+    not finite numbers (NaN, 1e308, strings, nested objects)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    metrics = [m for m in metrics if isinstance(m, dict)]
     epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
+    epochs = [e if isinstance(e, int) and not isinstance(e, bool) and abs(e) < 10**9 else None for e in epochs]
     for ax, key, title in zip(axes, ("elbo", "reconstruction", "kl"),
                               ("ELBO", "reconstruction E_q[log p(x|z)]", "KL(q(z|x) || p(z))")):
         for split, style in (("train", "-"), ("valid", "--")):
             ys = [m.get(f"{split}_{key}") for m in metrics]
-            pts = [(e, y) for e, y in zip(epochs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+            pts = [(e, y) for e, y in zip(epochs, ys) if e is not None and _plottable(y)]
             if pts:
                 ax.plot(*zip(*pts), style, marker="o" if len(pts) < 30 else None, ms=3, label=split)
         ax.set_title(title + " (nats)", fontsize=10)

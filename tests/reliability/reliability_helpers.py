@@ -228,3 +228,217 @@ def read_only(monkeypatch, root: Path, code: int = errno.EROFS) -> Iterator[None
             monkeypatch.setattr(os, name, f)
         monkeypatch.setattr(builtins, "open", real_open)
         monkeypatch.setattr(io, "open", real_open)
+
+
+# -- snapshots of folders and bounded in-process calls (test_fuzz_run_folders.py) ------------------
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``, links not followed: relative path -> ('file', bytes), ('link', target),
+    ('dir',) or ('special', file type). Two snapshots differ exactly where a byte, a link or an entry changed."""
+    import stat
+
+    root = Path(root)
+    entries: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into links to folders
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                entry: tuple = ("link", os.readlink(path))
+            elif stat.S_ISDIR(mode):
+                entry = ("dir",)
+            elif stat.S_ISREG(mode):
+                with open(path, "rb") as fh:
+                    entry = ("file", fh.read())
+            else:
+                entry = ("special", stat.S_IFMT(mode))
+            entries[os.path.relpath(path, root)] = entry
+    return entries
+
+
+def changed_entries(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
+    """The relative paths created, removed or changed between two :func:`snapshot_tree` snapshots."""
+    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+
+
+class Overrun(Exception):
+    """A call ran past the time limit of :func:`bounded` (it would have hung)."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float, extra_memory: int = 4 * 2**30) -> Iterator[None]:
+    """Raise :class:`Overrun` in this (main) thread after ``seconds``, and cap the address space at the
+    current size plus ``extra_memory`` bytes, so that an in-process call that would hang or eat the machine's
+    memory fails instead (a refused allocation is a MemoryError or RuntimeError in the call)."""
+    import resource
+    import signal
+
+    def ring(signum, frame):
+        raise Overrun(f"still running after {seconds} s")
+
+    with open("/proc/self/statm") as fh:
+        size = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + extra_memory if hard == resource.RLIM_INFINITY else min(hard, size + extra_memory)
+    old_handler = signal.signal(signal.SIGALRM, ring)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+# -- links, special files, checkpoint metadata (issue 16) ---------------------------------------
+
+
+def tree_state(root: Path) -> dict[str, object]:
+    """Every entry under ``root``: a link's target, a file's bytes, or the kind of a special file (no link followed)."""
+    out: dict[str, object] = {}
+    for p in sorted(Path(root).rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_symlink():
+            out[key] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[key] = p.read_bytes()
+        else:
+            out[key] = ("dir" if p.is_dir() else "special", os.lstat(p).st_mode)
+    return out
+
+
+def rewrite_checkpoint(path: Path, edit) -> None:
+    """Rewrite the safetensors file ``path`` with a valid checksum after ``edit(tensors, metadata)`` changed them
+    in place: a crafted file that only the schema checks can refuse."""
+    from vaekit.io.checkpoint import safetensors_bytes
+
+    ts, meta = tensors(path), metadata(path)
+    meta.pop("sha256", None)
+    edit(ts, meta)
+    Path(path).write_bytes(safetensors_bytes(ts, meta))
+
+
+def spawn_limited(argv: list[str], timeout: float = 60, memory: int = 4 * 2**30) -> subprocess.CompletedProcess:
+    """``vaekit argv`` in a subprocess under an address-space limit (a runaway read fails, never eats the machine)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run([PYTHON, "-m", "vaekit.cli", *argv], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=limit)
+
+
+# -- run-folder contract (test_run_contract.py) ------------------------------------------------
+
+
+def tree_bytes(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: relative path -> file bytes, ``'link:TARGET'`` or ``'dir'`` (not followed)."""
+    root = Path(root)
+    out: dict[str, bytes | str] = {}
+    if not root.exists():
+        return out
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "link:" + os.readlink(path)
+        elif path.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+# -- resource limits (tests/reliability/test_resources.py) ------------------------------------
+
+#: The memory limit the small-input cases run under (RLIMIT_AS of the child: torch imports in less).
+MEMORY_LIMIT = 2 * 2**30
+
+
+_LIMITED = """
+import atexit, os, resource, sys
+
+def _usage():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    with open(os.environ["VAEKIT_TEST_USAGE"], "w") as f:
+        f.write(f"{u.ru_utime + u.ru_stime} {u.ru_maxrss}")
+
+atexit.register(_usage)
+from vaekit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_limited(argv: list[str], cwd: Path, limit: int = MEMORY_LIMIT, timeout: float = 120,
+                env: dict[str, str] | None = None) -> tuple[int, str, float, int]:
+    """``vaekit argv`` in a subprocess whose address space is capped at ``limit`` bytes:
+    (exit status, stderr, CPU seconds (user + system) of the child, its peak RSS in bytes).
+    CPU time, not wall time, is what the 5 s bound is checked on: the 2-core test machine is shared."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    usage = Path(cwd) / ".usage"
+    usage.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run([PYTHON, "-c", _LIMITED, *argv], cwd=cwd, capture_output=True, text=True,
+                              env=subprocess_env(VAEKIT_TEST_USAGE=str(usage), **(env or {})), preexec_fn=cap,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"vaekit {' '.join(argv)[:200]} did not end within {timeout} s") from None
+    seconds, rss = (usage.read_text().split() if usage.exists() else ("inf", "0"))
+    return proc.returncode, proc.stderr, float(seconds), int(rss) * 1024
+
+
+_LIMITED_MANY = """
+import contextlib, io, json, os, resource, sys
+from vaekit.cli import main
+
+results = []
+for argv in json.loads(sys.argv[1]):
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+        except BaseException as exc:  # a traceback in the product: reported as such
+            import traceback
+            err.write("Traceback (in process)\\n" + "".join(traceback.format_exception(exc))[-2000:])
+            code = 1
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    results.append([code, err.getvalue()[-20000:], cpu, after.ru_maxrss * 1024])
+    with open(os.environ["VAEKIT_TEST_USAGE"], "w") as f:
+        json.dump(results, f)
+"""
+
+
+def run_limited_many(cases: list[list[str]], cwd: Path, limit: int = MEMORY_LIMIT, timeout: float = 300,
+                     env: dict[str, str] | None = None) -> list[tuple[int, str, float, int]]:
+    """Each ``vaekit argv`` of ``cases`` in turn, in one subprocess capped at ``limit`` bytes of address space
+    (torch is imported once): per case (exit status, stderr, CPU seconds of that case, peak RSS so far).
+    A case that never ends fails them all (the timeout); results so far are kept in ``cwd/.usage-many``."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    usage = Path(cwd) / ".usage-many"
+    usage.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run([PYTHON, "-c", _LIMITED_MANY, json.dumps(cases)], cwd=cwd, capture_output=True,
+                              text=True, env=subprocess_env(VAEKIT_TEST_USAGE=str(usage), **(env or {})),
+                              preexec_fn=cap, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        done = json.loads(usage.read_text()) if usage.exists() else []
+        raise AssertionError(f"case {len(done)} ({cases[len(done)]}) did not end within {timeout} s") from None
+    done = json.loads(usage.read_text()) if usage.exists() else []
+    if len(done) < len(cases):
+        raise AssertionError(f"the process ended (status {proc.returncode}) in case {len(done)} "
+                             f"{cases[len(done)]}: {proc.stderr[-1000:]}")
+    return [tuple(r) for r in done]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from vaekit.commands._args import positive_int, seed_int
 
+#: The first bytes of every PNG file: an existing file is replaced only when it starts with them.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -25,13 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from vaekit import viz
     from vaekit.errors import VaekitError
     from vaekit.evaluation import load_model
+    from vaekit.io.files import check_output
 
     if args.n > 4096:
         raise VaekitError(f"-n {args.n} is too many for one picture; use at most 4096")
+    out = Path(args.out) if args.out is not None else Path(args.run) / "samples.png"
+    png = None if args.out is None else (lambda head: head.startswith(PNG_SIGNATURE))  # RUN/samples.png: the run's
+    check_output(out, ".png", png, "a PNG picture")  # before any work
     model = load_model(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / "samples.png"
-    if out.suffix.lower() != ".png":
-        raise VaekitError(f"--out must name a .png file, got {out}")
     try:
         viz.save_figure(viz.samples_figure(model, args.n, args.seed), out)
     except OSError as exc:

@@ -111,9 +111,52 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)")
     parser.add_argument("--compile", action="store_true", default=None, help="use torch.compile")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the run in --out afresh (removes only the run's own files)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
     parser.set_defaults(func=run)
+
+
+def _budget_of(device) -> tuple[int, str]:
+    """The memory a batch may take, and where that number comes from: ``vaekit.resources.memory_budget`` (min(8 GB,
+    half of physical memory), or $VAEKIT_MEMORY_BUDGET) on the CPU, half the GPU's memory on a GPU."""
+    import os
+
+    from vaekit.resources import memory_budget
+
+    if device.type == "cuda" and not os.environ.get("VAEKIT_MEMORY_BUDGET", "").strip():
+        try:
+            import torch
+
+            return int(torch.cuda.get_device_properties(device).total_memory) // 2, "half the GPU's memory"
+        except (RuntimeError, AssertionError, ValueError):
+            pass
+    return memory_budget(), "min(8 GB, half of physical memory), or $VAEKIT_MEMORY_BUDGET"
+
+
+def check_batch_memory(model, cfg) -> None:
+    """Refuse, before any work, a k * batch size that cannot fit: each of the k draws of every example in a
+    batch is one decoder row (``vaekit.evaluation.bytes_per_row``), kept for the backward pass."""
+    if cfg.k <= 1:
+        return
+    from vaekit.errors import ConfigError
+    from vaekit.evaluation import bytes_per_row
+    from vaekit.resources import gib
+
+    try:
+        device = next(iter(model.parameters())).device
+        row = bytes_per_row(model, int(model.latent_size))
+    except Exception:  # noqa: BLE001 - a model the probe cannot measure: no estimate, no refusal
+        return
+    budget, source = _budget_of(device)
+    need = cfg.k * cfg.batch_size * row
+    if need > budget:
+        what = "IWAE" if cfg.objective == "iwae" else "ELBO"
+        raise ConfigError(
+            f"--k {cfg.k} with --batch-size {cfg.batch_size} needs at least {gib(need)} for the {what} draws "
+            f"({cfg.k} x {cfg.batch_size} decoder rows of {row} bytes), more than the memory budget of {gib(budget)} "
+            f"({source}); lower --k or --batch-size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     flags["compile"] = args.compile
     flags["conditional"] = args.conditional
     cfg = resolve(file_values, flags)
+    explicit = {k for k, v in flags.items() if v is not None} | {str(k).replace("-", "_") for k in file_values}
     main_process = from_env().is_main  # under torchrun only rank 0 prints
     quiet = args.quiet or args.json or not main_process
 
@@ -135,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
             print(msg, flush=True)
 
     try:
-        result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log)
+        result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log,
+                       overwrite=args.overwrite, explicit=explicit, check_model=check_batch_memory,
+                       notice=(lambda msg: print(msg, file=sys.stderr, flush=True)) if main_process else None)
     except (MemoryError, RuntimeError) as exc:  # sizes too large for this machine: one line, not a traceback
         if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
             raise

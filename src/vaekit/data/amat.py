@@ -15,8 +15,9 @@ training file parses in a fraction of a second (``benchmarks/bench_parse_amat.py
 Cache: the decoded bits, packed 8 per byte (98 bytes per image, 4.9 MB for the training
 split), go to ``<file>.vaekit.npz`` beside the source, or - when that folder is read-only -
 to ``$XDG_CACHE_HOME/vaekit/parsed/``; if neither is writable nothing is cached. A cache
-entry is used only if the source's size and mtime (ns) are unchanged and the bits' CRC-32
-matches, so a replaced or edited source is always parsed afresh.
+entry is used only if the SHA-256 of the source's bytes (of the ``.gz`` when gzipped) is the one it
+was parsed from and the bits' CRC-32 matches, so a replaced or edited source is always parsed afresh
+(even one whose size and mtime were restored).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ FILES: dict[str, RemoteFile] = {
     s: RemoteFile(f"binarized_mnist_{s}.amat", f"binarized_mnist_{s}.amat") for s in SPLITS
 }
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _SPACE, _NL, _CR, _ZERO, _ONE = 32, 10, 13, 48, 49
 
 
@@ -140,6 +141,12 @@ def _raise_bad_line(buf: np.ndarray, row: int, width: int, crlf: bool, label: st
     )
 
 
+def amat_size(rows: int | None, width: int = WIDTH) -> int | None:
+    """The largest ``.amat`` text of ``rows`` images: ``width`` values, ``width - 1`` spaces and ``\\r\\n`` a
+    row (None: no expected number of rows, no limit of its own)."""
+    return None if rows is None else rows * (2 * width + 1)
+
+
 def write_amat(path: str | os.PathLike[str], x: np.ndarray) -> None:
     """Write a 0/1 array (N, D) as ``.amat`` text (gzip-compressed when the name ends in .gz)."""
     x = np.asarray(x)
@@ -165,35 +172,43 @@ def _cache_candidates(path: Path) -> list[Path]:
     ]
 
 
-def _load_cache(path: Path, st: os.stat_result, width: int) -> np.ndarray | None:
+def file_sha256(path: Path) -> bytes:
+    """SHA-256 of the file's bytes as stored (of the ``.gz`` for a gzipped source: 2 MB for MNIST's training split)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def _load_cache(path: Path, digest: bytes, width: int) -> np.ndarray | None:
     for candidate in _cache_candidates(path):
         if not candidate.is_file():
             continue
         try:
             with np.load(candidate, allow_pickle=False) as z:
-                meta, bits = z["meta"], z["bits"]
+                meta, bits, source = z["meta"], z["bits"], z["source_sha256"]
         except Exception:  # an unreadable cache (whatever numpy raises on it) is ignored and rewritten
             continue
-        key = [_CACHE_VERSION, st.st_size, st.st_mtime_ns, width]
-        if meta.shape != (6,) or meta[:4].tolist() != key:
+        if meta.shape != (4,) or meta[:2].tolist() != [_CACHE_VERSION, width]:
             continue
-        if bits.shape != (int(meta[4]), (width + 7) // 8) or zlib.crc32(bits) != int(meta[5]):
+        if source.dtype != np.uint8 or source.tobytes() != digest:  # the content it was parsed from, not size/mtime
+            continue
+        if bits.shape != (int(meta[2]), (width + 7) // 8) or zlib.crc32(bits) != int(meta[3]):
             continue
         return np.unpackbits(bits, axis=1, count=width)
     return None
 
 
-def _save_cache(path: Path, st: os.stat_result, x: np.ndarray) -> Path | None:
+def _save_cache(path: Path, digest: bytes, x: np.ndarray) -> Path | None:
     bits = np.packbits(x, axis=1)
-    meta = np.array(
-        [_CACHE_VERSION, st.st_size, st.st_mtime_ns, x.shape[1], x.shape[0], zlib.crc32(bits)],
-        dtype=np.int64,
-    )
+    meta = np.array([_CACHE_VERSION, x.shape[1], x.shape[0], zlib.crc32(bits)], dtype=np.int64)
+    source = np.frombuffer(digest, dtype=np.uint8)
     for candidate in _cache_candidates(path):
         if not make_dirs(candidate.parent) or not dir_writable(candidate.parent):
             continue
         try:
-            atomic_write(candidate, lambda f: np.savez(f, bits=bits, meta=meta))
+            atomic_write(candidate, lambda f: np.savez(f, bits=bits, meta=meta, source_sha256=source))
         except OSError:
             continue
         return candidate
@@ -211,15 +226,22 @@ def read_amat(
 
     With ``cache`` the packed-bit cache is read when valid and written after a parse."""
     path = Path(path)
-    try:
-        st = path.stat()
-    except OSError:
-        raise DataError(f"{path}: file not found") from None
-    x = _load_cache(path, st, width) if cache else None
+    digest = b""
+    if cache:
+        try:
+            digest = file_sha256(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    elif not path.exists():
+        raise DataError(f"{path}: file not found")
+    x = _load_cache(path, digest, width) if cache else None
     if x is None:
-        x = parse_amat(read_bytes(path), str(path), width=width, expected_rows=expected_rows)
+        x = parse_amat(read_bytes(path, limit=amat_size(expected_rows, width)), str(path), width=width,
+                       expected_rows=expected_rows)
         if cache:
-            _save_cache(path, st, x)
+            _save_cache(path, digest, x)
     elif expected_rows is not None and len(x) != expected_rows:
         raise DataError(f"{path}: has {len(x)} images, expected {expected_rows}")
     return x
@@ -230,7 +252,8 @@ def read_amat(
 
 def _check_download(rf: RemoteFile, path: Path, label: str) -> None:
     split = next(s for s, f in FILES.items() if f.stem == rf.stem)
-    parse_amat(read_bytes(path, label), label, expected_rows=EXPECTED_ROWS[split])
+    rows = EXPECTED_ROWS[split]
+    parse_amat(read_bytes(path, label, limit=amat_size(rows)), label, expected_rows=rows)
 
 
 def load_binarized_mnist(

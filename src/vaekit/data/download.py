@@ -22,7 +22,6 @@ writing (such as the read-only ``../shared/data``) is never written, even by roo
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import os
@@ -36,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaekit.errors import DataError
+
+#: Bytes of a file's contents given to a ``limit`` function of :func:`read_bytes` (an IDX header is at most 1024).
+HEAD_BYTES = 1024
 
 ENV_DATA_DIR = "VAEKIT_DATA_DIR"
 ENV_MIRROR = "VAEKIT_MIRROR"
@@ -161,23 +163,65 @@ def mirrors(name: str, folder: str, defaults: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- reading
 
 
-def read_bytes(path: Path, label: str | None = None) -> bytes:
+def read_bytes(path: Path, label: str | None = None, limit: int | Callable[[bytes], int] | None = None) -> bytes:
     """The file's contents, gunzipped when it starts with the gzip magic bytes (whatever its
-    name). A truncated or corrupt gzip stream is a :class:`DataError` naming the file."""
+    name). A truncated or corrupt gzip stream is a :class:`DataError` naming the file.
+
+    ``limit``: the most bytes the contents may have, or a function of their first bytes (a header) giving
+    it; the gzip data is expanded as a stream and refused as soon as it passes the limit (a 5 MB gzip can
+    hold gigabytes). Without it the limit is the memory budget (:func:`vaekit.resources.memory_budget`)."""
+    from vaekit.resources import gib, memory_budget
+
     label = label or str(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+    budget = memory_budget()
     if data[:2] != _GZIP_MAGIC:
+        cap = min(budget, limit(data[:HEAD_BYTES]) if callable(limit) else budget if limit is None else limit)
+        if len(data) > cap:
+            raise DataError(f"{label}: {gib(len(data))} is more than its contents can be ({cap} bytes for the "
+                            "shape it declares or is expected to have); not the right file?")
         return data
+    out = bytearray()
+    cap = None if callable(limit) else budget if limit is None else min(budget, limit)
+    rest = data
+    step = 1 << 20
     try:
-        return gzip.decompress(data)
+        while True:  # one gzip member after another, as gzip.decompress reads them
+            d = zlib.decompressobj(wbits=31)
+            buf = rest
+            while True:
+                piece = d.decompress(buf, step)
+                buf = d.unconsumed_tail
+                out += piece
+                if cap is None and (len(out) >= HEAD_BYTES or d.eof):
+                    cap = min(budget, limit(bytes(out[:HEAD_BYTES])))  # type: ignore[operator]
+                if cap is not None and len(out) > cap:
+                    raise DataError(f"{label}: the gzip data expands past {cap} bytes, more than the shape it "
+                                    "declares or is expected to have (a decompression bomb, or not the right "
+                                    "file); nothing more was read")
+                if d.eof or (not buf and len(piece) < step):
+                    break
+            if not d.eof:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            rest = d.unused_data.lstrip(b"\0")
+            if not rest:
+                break
+            if rest[:2] != _GZIP_MAGIC:
+                raise OSError("Not a gzipped file (trailing data after the compressed stream)")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{label}: corrupt or truncated gzip data ({exc}); delete the file and download "
             f"it again"
         ) from None
+    if cap is None and callable(limit):
+        cap = min(budget, limit(bytes(out[:HEAD_BYTES])))
+        if len(out) > cap:
+            raise DataError(f"{label}: the gzip data expands to {len(out)} bytes, more than the {cap} the shape it "
+                            "declares allows")
+    return bytes(out)
 
 
 def file_md5(path: Path) -> str:

@@ -138,11 +138,20 @@ def _load_np(path: Path, kind: str) -> np.ndarray | dict[str, np.ndarray]:
             loaded = np.load(f, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 with loaded:
-                    return {k: loaded[k] for k in loaded.files}
+                    arrays = {}
+                    for k in loaded.files:
+                        value = loaded[k]
+                        if not isinstance(value, np.ndarray):  # numpy hands members that are not .npy as bytes
+                            raise DataError(f"{path}: member {k[:80]!r} of the archive is not a .npy array "
+                                            "(an .npz holds only arrays written by numpy.savez)")
+                        arrays[k] = value
+                    return arrays
             return loaded
+    except DataError:
+        raise
     except ValueError as exc:
         raise DataError(
-            f"{path}: cannot read as .{kind} ({exc}); object arrays are refused"
+            f"{path}: cannot read as .{kind} ({str(exc)[:200]}); object arrays are refused"
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a valid .{kind} file (truncated or corrupt: {exc})") from None

@@ -181,10 +181,27 @@ def parse_idx(data: bytes, label: str) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
+#: Bytes past the size an IDX header declares that are still read (so that the error says how many there are).
+SLACK = 4096
+
+
+def declared_size(head: bytes) -> int:
+    """The size in bytes (plus :data:`SLACK`) of the IDX file whose first bytes are ``head``, from its header;
+    for a header that is not IDX, ``len(head)`` (the parse then says what is wrong)."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_TYPES or head[3] == 0:
+        return len(head) + SLACK
+    header = 4 + 4 * head[3]
+    if len(head) < header:
+        return len(head) + SLACK
+    dims = struct.unpack(f">{head[3]}I", head[4:header])
+    return header + math.prod(dims) * IDX_TYPES[head[2]].itemsize + SLACK
+
+
 def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.ndarray:
-    """An IDX file (plain or gzipped) as a numpy array; ``magic`` if given must match."""
+    """An IDX file (plain or gzipped) as a numpy array; ``magic`` if given must match. Gzipped data is
+    expanded no further than the size its header declares (a decompression bomb is refused)."""
     path = Path(path)
-    data = read_bytes(path)
+    data = read_bytes(path, limit=declared_size)
     return _parse_expect(data, str(path), magic)
 
 
@@ -267,7 +284,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 def _check_download(rf: RemoteFile, path: Path, label: str) -> None:
     magic = IMAGES_MAGIC if "-images-" in rf.stem else LABELS_MAGIC
-    _parse_expect(read_bytes(path, label), label, magic)
+    _parse_expect(read_bytes(path, label, limit=declared_size), label, magic)
 
 
 def load_idx_dataset(

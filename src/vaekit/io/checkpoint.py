@@ -17,9 +17,12 @@ Run directory layout::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from vaekit.errors import CheckpointError
+from vaekit.io.files import SAFETENSORS_CAP, exists_or_link, read_capped
 
 FORMAT = "vaekit-checkpoint-1"
 MODEL_FILE = "model.safetensors"
@@ -38,8 +42,14 @@ STATE_FILE = "checkpoint.safetensors"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + fsync of the dir)."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename + fsync of the dir).
+
+    A symbolic link or a special file (FIFO, device, directory) at ``path`` is never replaced (``OSError``
+    ELOOP / EEXIST); the temporary file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (``mkstemp``), so a
+    link planted under its name is never written through.
+    """
     path = Path(path)
+    _check_destination(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
@@ -58,6 +68,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _check_destination(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, "it is a symbolic link (vaekit never writes through a link)", str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EEXIST, "it is not a regular file (vaekit replaces only regular files)", str(path))
 
 
 def _umask() -> int:
@@ -86,10 +107,10 @@ _UNCHECKED_METADATA = {"format", "kind", "progress", "optimizer"}
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
+    if not exists_or_link(path) or (path.is_dir() and not path.is_symlink()):
         raise CheckpointError(f"{path} not found; is this a vaekit run directory (made by 'vaekit train')?")
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, SAFETENSORS_CAP, "safetensors file")
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
@@ -102,6 +123,13 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
             f"{path} is not a valid safetensors file ({str(exc).splitlines()[0][:120]}); "
             "vaekit loads only safetensors checkpoints and never unpickles files"
         ) from None
+    odd = sorted(k for k, t in tensors.items() if t.dtype not in _DTYPES)
+    if odd:
+        dtype = str(tensors[odd[0]].dtype).replace("torch.", "")
+        raise CheckpointError(f"{path} holds tensor {odd[0]} of dtype {dtype}"
+                              ", which vaekit never writes (it writes float16/bfloat16/float32/float64 and integers)")
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path} is corrupt: its metadata is not a JSON object of strings")
     if "sha256" not in metadata and set(metadata) - _UNCHECKED_METADATA:  # e.g. the key "sha256" itself damaged
         raise CheckpointError(f"{path} is corrupt: it has no checksum (sha256) but other metadata "
                               f"{sorted(set(metadata) - _UNCHECKED_METADATA)[:3]} (a damaged copy or disk?)")
@@ -109,6 +137,11 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with it "
                               "(a damaged copy or disk?)")
     return tensors, metadata
+
+
+#: The dtypes of the tensors vaekit writes (weights, optimizer moments, RNG states, counters).
+_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32,
+                     torch.int16, torch.int8, torch.uint8, torch.bool})
 
 
 def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -206,8 +239,7 @@ def load_training_state(
         progress = json.loads(metadata["progress"])
         optim_meta = json.loads(metadata["optimizer"])
         _check_progress(progress)
-        if not isinstance(optim_meta, dict) or not isinstance(optim_meta.get("scalars", {}), dict):
-            raise ValueError("the optimizer metadata is not a JSON object of param_groups and scalars")
+        _check_optimizer_meta(optim_meta)
         optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
         _check_rng(rng)
@@ -230,6 +262,7 @@ def _check_progress(progress: Any) -> None:
             and number(progress.get("best_valid_elbo")) and number(progress.get("seconds"))
             and all(isinstance(progress.get(k), (dict, type(None))) for k in ("scheduler", "last"))):
         raise ValueError("the progress record (epoch, best_epoch, since_best, best_valid_elbo, ...) is malformed")
+    _check_scheduler(progress.get("scheduler"))
 
 
 def _check_rng(rng: dict[str, torch.Tensor]) -> None:
@@ -239,6 +272,80 @@ def _check_rng(rng: dict[str, torch.Tensor]) -> None:
     for k, v in rng.items():
         if v.dtype != torch.uint8 or v.dim() != 1 or ((k == "torch" or k.startswith("torch.")) and v.numel() != cpu):
             raise ValueError(f"rng.{k} is not a random-number-generator state")
+        if k == "torch" or k.startswith("torch."):
+            try:  # an impossible state (e.g. all zeros) is refused here, not by torch.set_rng_state later
+                torch.Generator().set_state(v.clone())
+            except RuntimeError as exc:
+                raise ValueError(f"rng.{k} is not a valid random-number-generator state ({one_line(exc)})") from None
+
+
+def _number(v: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 and math.isfinite(v)
+
+
+def _plain(v: Any) -> bool:
+    """None, a bool, a finite number, or a list of those (what optimizer and scheduler settings are)."""
+    if isinstance(v, (list, tuple)):
+        return len(v) <= 1_000_000 and all(_plain(x) for x in v) and not any(isinstance(x, (list, tuple)) for x in v)
+    return v is None or isinstance(v, bool) or _number(v)
+
+
+#: Optimizer settings that must be numbers >= 0.
+_NONNEG = ("lr", "initial_lr", "eps", "weight_decay", "momentum", "dampening", "alpha", "lr_decay",
+           "initial_accumulator_value", "rho")
+
+
+def _check_optimizer_meta(meta: Any) -> None:
+    """The optimizer metadata: ``param_groups`` a list of settings objects, ``scalars`` of numbers."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("scalars", {}), dict):
+        raise ValueError("the optimizer metadata is not a JSON object of param_groups and scalars")
+    groups = meta.get("param_groups")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("optimizer param_groups is not a list of objects")
+    for i, g in enumerate(groups):
+        params = g.get("params")
+        if not isinstance(params, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+            raise ValueError(f"optimizer param_groups[{i}].params is not a list of parameter numbers")
+        for key, v in g.items():
+            if key == "params":
+                continue
+            if not _plain(v):
+                raise ValueError(f"optimizer param_groups[{i}].{key} is {str(v)[:40]!r}, not a number or flag")
+            if key in _NONNEG and not (_number(v) and v >= 0):
+                raise ValueError(f"optimizer param_groups[{i}].{key} is {str(v)[:40]!r}, not a number >= 0")
+            if key == "betas" and not (isinstance(v, (list, tuple)) and len(v) == 2
+                                       and all(_number(b) and 0 <= b < 1 for b in v)):
+                raise ValueError(f"optimizer param_groups[{i}].betas is {str(v)[:40]!r}, not two numbers in [0, 1)")
+    for pid, values in meta.get("scalars", {}).items():
+        if not (str(pid).isdigit() and isinstance(values, dict) and all(_plain(v) for v in values.values())):
+            raise ValueError(f"optimizer scalars of parameter {str(pid)[:20]!r} are not numbers")
+
+
+def _check_scheduler(sched: Any) -> None:
+    """A learning-rate scheduler's state (CosineAnnealingLR or ReduceLROnPlateau) of sound types and ranges."""
+    if sched is None:
+        return
+    for key, v in sched.items():
+        if key in ("mode", "threshold_mode"):
+            ok = v in (("min", "max") if key == "mode" else ("rel", "abs"))
+        elif key in ("best", "mode_worse"):  # ReduceLROnPlateau keeps +-inf here
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+        else:
+            ok = _plain(v)
+        if not ok:
+            raise ValueError(f"the scheduler state {key} is {str(v)[:40]!r}, which is not a valid value")
+    counts = {"T_max": 1, "last_epoch": -1, "_step_count": 0, "patience": 0, "cooldown": 0, "cooldown_counter": 0,
+              "num_bad_epochs": 0}
+    for key, low in counts.items():
+        v = sched.get(key, low)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+            raise ValueError(f"the scheduler state {key} is {str(v)[:40]!r}, expected a whole number >= {low}")
+    if "factor" in sched and not (_number(sched["factor"]) and 0 < sched["factor"] < 1):
+        raise ValueError(f"the scheduler state factor is {sched['factor']!r}, expected a number in (0, 1)")
+    for key in ("base_lrs", "_last_lr", "min_lrs"):
+        if key in sched and not (isinstance(sched[key], list) and all(_number(x) and x >= 0 for x in sched[key])):
+            raise ValueError(f"the scheduler state {key} is not a list of learning rates")
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer) -> None:

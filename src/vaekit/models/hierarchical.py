@@ -38,7 +38,7 @@ from torch.distributions import Distribution, constraints
 from vaekit import distributions as vd
 from vaekit.components.base import LIKELIHOODS, PRIORS, Likelihood, Prior
 from vaekit.distributions import DiagonalNormal
-from vaekit.errors import CheckpointError
+from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.persistence import load_model, save_model
 from vaekit.models.vae import make_component
@@ -135,6 +135,7 @@ class HierarchicalVAE(LatentVariableModel):
         if tuple(self.likelihood.shape) != self.shape:  # a component object built for other data
             raise ShapeError(f"the {self.likelihood.name} likelihood is for data of shape "
                              f"{tuple(self.likelihood.shape)}, not {self.shape}")
+        self._check_size(prior)
         d = 1
         for s in self.shape:
             d *= s
@@ -164,6 +165,22 @@ class HierarchicalVAE(LatentVariableModel):
         self.q_z1_joint: nn.Module = MLP(2 * h, [h], 2 * latent, act)
         self.prior: Prior = make_component(PRIORS, prior, Prior, latent=latent, shape=self.shape)  # p(z2)
         self.prior.attach(self.posterior_z2)
+
+    def _check_size(self, prior: Any) -> None:
+        """Refuse sizes whose parameters would not fit in memory (:mod:`vaekit.resources`), before building."""
+        from vaekit.resources import check_parameters, spec_parameters
+
+        try:
+            prior_spec = PRIORS.spec(prior) if isinstance(prior, (str, dict)) else {}
+        except (ConfigError, ValueError, TypeError):
+            prior_spec = {}
+        spec = {"model": "hvae", "shape": list(self.shape), "latent": self.latent, "arch": self.arch,
+                "hidden": self.hidden, "conv_channels": self.conv_channels, "prior": prior_spec}
+        try:
+            check_parameters(spec_parameters(spec), "this two-level model", "the sizes: hidden, latent, "
+                             "conv_channels (--hidden, --latent, --conv-channels)")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def inference_parameters(self) -> list[nn.Parameter]:
         """The parameters of q(z2|x) q(z1|x,z2) alone; p(z2), p(z1|z2) and p(x|z) own the rest."""

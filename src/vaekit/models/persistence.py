@@ -30,6 +30,7 @@ from vaekit.io.checkpoint import (
     write_failed,
 )
 from vaekit.models.base import MODELS, LatentVariableModel
+from vaekit.resources import check_parameters, short, spec_parameters
 
 MODEL_FORMAT = "vaekit-model-2"
 
@@ -97,6 +98,8 @@ _HVAE_KEYS = {"format", "model", "shape", "latent", "arch", "hidden", "activatio
 #: Bounds on sizes read from a file: a few hundred bytes of JSON must not ask for terabytes.
 MAX_SIZE = 2**20
 MAX_PIXELS = 2**26
+#: A model description is a few hundred bytes; more than this is not a file vaekit wrote.
+MAX_SPEC_BYTES = 2**20
 
 
 def _count(value: Any, what: str, low: int = 1, high: int = MAX_SIZE) -> int:
@@ -173,10 +176,12 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The model description in ``path/model.json`` and the weight renames it needs (first format only)."""
+    from vaekit.io.files import read_text_capped
+
     cfg_path = path / MODEL_CONFIG
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        cfg = json.loads(read_text_capped(cfg_path, MAX_SPEC_BYTES, "model description"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{cfg_path} is corrupt or from another version: {one_line(exc)}") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_path} is corrupt: expected a JSON object, got a {type(cfg).__name__}")
@@ -190,9 +195,15 @@ def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         raise CheckpointError(f"{cfg_path} is a model of format {cfg.get('format')!r}, kind {cfg.get('model')!r}, "
                               f"which this vaekit cannot read (it reads {MODEL_FORMAT}: vae, hvae)")
     try:
-        return check_spec(cfg), renames
+        spec = check_spec(cfg)
     except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{cfg_path} is corrupt or from another version: {one_line(exc)}") from None
+        raise CheckpointError(f"{cfg_path} is corrupt or from another version: {short(one_line(exc))}") from None
+    try:  # sizes against the memory they imply, before anything is allocated
+        check_parameters(spec_parameters(spec), "the model it describes", "its sizes (hidden, channels, latent, "
+                         "flow, prior components)")
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg_path}: {exc}") from None
+    return spec, renames
 
 
 def build_from_spec(spec: dict[str, Any], encoder: nn.Module | None = None,

@@ -45,6 +45,28 @@ def _reraise_network_failure(role: str, given: str, exc: RuntimeError) -> None:
                       "in vaekit.models.vae (encoder: x (N, C, H, W); decoder: z (N, L))") from exc
 
 
+def _check_size(nets: dict[str, Any], registry: Any, component: Any, kind: str, latent: int,
+                shape: tuple[int, ...]) -> None:
+    """Refuse sizes whose parameters would not fit in memory (:mod:`vaekit.resources`), before building them."""
+    from vaekit.resources import check_parameters, component_parameters, network_parameters
+
+    try:
+        spec = registry.spec(component) if isinstance(component, (str, dict)) else {}
+    except (ConfigError, ValueError, TypeError):
+        spec = {}  # the registry says what is wrong when the component is built
+    total = component_parameters(kind, spec, latent, shape) if spec else 0
+    if shape:
+        d = math.prod(shape)
+        for role, net in nets.items():
+            if net:
+                total += network_parameters(net, role, shape, latent, 2 * latent if role == "encoder" else d)
+    try:
+        check_parameters(total, f"this model ({kind} {spec.get('name', '')}, networks)", "the sizes: hidden, latent, "
+                         "conv_channels, or the component's settings (--hidden, --latent, --conv-channels, ...)")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def make_component(registry: Any, spec: Any, base: type, **context: Any) -> Any:
     """A component from a registered name, a settings dict, or an instance of ``base`` (used as it is)."""
     if isinstance(spec, base):
@@ -75,6 +97,8 @@ class VAE(LatentVariableModel):
         self.latent = int(latent)
         self.condition = int(condition)
         self._specs = {"likelihood": likelihood, "prior": prior}
+        if isinstance(posterior, (str, dict)):  # a flow's size is a setting: checked before it is built
+            _check_size({}, POSTERIORS, posterior, "posterior", self.latent, ())
         with torch.random.fork_rng(devices=[]):  # drawn again after the networks (build), as vaekit always has
             self.posterior_family: Posterior = make_component(POSTERIORS, posterior, Posterior, latent=self.latent)
         self._posterior_spec = None if isinstance(posterior, Posterior) else posterior
@@ -109,6 +133,10 @@ class VAE(LatentVariableModel):
         if not shape or min(shape) < 1:
             raise ShapeError(f"the data shape must be positive sizes like (C, H, W), got {shape}")
         self.shape = tuple(shape)
+        if self._encoder_given is None or self._decoder_given is None or isinstance(self._specs["prior"], (str, dict)):
+            _check_size({"encoder": self._builtin if self._encoder_given is None else {},
+                         "decoder": self._builtin if self._decoder_given is None else {}},
+                        PRIORS, self._specs["prior"], "prior", self.latent, self.shape)
         self.likelihood: Likelihood = make_component(LIKELIHOODS, self._specs["likelihood"], Likelihood,
                                                      shape=self.shape, latent=self.latent)
         if tuple(self.likelihood.shape) != self.shape:  # a component object built for other data

@@ -1,0 +1,168 @@
+"""Resource bounds checked before any work: the memory a model's parameters imply, against a budget.
+
+One estimate serves every place that sizes a model from a few numbers: ``model.json`` (a 600-byte file can
+describe terabytes of weights), the settings of ``vaekit train`` (``--hidden``, ``--latent``,
+``--conv-channels``) and the networks built from them. The count is of the weight matrices and biases of
+vaekit's networks (MLP, conv, the two-level networks) and of the components whose size is a setting (a
+flow's MADE layers, the VampPrior's pseudo-inputs); it is exact for the MLP, a close lower bound otherwise,
+so that nothing that fits is refused. Memory is 4 bytes per parameter (float32) to hold a model, and
+4 x that to train it (weights, gradients, Adam's two moments).
+
+The budget is ``min(8 GiB, half of physical memory)``, or ``$VAEKIT_MEMORY_BUDGET`` bytes when set.
+Pure arithmetic: this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Bytes per parameter to hold a model (float32) and to train it (weights, gradients, Adam's two moments).
+BYTES_PER_PARAMETER = 4
+TRAINING_COPIES = 4
+#: The budget's ceiling, bytes.
+MAX_BUDGET = 8 * 2**30
+#: Error messages of files and settings are cut to this many characters (a YAML alias bomb is one line too).
+MAX_MESSAGE = 300
+
+
+def short(text: Any, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, at most ``limit`` characters (a cut is marked with an ellipsis)."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory (``os.sysconf``), or None where it is not known."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def memory_budget() -> int:
+    """Bytes a model may take: ``$VAEKIT_MEMORY_BUDGET`` if set, else min(8 GiB, half of physical memory)."""
+    env = os.environ.get("VAEKIT_MEMORY_BUDGET", "").strip()
+    if env:
+        try:
+            value = int(float(env))
+            if value > 0:
+                return value
+        except (ValueError, OverflowError):
+            pass
+    phys = physical_memory()
+    return MAX_BUDGET if phys is None else min(MAX_BUDGET, phys // 2)
+
+
+def gib(n: float) -> str:
+    """Bytes as a short human size."""
+    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+# -- parameter counts --------------------------------------------------------------------------
+
+
+def mlp_parameters(sizes: Sequence[int]) -> int:
+    """Weights and biases of dense layers sizes[0] -> sizes[1] -> ... : sum_i (sizes[i] + 1) sizes[i+1]."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _conv_stack(channels_in: int, channels: Sequence[int]) -> int:
+    """4x4 convolutions channels_in -> channels[0] -> ...: 16 c_in c_out + c_out each."""
+    total, c = 0, channels_in
+    for ch in channels:
+        total += 16 * c * ch + ch
+        c = ch
+    return total
+
+
+def conv_encoder_parameters(shape: Sequence[int], out: int, channels: Sequence[int], hidden: int) -> int:
+    """:class:`vaekit.nn.ConvEncoder`: stride-2 convolutions, then dense (C' H' W') -> hidden -> out."""
+    c, h, w = (list(shape) + [1, 1])[:3] if len(shape) == 3 else (1, math.prod(shape), 1)
+    for _ in channels:
+        h, w = h // 2, w // 2
+    width = (channels[-1] if channels else c) * max(h, 1) * max(w, 1)
+    return _conv_stack(c, channels) + mlp_parameters([width, hidden, out])
+
+
+def conv_decoder_parameters(latent: int, shape: Sequence[int], out_channels: int, channels: Sequence[int],
+                            hidden: int) -> int:
+    """:class:`vaekit.nn.ConvDecoder`: dense latent -> hidden -> start map, then transposed convolutions."""
+    h, w = (shape[1], shape[2]) if len(shape) == 3 else (math.prod(shape), 1)
+    n = len(channels)
+    start = (channels[0] if channels else out_channels) * math.ceil(h / 2**n) * math.ceil(w / 2**n)
+    return mlp_parameters([latent, hidden, start]) + _conv_stack(channels[0], [*channels[1:], out_channels]) \
+        if channels else mlp_parameters([latent, hidden, start])
+
+
+def network_parameters(net: Mapping[str, Any], role: str, shape: Sequence[int], latent: int, out: int) -> int:
+    """Parameters of a network description (``{"name": "mlp" | "conv", ...}``) as encoder or decoder."""
+    d = math.prod(shape)
+    name = net.get("name")
+    if name == "mlp":
+        hidden = list(net.get("hidden") or [])
+        sizes = [d, *hidden, out] if role == "encoder" else [latent, *reversed(hidden), out]
+        return mlp_parameters(sizes)
+    if name == "conv":
+        channels, hidden = list(net.get("channels") or []), int(net.get("hidden") or 1)
+        if role == "encoder":
+            return conv_encoder_parameters(shape, out, channels, hidden)
+        return conv_decoder_parameters(latent, shape, max(1, out // max(1, d)) * (shape[0] if len(shape) == 3 else 1),
+                                       list(reversed(channels)), hidden)
+    return 0  # a network of the user's own: already built, not ours to estimate
+
+
+def component_parameters(kind: str, spec: Mapping[str, Any], latent: int, shape: Sequence[int]) -> int:
+    """Parameters of a component whose size is a setting: an IAF's MADE layers, a VampPrior's pseudo-inputs."""
+    name = spec.get("name")
+    if kind == "posterior" and name == "iaf":
+        steps, hidden, layers = int(spec.get("steps", 2)), int(spec.get("hidden", 320)), int(spec.get("layers", 2))
+        context = int(spec.get("context", 0))
+        return steps * mlp_parameters([latent + context, *([hidden] * layers), 2 * latent])
+    if kind == "prior" and name == "vamp":
+        return int(spec.get("components", 500)) * math.prod(shape)
+    return 0
+
+
+def spec_parameters(spec: Mapping[str, Any]) -> int:
+    """Parameters of a model description (``model.json``, :meth:`describe`): vaekit's networks and components."""
+    shape, latent = list(spec["shape"]), int(spec["latent"])
+    d = math.prod(shape)
+    total = component_parameters("prior", spec.get("prior") or {}, latent, shape)
+    if spec.get("model") == "hvae":
+        hidden = list(spec["hidden"])
+        if spec.get("arch") == "conv":
+            net = {"name": "conv", "channels": list(spec["conv_channels"]), "hidden": hidden[0]}
+            h = hidden[0]
+            total += 2 * network_parameters(net, "encoder", shape, latent, 2 * latent)  # q(z2|x) and q(z1|x)'s
+            total += network_parameters(net, "decoder", shape, 2 * latent, d)
+            return total + mlp_parameters([latent, h, 2 * latent]) + mlp_parameters([2 * h, h, 2 * latent])
+        h = hidden[-1]
+        return total + mlp_parameters([d, *hidden, 2 * latent]) + mlp_parameters([d, *hidden]) \
+            + mlp_parameters([latent, *hidden, 2 * latent]) + mlp_parameters([2 * latent, *reversed(hidden), d]) \
+            + mlp_parameters([latent, h]) + mlp_parameters([2 * h, h, 2 * latent])
+    posterior = spec.get("posterior") or {}
+    total += component_parameters("posterior", posterior, latent, shape)
+    total += network_parameters(spec.get("encoder") or {}, "encoder", shape, latent, 2 * latent)
+    total += network_parameters(spec.get("decoder") or {}, "decoder", shape, latent, d)
+    return total
+
+
+def check_parameters(parameters: int, what: str, lower: str, *, training: bool = False,
+                     budget: int | None = None) -> None:
+    """Raise ``ValueError`` (one line, saying what to lower) when ``parameters`` would not fit the budget.
+
+    ``training``: the parameters are trained (weights, gradients and Adam's moments: 16 bytes each)."""
+    budget = memory_budget() if budget is None else budget
+    need = parameters * BYTES_PER_PARAMETER * (TRAINING_COPIES if training else 1)
+    if need > budget:
+        use = "to train" if training else "to hold"
+        raise ValueError(f"out of memory: {what} has about {parameters:.3g} parameters: {gib(need)} {use}, over the "
+                         f"memory budget of {gib(budget)} (min(8 GB, half the RAM), or $VAEKIT_MEMORY_BUDGET); "
+                         f"lower {lower}")
