@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -442,3 +443,18 @@ def run_limited_many(cases: list[list[str]], cwd: Path, limit: int = MEMORY_LIMI
         raise AssertionError(f"the process ended (status {proc.returncode}) in case {len(done)} "
                              f"{cases[len(done)]}: {proc.stderr[-1000:]}")
     return [tuple(r) for r in done]
+
+
+def train_tiny_run(factory, name: str, *extra: str) -> Path:
+    """A finished two-epoch run of the TINY model (train flags ``extra`` added), made once per module."""
+    run = factory.mktemp(name) / "run"
+    code, _, err = run_cli(["train", *TINY, "--epochs", "2", *extra, "--out", str(run)])
+    assert code == 0, err
+    return run
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    """A private copy of a run folder (links copied as links) for a test to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(source, copy, symlinks=True)
+    return copy

@@ -21,10 +21,12 @@ from reliability_helpers import (
     PYTHON,
     TINY,
     assert_one_line_error,
+    copy_run,
     disk_full,
     run_cli,
     spawn_limited,
     subprocess_env,
+    train_tiny_run,
     tree_state,
 )
 
@@ -37,17 +39,12 @@ EVAL = ["--k", "2", "--limit", "10"]
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("links") / "run"
-    code, _, err = run_cli(["train", *TINY, "--epochs", "2", "--out", str(run)])
-    assert code == 0, err
-    return run
+    return train_tiny_run(tmp_path_factory, "links")
 
 
 @pytest.fixture
 def run(tmp_path, good_run):
-    copy = tmp_path / "run"
-    shutil.copytree(good_run, copy, symlinks=True)
-    return copy
+    return copy_run(good_run, tmp_path)
 
 
 @pytest.fixture

@@ -9,13 +9,20 @@ the report or the training curves; class names with matplotlib mathtext never cr
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import TINY, assert_one_line_error, rewrite_checkpoint, run_cli, tree_state
+from reliability_helpers import (
+    TINY,
+    assert_one_line_error,
+    copy_run,
+    rewrite_checkpoint,
+    run_cli,
+    train_tiny_run,
+    tree_state,
+)
 
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runs import read_metrics
@@ -25,17 +32,12 @@ EVAL = ["--k", "2", "--limit", "10"]
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("schemas") / "run"
-    code, _, err = run_cli(["train", *TINY, "--epochs", "2", "--lr-schedule", "cosine", "--out", str(run)])
-    assert code == 0, err
-    return run
+    return train_tiny_run(tmp_path_factory, "schemas", "--lr-schedule", "cosine")
 
 
 @pytest.fixture
 def run(tmp_path, good_run):
-    copy = tmp_path / "run"
-    shutil.copytree(good_run, copy)
-    return copy
+    return copy_run(good_run, tmp_path)
 
 
 def resume(run):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import TINY, assert_one_line_error, metadata, run_cli, tensors
+from reliability_helpers import TINY, assert_one_line_error, copy_run, metadata, run_cli, tensors, train_tiny_run
 from safetensors.torch import save as st_save
 
 from vaekit.config import read_config_file
@@ -42,17 +42,12 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("untrusted") / "run"
-    code, _, err = run_cli(["train", *TINY, "--epochs", "2", "--out", str(run)])
-    assert code == 0, err
-    return run
+    return train_tiny_run(tmp_path_factory, "untrusted")
 
 
 @pytest.fixture
 def run(tmp_path, good_run):
-    copy = tmp_path / "run"
-    shutil.copytree(good_run, copy)
-    return copy
+    return copy_run(good_run, tmp_path)
 
 
 @pytest.fixture

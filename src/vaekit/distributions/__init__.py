@@ -18,6 +18,7 @@ from vaekit.distributions.bernoulli import IndependentBernoulli, IndependentCont
 from vaekit.distributions.flow import FlowDistribution
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal_normal_log_prob
+from vaekit.distributions.sampled import SampledWithLogProb
 
 
 @lru_cache(maxsize=256)
@@ -70,5 +71,5 @@ def point(q: Distribution) -> torch.Tensor:
 
 
 __all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FlowDistribution", "IndependentBernoulli",
-           "IndependentContinuousBernoulli", "StandardNormal", "diagonal_normal_log_prob", "point",
-           "rsample", "rsample_and_log_prob", "sample"]
+           "IndependentContinuousBernoulli", "SampledWithLogProb", "StandardNormal", "diagonal_normal_log_prob",
+           "point", "rsample", "rsample_and_log_prob", "sample"]

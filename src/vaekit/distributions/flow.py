@@ -15,16 +15,16 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution, constraints
 
+from vaekit.distributions.sampled import SampledWithLogProb
+
 Flow = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
-class FlowDistribution(Distribution):
+class FlowDistribution(SampledWithLogProb):
     """z = flow(z_0, context), z_0 ~ ``base``; ``flow(z0, h) -> (z, sum_t log|det|)``."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
-    has_rsample = True
-
     def __init__(self, base: Distribution, flow: Flow, context: torch.Tensor | None = None):
         self.base, self.flow, self.context = base, flow, context
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -40,13 +40,6 @@ class FlowDistribution(Distribution):
         log_q = log_q0 - log_det
         self._cache = (z, log_q)
         return z, log_q
-
-    def rsample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape, generator)[0]
-
-    def sample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._cache is not None and value is self._cache[0]:

@@ -38,6 +38,7 @@ from torch.distributions import Distribution, constraints
 from vaekit import distributions as vd
 from vaekit.components.base import LIKELIHOODS, PRIORS, Likelihood, Prior
 from vaekit.distributions import DiagonalNormal
+from vaekit.distributions.sampled import SampledWithLogProb
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.persistence import load_model, save_model
@@ -46,12 +47,11 @@ from vaekit.nn import MLP, ConvDecoder, ConvEncoder, dense_features
 from vaekit.nn import activation as make_activation
 
 
-class TwoLevelPosterior(Distribution):
+class TwoLevelPosterior(SampledWithLogProb):
     """q(z1, z2|x) = q(z2|x) q(z1|x, z2) over z = [z1, z2]; ``q_z1(z2)`` gives q(z1|x, z2) for this x."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
-    has_rsample = True
 
     def __init__(self, q_z2: DiagonalNormal, q_z1: Callable[[torch.Tensor], DiagonalNormal], latent: int):
         self.q_z2, self.q_z1, self.latent = q_z2, q_z1, latent
@@ -64,13 +64,6 @@ class TwoLevelPosterior(Distribution):
         q1 = self.q_z1(z2)
         z1 = q1.rsample((), generator)
         return torch.cat([z1, z2], -1), self.q_z2.log_prob(z2) + q1.log_prob(z1)
-
-    def rsample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.rsample_and_log_prob(sample_shape, generator)[0]
-
-    def sample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         z1, z2 = value[..., : self.latent], value[..., self.latent :]
