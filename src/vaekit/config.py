@@ -424,37 +424,18 @@ MAX_YAML_NODES = 100_000
 def _read_capped(p: Path) -> str:
     """The text of the config file ``p``: a regular file (a link to one is fine) of at most
     :data:`MAX_CONFIG_BYTES`; a FIFO, a device (``/dev/zero``) or a directory is refused before reading."""
-    import os
-    import stat
+    from vaekit.errors import CheckpointError
+    from vaekit.io.files import read_capped
 
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        data = read_capped(p, MAX_CONFIG_BYTES, "config", follow_links=True,
+                           hint="give a TOML, YAML or JSON file of settings")
     except FileNotFoundError:
         raise ConfigError(f"config file {short(p)} not found") from None
+    except CheckpointError as exc:  # a special file, or too large
+        raise ConfigError(short(f"config file {exc}")) from None
     except OSError as exc:
         raise ConfigError(short(f"cannot read config file {p}: {exc.strerror or exc}")) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
-                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
-            raise ConfigError(f"config file {short(p)} is {kind}, not a regular file; give a TOML, YAML or JSON file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {short(p)} is {st.st_size} bytes, more than a config can be "
-                              f"({MAX_CONFIG_BYTES} bytes)")
-        os.set_blocking(fd, True)
-        data = b""
-        while len(data) <= MAX_CONFIG_BYTES:
-            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {short(p)} grew past {MAX_CONFIG_BYTES} bytes while it was read")
-    except OSError as exc:
-        raise ConfigError(short(f"cannot read config file {p}: {exc.strerror or exc}")) from None
-    finally:
-        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

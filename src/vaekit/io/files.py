@@ -44,28 +44,28 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
-    """A file descriptor of ``path``, which must be a regular file and not a symbolic link.
+def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666, *, follow_links: bool = False) -> int:
+    """A file descriptor of ``path``, which must be a regular file and (unless ``follow_links``) not a symbolic link.
 
     A link or a special file (FIFO, device, socket, directory) raises :class:`CheckpointError`; other
     failures (absent, no permission, name too long) raise the ``OSError``.
     """
     path = Path(path)
     try:
-        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, mode)
+        fd = os.open(path, flags | (0 if follow_links else _NOFOLLOW) | _NONBLOCK | _CLOEXEC, mode)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK) and path.is_symlink():
             raise CheckpointError(f"{path} is a symbolic link; vaekit does not follow links in run folders "
                                   "(replace it with the file itself)") from None
         if exc.errno == errno.ENXIO and not path.is_symlink():  # e.g. a FIFO opened for writing
             raise CheckpointError(f"{path} is {_kind(os.lstat(path).st_mode)}, not a regular file; "
-                                  "vaekit reads and writes only regular files there") from None
+                                  "vaekit reads and writes only regular files") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(f"{path} is {_kind(st.st_mode)}, not a regular file; "
-                                  "vaekit reads and writes only regular files there")
+                                  "vaekit reads and writes only regular files")
         if _NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:
@@ -74,18 +74,19 @@ def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666) 
     return fd
 
 
-def read_capped(path: str | Path, cap: int, what: str = "file") -> bytes:
-    """The bytes of the regular file ``path`` (no link, no special file), at most ``cap`` of them.
+def read_capped(path: str | Path, cap: int, what: str = "file", *, follow_links: bool = False,
+                hint: str = "it is not a file vaekit wrote") -> bytes:
+    """The bytes of the regular file ``path`` (no special file; no link unless ``follow_links``), at most ``cap``.
 
-    A larger file raises :class:`CheckpointError` before anything is read; ``OSError`` as :func:`open_regular`.
+    A larger file raises :class:`CheckpointError` (ending in ``hint``) before anything is read; ``OSError`` as
+    :func:`open_regular`.
     """
     path = Path(path)
-    fd = open_regular(path)
+    fd = open_regular(path, follow_links=follow_links)
     try:
         size = os.fstat(fd).st_size
         if size > cap:
-            raise CheckpointError(f"{path} is {_size(size)}, more than a {what} can be ({_size(cap)}); "
-                                  "it is not a file vaekit wrote")
+            raise CheckpointError(f"{path} is {_size(size)}, more than a {what} can be ({_size(cap)}); {hint}")
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(1 << 20, cap + 1 - total))
