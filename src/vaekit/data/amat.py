@@ -47,6 +47,7 @@ from vaekit.data.download import (
     dataset_dir,
     dir_writable,
     ensure_files,
+    file_digest,
     make_dirs,
     mirrors,
     read_bytes,
@@ -172,15 +173,6 @@ def _cache_candidates(path: Path) -> list[Path]:
     ]
 
 
-def file_sha256(path: Path) -> bytes:
-    """SHA-256 of the file's bytes as stored (of the ``.gz`` for a gzipped source: 2 MB for MNIST's training split)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
-
-
 def _load_cache(path: Path, digest: bytes, width: int) -> np.ndarray | None:
     for candidate in _cache_candidates(path):
         if not candidate.is_file():
@@ -229,7 +221,7 @@ def read_amat(
     digest = b""
     if cache:
         try:
-            digest = file_sha256(path)
+            digest = file_digest(path).digest()  # of the .gz for a gzipped source: 2 MB for MNIST
         except FileNotFoundError:
             raise DataError(f"{path}: file not found") from None
         except OSError as exc:

@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vaekit.errors import DataError
 
@@ -224,12 +225,13 @@ def read_bytes(path: Path, label: str | None = None, limit: int | Callable[[byte
     return bytes(out)
 
 
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "sha256") -> Any:
+    """The ``hashlib`` hash of the file's bytes as stored, read in 1 MB pieces (``.digest()``, ``.hexdigest()``)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h
 
 
 def atomic_write(path: Path, write: Callable[[object], None]) -> None:
