@@ -74,23 +74,26 @@ def _flag_type(hint: object, flag: str):
 
 
 def component_flags() -> dict[str, tuple]:
-    """``--PREFIX-FIELD`` flags for the settings of every registered component (``--vamp-components``, ...)."""
+    """``--PREFIX-FIELD`` flags for the settings of every registered component (``--vamp-components``, ...): the
+    flat setting names of :func:`vaekit.config.component_flags`, typed and explained from the config dataclass."""
     import dataclasses
     import typing
 
+    from vaekit.config import component_flags as flat_settings
+
     out: dict[str, tuple] = {}
-    for kind, registry in _registries().items():
-        for entry in registry.entries():
-            try:
-                hints = typing.get_type_hints(entry.config)
-            except Exception:
-                hints = {}
-            for f in dataclasses.fields(entry.config):
-                flag = f"--{entry.prefix}-{f.name}".replace("_", "-")
-                default = f.default if f.default is not dataclasses.MISSING else None
-                users = [e.name for e in registry.entries() if e.prefix == entry.prefix and f.name in e.fields()]
-                text = f"{kind} {' / '.join(users)}: {f.name.replace('_', ' ')} (default {default})"
-                out.setdefault(flag, (_flag_type(hints.get(f.name, f.type), flag), text))
+    for key, owners in flat_settings().items():
+        kind, name, field = owners[0]
+        entry = _registries()[kind].entry(name)
+        try:
+            hint = typing.get_type_hints(entry.config).get(field)
+        except Exception:
+            hint = None
+        f = entry.fields()[field]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        flag = "--" + key.replace("_", "-")
+        text = f"{kind} {' / '.join(owner for _, owner, _ in owners)}: {field.replace('_', ' ')} (default {default})"
+        out[flag] = (_flag_type(hint if hint is not None else f.type, flag), text)
     return out
 
 
