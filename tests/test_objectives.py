@@ -105,3 +105,11 @@ def test_kl_warmup_schedule():
     assert kl_weight(10, 1.0, 4) == 1.0
     with pytest.raises(ValueError):
         iwae_bound(VAE(shape=(1, 2, 2), latent=1, hidden=[2]), torch.zeros(1, 4), 0)
+
+
+def test_the_elbo_encodes_the_vampprior_pseudo_inputs_once():
+    model = VAE(shape=(1, 4, 4), latent=2, hidden=[8], prior={"name": "vamp", "components": 5})
+    batches = []
+    model.encoder.register_forward_hook(lambda _m, inputs, _o: batches.append(inputs[0].shape[0]))
+    elbo(model, torch.bernoulli(torch.full((3, 1, 4, 4), 0.5)))
+    assert batches == [3, 5]  # the data, then the 5 pseudo-inputs: one pass each per step

@@ -77,7 +77,7 @@ def elbo(
     else:
         z, log_q = rsample_and_log_prob(q, shape, generator)
         reconstruction = model.log_likelihood(x, z, y)
-        kl = log_q - model.log_prior(z)
+        kl = log_q - p.log_prob(z)  # p, not model.log_prior: a VampPrior would encode its pseudo-inputs again
     if samples > 1:
         reconstruction = reconstruction.mean(0)
         kl = kl.mean(0) if kl.dim() > 1 else kl
