@@ -57,7 +57,7 @@ def test_bad_arguments_one_line_status_2(tmp_path, capsys, argv, needle):
     ('latent = "three"\n', "latent must be an integer"),
     ('seed = 1.5\n', "seed"),
     ('epochs = [\n', "not valid TOML"),
-    ('hidden = []\n', "hidden"),
+    ("model = \"conv\"\nhidden = []\n", "hidden"),
 ])
 def test_bad_config_file(tmp_path, capsys, text, needle):
     conf = tmp_path / "c.toml"

@@ -35,7 +35,8 @@ class TrainConfig:
     data_dir: str | None = None
     binarize: str | None = None  # None (data set default) | dynamic | threshold
     conditional: bool = False  # condition q(z|x, y) and p(x|z, y) on the data set's labels
-    # model: networks (model = mlp | conv), sizes, and the three components (registered names + settings)
+    # model: the family, networks (model = mlp | conv), sizes, and the three components (names + settings)
+    family: str = "vae"  # vae | gmvae (a Gaussian-mixture prior) | bernoulli-mixture (one categorical z)
     model: str = "mlp"  # mlp | conv
     hidden: list[int] = field(default_factory=lambda: [400])
     latent: int = 40
@@ -48,8 +49,15 @@ class TrainConfig:
     posterior_settings: dict[str, Any] = field(default_factory=dict)
     prior_settings: dict[str, Any] = field(default_factory=dict)
     likelihood_settings: dict[str, Any] = field(default_factory=dict)
+    components: int | None = None  # bernoulli-mixture: mixture components K (default 10)
+    fit: str = "vae"  # bernoulli-mixture: vae (amortized q(z|x), the trainer) | em (exact EM)
+    em_iterations: int = 100  # fit em: the most EM iterations
     # objective
     objective: str = "elbo"  # elbo | iwae
+    estimator: str | None = None  # discrete latents: enumerate | score | nvil | vimco | gumbel | straight-through
+    temperature: float = 1.0  # gumbel / straight-through: the starting temperature tau_0
+    temperature_min: float = 0.5  # ... the floor of tau_t = max(tau_min, tau_0 exp(-r t))
+    anneal_rate: float = 1e-4  # ... r, per training step
     k: int = 1
     beta: float = 1.0
     warmup: int = 0  # KL warm-up epochs (beta ramps from beta/warmup to beta)
@@ -73,6 +81,9 @@ class TrainConfig:
     compile: bool = False
 
     CHOICES = {
+        "family": ("vae", "gmvae", "bernoulli-mixture"),
+        "fit": ("vae", "em"),
+        "estimator": (None, "enumerate", "score", "nvil", "vimco", "gumbel", "straight-through"),
         "model": ("mlp", "conv"),
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
         "objective": ("elbo", "iwae"),
@@ -82,10 +93,11 @@ class TrainConfig:
         "device": ("auto", "cpu", "cuda", "mps"),
         "precision": ("fp32", "tf32", "bf16"),
     }
-    POSITIVE = ("latent", "levels", "k", "epochs", "batch_size", "eval_batch_size", "threads")
+    POSITIVE = ("latent", "levels", "k", "epochs", "batch_size", "eval_batch_size", "threads", "components",
+                "em_iterations")
     NONNEGATIVE = ("warmup", "patience", "seed")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
-    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2}
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "components": 2**20}
 
     def __post_init__(self) -> None:
         try:
@@ -132,7 +144,7 @@ def component_flags() -> dict[str, list[tuple[str, str, str]]]:
     for kind in KINDS:
         for entry in _registry(kind).entries():
             for f in entry.fields():
-                key = f"{entry.prefix}_{f}".replace("-", "_")
+                key = (f"{entry.prefix}_{f}" if entry.prefix else f).replace("-", "_")
                 out.setdefault(key, []).append((kind, entry.name, f))
     return out
 
@@ -179,8 +191,22 @@ def validate(cfg: TrainConfig) -> None:
             value <= low if strict else value < low
         ):
             raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}; got {value!r}")
+    for name, value in (("temperature", cfg.temperature), ("temperature_min", cfg.temperature_min)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a finite number > 0; got {value!r}")
+    if cfg.temperature_min > cfg.temperature:
+        raise ConfigError(f"temperature_min ({cfg.temperature_min}) must not exceed temperature ({cfg.temperature})")
+    if isinstance(cfg.anneal_rate, bool) or not isinstance(cfg.anneal_rate, (int, float)) or \
+            not math.isfinite(cfg.anneal_rate) or cfg.anneal_rate < 0:
+        raise ConfigError(f"anneal_rate must be a finite number >= 0; got {cfg.anneal_rate!r}")
+    family_prior = _registry("posterior").entry(cfg.posterior).cls.default_prior
+    if cfg.prior == "standard" and not cfg.prior_settings and family_prior != "standard":
+        cfg.prior = family_prior  # "standard" names the family's standard prior (uniform over one-hot codes)
+    _validate_family(cfg)
     for key in ("hidden", "conv_channels"):
         value = getattr(cfg, key)
+        if key == "hidden" and value == [] and cfg.model == "mlp":
+            continue  # linear networks
         if not isinstance(value, list) or not value or any(
             isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 2**31 - 1 for h in value
         ):
@@ -208,6 +234,28 @@ def validate(cfg: TrainConfig) -> None:
     shape = _known_shape(cfg.dataset)
     if shape is not None:
         check_model_size(cfg, shape)
+
+
+def _validate_family(cfg: TrainConfig) -> None:
+    """The model families' fixed parts: what ``family`` implies must not be contradicted."""
+    if cfg.fit == "em" and cfg.family != "bernoulli-mixture":
+        raise ConfigError("fit em is the exact EM of the mixture of Bernoullis; use it with family bernoulli-mixture")
+    if cfg.components is not None and cfg.family != "bernoulli-mixture":
+        raise ConfigError("components is the number of mixture components of family bernoulli-mixture; for the "
+                          "Gaussian-mixture VAE give clusters (--clusters), for the VampPrior vamp_components")
+    if cfg.family == "gmvae" and (cfg.prior != "mixture" or cfg.posterior not in ("gaussian", "iaf", "planar")):
+        raise ConfigError(f"family gmvae is a Gaussian q(z|x) with the mixture prior; got posterior {cfg.posterior} "
+                          f"and prior {cfg.prior}")
+    if cfg.family == "bernoulli-mixture":
+        want = {"posterior": "categorical", "latent": 1, "prior": "categorical", "levels": 1, "model": "mlp"}
+        wrong = [f"{k} {getattr(cfg, k)!r}" for k, v in want.items() if getattr(cfg, k) != v]
+        if wrong or cfg.hidden != []:
+            shown = ", ".join(wrong + ([f"hidden {cfg.hidden}"] if cfg.hidden != [] else []))
+            raise ConfigError(f"family bernoulli-mixture is one categorical z with --components classes and linear "
+                              f"networks; leave out {shown}")
+    if cfg.estimator is not None and _registry("posterior").entry(cfg.posterior).cls.discrete is False:
+        raise ConfigError(f"estimator {cfg.estimator} is for discrete latents (posterior categorical or bernoulli); "
+                          f"posterior {cfg.posterior} is reparameterized")
 
 
 def _known_shape(dataset: str) -> tuple[int, ...] | None:
@@ -340,6 +388,7 @@ def _finish(partial: dict[str, Any], source: str) -> TrainConfig:
     for k, hint in fields.items():
         if k in clean and not k.endswith("_settings"):
             clean[k] = _coerce(k, clean[k], hint)
+    _family_defaults(clean)
     for key, value in partial.get("_pending", {}).items():
         owners = component_flags()[key]
         for kind, name, field_name in owners:
@@ -364,6 +413,33 @@ def _finish(partial: dict[str, Any], source: str) -> TrainConfig:
             if bad:
                 raise ConfigError(f"{k} in {source} has the wrong type: {v!r} ({type(v).__name__})")
     return TrainConfig(**clean)
+
+
+def _family_defaults(clean: dict[str, Any]) -> None:
+    """Fill in what a model family implies (its prior, its posterior), unless the settings give it."""
+    family = clean.get("family", "vae")
+    if family == "gmvae":
+        clean.setdefault("prior", "mixture")
+    elif family == "bernoulli-mixture":
+        for key, value in (("posterior", "categorical"), ("latent", 1), ("prior", "categorical"), ("hidden", [])):
+            clean.setdefault(key, value)
+        classes = clean.get("components")
+        if clean.get("posterior") == "categorical":
+            settings = dict(clean.get("posterior_settings") or {})
+            if classes is not None:
+                if settings.get("classes", classes) != classes:
+                    raise ConfigError(f"components {classes} and classes {settings['classes']} disagree; give one")
+                settings["classes"] = classes
+            settings.setdefault("classes", 10)
+            clean["posterior_settings"] = settings
+        if clean.get("prior") == "categorical":
+            clean["prior_settings"] = {"learned": True, **(clean.get("prior_settings") or {})}
+    posterior = clean.get("posterior", "gaussian")
+    if clean.get("prior", "standard") == "standard" and not clean.get("prior_settings") and \
+            isinstance(posterior, str) and posterior in _registry("posterior"):
+        default = _registry("posterior").entry(posterior).cls.default_prior
+        if default != "standard":  # "standard" names the family's standard prior (uniform over one-hot codes)
+            clean["prior"] = default
 
 
 def fields_default(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.distributions import kl_divergence
 
-from vaekit.distributions import rsample, rsample_and_log_prob
+from vaekit.distributions import rsample, rsample_and_log_prob, sample
 from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import VaekitError
 
@@ -70,8 +70,8 @@ def elbo(
     if analytic_kl and not closed:
         raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form registered "
                           "(torch.distributions.register_kl); use analytic_kl=False")
-    if closed:
-        z = rsample(q, shape, generator)
+    if closed:  # a discrete q (no rsample) gives the value; its gradient needs vaekit.discrete_objectives
+        z = rsample(q, shape, generator) if q.has_rsample else sample(q, shape, generator)
         reconstruction = model.log_likelihood(x, z, y)
         kl = kl_divergence(q, p)
     else:

@@ -108,7 +108,8 @@ class Registry:
                  help: str = "") -> Callable[[type], type]:
         """Class decorator: register ``cls`` under ``name`` with its ``config`` dataclass.
 
-        ``prefix`` names the command-line flags of the settings (``--PREFIX-FIELD``; default: the name).
+        ``prefix`` names the command-line flags of the settings (``--PREFIX-FIELD``; default: the name;
+        ``""``: ``--FIELD``, for a setting that reads well alone, like a categorical posterior's ``--classes``).
         Registering a name again replaces the entry (so a module reloaded in a notebook keeps working).
         """
         config = config if config is not None else NoSettings
@@ -119,7 +120,7 @@ class Registry:
 
         def decorate(cls: type) -> type:
             doc = help or (inspect.getdoc(cls) or "").split("\n")[0]
-            self._entries[name] = Entry(name, cls, config, prefix or name, doc)
+            self._entries[name] = Entry(name, cls, config, name if prefix is None else prefix, doc)
             cls.name = name  # type: ignore[attr-defined]
             return cls
 

@@ -1,8 +1,10 @@
 """The three kinds of component a latent-variable model is made of, and their registries.
 
 * a **posterior** family turns the encoder's output into q(z|x), a ``torch.distributions.Distribution`` over
-  codes z of size L (:data:`POSTERIORS`: ``gaussian``, ``iaf``, ``planar``);
-* a **prior** is p(z) as a distribution (:data:`PRIORS`: ``standard``, ``vamp``);
+  codes z of size L (:data:`POSTERIORS`: ``gaussian``, ``iaf``, ``planar``, and the discrete ``categorical``
+  and ``bernoulli``);
+* a **prior** is p(z) as a distribution (:data:`PRIORS`: ``standard``, ``vamp``, ``mixture``, ``categorical``,
+  ``bernoulli``);
 * a **likelihood** turns the decoder's output into p(x|z), a distribution over images (C, H, W)
   (:data:`LIKELIHOODS`: ``bernoulli``, ``gaussian``, ``continuous-bernoulli``, ``pixelcnn``).
 
@@ -63,9 +65,14 @@ class Component(nn.Module):
 
 
 class Posterior(Component):
-    """q(z|x) from the encoder's output; ``latent`` L is the size of z."""
+    """q(z|x) from the encoder's output; ``latent`` is the number of latent variables, :attr:`code_size` the
+    size of the code z the decoder is given (the same for real-valued z; G * K for G one-hot K-way variables)."""
 
     kind = "posterior"
+    #: Whether z is discrete (no reparameterization; training needs an estimator, vaekit.discrete_objectives).
+    discrete: bool = False
+    #: The prior that the name ``standard`` means for codes of this family (N(0, I) for real-valued codes).
+    default_prior: str = "standard"
 
     def __init__(self, latent: int):
         super().__init__()
@@ -77,6 +84,11 @@ class Posterior(Component):
     def param_size(self) -> int:
         """How many numbers per example the encoder gives this posterior."""
         raise NotImplementedError
+
+    @property
+    def code_size(self) -> int:
+        """The size of a code z, the decoder's input."""
+        return self.latent
 
     def forward(self, params: torch.Tensor) -> Distribution:  # pragma: no cover - interface
         """q(z|x) for the encoder output ``params`` (N, param_size): batch (N,), event (L,)."""

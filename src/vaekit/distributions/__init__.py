@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 
 from vaekit.distributions import kl as kl
 from vaekit.distributions.bernoulli import IndependentBernoulli, IndependentContinuousBernoulli
+from vaekit.distributions.discrete import FactorizedBernoulli, FactorizedCategorical, support_size
 from vaekit.distributions.flow import FlowDistribution
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal_normal_log_prob
@@ -33,6 +34,9 @@ def rsample_and_log_prob(q: Distribution, sample_shape: torch.Size | tuple = (),
                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, log q(z)) with z = q.rsample(sample_shape), in one pass where ``q`` offers one (flows).
 
+    A discrete ``q`` (no ``rsample``) gives z = q.sample(sample_shape), which carries no gradient: what the
+    evaluator needs; training a discrete q goes through an estimator (:mod:`vaekit.discrete_objectives`).
+
     ``generator`` is used where the distribution accepts one (vaekit's do); a plain ``torch.distributions``
     object draws from the global random state.
     """
@@ -41,7 +45,9 @@ def rsample_and_log_prob(q: Distribution, sample_shape: torch.Size | tuple = (),
         if generator is not None and _takes_generator(cls, "rsample_and_log_prob"):
             return q.rsample_and_log_prob(sample_shape, generator=generator)
         return q.rsample_and_log_prob(sample_shape)
-    if generator is not None and _takes_generator(cls, "rsample"):
+    if not q.has_rsample:
+        z = sample(q, sample_shape, generator)
+    elif generator is not None and _takes_generator(cls, "rsample"):
         z = q.rsample(sample_shape, generator=generator)
     else:
         z = q.rsample(sample_shape)
@@ -70,6 +76,7 @@ def point(q: Distribution) -> torch.Tensor:
     return q.point() if hasattr(q, "point") else q.mean
 
 
-__all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FlowDistribution", "IndependentBernoulli",
+__all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FactorizedBernoulli", "FactorizedCategorical",
+           "FlowDistribution", "IndependentBernoulli",
            "IndependentContinuousBernoulli", "SampledWithLogProb", "StandardNormal", "diagonal_normal_log_prob",
-           "point", "rsample", "rsample_and_log_prob", "sample"]
+           "point", "rsample", "rsample_and_log_prob", "sample", "support_size"]

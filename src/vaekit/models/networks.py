@@ -27,7 +27,7 @@ def network_spec(arch: str = "mlp", hidden: Sequence[int] = (400,), activation: 
     if activation not in ACTIVATIONS and activation != "gated":
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)} or gated")
     hidden = [int(h) for h in hidden]
-    if any(h < 1 for h in hidden) or (arch == "mlp" and not hidden):
+    if any(h < 1 for h in hidden):  # an empty list: linear MLPs
         raise ValueError(f"hidden sizes must be >= 1, got {hidden}")
     if arch == "mlp":
         return {"name": "mlp", "hidden": hidden, "activation": activation}

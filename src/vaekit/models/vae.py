@@ -67,6 +67,15 @@ def _check_size(nets: dict[str, Any], registry: Any, component: Any, kind: str, 
         raise ConfigError(str(exc)) from None
 
 
+def _family_prior(prior: Any, posterior: Posterior) -> Any:
+    """``standard`` names the standard prior of the posterior's family: N(0, I) for real-valued codes, the
+    uniform categorical for one-hot codes, Bernoulli(1/2) for binary ones."""
+    name = prior if isinstance(prior, str) else prior.get("name") if isinstance(prior, dict) else None
+    if name == "standard" and posterior.default_prior != "standard" and (isinstance(prior, str) or len(prior) == 1):
+        return posterior.default_prior
+    return prior
+
+
 def make_component(registry: Any, spec: Any, base: type, **context: Any) -> Any:
     """A component from a registered name, a settings dict, or an instance of ``base`` (used as it is)."""
     if isinstance(spec, base):
@@ -102,6 +111,7 @@ class VAE(LatentVariableModel):
         with torch.random.fork_rng(devices=[]):  # drawn again after the networks (build), as vaekit always has
             self.posterior_family: Posterior = make_component(POSTERIORS, posterior, Posterior, latent=self.latent)
         self._posterior_spec = None if isinstance(posterior, Posterior) else posterior
+        self._specs["prior"] = _family_prior(prior, self.posterior_family)
         if (encoder is None or decoder is None) and shape is None:
             raise ShapeError("give the data shape (shape=(C, H, W)) for vaekit's networks, or both an encoder and "
                              "a decoder of your own")
@@ -148,13 +158,14 @@ class VAE(LatentVariableModel):
                                              self.condition)
                 self._network_specs["encoder"] = self._builtin
             if self._decoder_given is None:
-                self.decoder = build_decoder(self._builtin, self.latent, self.shape, self.likelihood.param_shape,
-                                             self.condition)
+                self.decoder = build_decoder(self._builtin, self.posterior_family.code_size, self.shape,
+                                             self.likelihood.param_shape, self.condition)
                 self._network_specs["decoder"] = self._builtin
         except ValueError as exc:
             raise ShapeError(f"cannot build the networks for data of shape {self.shape}: {exc}") from None
         # built after the networks, in the order of vaekit's first releases: the same seed, the same weights
-        self.prior: Prior = make_component(PRIORS, self._specs["prior"], Prior, latent=self.latent, shape=self.shape)
+        self.prior: Prior = make_component(PRIORS, self._specs["prior"], Prior, latent=self.posterior_family.code_size,
+                                           shape=self.shape, posterior=self.posterior_family)
         if self._posterior_spec is not None:  # its weights (a flow's) drawn last, after the prior's
             self.posterior_family = make_component(POSTERIORS, self._posterior_spec, Posterior, latent=self.latent)
         if self.condition and self.prior.trains_with_encoder:
@@ -171,7 +182,7 @@ class VAE(LatentVariableModel):
     # -- the guide q(z|x) -----------------------------------------------------------------------
     @property
     def latent_size(self) -> int:
-        return self.latent
+        return self.posterior_family.code_size
 
     def inference_parameters(self) -> list[nn.Parameter]:
         """The parameters of q(z|x) alone (encoder and posterior family, e.g. a flow)."""
