@@ -9,8 +9,9 @@ whose value is not reported, next to the ELBO terms that are (nats). With the KL
   (Pyro's TraceEnum_ELBO); only for small latent spaces.
 * ``score``: the score function (REINFORCE), grad E_q[f] = E_q[f(z) grad log q(z|x)], no baseline.
 * ``nvil``: the score function with the learning signal f - c - b(x) centred by a running mean c and a learned,
-  input-dependent baseline b(x) (a small MLP trained to predict f - c by least squares), and divided by a
-  running standard deviation (Mnih & Gregor, 2014). A baseline that does not depend on z keeps it unbiased.
+  input-dependent baseline b(x) (a small MLP trained to predict f - c by least squares; Mnih & Gregor, 2014).
+  A baseline that does not depend on z keeps it unbiased. (NVIL's division by a running standard deviation is
+  left out: it rescales the score term alone, which biases the gradient's direction.)
 * ``vimco``: for the K-sample bound L = log (1/K) sum_i w_i, the score-function term of each draw gets the
   leave-one-out baseline L_{-i}, L with log w_i replaced by the mean of the other log w_j
   (Mnih & Rezende, 2016); unbiased, with the multi-sample objective (``objective = "iwae"``, K >= 2).
@@ -134,7 +135,6 @@ class DiscreteEstimator(nn.Module):
             nn.init.zeros_(self.baseline[2].weight)
             nn.init.zeros_(self.baseline[2].bias)
             self.register_buffer("signal_mean", torch.zeros(()))
-            self.register_buffer("signal_var", torch.ones(()))
             self.register_buffer("signal_seen", torch.zeros((), dtype=torch.long))
 
     @property
@@ -209,18 +209,16 @@ class DiscreteEstimator(nn.Module):
         return surrogate + extra, ElboTerms(rec - kl_mean, rec, kl_mean), None
 
     def _nvil_signal(self, x: torch.Tensor, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """((f - c - b(x)) / max(1, sd), the baseline's squared error (N,)); updates c and sd in training."""
+        """(f - c - b(x), the baseline's squared error (N,)); updates the running mean c in training."""
         b = self.baseline(x.reshape(x.shape[0], -1)).squeeze(-1)  # (N,)
         residual = signal - self.signal_mean - b  # (S, N) or (N,)
         baseline_loss = residual.pow(2)
         baseline_loss = baseline_loss.mean(0) if baseline_loss.dim() > 1 else baseline_loss
-        centred = residual.detach() / self.signal_var.sqrt().clamp(min=1.0)
+        centred = residual.detach()
         if self.training:
             with torch.no_grad():
-                alpha = 0.8 if int(self.signal_seen) > 0 else 0.0  # the first batch sets the statistics
-                centred_raw = signal - b.detach()
-                self.signal_mean.mul_(alpha).add_((1 - alpha) * centred_raw.mean())
-                self.signal_var.mul_(alpha).add_((1 - alpha) * centred_raw.var(unbiased=False))
+                alpha = 0.8 if int(self.signal_seen) > 0 else 0.0  # the first batch sets the mean
+                self.signal_mean.mul_(alpha).add_((1 - alpha) * (signal - b.detach()).mean())
                 self.signal_seen.add_(1)
         return centred, baseline_loss
 

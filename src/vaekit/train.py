@@ -30,6 +30,13 @@ import torch
 
 from vaekit import runtime as D
 from vaekit.config import TrainConfig, check_model_size, from_dict
+from vaekit.discrete_objectives import (
+    DiscreteEstimator,
+    EstimatorSettings,
+    check_estimator,
+    default_estimator,
+    is_discrete,
+)
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io import contract
@@ -331,11 +338,14 @@ def fit(
     bar and ``metrics.jsonl``. ``valid`` (same forms) chooses the kept weights by the validation bound.
     ``settings`` are further :class:`~vaekit.config.TrainConfig` keys of training: ``lr_schedule``,
     ``weight_decay``, ``clip_grad``, ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``,
-    ``device``, ``precision``, ``threads``, ``compile``. The model's own settings are its business: it is
-    saved as it is (``model.json``, with user networks recorded by class name only).
+    ``device``, ``precision``, ``threads``, ``compile``, and for a discrete q(z|x) the ``estimator`` (see
+    :mod:`vaekit.discrete_objectives`) with ``temperature``, ``temperature_min``, ``anneal_rate``. The model's
+    own settings are its business: it is saved as it is (``model.json``, with user networks recorded by class
+    name only).
     """
     allowed = {"lr_schedule", "weight_decay", "clip_grad", "patience", "eval_batch_size", "encoder_noise",
-               "train_only", "device", "precision", "threads", "compile", "init_from"}
+               "train_only", "device", "precision", "threads", "compile", "init_from", "estimator", "temperature",
+               "temperature_min", "anneal_rate"}
     unknown = sorted(set(settings) - allowed)
     if unknown:
         import difflib
@@ -407,14 +417,20 @@ class LossModule(torch.nn.Module):
     (the decoder still scores the clean x; the objective stays a lower bound on log p(x)).
     """
 
-    def __init__(self, model: LatentVariableModel, objective: str, k: int, encoder_noise: float = 0.0):
+    def __init__(self, model: LatentVariableModel, objective: str, k: int, encoder_noise: float = 0.0,
+                 estimator: DiscreteEstimator | None = None):
         super().__init__()
         self.model, self.objective, self.k = model, objective, k
         self.encoder_noise = encoder_noise
+        self.estimator = estimator  # a discrete q(z|x): the gradient estimator's surrogate is what is maximised
 
     def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x_enc = x + self.encoder_noise * torch.randn_like(x) if self.encoder_noise > 0 else None
-        if self.objective == "iwae":
+        if self.estimator is not None:
+            surrogate, terms, _ = self.estimator.surrogate(self.model, x, y, objective=self.objective, k=self.k,
+                                                           beta=beta, encoder_input=x_enc)
+            loss = -surrogate.mean()
+        elif self.objective == "iwae":
             bound, terms = iwae_terms(self.model, x, self.k, encoder_input=x_enc, y=y)
             loss = -bound.mean()
         else:
@@ -490,7 +506,10 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
     if cfg.init_from is not None and not (resume and state_path.exists()):
         _init_weights(model, cfg.init_from, device)
+    estimator = _estimator_for(model, cfg, device)
     trainable = _trainable_parameters(model, cfg.train_only)
+    if estimator is not None:
+        trainable += list(estimator.parameters())  # NVIL's baseline
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  **_fused_if_supported(device))
     scheduler = _make_scheduler(cfg, optimizer)
@@ -499,7 +518,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     progress_state: dict[str, Any] = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0,
                                       "since_best": 0, "seconds": 0.0, "scheduler": None, "last": None}
     if resume and state_path.exists():
-        progress_state, rng = ckpt.load_training_state(run, model, optimizer)
+        progress_state, rng = ckpt.load_training_state(run, model, optimizer, estimator)
         _check_resumed_state(state_path, progress_state, optimizer)
         _set_rng_state(_rank_rng(rng, ctx), device)
         if scheduler is not None and progress_state.get("scheduler"):
@@ -527,7 +546,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     n_all, bs = train_x.shape[0], cfg.batch_size
     n = n_all // ctx.world_size if ctx.enabled else n_all  # this rank's share of an epoch
     steps_per_epoch = math.ceil(n / bs)
-    loss_module: torch.nn.Module = LossModule(model, cfg.objective, cfg.k, cfg.encoder_noise)
+    loss_module: torch.nn.Module = LossModule(model, cfg.objective, cfg.k, cfg.encoder_noise, estimator)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -535,7 +554,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     eager_module = loss_module
     if cfg.compile:
         loss_module = _compiled(loss_module)
-    step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module)
+    step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module, estimator=estimator)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
     valid_labels = (valid_y[ctx.rank :: ctx.world_size] if ctx.enabled else valid_y) if conditional else None
     stopped_early = False
@@ -562,6 +581,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             x = train_x[idx]
             if dynamic:
                 x = torch.bernoulli(x)
+            if estimator is not None:
+                estimator.set_step(epoch * steps_per_epoch + step)
             loss, stats = step_fn(x, beta, train_y[idx] if conditional else None)
             if not torch.isfinite(loss):
                 bar.close()
@@ -599,7 +620,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         row = {"epoch": epoch, "train_elbo": train_e, "train_reconstruction": train_r, "train_kl": train_k,
                "valid_elbo": valid["elbo"], "valid_reconstruction": valid["reconstruction"],
                "valid_kl": valid["kl"], **({"valid_iwae": valid["iwae"]} if "iwae" in valid else {}),
-               "beta": beta, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved}
+               "beta": beta, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved,
+               **_estimator_fields(estimator)}
         last = row
         progress_state["last"] = row
         progress_state["epoch"] = epoch
@@ -609,11 +631,12 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             append_metrics(run / "metrics.jsonl", row)
             if improved:
                 model.save(run)
-            ckpt.save_training_state(run, model, optimizer, progress_state, rng)
+            ckpt.save_training_state(run, model, optimizer, progress_state, rng, estimator)
         if sound_epoch is not None:
             sound_epoch = epoch
         if epoch == 1 or epoch == cfg.epochs or epoch % max(1, cfg.epochs // 20) == 0:  # ~20 lines a run
-            say(f"epoch {epoch:>4}  train ELBO {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
+            train_name = "train relaxed ELBO" if estimator is not None and estimator.relaxed else "train ELBO"
+            say(f"epoch {epoch:>4}  {train_name} {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
                 f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
@@ -667,12 +690,15 @@ def _compile_failure(exc: BaseException) -> bool:
 
 
 def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
-               ctx: D.DistContext, eager: torch.nn.Module | None = None):
+               ctx: D.DistContext, eager: torch.nn.Module | None = None,
+               estimator: torch.nn.Module | None = None):
     """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging.
 
     With ``eager`` (the module ``loss_module`` compiles), a batch of another size than ``cfg.batch_size`` (the
     partial last one) runs eagerly instead of recompiling the graph for its shape."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if estimator is not None:
+        params += list(estimator.parameters())
     compiled = eager is not None and eager is not loss_module
 
     def step(x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -697,6 +723,37 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
         return loss, stats.double()
 
     return step
+
+
+def _estimator_for(model: LatentVariableModel, cfg: TrainConfig, device: torch.device) -> DiscreteEstimator | None:
+    """The gradient estimator of a model with a discrete q(z|x) (``cfg.estimator``, or enumeration where the
+    latent space is small and Gumbel-softmax otherwise); None for a reparameterized model."""
+    if not is_discrete(model):
+        if cfg.estimator is not None:
+            raise ConfigError(f"--estimator {cfg.estimator} is for discrete latents (--posterior categorical or "
+                              "bernoulli); this model's q(z|x) is reparameterized")
+        return None
+    name = cfg.estimator or default_estimator(model)
+    check_estimator(model, name, cfg.objective, cfg.k)
+    settings = EstimatorSettings(temperature=cfg.temperature, temperature_min=cfg.temperature_min,
+                                 anneal_rate=cfg.anneal_rate)
+    with torch.random.fork_rng(devices=[]):  # the baseline's weights do not move the model's random stream
+        torch.manual_seed(cfg.seed + 1)
+        estimator = DiscreteEstimator(name, math.prod(model.shape), settings)
+    return estimator.to(device)
+
+
+def _estimator_fields(estimator: DiscreteEstimator | None) -> dict[str, Any]:
+    """What a metrics row says about the estimator: its name and, for a relaxation, that the training ELBO is
+    the relaxed objective at the temperature of the epoch's last step (validation is always discrete)."""
+    if estimator is None:
+        return {}
+    out: dict[str, Any] = {"estimator": estimator.name}
+    if estimator.name in ("gumbel", "straight-through"):
+        out["temperature"] = float(estimator.temperature)
+    if estimator.relaxed:
+        out["train_bound"] = "relaxed"
+    return out
 
 
 def _fused_if_supported(device: torch.device) -> dict[str, bool]:

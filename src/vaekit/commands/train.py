@@ -15,6 +15,11 @@ FLAGS: dict[str, tuple] = {
     "--data-dir": (str, "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)"),
     "--binarize": (str, "none, static, dynamic or threshold (grey-level data: dynamic or threshold)"),
     "--epochs": (positive_int, "number of epochs (default 10)"),
+    "--family": (str, "model family: vae (default), gmvae (a Gaussian-mixture prior, --clusters C) or "
+                      "bernoulli-mixture (one categorical z, --components K, --fit em|vae)"),
+    "--components": (positive_int, "bernoulli-mixture: mixture components K (default 10)"),
+    "--fit": (str, "bernoulli-mixture: vae (an amortized q(z|x), trained like any model; default) or em (exact EM)"),
+    "--em-iterations": (positive_int, "--fit em: the most EM iterations (default 100)"),
     "--model": (str, "mlp or conv"),
     "--hidden": (int_list, "hidden layer sizes, e.g. 400 or 500,500"),
     "--latent": (positive_int, "latent dimensions (default 40; per level with --levels 2)"),
@@ -26,6 +31,12 @@ FLAGS: dict[str, tuple] = {
     "--flow": (str, "normalizing flow in q(z|x): iaf or planar (the same as --posterior; one level only)"),
     "--conv-channels": (int_list, "channels of the conv networks' stride-2 layers (default 32,64)"),
     "--objective": (str, "elbo or iwae"),
+    "--estimator": (str, "discrete latents: enumerate, score, nvil, vimco (with --objective iwae), gumbel or "
+                         "straight-through (default: enumerate for at most 4,096 codes, else gumbel)"),
+    "--temperature": (positive_float, "gumbel / straight-through: the starting temperature (default 1)"),
+    "--temperature-min": (positive_float, "gumbel / straight-through: the lowest temperature (default 0.5)"),
+    "--anneal-rate": (finite_float, "gumbel / straight-through: r in tau = max(tau_min, tau_0 exp(-r step)) "
+                                    "(default 1e-4)"),
     "--k": (positive_int, "samples per example (IWAE k, or ELBO samples)"),
     "--beta": (finite_float, "weight of the KL term (default 1)"),
     "--warmup": (nonnegative_int, "KL warm-up epochs (default 0)"),
@@ -52,8 +63,19 @@ def _registries() -> dict:
     return kinds()
 
 
+def _boolean(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def _flag_type(hint: object, flag: str):
     text = str(hint)
+    if text in ("bool", "<class 'bool'>"):
+        return _boolean
     if "int" in text and "list" not in text:
         base = int
     elif "float" in text:

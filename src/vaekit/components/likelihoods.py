@@ -28,7 +28,8 @@ class BernoulliLikelihood(Likelihood):
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """-sum_d BCE(l_d, x_d), the same as ``self(logits).log_prob(x)`` without building the distribution."""
-        x = x.expand_as(logits) if x.shape != logits.shape else x
+        if x.shape != logits.shape:  # x (N, ...) against logits (..., N, ...) or (S, 1, ...) of codes shared by x
+            logits, x = torch.broadcast_tensors(logits, x)
         return -sum_event(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), self.event_dims)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:

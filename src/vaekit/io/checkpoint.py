@@ -209,9 +209,13 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     progress: dict[str, Any],
     rng: dict[str, torch.Tensor],
+    extra: torch.nn.Module | None = None,
 ) -> None:
-    """Write ``checkpoint.safetensors``: weights, optimizer state, RNG states, progress (JSON)."""
+    """Write ``checkpoint.safetensors``: weights, optimizer state, RNG states, progress (JSON); ``extra`` (a
+    discrete estimator's baseline and statistics) under ``estimator.``."""
     tensors = state_dict_tensors(model, "model.")
+    if extra is not None:
+        tensors.update(state_dict_tensors(extra, "estimator."))
     optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update(optim_tensors)
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous().clone() for k, v in rng.items()})
@@ -225,7 +229,7 @@ def save_training_state(
 
 
 def load_training_state(
-    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: torch.nn.Module | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore weights and optimizer from ``checkpoint.safetensors``; return (progress, rng)."""
     path = run / STATE_FILE
@@ -244,6 +248,11 @@ def load_training_state(
         rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
         _check_rng(rng)
         model.load_state_dict(model_sd)
+        if extra is not None:
+            extra_sd = {k[len("estimator."):]: v for k, v in tensors.items() if k.startswith("estimator.")}
+            check_tensors(path, extra_sd, {k: tuple(v.shape) for k, v in extra.state_dict().items()},
+                          "this run's estimator")
+            extra.load_state_dict(extra_sd)
         optimizer.load_state_dict(_unflatten_optimizer(optim_t, optim_meta))
         _check_optimizer(optimizer)
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
