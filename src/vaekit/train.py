@@ -31,6 +31,7 @@ import torch
 from vaekit import runtime as D
 from vaekit.config import TrainConfig, check_model_size, from_dict
 from vaekit.discrete_objectives import (
+    ESTIMATORS,
     DiscreteEstimator,
     EstimatorSettings,
     check_estimator,
@@ -357,9 +358,13 @@ def fit(
         raise ConfigError(f"fit() trains a vaekit model (e.g. vaekit.VAE(encoder=..., decoder=...)); got a "
                           f"{type(model).__name__}")
     ds = in_memory_dataset(train, valid)
+    estimator = settings.pop("estimator", None)  # checked against the model itself, which cfg does not describe
+    if estimator is not None and not isinstance(estimator, str):
+        raise ConfigError(f"estimator must be a name ({', '.join(ESTIMATORS)}); got {estimator!r}")
     cfg = TrainConfig(dataset=getattr(ds, "name", IN_MEMORY) if getattr(ds, "name", None) else IN_MEMORY,
                       epochs=epochs, batch_size=batch_size, lr=lr, objective=objective, k=k, beta=beta, warmup=warmup,
                       seed=seed, conditional=bool(getattr(model, "condition", 0)), **settings)
+    cfg.estimator = estimator
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         if hasattr(model, "build"):
