@@ -71,7 +71,8 @@ class TrainConfig:
     lr_schedule: str = "none"  # none | cosine | plateau
     weight_decay: float = 0.0
     clip_grad: float | None = None
-    patience: int | None = None  # early stopping on the validation ELBO
+    patience: int | None = None  # early stopping on the validation score (select_by)
+    select_by: str = "objective"  # objective (the training objective chooses the kept epoch) | elbo (the ELBO)
     eval_batch_size: int = 1000
     # reproducibility and hardware
     seed: int = 0
@@ -88,6 +89,7 @@ class TrainConfig:
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
         "objective": ("elbo", "iwae"),
         "train_only": ("all", "encoder"),
+        "select_by": ("objective", "elbo"),
         "lr_schedule": ("none", "cosine", "plateau"),
         "binarize": (None, "none", "static", "dynamic", "threshold"),
         "device": ("auto", "cpu", "cuda", "mps"),

@@ -102,6 +102,8 @@ class TrainResult:
     seconds: float
     stopped_early: bool
     best_valid_iwae: float | None = None  # the kept epoch's validation IWAE_k bound (IWAE objective only)
+    selected_by: str = "valid ELBO"  # the validation score that chose the kept epoch
+    best_score: float = math.nan  # its value at the kept epoch
     model: Any = dataclasses.field(default=None, repr=False, compare=False)  # the trained model (last epoch)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +112,22 @@ class TrainResult:
                "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
         if self.best_valid_iwae is not None:
             out["best_valid_iwae"] = self.best_valid_iwae
+        out["selected_by"], out["best_score"] = self.selected_by, self.best_score
         return out
+
+
+def selection(cfg: TrainConfig) -> tuple[str, Callable[[dict[str, float]], float]]:
+    """The validation score that chooses the kept epoch, by name: the training objective (the IWAE_k bound for
+    an IWAE run, the beta-weighted ELBO E_q[log p(x|z)] - beta KL for beta != 1, else the ELBO), or with
+    ``select_by = "elbo"`` the ELBO whatever the objective (vaekit's behaviour before it followed the objective)."""
+    if cfg.select_by == "elbo":
+        return "valid ELBO", lambda v: v["elbo"]
+    if cfg.objective == "iwae":
+        return f"valid IWAE bound (k = {cfg.k})", lambda v: v["iwae"]
+    if cfg.beta != 1.0:
+        beta = cfg.beta
+        return f"valid beta-ELBO (beta = {beta:g})", lambda v: v["reconstruction"] - beta * v["kl"]
+    return "valid ELBO", lambda v: v["elbo"]
 
 
 def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0) -> LatentVariableModel:
@@ -346,7 +363,7 @@ def fit(
     """
     allowed = {"lr_schedule", "weight_decay", "clip_grad", "patience", "eval_batch_size", "encoder_noise",
                "train_only", "device", "precision", "threads", "compile", "init_from", "estimator", "temperature",
-               "temperature_min", "anneal_rate"}
+               "temperature_min", "anneal_rate", "select_by"}
     unknown = sorted(set(settings) - allowed)
     if unknown:
         import difflib
@@ -560,6 +577,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     if cfg.compile:
         loss_module = _compiled(loss_module)
     step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module, estimator=estimator)
+    selected_by, score_of = selection(cfg)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
     valid_labels = (valid_y[ctx.rank :: ctx.world_size] if ctx.enabled else valid_y) if conditional else None
     stopped_early = False
@@ -613,7 +631,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         epoch += 1
         seconds = time.perf_counter() - t0
         progress_state["seconds"] += seconds
-        score = valid["iwae"] if cfg.objective == "iwae" else valid["elbo"]  # select on the objective
+        score = score_of(valid)  # the training objective chooses the kept epoch (see selection())
         best_score = progress_state.get("best_score", progress_state["best_valid_elbo"])
         improved = valid_x.shape[0] == 0 or score > best_score
         if improved:
@@ -626,6 +644,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                "valid_elbo": valid["elbo"], "valid_reconstruction": valid["reconstruction"],
                "valid_kl": valid["kl"], **({"valid_iwae": valid["iwae"]} if "iwae" in valid else {}),
                "beta": beta, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved,
+               **({"score": score, "selected_by": selected_by} if selected_by != "valid ELBO" else {}),
                **_estimator_fields(estimator)}
         last = row
         progress_state["last"] = row
@@ -653,6 +672,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                        best_valid_elbo=progress_state["best_valid_elbo"], best_epoch=progress_state["best_epoch"],
                        seconds=progress_state["seconds"], stopped_early=stopped_early,
                        best_valid_iwae=progress_state.get("best_score") if cfg.objective == "iwae" else None,
+                       selected_by=selected_by, best_score=progress_state.get("best_score", math.nan),
                        model=model if ctx.is_main else None)
 
 

@@ -48,7 +48,9 @@ FLAGS: dict[str, tuple] = {
     "--lr-schedule": (str, "none, cosine or plateau"),
     "--weight-decay": (finite_float, "Adam weight decay (default 0)"),
     "--clip-grad": (positive_float, "clip the gradient norm at this value"),
-    "--patience": (nonnegative_int, "stop after this many epochs without a better validation ELBO"),
+    "--patience": (nonnegative_int, "stop after this many epochs without a better validation score"),
+    "--select-by": (str, "what chooses the kept epoch: objective (the training objective on the validation set: "
+                         "the IWAE bound, the beta-weighted ELBO; default) or elbo (the ELBO, whatever the objective)"),
     "--eval-batch-size": (positive_int, "batch size for validation (default 1000)"),
     "--seed": (seed_int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or mps"),
@@ -222,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if result.best_valid_iwae is not None:
             kept = f"kept epoch {result.best_epoch}: valid IWAE bound {result.best_valid_iwae:.3f}"
+        elif result.selected_by != "valid ELBO":
+            kept = f"kept epoch {result.best_epoch}, chosen by its {result.selected_by} {result.best_score:.3f}"
         else:
             kept = f"best {result.best_valid_elbo:.3f} at epoch {result.best_epoch}"
         print(f"trained {result.epochs} epochs in {result.seconds:.1f} s: valid ELBO {result.valid_elbo:.3f} nats "

@@ -131,7 +131,7 @@ def _network(spec: Any, role: str) -> None:
     if set(spec) != keys:
         raise ValueError(f"the {name} {role} has the settings {sorted(spec)}, expected {sorted(keys)}")
     if name == "mlp":
-        _counts(spec["hidden"], f"the {role}'s hidden sizes")
+        _counts(spec["hidden"], f"the {role}'s hidden sizes", allow_empty=True)  # []: linear
         _activation(spec["activation"])
     elif name == "conv":
         _counts(spec["channels"], f"the {role}'s channels")
@@ -145,6 +145,9 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """Validate a model description read from a file (types, sizes, registered names); raise ValueError."""
     from vaekit.components import kinds
 
+    own = getattr(_models().get(spec.get("model")), "check_spec", None)  # a model kind that checks its own
+    if own is not None:
+        return own(spec)
     keys = _VAE_KEYS if spec.get("model") == "vae" else _HVAE_KEYS
     unknown, missing = sorted(set(spec) - keys), sorted(keys - set(spec) - {"condition", "min_logvar"})
     if unknown or missing:
@@ -199,7 +202,8 @@ def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{cfg_path} is corrupt or from another version: {short(one_line(exc))}") from None
     try:  # sizes against the memory they imply, before anything is allocated
-        check_parameters(spec_parameters(spec), "the model it describes", "its sizes (hidden, channels, latent, "
+        count = getattr(_models()[spec["model"]], "spec_parameters", None) or spec_parameters
+        check_parameters(count(spec), "the model it describes", "its sizes (hidden, channels, latent, "
                          "flow, prior components)")
     except ValueError as exc:
         raise CheckpointError(f"{cfg_path}: {exc}") from None
