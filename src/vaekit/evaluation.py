@@ -14,6 +14,13 @@ given in bits per dimension, NLL / (D ln 2). Standard errors are over the test s
 examples / sqrt(N) (they do not include the Monte Carlo error of each example, which is far smaller
 at large K; the per-example error of log p(x) is sqrt(1/ESS - 1/K), ESS = (sum w)^2 / sum w^2).
 
+Discrete latents: when the prior has a finite support of at most ``exact_limit`` codes (2^16 by default),
+log p(x) = logsumexp_z [log p(x|z) + log p(z)], the ELBO and the gap KL(q(z|x) || p(z|x)) are also computed
+exactly, by a sum over every code (:mod:`vaekit.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
+For G groups of K-way one-hot codes, ``kl_per_dim`` and ``latent_variance`` have one entry per group (G,
+not G * K): KL(q_g || p_g), and the total variance sum_k Cov_x(E_q[z_gk]) of its class probabilities, which
+is what the active-unit count (> 0.01) uses; binary units count one by one.
+
 For continuous data (a Gaussian or continuous-Bernoulli likelihood on [0, 1]) log p(x) is a density:
 the bits per dimension are not the discrete ones of 8-bit images (add 8 bits/dim for the bins of 1/256).
 
@@ -39,17 +46,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaekit.distributions import point, rsample_and_log_prob
+from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_prob
 from vaekit.distributions.kl import kl_per_unit
+from vaekit.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
 from vaekit.errors import CheckpointError, DataError, VaekitError
 from vaekit.runtime import resolve_device
+from vaekit.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
+from vaekit.sizing import model_device_dtype as _model_device_dtype
 
 #: Default number of importance samples per example (Burda et al.'s protocol).
 DEFAULT_K = 5000
-#: Default memory budget for the decoder activations of one chunk, bytes.
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-#: Rows per decoder call on the CPU: big enough for fast matrix products, small enough for the cache.
-CPU_ROWS = 4096
 #: Burda et al.'s threshold for an active latent unit: Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_THRESHOLD = 0.01
 
@@ -70,15 +76,15 @@ class EvaluationResult:
     bits_per_dim: float
     gap: float
     gap_stderr: float
-    active_units: int
-    kl_per_dim: list[float]
+    active_units: int  # units (groups, for categorical codes) with Cov_x(E_q[z_j]) > ACTIVE_THRESHOLD
+    kl_per_dim: list[float]  # mean closed-form KL(q_j || p_j) per unit, or per group for categorical codes
     k: int
     n: int
     seconds: float
     data_dim: int = 0
     bits_per_dim_stderr: float = math.nan
     kl_analytic: float | None = None  # mean closed-form KL(q || p(z)) when the prior has one
-    latent_variance: list[float] = field(default_factory=list)  # Cov_x(E_q[z_j]) per unit
+    latent_variance: list[float] = field(default_factory=list)  # Cov_x(E_q[z_j]) per unit (group: summed over k)
     mean_ess: float = math.nan  # mean effective sample size (sum w)^2 / sum w^2 of the K draws
     log_weights_per_second: float = math.nan
     batch_size: int = 0
@@ -88,6 +94,18 @@ class EvaluationResult:
     likelihood: str = ""
     notes: list[str] = field(default_factory=list)  # caveats for the reader (low ESS, densities)
     per_example: dict[str, np.ndarray] | None = None
+    # what an entry of kl_per_dim and latent_variance is: a latent "unit", or a "group" of one-hot categorical codes
+    unit: str = "unit"
+    # exact values by a sum over every code, for an enumerable (discrete) latent space; None otherwise
+    nll_exact: float | None = None
+    nll_exact_stderr: float | None = None
+    bits_per_dim_exact: float | None = None
+    elbo_exact: float | None = None
+    elbo_exact_stderr: float | None = None
+    gap_exact: float | None = None  # mean exact KL(q(z|x) || p(z|x))
+    gap_exact_stderr: float | None = None
+    exact_codes: int = 0  # the number of codes summed over (0: no exact values)
+    exact_seconds: float = 0.0
 
     @property
     def log_px(self) -> float:
@@ -105,7 +123,12 @@ class EvaluationResult:
             "latent_variance": list(self.latent_variance), "mean_ess": self.mean_ess, "data_dim": self.data_dim,
             "seconds": self.seconds, "log_weights_per_second": self.log_weights_per_second,
             "batch_size": self.batch_size, "k_chunk": self.k_chunk, "seed": self.seed,
-            "likelihood": self.likelihood, "notes": list(self.notes),
+            "likelihood": self.likelihood, "notes": list(self.notes), "unit": self.unit,
+            "nll_exact": self.nll_exact, "nll_exact_stderr": self.nll_exact_stderr,
+            "bits_per_dim_exact": self.bits_per_dim_exact, "elbo_exact": self.elbo_exact,
+            "elbo_exact_stderr": self.elbo_exact_stderr, "gap_exact": self.gap_exact,
+            "gap_exact_stderr": self.gap_exact_stderr, "exact_codes": self.exact_codes,
+            "exact_seconds": self.exact_seconds,
         }
         if per_example and self.per_example is not None:
             out["per_example"] = {k: v.tolist() for k, v in self.per_example.items()}
@@ -123,45 +146,6 @@ def _json_safe(value: Any) -> Any:
 
 
 # -- memory and the log-likelihood kernel --------------------------------------------------------
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        return p.device, p.dtype
-    for b in model.buffers():
-        return b.device, b.dtype
-    return torch.device("cpu"), torch.float32
-
-
-@torch.inference_mode()
-def bytes_per_row(model: Any, latent: int) -> int:
-    """Bytes of decoder activations (every module's output, plus one more logit-sized temporary)
-    for one latent code, measured by running the decoder on a probe with forward hooks. A likelihood
-    with networks of its own (the autoregressive ``pixelcnn``) is probed too, by one log p(x|z) call."""
-    device, dtype = _model_device_dtype(model)
-    decoder = getattr(model, "decoder", None)
-    likelihood = getattr(model, "likelihood", None)
-    z = torch.zeros(2, latent, device=device, dtype=dtype)
-    probe_y = torch.zeros(2, dtype=torch.long, device=device) if getattr(model, "condition", 0) else None
-    if not isinstance(decoder, torch.nn.Module):
-        out = model.decode(z, probe_y)
-        return 3 * out[0].numel() * out.element_size() + 64
-    sizes: list[int] = []
-    modules = list(decoder.modules())
-    networked = isinstance(likelihood, torch.nn.Module) and any(True for _ in likelihood.children())
-    if networked:
-        modules += list(likelihood.modules())
-    hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel() * o.element_size() // 2
-                                                                    if isinstance(o, torch.Tensor) else 0))
-             for m in modules]
-    try:
-        out = model.decode(z, probe_y)
-        if networked:
-            likelihood.log_prob(out.new_zeros(2, *likelihood.shape), out)
-    finally:
-        for h in hooks:
-            h.remove()
-    return int(sum(sizes) + 2 * out[0].numel() * out.element_size() + 64)
 
 
 def plan_chunks(model: Any, n: int, k: int, latent: int, batch_size: int | None = None,
@@ -234,7 +218,8 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
 
     Returns (B,) tensors: ``log_px`` = logsumexp log w - log K, ``elbo`` = mean log w, ``reconstruction``
     = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2; the point codes
-    ``code`` (B, L) of q(z|x) and, where q and p(z) factorise with a closed form per unit, ``kl_units`` (B, L).
+    ``code`` (B, L) of q(z|x) and, where q and p(z) factorise with a closed form per unit, ``kl_units`` (B, L);
+    for G groups of one-hot categorical codes ``kl_units`` is (B, G), one KL per group, and ``groups`` = G.
     """
     q = model.posterior(x) if y is None else model.posterior(x, y)
     prior = model.prior_distribution()
@@ -257,8 +242,11 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
     rec_mean, kl_mean = sum_rec / k, sum_kl / k
     out = {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
            "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "code": point(q)}
+    groups = getattr(q, "groups", None) if isinstance(q, FactorizedCategorical) else None
+    if groups is not None:
+        out["groups"] = torch.tensor(int(groups))
     units = kl_per_unit(q, prior)
-    if units is not None and units.shape == out["code"].shape:
+    if units is not None and (units.shape == out["code"].shape or units.shape == (b, groups)):
         out["kl_units"] = units
     return out
 
@@ -294,13 +282,16 @@ def evaluate_model(
     fast: bool = True,
     progress: Callable[[int, int], None] | None = None,
     labels: Any = None,
+    exact_limit: int = DEFAULT_LIMIT,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
 
     Returns the mean ELBO, reconstruction and KL, the importance-sampled NLL = -log p(x) with K samples
     (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
-    see the module docstring. Deterministic for a given seed, batch size and memory budget.
+    see the module docstring. Deterministic for a given seed, batch size and memory budget. When the
+    prior has at most ``exact_limit`` codes (discrete latents; 0: never), also the exact log p(x), ELBO and
+    gap by a sum over every code (:mod:`vaekit.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
     """
     if k < 1:
         raise VaekitError(f"k must be >= 1, got {k}")
@@ -321,10 +312,14 @@ def evaluate_model(
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     keys = ("log_px", "elbo", "reconstruction", "kl", "ess")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "code", "kl_units")}
+    groups: int | None = None
+    exact: EnumeratedBound | None = None
+    exact_seconds = 0.0
     t0 = time.perf_counter()
     frozen = getattr(model, "frozen", None)  # e.g. the VampPrior encodes its pseudo-inputs once
     try:
         with frozen() if frozen is not None else contextlib.nullcontext():
+            enumerable = exact_limit > 0 and is_enumerable(model, exact_limit)  # p(z) built in the frozen context
             for start in range(0, n, bsz):
                 x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
                 y = y_all[start : start + bsz].to(dev) if y_all is not None else None
@@ -332,11 +327,17 @@ def evaluate_model(
                 for key in parts:
                     if key in stats:
                         parts[key].append(stats[key].detach().to("cpu", torch.float64))
+                if "groups" in stats:
+                    groups = int(stats["groups"])
                 if progress is not None:
                     progress(min(n, start + bsz), n)
+        seconds = time.perf_counter() - t0
+        if enumerable:  # every code decoded once for all examples
+            t1 = time.perf_counter()
+            exact = enumerated_bound(model, x_all, y_all, memory_budget=memory_budget, fast=fast)
+            exact_seconds = time.perf_counter() - t1
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - t0
     arr = {key: torch.cat(parts[key]).numpy() for key in keys}
     code = torch.cat(parts["code"])
     if not np.isfinite(arr["log_px"]).all():
@@ -346,6 +347,8 @@ def evaluate_model(
     d = x_all.shape[1]
     nll = -arr["log_px"]
     latent_var = code.var(0, unbiased=False) if n > 1 else torch.zeros(code.shape[1], dtype=torch.float64)
+    if groups is not None:  # one-hot groups: the total variance of each group's class probabilities
+        latent_var = latent_var.reshape(groups, -1).sum(-1)
     kl_per_dim: list[float] = []
     kl_analytic = None
     # per unit only where q(z|x) and p(z) factorise over units with a closed-form KL (distributions.kl);
@@ -362,6 +365,10 @@ def evaluate_model(
                "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
                else np.full(n, np.nan)}
     notes = _notes(model, arr["ess"], k)
+    fields = _exact_fields(exact, arr["log_px"], bpd, k, notes)
+    if per is not None and exact is not None:
+        per |= {"exact_log_px": exact.log_px.cpu().numpy(), "exact_elbo": exact.elbo.cpu().numpy(),
+                "exact_gap": exact.gap.cpu().numpy()}
     return EvaluationResult(
         elbo=float(arr["elbo"].mean()), reconstruction=float(arr["reconstruction"].mean()),
         kl=float(arr["kl"].mean()), nll=float(nll.mean()), nll_stderr=_stderr(nll),
@@ -371,8 +378,32 @@ def evaluate_model(
         latent_variance=latent_var.tolist(), mean_ess=float(arr["ess"].mean()),
         log_weights_per_second=n * k / seconds if seconds > 0 else math.inf, batch_size=bsz, k_chunk=k_chunk,
         seed=int(seed), split=split, likelihood=str(getattr(getattr(model, "likelihood", None), "name", "")),
-        notes=notes, per_example=per,
+        notes=notes, per_example=per, unit="group" if groups is not None else "unit", exact_seconds=exact_seconds,
+        **fields,
     )
+
+
+#: An importance-sampled log p(x) this many nats below the exact one is flagged.
+IWAE_SHORTFALL = 0.05
+
+
+def _exact_fields(exact: EnumeratedBound | None, iwae: np.ndarray, bpd: float, k: int,
+                  notes: list[str]) -> dict[str, Any]:
+    """The exact results' fields of :class:`EvaluationResult`; a note when IWAE_K falls short of them."""
+    if exact is None:
+        return {}
+    log_px, elbo, gap = (t.cpu().numpy() for t in (exact.log_px, exact.elbo, exact.gap))
+    if not np.isfinite(log_px).all():
+        raise VaekitError(f"the exact log p(x) is not finite for {int((~np.isfinite(log_px)).sum())} examples; "
+                          "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
+    nll = -log_px
+    short = float((log_px - iwae).mean())
+    if short > IWAE_SHORTFALL:
+        notes.append(f"the importance-sampled log p(x) (K = {k}) is {short:.3f} nats below the exact one on average; "
+                     "the exact NLL is the figure to report")
+    return {"nll_exact": float(nll.mean()), "nll_exact_stderr": _stderr(nll), "bits_per_dim_exact": float(nll.mean()
+            * bpd), "elbo_exact": float(elbo.mean()), "elbo_exact_stderr": _stderr(elbo), "gap_exact":
+            float(gap.mean()), "gap_exact_stderr": _stderr(gap), "exact_codes": exact.codes}
 
 
 #: Below this median effective sample size the importance-sampled log p(x) is flagged as unreliable.
@@ -504,7 +535,8 @@ def check_shape(model: Any, x: torch.Tensor, where: str = "the data") -> None:
 def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch_size: int | None = None,
                  seed: int = 0, device: str | None = None, *, data_dir: str | None = None, dataset: Any = None,
                  dataset_name: str | None = None, limit: int | None = None, per_example: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 exact_limit: int = DEFAULT_LIMIT) -> EvaluationResult:
     """Load a run's best model and its data set, and :func:`evaluate_model` on ``split``
     (the first ``limit`` examples if given)."""
     model = load_model(run, device)
@@ -514,41 +546,65 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
         x, y = x[:limit], (y[:limit] if y is not None else None)
     check_shape(model, x, f"the {split} split")
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
-                          progress=progress, labels=y if getattr(model, "condition", 0) else None)
+                          progress=progress, labels=y if getattr(model, "condition", 0) else None,
+                          exact_limit=exact_limit)
 
 
 def evaluate(model: Any, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
-             per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> EvaluationResult:
+             per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+             exact_limit: int = DEFAULT_LIMIT) -> EvaluationResult:
     """The :class:`EvaluationResult` that ``vaekit evaluate`` prints, for a model and images x (N, C, H, W)
     (a tensor, an array or a vaekit data set's ``split``): the ELBO, log p(x) by importance sampling with
-    ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats. ``y``: labels of a
-    conditional model. Deterministic for a given ``seed``."""
+    ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats; for discrete latents
+    with at most ``exact_limit`` codes also the exact ``.nll_exact`` by a sum over every code. ``y``: labels
+    of a conditional model. Deterministic for a given ``seed``."""
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
-                          memory_budget=memory_budget, per_example=per_example, labels=y)
+                          memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit)
 
 
 def format_table(r: EvaluationResult) -> str:
-    """A readable table of an :class:`EvaluationResult`."""
-    def pm(v: float, se: float, fmt: str = ".3f") -> str:
+    """A readable table of an :class:`EvaluationResult`; it names the NLL it reports (importance sampled with
+    K draws, or exact by a sum over every code)."""
+    def pm(v: float | None, se: float | None, fmt: str = ".3f") -> str:
+        v = math.nan if v is None else v
+        se = math.nan if se is None else se
         return f"{v:{fmt}}" + (f" +- {se:{fmt}}" if math.isfinite(se) else "")
+
+    def row(label: str, value: str, tail: str = "") -> str:
+        return f"  {label:<24} {value:>24}{tail}"
 
     lines = [
         f"{r.split or 'data'}: {r.n} examples, K = {r.k} importance samples, {r.seconds:.1f} s "
         f"({r.log_weights_per_second:,.0f} log-weights/s)",
-        f"  ELBO                     {pm(r.elbo, r.elbo_stderr):>24} nats",
-        f"    reconstruction         {r.reconstruction:>24.3f} nats",
-        f"    KL(q(z|x) || p(z))     {r.kl:>24.3f} nats",
-        f"  log p(x), K = {r.k:<10} {pm(-r.nll, r.nll_stderr):>24} nats  (importance sampled)",
-        f"  NLL = -log p(x)          {pm(r.nll, r.nll_stderr):>24} nats",
-        f"                           {pm(r.bits_per_dim, r.bits_per_dim_stderr, '.4f'):>24} bits/dim",
-        f"  gap log p(x) - ELBO      {pm(r.gap, r.gap_stderr):>24} nats  (~ KL(q(z|x) || p(z|x)))",
-        f"  active units             {r.active_units:>24d} of {len(r.latent_variance)} "
-        f"(Cov_x E_q[z_j] > {ACTIVE_THRESHOLD})",
-        f"  mean ESS of the K draws  {r.mean_ess:>24.1f}",
+        row("ELBO", pm(r.elbo, r.elbo_stderr), " nats"),
+        row("  reconstruction", f"{r.reconstruction:.3f}", " nats"),
+        row("  KL(q(z|x) || p(z))", f"{r.kl:.3f}", " nats"),
+        row(f"log p(x), K = {r.k}", pm(-r.nll, r.nll_stderr), " nats  (importance sampled)"),
+        row(f"NLL (IWAE K={r.k})", pm(r.nll, r.nll_stderr), " nats"),
+        row("", pm(r.bits_per_dim, r.bits_per_dim_stderr, ".4f"), " bits/dim"),
+        row("gap log p(x) - ELBO", pm(r.gap, r.gap_stderr), " nats  (~ KL(q(z|x) || p(z|x)))"),
+    ]
+    if r.nll_exact is not None:
+        bpd = r.bits_per_dim_exact / r.nll_exact if r.bits_per_dim_exact is not None and r.nll_exact else math.nan
+        se = r.nll_exact_stderr if r.nll_exact_stderr is not None else math.nan
+        lines += [
+            f"  NLL (exact, sum over {r.exact_codes:,} codes, {r.exact_seconds:.1f} s)",
+            row("", pm(r.nll_exact, se), " nats"),
+            row("", pm(r.bits_per_dim_exact, se * bpd, ".4f"), " bits/dim"),
+            row("ELBO (exact)", pm(r.elbo_exact, r.elbo_exact_stderr), " nats"),
+            row("gap (exact)", pm(r.gap_exact, r.gap_exact_stderr), " nats  (= KL(q(z|x) || p(z|x)))"),
+        ]
+    group = r.unit == "group"
+    lines += [
+        row(f"active {'groups' if group else 'units'}", f"{r.active_units:d}",
+            f" of {len(r.latent_variance)} (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD}{', summed over k' if group else ''})"),
+        row("mean ESS of the K draws", f"{r.mean_ess:.1f}"),
     ]
     if r.kl_per_dim:
         top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
-        lines.append("  KL per unit (largest)    " + ", ".join(f"z{j}: {r.kl_per_dim[j]:.2f}" for j in top))
+        name = "group " if group else "z"
+        lines.append(f"  {f'KL per {r.unit} (largest)':<24} " + ", ".join(f"{name}{j}: {r.kl_per_dim[j]:.2f}"
+                                                                           for j in top))
     lines += [f"note: {note}" for note in r.notes]
     return "\n".join(lines)

@@ -25,6 +25,11 @@ For any model with a 2-dimensional latent space, :func:`grid_log_marginal` compu
 over a grid of z: a coarse 200 x 200 grid over [-R, R]^2 finds where the posterior mass is, a fine
 200 x 200 grid over that box (per example) gives the value, and the same sum over every other point
 of the fine grid (a grid with 4 times the cell area) gives an estimate of the grid error.
+
+For a model with discrete latents (categorical or binary codes) log p(x) is a finite sum, computed exactly by
+:func:`enumerated_log_marginal` (:mod:`vaekit.enumeration`), and :func:`compare_enumerated` sets it beside
+IWAE_K for several K and the exact ELBO: E[IWAE_1] = ELBO <= E[IWAE_K] <= E[IWAE_2K] <= log p(x), with
+log p(x) - ELBO = KL(q(z|x) || p(z|x)) exactly.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 import torch
 
 from vaekit.distributions import point, rsample_and_log_prob
+from vaekit.enumeration import EnumeratedBound, enumerated_bound, enumerated_log_marginal, is_enumerable
 from vaekit.evaluation import (
     DEFAULT_MEMORY_BUDGET,
     _model_device_dtype,
@@ -46,7 +52,11 @@ from vaekit.evaluation import (
 )
 from vaekit.models.linear_gaussian import FixedGaussianLikelihood, LinearGaussian
 
-__all__ = ["FixedGaussianLikelihood", "GridResult", "LinearGaussian", "compare_bounds", "grid_log_marginal"]
+__all__ = ["EnumeratedBound", "FixedGaussianLikelihood", "GridResult", "LinearGaussian", "compare_bounds",
+           "compare_enumerated", "enumerated_bound", "enumerated_log_marginal", "grid_log_marginal", "is_enumerable"]
+
+#: The K of IWAE_K that :func:`compare_enumerated` sets beside the exact log p(x) by default.
+DEFAULT_KS = (1, 10, 100, 1000)
 
 #: Fraction of the posterior mass in the outermost cells of the coarse grid above which the grid may miss mass.
 EDGE_FRACTION = 1e-6
@@ -138,16 +148,20 @@ def grid_log_marginal(model: Any, x: torch.Tensor, n: int = 200, radius: float =
 
 def compare_bounds(model: Any, x: torch.Tensor, k: int = 5000, seed: int = 0, grid: int = 200,
                    exact: torch.Tensor | None = None) -> dict[str, Any]:
-    """Per example: ELBO, IWAE_K (with its Monte Carlo SE), grid log p(x) for a 2-D latent space, and
-    the exact log p(x) when given; numpy arrays plus their means. Uses :func:`vaekit.evaluation.evaluate_model`."""
+    """Per example: ELBO, IWAE_K (with its Monte Carlo SE), grid log p(x) for a continuous 2-D latent space,
+    and the exact log p(x) when given (or, for discrete latents, summed over every code); numpy arrays
+    plus their means. Uses :func:`vaekit.evaluation.evaluate_model`."""
     x = x.reshape(x.shape[0], -1)
     res = evaluate_model(model, x, k=k, seed=seed, per_example=True)
     per = res.per_example
     assert per is not None
+    latent = int(model.latent_size)
     out: dict[str, Any] = {"k": k, "n": res.n, "elbo": per["elbo"], "iwae": per["log_px"],
-                           "iwae_stderr": per["log_px_stderr"], "gap": per["gap"], "latent": len(res.latent_variance),
+                           "iwae_stderr": per["log_px_stderr"], "gap": per["gap"], "latent": latent,
                            "seconds": res.seconds}
-    if len(res.latent_variance) == 2:
+    if exact is None and "exact_log_px" in per:
+        exact = torch.from_numpy(per["exact_log_px"])
+    if latent == 2 and "exact_log_px" not in per:
         device, dtype = _model_device_dtype(model)
         g = grid_log_marginal(model, x.to(device=device, dtype=dtype), n=grid)
         out["grid"] = g.log_px.double().cpu().numpy()
@@ -156,4 +170,41 @@ def compare_bounds(model: Any, x: torch.Tensor, k: int = 5000, seed: int = 0, gr
     if exact is not None:
         out["exact"] = exact.double().cpu().numpy()
     out["means"] = {key: float(np.mean(out[key])) for key in ("elbo", "iwae", "gap", "grid", "exact") if key in out}
+    return out
+
+
+# -- discrete latents: the exact sum beside IWAE_K for several K --------------------------------------
+
+
+def compare_enumerated(model: Any, x: torch.Tensor, ks: tuple[int, ...] | list[int] = DEFAULT_KS, seed: int = 0,
+                       y: Any = None) -> dict[str, Any]:
+    """For a model with an enumerable latent space, per example (numpy arrays, nats): the exact ``exact``
+    log p(x), ELBO, its terms and the gap KL(q(z|x) || p(z|x)) (``elbo``, ``reconstruction``, ``kl``, ``gap``),
+    and ``iwae[K]`` (with its Monte Carlo SE ``iwae_stderr[K]``) for each K in ``ks``, from the same seed.
+
+    ``shortfall[K]`` = mean over examples of log p(x) - IWAE_K, with its SE over examples: >= 0 in expectation
+    (IWAE_K is a lower bound on average), shrinking towards 0 as K grows; at K = 1 it is the gap in expectation.
+    """
+    if not is_enumerable(model, limit=2**24):
+        raise ValueError("this model's latent space cannot be enumerated (its prior has no finite support)")
+    x = x.reshape(x.shape[0], -1)
+    device, dtype = _model_device_dtype(model)
+    eb = enumerated_bound(model, x.to(device=device, dtype=dtype), y)
+    exact = eb.log_px.cpu().numpy()
+    out: dict[str, Any] = {"n": int(x.shape[0]), "codes": eb.codes, "latent": int(model.latent_size),
+                           "ks": sorted({int(k) for k in ks}), "exact": exact, "elbo": eb.elbo.cpu().numpy(),
+                           "reconstruction": eb.reconstruction.cpu().numpy(), "kl": eb.kl.cpu().numpy(),
+                           "gap": eb.gap.cpu().numpy(), "iwae": {}, "iwae_stderr": {}, "shortfall": {}}
+    n = out["n"]
+    for k in out["ks"]:
+        res = evaluate_model(model, x, k=k, seed=seed, per_example=True, exact_limit=0, labels=y)
+        assert res.per_example is not None
+        iwae = res.per_example["log_px"]
+        diff = exact - iwae
+        out["iwae"][k] = iwae
+        out["iwae_stderr"][k] = res.per_example["log_px_stderr"]
+        out["shortfall"][k] = {"mean": float(diff.mean()),
+                               "stderr": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan}
+    out["means"] = {"exact": float(exact.mean()), "elbo": float(out["elbo"].mean()), "gap": float(out["gap"].mean()),
+                    "iwae": {k: float(v.mean()) for k, v in out["iwae"].items()}}
     return out

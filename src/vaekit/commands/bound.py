@@ -24,6 +24,12 @@ computed by numerical integration over a grid of z (a coarse 200x200 grid over [
 posterior mass, a fine --grid x --grid grid over that box integrates it; the grid error is estimated
 from the same sum at half the resolution). For other latent sizes grid integration is not feasible,
 and the command prints IWAE_K vs ELBO and the gap only.
+
+With RUN of a model with discrete latents (categorical or binary codes, at most 2^24 of them): log p(x)
+= logsumexp_z [log p(x|z) + log p(z)] exactly, by a sum over every code, beside IWAE_K for K = 1, 10,
+100, 1000 and --k, the exact ELBO = sum_z q(z|x) [log p(x, z) - log q(z|x)] and the exact gap
+log p(x) - ELBO = KL(q(z|x) || p(z|x)). In expectation ELBO = IWAE_1 <= IWAE_K <= log p(x), and
+log p(x) - IWAE_K shrinks to 0 as K grows (shown on average, with its standard error over examples).
 """
 
 
@@ -134,6 +140,78 @@ def _linear_gaussian(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+#: The K of IWAE_K shown beside the exact log p(x) of a discrete run, besides --k.
+DISCRETE_KS = (1, 10, 100, 1000)
+
+
+def _discrete_checks(c: dict[str, Any], tol: float = 1e-4) -> dict[str, Any]:
+    """ELBO <= log p(x) for every example (exact values, float32 rounding ``tol``); on average over examples,
+    IWAE_K <= log p(x) and IWAE_K >= ELBO within 3 standard errors for each K, and |log p(x) - IWAE_K| at
+    the largest K smaller than at K = 1."""
+    import numpy as np
+
+    n = c["n"]
+    out: dict[str, Any] = {"reference": "exact", "elbo_le_exact": bool((c["elbo"] <= c["exact"] + tol).all())}
+    below, above = {}, {}
+    for k in c["ks"]:
+        short = c["shortfall"][k]
+        se = short["stderr"] if math.isfinite(short["stderr"]) else 0.0
+        below[str(k)] = bool(short["mean"] >= -3 * se - tol)
+        over = c["iwae"][k] - c["elbo"]
+        se_over = float(over.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        above[str(k)] = bool(over.mean() >= -3 * se_over - tol)
+    out["iwae_le_exact_within_3se"] = below
+    out["iwae_ge_elbo_within_3se"] = above
+    first, last = c["ks"][0], c["ks"][-1]
+    out["error_shrinks"] = bool(abs(c["shortfall"][last]["mean"]) <= abs(c["shortfall"][first]["mean"]) + tol)
+    err = np.abs(c["exact"] - c["iwae"][last])
+    out["mean_abs_error_at_largest_k"] = float(err.mean())
+    return out
+
+
+def _print_discrete(c: dict[str, Any], checks: dict[str, Any]) -> None:
+    ks = c["ks"]
+    head = f"{'#':>3}  {'exact log p(x)':>14}" + "".join(f"  {'IWAE_' + str(k):>11}" for k in ks)
+    print(head + f"  {'ELBO':>10}  {'gap = KL(q||p(z|x))':>19}")
+    for i in range(c["n"]):
+        line = f"{i:>3}  {c['exact'][i]:>14.4f}" + "".join(f"  {c['iwae'][k][i]:>11.4f}" for k in ks)
+        print(line + f"  {c['elbo'][i]:>10.4f}  {c['gap'][i]:>19.4f}")
+    m = c["means"]
+    line = f"{'avg':>3}  {m['exact']:>14.4f}" + "".join(f"  {m['iwae'][k]:>11.4f}" for k in ks)
+    print(line + f"  {m['elbo']:>10.4f}  {m['gap']:>19.4f}")
+    print("\nlog p(x) - IWAE_K on average (+- SE over examples): "
+          + ", ".join(f"K={k}: {c['shortfall'][k]['mean']:.4f} +- {c['shortfall'][k]['stderr']:.4f}" for k in ks))
+    yes = {True: "yes", False: "NO"}
+    below = all(checks["iwae_le_exact_within_3se"].values())
+    above = all(checks["iwae_ge_elbo_within_3se"].values())
+    print(f"ELBO <= exact log p(x) for every example: {yes[checks['elbo_le_exact']]}; on average ELBO <= IWAE_K "
+          f"<= log p(x) within 3 SE for every K: {yes[below and above]}; the error shrinks with K: "
+          f"{yes[checks['error_shrinks']]}")
+
+
+def _discrete_run(args: argparse.Namespace, model: Any, x: Any, y: Any) -> dict[str, Any]:
+    from vaekit.exact import compare_enumerated
+
+    c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y)
+    checks = _discrete_checks(c)
+    if not args.json:
+        print(f"{args.run}: {c['n']} test examples, a discrete latent space of {c['codes']:,} codes; log p(x) "
+              "exact (a sum over every code), IWAE_K by importance sampling, the ELBO and the gap exact")
+        _print_discrete(c, checks)
+    examples = []
+    for i in range(c["n"]):
+        examples.append({"exact_log_px": float(c["exact"][i]), "elbo": float(c["elbo"][i]),
+                         "gap": float(c["gap"][i]), "reconstruction": float(c["reconstruction"][i]),
+                         "kl": float(c["kl"][i]), "iwae": {str(k): float(c["iwae"][k][i]) for k in c["ks"]}})
+    m = c["means"]
+    return {"run": str(args.run), "latent": c["latent"], "codes": c["codes"], "k": args.k, "ks": c["ks"],
+            "n": c["n"], "grid": False, "exact": True, "exact_log_px": m["exact"], "elbo": m["elbo"], "gap": m["gap"],
+            "iwae": {str(k): v for k, v in m["iwae"].items()},
+            "iwae_shortfall": {str(k): v for k, v in c["shortfall"].items()},
+            "means": {"exact": m["exact"], "elbo": m["elbo"], "gap": m["gap"], "iwae": m["iwae"][args.k]},
+            "checks": checks, "examples": examples}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -142,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vaekit.evaluation import check_shape, load_model, load_run_data, split_images
+    from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
+    from vaekit.enumeration import is_enumerable
+    from vaekit.errors import DataError
+    from vaekit.evaluation import _json_safe, check_shape, load_model, load_run_data, split_images
     from vaekit.exact import compare_bounds
 
     if args.run is None:
@@ -162,9 +243,16 @@ def _run(args: argparse.Namespace) -> int:
     else:
         model = load_model(args.run)
         ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
-        x, _ = split_images(ds, "test", args.seed)
+        x, y = split_images(ds, "test", args.seed)
         x = x[: args.n]
         check_shape(model, x, "the test split")
+        if is_enumerable(model, MAX_CODES):
+            if getattr(model, "condition", 0) and y is None:
+                raise DataError("the model is conditional and the test split has no labels")
+            out = _discrete_run(args, model, x, y[: args.n] if getattr(model, "condition", 0) else None)
+            if args.json:
+                print(json.dumps(_json_safe(out)))
+            return 0
         c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
         latent = c["latent"]
         out = {"run": str(args.run), "latent": latent, "k": args.k, "n": c["n"], "grid": "grid" in c,

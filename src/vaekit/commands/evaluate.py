@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import importance_samples, positive_int, seed_int
+from vaekit.commands._args import importance_samples, nonnegative_int, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(reconstruction, KL), log p(x) estimated by importance sampling with K samples "
         "(logsumexp_i log w_i - log K, reported as NLL in nats and bits/dim), the gap log p(x) - ELBO "
         "(~ KL(q(z|x) || p(z|x))), the active units and the KL per unit, with standard errors over examples. "
+        "For discrete latents with at most --exact-limit codes (categorical or binary codes) also the exact "
+        "log p(x) = logsumexp_z [log p(x|z) + log p(z)] by a sum over every code (nll_exact), the exact ELBO and "
+        "gap; the KL per unit and the active units of categorical codes are per group. "
         "Example: vaekit evaluate RUN --k 5000",
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
@@ -33,11 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
                         help="arithmetic: fp32 (default, the honest protocol), tf32 (CUDA matmuls) or bf16 "
                         "(autocast; faster on hardware with bf16 units, log p(x) then carries rounding error)")
+    parser.add_argument("--exact-limit", type=_limit, default=None,
+                        help="sum over every code for the exact NLL when the latent space has at most this many "
+                        "(default 65536; 0: never)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
+#: The largest --exact-limit: the most codes a latent space can have and be enumerated (2^24).
+MAX_EXACT_LIMIT = 2**24
+
+
+def _limit(text: str) -> int:
+    value = nonnegative_int(text)
+    if value > MAX_EXACT_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_EXACT_LIMIT:,} codes, got {value:,}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    from vaekit.enumeration import DEFAULT_LIMIT
     from vaekit.evaluation import evaluate_run, format_table
 
     show = not args.json and sys.stderr.isatty()
@@ -53,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     with autocast_context(device, args.precision):
         result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                               device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
-                              limit=args.limit, progress=progress)
+                              limit=args.limit, progress=progress,
+                              exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
     if show:
@@ -62,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         d = result.to_dict()
         keys = ("split", "k", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "bits_per_dim", "gap",
                 "active_units", "n", "elbo_stderr", "gap_stderr", "bits_per_dim_stderr", "kl_per_dim", "mean_ess",
-                "seconds", "log_weights_per_second", "notes")
+                "seconds", "log_weights_per_second", "notes", "unit", "nll_exact", "nll_exact_stderr",
+                "bits_per_dim_exact", "elbo_exact", "gap_exact", "exact_codes")
         print(json.dumps({key: d[key] for key in keys}))
     else:
         print(format_table(result))
