@@ -6,6 +6,13 @@ active units; K is stated on the page), samples from the prior, reconstructions,
 traversals of the most active latent units and, for a 2-D latent space, the decoded manifold and a
 scatter plot of the test set's posterior means. Images are embedded as base64 PNG, so the file can
 be mailed or archived on its own.
+
+Discrete codes (categorical, binary) get the decoded mean of every category of the first groups in place
+of the traversals (the other groups held at the most probable code of the first evaluated image, or at a
+draw from p(z) without data); interpolations and the manifold, which move z continuously, are left out
+with a note. A model with a cluster variable (one categorical group, a mixture of Bernoullis, the
+Gaussian-mixture prior) gets its clustering accuracy against the labels (:mod:`vaekit.clustering`), and
+the Gaussian-mixture VAE its decoded cluster means.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ def _networks(spec: dict[str, Any]) -> str:
     """A short name of the model's networks: "mlp 400", "conv", or the class names of the user's."""
     if spec.get("model") == "hvae":
         return f"{spec.get('arch')} {'-'.join(map(str, spec.get('hidden', [])))}"
+    if spec.get("model") == "bernoulli-mixture":
+        return "mixture of Bernoullis (no networks)"
     parts = []
     for role in ("encoder", "decoder"):
         net = spec.get(role, {})
@@ -133,7 +142,7 @@ def write_report(
     given). When the data set cannot be loaded, the page is still written without the data parts and
     says why.
     """
-    from vaekit import viz
+    from vaekit import clustering, viz
     from vaekit.evaluation import check_shape, evaluate_model, load_model, load_run_data, read_run_config, split_images
 
     say = log or (lambda _msg: None)
@@ -143,6 +152,8 @@ def write_report(
     cfg = read_run_config(run)
     metrics, metrics_note = _read_metrics(run)
     latent = viz.latent_size(model)  # z = [z1, z2] (2L) for a two-level model
+    discrete = viz.discrete_prior(model) is not None
+    clusters = clustering.cluster_count(model)
     notes: list[str] = []
     if metrics_note:
         notes.append(metrics_note)
@@ -178,7 +189,7 @@ def write_report(
     mc = model.describe()
     level = int(mc.get("latent", latent))
     summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {html.escape(_networks(mc))} &middot; latent "
-               f"{f'{level} + {level} (two levels)' if latent != level else latent} &middot; "
+               f"{html.escape(_latent_text(viz.discrete_prior(model), latent, level))} &middot; "
                f"{html.escape(str(mc['likelihood'].get('name', '')))} likelihood &middot; "
                f"{html.escape(str(mc['prior'].get('name', '')))} prior")
     head = f"<h1>{html.escape(title)}</h1><p class='sub'>{summary} &middot; written {stamp}</p>"
@@ -195,8 +206,10 @@ def write_report(
                          "grow with K towards the true value.</p>")
         if result.kl_per_dim:
             block.append(_figure(viz.figure_png(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance)),
-                                 "KL per unit", "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) per latent unit, "
-                                 "averaged over the evaluated examples."))
+                                 "KL per unit", ("Closed-form KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) per group "
+                                                 "of the code (a categorical group or a binary unit), "
+                                                 if discrete else "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) "
+                                                 "per latent unit, ") + "averaged over the evaluated examples."))
         sections.append("".join(block))
 
     if metrics:
@@ -212,41 +225,27 @@ def write_report(
     if x is not None:
         sections.append("<h2>Reconstructions</h2>" + _figure(
             viz.figure_png(viz.reconstructions_figure(model, x, 32, split, labels)), "reconstructions",
-            f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their posterior means."))
-        if len(x) >= 2:
+            f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their "
+            + ("most probable codes (argmax of q(z|x))." if discrete else "posterior means.")))
+        if discrete:
+            sections.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
+                            "the discrete codes this model decodes.</p>")
+        elif len(x) >= 2:
             sections.append("<h2>Interpolations</h2>" + _figure(
                 viz.figure_png(viz.interpolations_figure(model, x, 6, 10, labels)), "interpolations",
                 f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
                 f"posterior means of two {html.escape(split)} images, and the second image."))
 
-    activity = result.latent_variance if result is not None else None
-    units = sorted(range(latent), key=lambda j: -activity[j])[:10] if activity else list(range(min(latent, 10)))
-    base = None
-    if x is not None:
-        with torch.inference_mode():
-            base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
-    names = [f"z{j}" if latent == level else f"z{1 + j // level}[{j % level}]"  # [z1, z2] if 2 levels
-             for j in units]
-    unit_labels = [name + (f" ({activity[j]:.2f})" if activity else "") for name, j in zip(names, units)]
-    sections.append("<h2>Latent traversals</h2>" + _figure(
-        viz.figure_png(viz.traversals_figure(model, units, base, 9, unit_labels)), "traversals",
-        "One row per latent unit"
-        + (", the most active first (in brackets: Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>])" if activity else "")
-        + "; the unit sweeps the prior's 5%..95% quantiles while the others stay at "
-        + ("the posterior mean of the first test image." if base is not None else "0.")))
+    if clusters is not None:
+        sections.append(_clusters_section(model, clusters, x, labels, split, class_names))
 
-    if latent == 2:
-        parts = [_figure(viz.figure_png(viz.manifold_figure(model, 20)), "manifold",
-                         "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
-        if x is not None:
-            scatter = viz.latent_scatter_figure(model, x, labels, class_names, split)
-            parts.append(_figure(viz.figure_png(scatter), "scatter",
-                                 "Posterior means of the evaluated examples" + (", coloured by label." if labels
-                                                                                is not None else ".")))
-        sections.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")
+    if discrete:
+        sections.append(_categories_section(model, x, labels, seed))
+        sections.append("<h2>The latent space</h2><p class='sub'>Latent traversals, the decoded manifold and the "
+                        "scatter of posterior means move z continuously; they are left out for discrete codes "
+                        "(the category panels above take their place).</p>")
     else:
-        sections.append(f"<h2>The latent space</h2><p class='sub'>The manifold and scatter plots need a 2-D latent "
-                        f"space; this model has {latent} dimensions.</p>")
+        sections += _continuous_sections(model, result, x, labels, class_names, split, latent, level)
 
     settings = "<h2>Settings</h2><div class='cols'>"
     if cfg:
@@ -267,6 +266,114 @@ def write_report(
     except OSError as exc:
         raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,
+                         class_names: Any, split: str, latent: int, level: int) -> list[str]:
+    """Traversals of the most active units and, for a 2-D latent space, the manifold and the scatter."""
+    from vaekit import viz
+
+    out: list[str] = []
+    activity = result.latent_variance if result is not None else None
+    units = sorted(range(latent), key=lambda j: -activity[j])[:10] if activity else list(range(min(latent, 10)))
+    base = None
+    if x is not None:
+        with torch.inference_mode():
+            base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
+    names = [f"z{j}" if latent == level else f"z{1 + j // level}[{j % level}]"  # [z1, z2] if 2 levels
+             for j in units]
+    unit_labels = [name + (f" ({activity[j]:.2f})" if activity else "") for name, j in zip(names, units)]
+    out.append("<h2>Latent traversals</h2>" + _figure(
+        viz.figure_png(viz.traversals_figure(model, units, base, 9, unit_labels)), "traversals",
+        "One row per latent unit"
+        + (", the most active first (in brackets: Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>])" if activity else "")
+        + ("; the unit sweeps the 5%..95% quantiles of N(0, 1) (not of the mixture prior) while the others stay at "
+           if getattr(getattr(model, "prior", None), "name", "") == "mixture"
+           else "; the unit sweeps the prior's 5%..95% quantiles while the others stay at ")
+        + ("the posterior mean of the first test image." if base is not None else "0.")))
+
+    if latent == 2:
+        parts = [_figure(viz.figure_png(viz.manifold_figure(model, 20)), "manifold",
+                         "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
+        if x is not None:
+            scatter = viz.latent_scatter_figure(model, x, labels, class_names, split)
+            parts.append(_figure(viz.figure_png(scatter), "scatter",
+                                 "Posterior means of the evaluated examples" + (", coloured by label." if labels
+                                                                                is not None else ".")))
+        out.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")
+    else:
+        out.append(f"<h2>The latent space</h2><p class='sub'>The manifold and scatter plots need a 2-D latent "
+                   f"space; this model has {latent} dimensions.</p>")
+    return out
+
+
+def _latent_text(prior: Any, latent: int, level: int) -> str:
+    """The latent space in a few words: "3 x 10-way categorical", "16 binary units", "2 + 2 (two levels)";
+    ``prior`` is p(z) for discrete codes (:func:`vaekit.viz.discrete_prior`), else None."""
+    if hasattr(prior, "classes"):
+        return f"{prior.groups} x {prior.classes}-way categorical (one-hot code of {latent})"
+    if prior is not None:
+        return f"{prior.units} binary units"
+    return f"{level} + {level} (two levels)" if latent != level else str(latent)
+
+
+def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor | None, seed: int) -> str:
+    """The decoded mean of every category of the first groups (:func:`vaekit.viz.category_figure`)."""
+    from vaekit import viz
+
+    base, held = None, f"a draw z ~ p(z) (seed {seed})"
+    if x is not None:
+        with torch.inference_mode():
+            dev = next(model.parameters()).device
+            base = viz.mode_code(model, x[:1].to(dev), viz._labels_for(model, 1, labels))[0]
+        held = "the most probable code of the first evaluated image"
+    prior = viz.discrete_prior(model)
+    groups = getattr(prior, "groups", None) or getattr(prior, "units", 1)
+    shown = min(groups, viz.MAX_GROUPS)
+    what = "class" if hasattr(prior, "classes") else "value (0, then 1)"
+    caption = (f"Each row: the decoded means E[x|z] as one group of the code takes each {what} in turn"
+               + (f"; the first {shown} of {groups} groups, the other groups held at {held}." if groups > 1
+                  else "."))
+    fig = viz.category_figure(model, None, base, seed, held)
+    return "<h2>Categories</h2>" + _figure(viz.figure_png(fig), "categories", html.escape(caption))
+
+
+def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels: torch.Tensor | None,
+                      split: str, class_names: Any) -> str:
+    """The cluster means of a Gaussian-mixture VAE and the clustering accuracy against the labels."""
+    from vaekit import clustering, viz
+
+    block = ["<h2>Clusters</h2>"]
+    if clustering.is_gaussian_mixture(model):
+        draws = 7 if clusters <= 20 else 0
+        block.append(_figure(viz.figure_png(viz.cluster_means_figure(model, draws)), "cluster means",
+                             f"The {clusters} components of the mixture prior: the decoded mean E[x | z = m<sub>c"
+                             "</sub>] of each" + (f", then {draws} decoded draws z ~ N(m<sub>c</sub>, "
+                                                  "v<sub>c</sub>); in brackets the weight &pi;<sub>c</sub>."
+                                                  if draws else ".")))
+    if x is None or labels is None:
+        why = "the data set could not be loaded" if x is None else f"the {split} split has no labels"
+        block.append(f"<p class='sub'>No clustering accuracy: {html.escape(why)}.</p>")
+        return "".join(block)
+    rep = clustering.clustering_report(model, x, labels, y=labels if getattr(model, "condition", 0) else None)
+    rows = [
+        ("accuracy", f"{rep['accuracy']:.4f}", f"{rep['matching']} matching of clusters to labels"),
+        ("Hungarian (one-to-one) accuracy", f"{rep['hungarian_accuracy']:.4f}",
+         "best one-to-one matching (linear_sum_assignment); unmatched clusters count as wrong"),
+        ("many-to-one accuracy", f"{rep['many_to_one_accuracy']:.4f}", "each cluster takes its majority label"),
+        ("clusters used", f"{rep['clusters_used']} of {rep['clusters']}", f"{rep['classes']} labels"),
+        ("assignment", html.escape(rep["rule"]), f"{rep['n']} {html.escape(split)} examples"
+         + ("; q(z|x, y) of this conditional model is given the labels themselves" if getattr(model, "condition", 0)
+            else "")),
+    ]
+    body = "".join(f'<tr><td>{a}</td><td class="num">{b}</td><td>{c}</td></tr>' for a, b, c in rows)
+    block.append(f"<table><tr><th>quantity</th><th>value</th><th>notes</th></tr>{body}</table>")
+    names = [class_names[int(v)] if class_names is not None and isinstance(v, int) and 0 <= v < len(class_names)
+             else v for v in rep["labels"]]
+    fig = viz.contingency_figure(rep["table"], names, f"{split} examples per cluster (rows) and label (columns)")
+    block.append(_figure(viz.figure_png(fig), "contingency table",
+                         "Examples of each label assigned to each cluster."))
+    return "".join(block)
 
 
 #: What marks a page as a vaekit report (an existing file is replaced only when it carries it).

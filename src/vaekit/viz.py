@@ -1,6 +1,11 @@
 """Seeing the model: samples, reconstructions, interpolations, traversals, the 2-D manifold and
 latent scatter, and training curves, as matplotlib figures (Agg backend) and PNG files.
 
+Discrete latent codes (categorical, binary) have pictures of their own: the decoded mean of every
+category of a group (:func:`category_figure`); the Gaussian-mixture VAE's decoded cluster means
+(:func:`cluster_means_figure`); the contingency table of clusters against labels (:func:`contingency_figure`).
+Interpolations, traversals and the 2-D manifold move z continuously and refuse discrete codes (ValueError).
+
 Images are tensors (N, C, H, W) with values in [0, 1] (C = 1 grey, C = 3 colour). Every figure
 function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns one into PNG bytes and
 closes it, :func:`save_figure` writes it to a file.
@@ -128,6 +133,39 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def discrete_prior(model: Any) -> Any:
+    """p(z) when the codes are discrete (a ``FactorizedCategorical`` or ``FactorizedBernoulli``), else None."""
+    from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical
+
+    try:
+        prior = model.prior_distribution()
+    except (NotImplementedError, AttributeError):
+        return None
+    return prior if isinstance(prior, (FactorizedCategorical, FactorizedBernoulli)) else None
+
+
+def _continuous_only(model: Any, what: str) -> None:
+    if discrete_prior(model) is not None:
+        raise ValueError(f"{what} moves z continuously and needs a continuous latent space; this model's codes "
+                         "are discrete (see category_figure)")
+
+
+def mode_code(model: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The code that stands for q(z|x) in pictures: for discrete codes the most probable one (the argmax class
+    of each group, one-hot; the units with q(z_j = 1|x) > 1/2), else ``model.code(x)`` (the mean)."""
+    from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical
+
+    if discrete_prior(model) is None:
+        return model.code(x, y)
+    q = model.posterior(x, y)
+    if isinstance(q, FactorizedCategorical):
+        onehot = torch.nn.functional.one_hot(q.logits.argmax(-1), q.classes).to(q.logits.dtype)
+        return onehot.flatten(-2)
+    if isinstance(q, FactorizedBernoulli):
+        return (q.logits > 0).to(q.logits.dtype)
+    return model.code(x, y)
+
+
 @torch.inference_mode()
 def decode_means(model: Any, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """E[x|z] as images (N, C, H, W) (for a conditional model, given labels y; default: classes in turn)."""
@@ -156,9 +194,14 @@ def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str 
                            labels: torch.Tensor | None = None) -> Figure:
     """Images of a split and their reconstructions E[x | z = mu(x)], same layout side by side."""
     x = x[:n]
-    rec = model.reconstruct(x.to(_device(model)), _labels_for(model, len(x), labels)).cpu().clamp(0, 1)
+    y = _labels_for(model, len(x), labels)
+    if discrete_prior(model) is None:
+        rec, title = model.reconstruct(x.to(_device(model)), y).cpu().clamp(0, 1), "reconstructions E[x | mu(x)]"
+    else:  # the mean of a discrete q (class probabilities) is no code the decoder was trained on
+        rec = decode_means(model, mode_code(model, x.to(_device(model)), y), y)
+        title = "reconstructions E[x | mode of q(z|x)]"
     nrow = 8 if len(x) >= 8 else len(x)
-    return panels([image_grid(x, nrow), image_grid(rec, nrow)], [f"{split} images", "reconstructions E[x | mu(x)]"])
+    return panels([image_grid(x, nrow), image_grid(rec, nrow)], [f"{split} images", title])
 
 
 @torch.inference_mode()
@@ -166,6 +209,7 @@ def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: in
                           labels: torch.Tensor | None = None) -> Figure:
     """Rows of decoded means along straight lines mu(x_a) -> mu(x_b) between posterior means of test
     images; the first and last columns are the two images themselves."""
+    _continuous_only(model, "an interpolation")
     pairs = max(1, min(pairs, len(x) // 2))
     xa, xb = x[:pairs], x[pairs : 2 * pairs]
     ya = _labels_for(model, pairs, labels)
@@ -185,6 +229,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
                       labels: Sequence[str] | None = None) -> Figure:
     """One row per latent unit: the decoded means as that unit sweeps the prior's quantiles
     Phi^-1(0.05..0.95), the others fixed at ``base`` (a latent code, default 0)."""
+    _continuous_only(model, "a latent traversal")
     latent = latent_size(model)
     units = list(units)[:latent] or [0]
     base_z = torch.zeros(latent) if base is None else base.detach().cpu().reshape(-1).float()
@@ -208,6 +253,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
 def manifold_figure(model: Any, n: int = 20) -> Figure:
     """For a 2-D latent space: decoded means over the grid z = (Phi^-1(u1), Phi^-1(u2)), u in [0.05, 0.95]^2
     (Kingma & Welling, 2014, Fig. 4); rows run from high z2 (top) to low z2."""
+    _continuous_only(model, "the manifold plot")
     if latent_size(model) != 2:
         raise ValueError("the manifold plot needs a 2-dimensional latent space")
     q = torch.tensor(normal_quantiles(n), dtype=torch.float32)
@@ -250,6 +296,158 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
     ax.set_ylabel("mu_2(x)")
     ax.set_title(f"posterior means of {len(mu)} {split} images", fontsize=10)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# -- discrete codes and clusters -------------------------------------------------------------------
+
+#: The most groups (or binary units) :func:`category_figure` shows by default.
+MAX_GROUPS = 8
+
+
+def _panel_labels(model: Any, n: int) -> torch.Tensor | None:
+    """Labels for a conditional model's panels: class 0 throughout (so that only the code changes)."""
+    return torch.zeros(n, dtype=torch.long) if getattr(model, "condition", 0) else None
+
+
+@torch.inference_mode()
+def category_images(model: Any, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
+                    seed: int = 0) -> torch.Tensor:
+    """E[x|z] for every value of each of the ``groups``: (len(groups), K, C, H, W).
+
+    Categorical codes (G groups of K classes): row g sets group g to class k = 0..K-1. Binary codes (d units):
+    K = 2, row j sets z_j = 0, then 1. The other groups keep the values of ``base`` (a code, (L,)); by default
+    one draw z ~ p(z) from a generator seeded with ``seed``, the same for every row. ``groups`` defaults to
+    the first :data:`MAX_GROUPS`. A conditional model decodes with label 0."""
+    from vaekit import distributions as vd
+    from vaekit.distributions import FactorizedCategorical
+
+    prior = discrete_prior(model)
+    if prior is None:
+        raise ValueError("category panels need discrete codes (a categorical or Bernoulli latent)")
+    categorical = isinstance(prior, FactorizedCategorical)
+    g_all, k = (prior.groups, prior.classes) if categorical else (prior.units, 2)
+    groups = list(range(min(g_all, MAX_GROUPS))) if groups is None else [int(g) for g in groups]
+    if not groups or min(groups) < 0 or max(groups) >= g_all:
+        raise ValueError(f"groups must be a non-empty list of indices from 0 to {g_all - 1}, got {groups}")
+    if base is None:
+        gen = torch.Generator(device=prior.logits.device).manual_seed(seed)
+        base = vd.sample(prior, (), gen)
+    base = base.detach().to("cpu", torch.float32).reshape(-1)
+    if base.numel() != latent_size(model):
+        raise ValueError(f"base must be a code of size {latent_size(model)}, got {base.numel()} values")
+    z = base.repeat(len(groups), k, 1)  # (R, K, L)
+    for r, g in enumerate(groups):
+        if categorical:
+            z[r, :, g * k:(g + 1) * k] = torch.eye(k)
+        else:
+            z[r, :, g] = torch.arange(2, dtype=z.dtype)
+    n = len(groups) * k
+    dec = decode_means(model, z.reshape(n, -1), _panel_labels(model, n))
+    return dec.reshape(len(groups), k, *_shape(model))
+
+
+def category_figure(model: Any, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
+                    seed: int = 0, base_text: str | None = None) -> Figure:
+    """:func:`category_images` as one grid: a row per group (K images), or for one group of many classes
+    K images in rows of 10. ``base_text`` says in the title where the other groups are held."""
+    from vaekit.distributions import FactorizedCategorical
+
+    images = category_images(model, groups, base, seed)
+    rows, k = images.shape[:2]
+    categorical = isinstance(discrete_prior(model), FactorizedCategorical)
+    groups = list(range(rows)) if groups is None else list(groups)
+    wrap = rows == 1 and k > 16
+    grid = image_grid(images.reshape(rows * k, *images.shape[2:]), 10 if wrap else k)
+    w, h = _panel_size(grid, min_width=3.6)
+    fig, ax = plt.subplots(figsize=(w + 1.4, h + 0.7))
+    held = base_text or f"a draw z ~ p(z) (seed {seed})"
+    if categorical and discrete_prior(model).groups == 1:
+        title = f"E[x | z = k] for each class k = 0..{k - 1}" + (" in rows of 10" if wrap else "")
+    elif categorical:
+        title = f"E[x|z] for each class k = 0..{k - 1} of a group; other groups at {held}"
+    else:
+        title = f"E[x|z] with unit z_j = 0 (left) and 1 (right); other units at {held}"
+    _show(ax, grid, plain_text(title, 110))
+    if not wrap:
+        _, hh, _ = _shape(model)
+        ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(rows)])
+        ax.set_yticklabels([f"{'group ' if categorical else 'z'}{g}" for g in groups], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _mixture_prior(model: Any) -> Any:
+    from vaekit.components.discrete import GaussianMixturePrior
+
+    prior = getattr(model, "prior", None)
+    if not isinstance(prior, GaussianMixturePrior):
+        raise ValueError("cluster means need the Gaussian-mixture prior (prior 'mixture')")
+    return prior
+
+
+@torch.inference_mode()
+def cluster_mean_images(model: Any, draws: int = 0, seed: int = 0) -> torch.Tensor:
+    """The Gaussian-mixture VAE's clusters as images, (C, 1 + draws, C_img, H, W): column 0 is E[x | z = m_c],
+    the others E[x|z] at ``draws`` codes z ~ N(m_c, diag v_c) (generator seeded with ``seed``)."""
+    prior = _mixture_prior(model)
+    loc, std = prior.loc.detach().float().cpu(), torch.exp(0.5 * prior.logvar.detach().float().cpu())
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(loc.shape[0], int(draws), loc.shape[1], generator=gen)
+    z = torch.cat([loc[:, None], loc[:, None] + std[:, None] * eps], 1)  # (C, 1 + draws, L)
+    n = z.shape[0] * z.shape[1]
+    dec = decode_means(model, z.reshape(n, -1), _panel_labels(model, n))
+    return dec.reshape(z.shape[0], z.shape[1], *_shape(model))
+
+
+def cluster_means_figure(model: Any, draws: int = 0, seed: int = 0) -> Figure:
+    """The decoded cluster means m_c of the Gaussian-mixture prior, with the weights pi_c; with ``draws`` a
+    row per cluster: the mean, then decoded draws z ~ N(m_c, v_c)."""
+    images = cluster_mean_images(model, draws, seed)
+    c, cols = images.shape[:2]
+    weights = torch.softmax(_mixture_prior(model).logits.detach().float().cpu(), -1)
+    if cols == 1:
+        nrow = min(c, 10)
+        grid = image_grid(images[:, 0], nrow)
+        title = f"E[x | z = m_c] for the {c} clusters, c = 0..{c - 1} in rows of {nrow}"
+    else:
+        grid = image_grid(images.reshape(c * cols, *images.shape[2:]), cols)
+        title = f"per cluster: E[x | z = m_c], then {cols - 1} draws z ~ N(m_c, v_c) (seed {seed})"
+    w, h = _panel_size(grid, min_width=3.6)
+    fig, ax = plt.subplots(figsize=(w + 1.6, h + 0.7))
+    _show(ax, grid, title)
+    if cols > 1:
+        _, hh, _ = _shape(model)
+        ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(c)])
+        ax.set_yticklabels([f"c{r} ({weights[r]:.2f})" for r in range(c)], fontsize=8)
+        ax.set_ylabel("cluster (weight pi_c)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def contingency_figure(table: Any, labels: Sequence[Any] | None = None, title: str | None = None) -> Figure:
+    """The contingency table T[c, y] of clusters (rows) against labels (columns) as a heat map, counts written
+    in the cells when there are at most 20 x 20."""
+    t = np.asarray(table, dtype=float)
+    rows, cols = t.shape
+    fig, ax = plt.subplots(figsize=(min(12.0, 1.6 + 0.45 * cols), min(12.0, 1.2 + 0.35 * rows)))
+    ax.imshow(t, cmap="Blues", aspect="auto", interpolation="nearest")
+    names = [plain_text(v, 12) for v in labels] if labels is not None else [str(j) for j in range(cols)]
+    ax.set_xticks(range(cols))
+    ax.set_xticklabels(names, fontsize=7)
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels([str(r) for r in range(rows)], fontsize=7)
+    ax.set_xlabel("label")
+    ax.set_ylabel("cluster")
+    if rows <= 20 and cols <= 20:
+        top = t.max() if t.size else 0.0
+        for r in range(rows):
+            for j in range(cols):
+                if t[r, j]:
+                    ax.text(j, r, f"{int(t[r, j])}", ha="center", va="center", fontsize=6,
+                            color="white" if t[r, j] > 0.6 * top else "black")
+    ax.set_title(plain_text(title or "examples per cluster and label", 90), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write one self-contained HTML page (images embedded) with the run's settings, its training "
         "curves, an evaluation table (ELBO, importance-sampled log p(x) with --k samples, bits/dim, gap, active "
         "units), samples, reconstructions, interpolations, latent traversals and, for a 2-D latent space, the "
-        "decoded manifold and a scatter of the test set. Prints the path of the page.",
+        "decoded manifold and a scatter of the test set. Discrete codes (categorical, binary) get the decoded "
+        "mean of every category in place of traversals; a model with a cluster variable (one categorical group, "
+        "a mixture of Bernoullis, the Gaussian-mixture prior) its clustering accuracy against the labels and, "
+        "for the Gaussian mixture, its decoded cluster means. Prints the path of the page.",
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
     parser.add_argument("--k", type=importance_samples, default=500,

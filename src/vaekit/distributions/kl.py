@@ -70,4 +70,6 @@ def kl_per_unit(q: Distribution, p: Distribution) -> torch.Tensor | None:
     factors_q, factors_p = getattr(q, "factors", None), getattr(p, "factors", None)
     if factors_q is None or factors_p is None:
         return None
-    return closed_form_kl(factors_q(), factors_p())
+    fq, fp = factors_q(), factors_p()
+    shape = torch.broadcast_shapes(fq.batch_shape, fp.batch_shape)  # torch's Bernoulli KL does not broadcast
+    return closed_form_kl(fq.expand(shape), fp.expand(shape))
