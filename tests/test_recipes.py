@@ -39,6 +39,13 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
     if cfg.likelihood == "pixelcnn":  # pixel-*.toml: an autoregressive decoder, kept small here
         cfg.likelihood_settings["channels"] = 8
         assert model_for(cfg, shape, True).likelihood.config()["layers"] == cfg.likelihood_settings["layers"]
+    if cfg.fit == "em":  # the mixture of Bernoullis by exact EM: its own loop, the same kind of run folder
+        from vaekit.em import train_em
+
+        cfg.em_iterations = 1
+        result = train_em(cfg, tmp_path / "run", dataset=ds, log=None, progress=False)
+        assert result.epochs == 1 and type(VAE.load(tmp_path / "run")).__name__ == "BernoulliMixture"
+        return
     model = model_for(cfg, shape, True)
     assert model.latent == cfg.latent and isinstance(model, HierarchicalVAE) == (cfg.levels == 2)
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)

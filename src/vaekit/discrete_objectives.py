@@ -44,7 +44,7 @@ from vaekit.objectives import ElboTerms
 ESTIMATORS = {
     "enumerate": "exact sum over every code (zero variance; small latent spaces only)",
     "score": "score function (REINFORCE), no baseline",
-    "nvil": "score function with a learned input-dependent baseline and variance normalisation (NVIL)",
+    "nvil": "score function with a learned input-dependent baseline and a running mean (NVIL)",
     "vimco": "multi-sample score function with leave-one-out baselines (VIMCO; --objective iwae, --k >= 2)",
     "gumbel": "Gumbel-softmax / Concrete relaxation (a relaxed, biased objective)",
     "straight-through": "discrete value forward, Gumbel-softmax gradient backward",

@@ -56,6 +56,8 @@ from vaekit.sizing import model_device_dtype as _model_device_dtype
 
 #: Default number of importance samples per example (Burda et al.'s protocol).
 DEFAULT_K = 5000
+#: Monte Carlo draws of the ELBO surgery in an evaluation.
+DEFAULT_SURGERY_SAMPLES = 10_000
 #: Burda et al.'s threshold for an active latent unit: Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_THRESHOLD = 0.01
 
@@ -106,6 +108,27 @@ class EvaluationResult:
     gap_exact_stderr: float | None = None
     exact_codes: int = 0  # the number of codes summed over (0: no exact values)
     exact_seconds: float = 0.0
+    # rate R = E_x KL(q(z|x) || p(z)) and distortion D = -E_x E_q log p(x|z) (Alemi et al. 2018): ELBO = -(R + D)
+    rate_stderr: float = math.nan
+    distortion_stderr: float = math.nan
+    # ELBO surgery (vaekit.surgery): rate = I_q(x; z) + KL(q(z) || p(z)); None where not estimated
+    mutual_information: float | None = None
+    mutual_information_stderr: float | None = None
+    marginal_kl: float | None = None
+    marginal_kl_stderr: float | None = None
+    # the cluster variable of a mixture model against the data's labels (vaekit.clustering.clustering_report)
+    clustering: dict[str, Any] | None = None
+    selected_by: str | None = None  # what chose the evaluated weights (a run's kept epoch)
+
+    @property
+    def rate(self) -> float:
+        """R = E_x KL(q(z|x) || p(z)), nats (the KL term)."""
+        return self.kl
+
+    @property
+    def distortion(self) -> float:
+        """D = -E_x E_q log p(x|z), nats (the negative reconstruction term)."""
+        return -self.reconstruction
 
     @property
     def log_px(self) -> float:
@@ -128,6 +151,11 @@ class EvaluationResult:
             "bits_per_dim_exact": self.bits_per_dim_exact, "elbo_exact": self.elbo_exact,
             "elbo_exact_stderr": self.elbo_exact_stderr, "gap_exact": self.gap_exact,
             "gap_exact_stderr": self.gap_exact_stderr, "exact_codes": self.exact_codes,
+            "rate": self.rate, "rate_stderr": self.rate_stderr, "distortion": self.distortion,
+            "distortion_stderr": self.distortion_stderr, "mutual_information": self.mutual_information,
+            "mutual_information_stderr": self.mutual_information_stderr, "marginal_kl": self.marginal_kl,
+            "marginal_kl_stderr": self.marginal_kl_stderr, "clustering": self.clustering,
+            "selected_by": self.selected_by,
             "exact_seconds": self.exact_seconds,
         }
         if per_example and self.per_example is not None:
@@ -283,6 +311,8 @@ def evaluate_model(
     progress: Callable[[int, int], None] | None = None,
     labels: Any = None,
     exact_limit: int = DEFAULT_LIMIT,
+    class_labels: Any = None,
+    surgery_samples: int = DEFAULT_SURGERY_SAMPLES,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
@@ -292,6 +322,9 @@ def evaluate_model(
     see the module docstring. Deterministic for a given seed, batch size and memory budget. When the
     prior has at most ``exact_limit`` codes (discrete latents; 0: never), also the exact log p(x), ELBO and
     gap by a sum over every code (:mod:`vaekit.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
+    The rate (the KL term) splits into I_q(x; z) and KL(q(z) || p(z)) by ELBO surgery over these examples
+    (:mod:`vaekit.surgery`, ``surgery_samples`` draws; 0: not estimated). With ``class_labels`` (N,) (the data
+    set's labels by default) a model with a cluster variable also reports its clustering accuracy.
     """
     if k < 1:
         raise VaekitError(f"k must be >= 1, got {k}")
@@ -331,7 +364,10 @@ def evaluate_model(
                     groups = int(stats["groups"])
                 if progress is not None:
                     progress(min(n, start + bsz), n)
-        seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            # in the same frozen prior (a VampPrior's components encoded once per evaluation)
+            surgery = _surgery(model, x_all, y_all, surgery_samples, seed, dev, dtype)
+            clusters = _clustering(model, x_all, y_all, data, split, class_labels, dev, dtype)
         if enumerable:  # every code decoded once for all examples
             t1 = time.perf_counter()
             exact = enumerated_bound(model, x_all, y_all, memory_budget=memory_budget, fast=fast)
@@ -370,6 +406,11 @@ def evaluate_model(
         per |= {"exact_log_px": exact.log_px.cpu().numpy(), "exact_elbo": exact.elbo.cpu().numpy(),
                 "exact_gap": exact.gap.cpu().numpy()}
     return EvaluationResult(
+        rate_stderr=_stderr(arr["kl"]), distortion_stderr=_stderr(arr["reconstruction"]),
+        mutual_information=surgery.mutual_information if surgery else None,
+        mutual_information_stderr=surgery.mutual_information_stderr if surgery else None,
+        marginal_kl=surgery.marginal_kl if surgery else None,
+        marginal_kl_stderr=surgery.marginal_kl_stderr if surgery else None, clustering=clusters,
         elbo=float(arr["elbo"].mean()), reconstruction=float(arr["reconstruction"].mean()),
         kl=float(arr["kl"].mean()), nll=float(nll.mean()), nll_stderr=_stderr(nll),
         elbo_stderr=_stderr(arr["elbo"]), bits_per_dim=float(nll.mean() * bpd), gap=float(gap.mean()),
@@ -381,6 +422,38 @@ def evaluate_model(
         notes=notes, per_example=per, unit="group" if groups is not None else "unit", exact_seconds=exact_seconds,
         **fields,
     )
+
+
+def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int, device: torch.device,
+             dtype: torch.dtype) -> Any:
+    """ELBO surgery on the evaluated examples, or None (disabled, a flow, one example)."""
+    from vaekit.surgery import elbo_surgery, supports_surgery
+
+    if samples <= 0 or x.shape[0] < 2 or not supports_surgery(model):
+        return None
+    return elbo_surgery(model, x.to(device=device, dtype=dtype), samples=samples, seed=seed, y=y)
+
+
+def _clustering(model: Any, x: torch.Tensor, y: torch.Tensor | None, data: Any, split: str, labels: Any,
+                device: torch.device, dtype: torch.dtype) -> dict[str, Any] | None:
+    """The clustering accuracy of a model's cluster variable against the class labels, when both exist."""
+    from vaekit.clustering import cluster_count, clustering_report
+
+    if cluster_count(model) is None:
+        return None
+    if labels is None:
+        getter = getattr(data, "labels", None)
+        labels = getter(split) if callable(getter) else getattr(data, f"{split}_labels", None)
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels).reshape(-1)
+    if labels.shape[0] != x.shape[0]:
+        return None
+    with torch.no_grad():
+        report = clustering_report(model, x.to(device=device, dtype=dtype), labels, y=y)
+    if getattr(model, "condition", 0):  # q(z|x, y) saw the labels themselves
+        report["note"] = "the model is conditional on the labels, so this accuracy is not a clustering of x alone"
+    return report
 
 
 #: An importance-sampled log p(x) this many nats below the exact one is flagged.
@@ -536,31 +609,57 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
                  seed: int = 0, device: str | None = None, *, data_dir: str | None = None, dataset: Any = None,
                  dataset_name: str | None = None, limit: int | None = None, per_example: bool = False,
                  progress: Callable[[int, int], None] | None = None,
-                 exact_limit: int = DEFAULT_LIMIT) -> EvaluationResult:
+                 exact_limit: int = DEFAULT_LIMIT,
+                 surgery_samples: int = DEFAULT_SURGERY_SAMPLES) -> EvaluationResult:
     """Load a run's best model and its data set, and :func:`evaluate_model` on ``split``
-    (the first ``limit`` examples if given)."""
+    (the first ``limit`` examples if given); the result says which validation score chose the weights."""
     model = load_model(run, device)
     ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
     x, y = split_images(ds, split, seed)
     if limit is not None:
         x, y = x[:limit], (y[:limit] if y is not None else None)
     check_shape(model, x, f"the {split} split")
-    return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
-                          progress=progress, labels=y if getattr(model, "condition", 0) else None,
-                          exact_limit=exact_limit)
+    result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
+                            progress=progress, labels=y if getattr(model, "condition", 0) else None,
+                            exact_limit=exact_limit, class_labels=y, surgery_samples=surgery_samples)
+    result.selected_by = selected_by(run)
+    return result
+
+
+def selected_by(run: str | Path) -> str | None:
+    """The validation score that chose a run's kept weights: what its metrics say, else what the trainer of
+    its time used (the IWAE bound for an IWAE run, the ELBO otherwise); None for a model folder."""
+    from vaekit.io.runs import read_metrics
+
+    path = Path(run)
+    if not (path / "metrics.jsonl").is_file():
+        return None
+    rows = read_metrics(path)
+    for row in reversed(rows):
+        if isinstance(row.get("selected_by"), str):
+            return row["selected_by"]
+    try:
+        cfg = read_run_config(path)
+    except VaekitError:
+        cfg = {}
+    if cfg.get("objective") == "iwae":
+        return f"valid IWAE bound (k = {cfg.get('k')})"
+    return "valid ELBO"
 
 
 def evaluate(model: Any, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
              per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-             exact_limit: int = DEFAULT_LIMIT) -> EvaluationResult:
+             exact_limit: int = DEFAULT_LIMIT, class_labels: Any = None,
+             surgery_samples: int = DEFAULT_SURGERY_SAMPLES) -> EvaluationResult:
     """The :class:`EvaluationResult` that ``vaekit evaluate`` prints, for a model and images x (N, C, H, W)
     (a tensor, an array or a vaekit data set's ``split``): the ELBO, log p(x) by importance sampling with
     ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats; for discrete latents
     with at most ``exact_limit`` codes also the exact ``.nll_exact`` by a sum over every code. ``y``: labels
     of a conditional model. Deterministic for a given ``seed``."""
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
-                          memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit)
+                          memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit,
+                          class_labels=class_labels, surgery_samples=surgery_samples)
 
 
 def format_table(r: EvaluationResult) -> str:
@@ -595,6 +694,18 @@ def format_table(r: EvaluationResult) -> str:
             row("ELBO (exact)", pm(r.elbo_exact, r.elbo_exact_stderr), " nats"),
             row("gap (exact)", pm(r.gap_exact, r.gap_exact_stderr), " nats  (= KL(q(z|x) || p(z|x)))"),
         ]
+    lines += [row("rate R = KL term", pm(r.rate, r.rate_stderr), " nats"),
+              row("distortion D", pm(r.distortion, r.distortion_stderr), " nats  (R + D = -ELBO)")]
+    if r.mutual_information is not None:
+        lines += [row("  I_q(x; z)", pm(r.mutual_information, r.mutual_information_stderr),
+                      f" nats  (at most log N = {math.log(r.n):.2f})"),
+                  row("  KL(q(z) || p(z))", pm(r.marginal_kl, r.marginal_kl_stderr), " nats  (aggregate posterior)")]
+    if r.clustering is not None:
+        c = r.clustering
+        lines.append(row("clustering accuracy", f"{c['accuracy']:.4f}",
+                         f"  ({c['matching']} matching of {c['clusters']} clusters to {c['classes']} labels)"))
+    if r.selected_by:
+        lines.append(row("weights chosen by", r.selected_by))
     group = r.unit == "group"
     lines += [
         row(f"active {'groups' if group else 'units'}", f"{r.active_units:d}",

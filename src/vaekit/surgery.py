@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from vaekit.components import IAFPosterior, PlanarPosterior
 from vaekit.distributions import DiagonalGaussianMixture, rsample, sample
 from vaekit.errors import VaekitError
 
@@ -46,6 +47,16 @@ class SurgeryResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mutual_information_bound": self.mutual_information_bound}
+
+
+def supports_surgery(model: Any) -> bool:
+    """Whether log q(z|x) can be evaluated at any z: not for distributions whose density comes only with their
+    own draws (flows, the two-level posterior)."""
+    from vaekit.models import HierarchicalVAE
+
+    family = getattr(model, "posterior_family", None)
+    return hasattr(model, "posterior") and not isinstance(model, HierarchicalVAE) and \
+        not isinstance(family, (IAFPosterior, PlanarPosterior))
 
 
 def _diagonal(q: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -75,8 +86,9 @@ def elbo_surgery(model: Any, data: torch.Tensor, samples: int = 10_000, seed: in
     ``samples`` M draws; memory (M_chunk x N) log-densities at a time. Needs log q(z|x) at any z, which a
     diagonal Gaussian or a discrete q gives, but a flow (whose density is known only at its own draws) does not.
     """
-    if getattr(getattr(model, "posterior_family", None), "name", "") in ("iaf", "planar"):
-        raise VaekitError("ELBO surgery needs log q(z|x) at any z; a flow's density is known only at its own draws")
+    if not supports_surgery(model):
+        raise VaekitError("ELBO surgery needs log q(z|x) at any z; a flow's density is known only at its own draws, "
+                          "and a two-level model's q(z1, z2|x) is not split here")
     n = int(data.shape[0])
     if n < 2:
         raise VaekitError("ELBO surgery needs at least 2 examples")

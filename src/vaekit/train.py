@@ -311,6 +311,10 @@ def train(
     from the run's config.json (None: the fields whose value differs from the defaults count as chosen).
     ``check_model(model, cfg)`` may refuse the built model before any training (e.g. a memory estimate)."""
 
+    if cfg.fit == "em":
+        raise ConfigError("fit em (the exact EM of the mixture of Bernoullis) is trained by vaekit.em.train_em(cfg, "
+                          "out), or vaekit train --family bernoulli-mixture --fit em")
+
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         condition = _classes(ds) if cfg.conditional else 0
         return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition)

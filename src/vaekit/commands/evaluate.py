@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--exact-limit", type=_limit, default=None,
                         help="sum over every code for the exact NLL when the latent space has at most this many "
                         "(default 65536; 0: never)")
+    parser.add_argument("--surgery-samples", type=nonnegative_int, default=10_000,
+                        help="Monte Carlo draws splitting the rate into I_q(x; z) and KL(q(z) || p(z)) "
+                        "(default 10000; 0: not estimated)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                               device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
                               limit=args.limit, progress=progress,
-                              exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit)
+                              exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit,
+                              surgery_samples=args.surgery_samples)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
     if show:
@@ -82,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         keys = ("split", "k", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "bits_per_dim", "gap",
                 "active_units", "n", "elbo_stderr", "gap_stderr", "bits_per_dim_stderr", "kl_per_dim", "mean_ess",
                 "seconds", "log_weights_per_second", "notes", "unit", "nll_exact", "nll_exact_stderr",
-                "bits_per_dim_exact", "elbo_exact", "gap_exact", "exact_codes")
+                "bits_per_dim_exact", "elbo_exact", "gap_exact", "exact_codes", "rate", "rate_stderr",
+                "distortion", "distortion_stderr", "mutual_information", "mutual_information_stderr",
+                "marginal_kl", "marginal_kl_stderr", "clustering", "selected_by")
         print(json.dumps({key: d[key] for key in keys}))
     else:
         print(format_table(result))

@@ -1,9 +1,13 @@
-"""``vaekit gradients``: pathwise against score-function gradients on the worked example.
+"""``vaekit gradients``: the variance of gradient estimators, on the worked example or on a trained run.
 
-x = theta + eps, eps ~ N(0, 1), f(x) = x^2, true gradient d/dtheta E[x^2] = 2 theta.
+Without RUN: x = theta + eps, eps ~ N(0, 1), f(x) = x^2, true gradient d/dtheta E[x^2] = 2 theta.
 For each estimator and sample count m, ``trials`` independent m-sample estimates give the
 measured mean and variance, compared with the analytic variance
 (:func:`vaekit.estimators.worked_example_variance`).
+
+With RUN (a model with a discrete q(z|x)): the discrete estimators' gradients of the mean objective with
+respect to the inference parameters, at the run's best weights, on a fixed batch
+(:mod:`vaekit.gradient_variance`); see :mod:`vaekit.commands.gradients_run`.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 from vaekit.commands._args import finite_float, int_list, positive_int, seed_int
+from vaekit.commands.gradients_run import check_plot_path
 from vaekit.errors import VaekitError
 
 #: Largest m accepted (one trial's m draws are held in memory at once).
@@ -35,27 +39,65 @@ _LABELS = {
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "gradients",
-        help="pathwise vs score-function gradient estimators: measured and analytic variance",
-        description="Estimate d/dtheta E[x^2], x ~ N(theta, 1) (true value 2*theta), with the "
+        help="gradient estimators' variance: the worked example, or a trained discrete run's estimators",
+        description="Without RUN: estimate d/dtheta E[x^2], x ~ N(theta, 1) (true value 2*theta), with the "
         "pathwise (reparameterization), score-function and score-function + leave-one-out "
         "baseline estimators; for each sample count m repeat --trials times and print the mean, "
         "the variance, the analytic variance and the bias in standard errors. "
-        "Example: vaekit gradients --theta 1.5 --samples 1,10,100,1000 --plot variance.png",
+        "Example: vaekit gradients --theta 1.5 --samples 1,10,100,1000 --plot variance.png. "
+        "With RUN (a model with a discrete q(z|x)): for each of --estimators and each number of samples S, "
+        "--trials estimates of the gradient of the mean objective over --n examples with respect to the "
+        "inference parameters, at the run's best weights; prints their variance and, for a latent space "
+        "that can be enumerated, their bias against the exact gradient. "
+        "Example: vaekit gradients runs/cat --estimators score,nvil,gumbel --samples 1,10 --plot v.png",
     )
-    parser.add_argument("--theta", type=finite_float, default=1.5,
-                        help="the parameter theta (default 1.5)")
-    parser.add_argument("--samples", type=int_list, default=[1, 10, 100, 1000], metavar="M1,M2,...",
-                        help="sample counts m per estimate, comma-separated (default 1,10,100,1000)")
-    parser.add_argument("--trials", type=positive_int, default=2000,
-                        help="independent estimates per estimator and m (>= 2, default 2000)")
+    parser.add_argument("run", metavar="RUN", nargs="?", default=None,
+                        help="a run directory with a discrete q(z|x) (omit it for the worked example)")
+    parser.add_argument("--theta", type=finite_float, default=None,
+                        help="the worked example's parameter theta (default 1.5)")
+    parser.add_argument("--samples", type=int_list, default=None, metavar="M1,M2,...",
+                        help="sample counts per estimate, comma-separated (default 1,10,100,1000; "
+                        "with RUN 1,2,5,10,20: samples per example averaged inside one estimate, "
+                        "for vimco the S of IWAE_S)")
+    parser.add_argument("--trials", type=positive_int, default=None,
+                        help="independent estimates per estimator and m (>= 2, default 2000; with RUN >= 3, "
+                        "default 50)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="write a log-log plot of variance against m to this PNG file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    run_only = parser.add_argument_group("with RUN")
+    run_only.add_argument("--estimators", default=None, metavar="E1,E2,...",
+                          help="comma-separated, from enumerate, score, nvil, vimco, gumbel, straight-through "
+                          "(default all of them; enumerate only where the latent space can be enumerated)")
+    run_only.add_argument("--n", type=positive_int, default=None,
+                          help="the first N examples of the split form the fixed batch (default 100)")
+    run_only.add_argument("--split", choices=("train", "valid", "test"), default=None,
+                          help="split (default test)")
+    run_only.add_argument("--temperature", type=finite_float, default=None,
+                          help="the Gumbel-softmax temperature of gumbel and straight-through (default 0.5)")
+    run_only.add_argument("--baseline-steps", type=positive_int, default=None,
+                          help="Adam steps fitting NVIL's baseline at the fixed weights (default 300)")
+    run_only.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
+    run_only.add_argument("--dataset", default=None, help="use this data set instead of the run's")
+    run_only.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
     parser.set_defaults(func=run)
 
 
+#: Options that only the measurement on a run takes.
+RUN_OPTIONS = ("estimators", "n", "split", "temperature", "baseline_steps", "data_dir", "dataset")
+
+
 def _check(args: argparse.Namespace) -> list[int]:
+    for name in RUN_OPTIONS:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise VaekitError(f"{flag} is for measuring a run's estimators: give a RUN directory, or leave it out")
+    if args.device != "cpu":
+        raise VaekitError("--device is for measuring a run's estimators: give a RUN directory, or leave it out")
+    args.theta = 1.5 if args.theta is None else args.theta
+    args.trials = 2000 if args.trials is None else args.trials
+    args.samples = [1, 10, 100, 1000] if args.samples is None else args.samples
     if args.trials < 2:
         raise VaekitError(f"--trials must be at least 2 to measure a variance, got {args.trials}")
     if args.trials > MAX_SAMPLES:
@@ -66,16 +108,7 @@ def _check(args: argparse.Namespace) -> list[int]:
     samples = sorted(set(args.samples))
     if samples[-1] > MAX_SAMPLES:
         raise VaekitError(f"--samples values must be at most {MAX_SAMPLES:,}, got {samples[-1]:,}")
-    if args.plot is not None:
-        path = Path(args.plot)
-        if path.suffix.lower() != ".png":
-            raise VaekitError(f"--plot writes a PNG file; give a name ending in .png, got {args.plot!r}")
-        if path.is_dir():
-            raise VaekitError(f"--plot {args.plot!r} is a directory; give a file name ending in .png")
-        if not path.parent.is_dir():
-            raise VaekitError(
-                f"--plot directory {str(path.parent)!r} does not exist; create it or choose another path"
-            )
+    check_plot_path(args.plot)
     return samples
 
 
@@ -124,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
 
     from vaekit.estimators import worked_example_experiment
 
+    if args.run is not None:
+        from vaekit.commands.gradients_run import run_measurement
+
+        return run_measurement(args)
     samples = _check(args)
     rows = worked_example_experiment(theta=args.theta, samples=samples, trials=args.trials,
                                      seed=args.seed)

@@ -206,9 +206,15 @@ def run(args: argparse.Namespace) -> int:
             print(msg, flush=True)
 
     try:
-        result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log,
-                       overwrite=args.overwrite, explicit=explicit, check_model=check_batch_memory,
-                       notice=(lambda msg: print(msg, file=sys.stderr, flush=True)) if main_process else None)
+        if cfg.fit == "em":  # the mixture of Bernoullis by exact EM: its own loop, the same run folder
+            from vaekit.em import train_em
+
+            result = train_em(cfg, args.out, log=log, progress=False if quiet else None, resume=args.resume,
+                              overwrite=args.overwrite)
+        else:
+            result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log,
+                           overwrite=args.overwrite, explicit=explicit, check_model=check_batch_memory,
+                           notice=(lambda msg: print(msg, file=sys.stderr, flush=True)) if main_process else None)
     except (MemoryError, RuntimeError) as exc:  # sizes too large for this machine: one line, not a traceback
         if not isinstance(exc, MemoryError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
             raise
@@ -228,7 +234,12 @@ def run(args: argparse.Namespace) -> int:
             kept = f"kept epoch {result.best_epoch}, chosen by its {result.selected_by} {result.best_score:.3f}"
         else:
             kept = f"best {result.best_valid_elbo:.3f} at epoch {result.best_epoch}"
-        print(f"trained {result.epochs} epochs in {result.seconds:.1f} s: valid ELBO {result.valid_elbo:.3f} nats "
-              f"({kept})" + (" - stopped early" if result.stopped_early else ""))
+        if cfg.fit == "em":
+            print(f"fitted by EM in {result.epochs} iterations, {result.seconds:.1f} s: valid log p(x) "
+                  f"{result.valid_elbo:.3f} nats, exact (best {result.best_valid_elbo:.3f} at iteration "
+                  f"{result.best_epoch})" + (" - converged" if result.stopped_early else ""))
+        else:
+            print(f"trained {result.epochs} epochs in {result.seconds:.1f} s: valid ELBO {result.valid_elbo:.3f} "
+                  f"nats ({kept})" + (" - stopped early" if result.stopped_early else ""))
         print(f"run written to {result.run}  (next: vaekit evaluate {result.run})", file=sys.stdout)
     return 0

@@ -104,8 +104,9 @@ def _metric_value(v: Any) -> bool:
     return isinstance(v, float) and (not math.isfinite(v) or abs(v) < 1e300)
 
 
-#: The fields of a metrics row that hold a short name, not a number (a discrete model's estimator).
-TEXT_FIELDS = frozenset({"estimator", "train_bound"})
+#: The fields of a metrics row that hold a short name, not a number (a discrete model's estimator, the score that
+#: chooses the kept epoch).
+TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by"})
 
 
 def metrics_row(row: Any) -> bool:
@@ -114,7 +115,7 @@ def metrics_row(row: Any) -> bool:
     return (isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
             and 0 <= row["epoch"] < 10**9
             and all(isinstance(k, str) and (_metric_value(v) or (k in TEXT_FIELDS and isinstance(v, str)
-                                                                 and len(v) <= 40)) for k, v in row.items()))
+                                                                 and len(v) <= 60)) for k, v in row.items()))
 
 
 def read_metrics_checked(run: str | Path) -> tuple[list[dict[str, Any]], int]:

@@ -4,8 +4,9 @@ linear-Gaussian model whose log p(x) is known in closed form."""
 from vaekit.models.base import LatentVariableModel, Samples, ShapeError
 from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.models.mixture import BernoulliMixture
 from vaekit.models.persistence import load_model, save_model
 from vaekit.models.vae import VAE
 
-__all__ = ["VAE", "HierarchicalVAE", "LatentVariableModel", "LinearGaussian", "Samples", "ShapeError",
-           "load_model", "save_model"]
+__all__ = ["VAE", "BernoulliMixture", "HierarchicalVAE", "LatentVariableModel", "LinearGaussian", "Samples",
+           "ShapeError", "load_model", "save_model"]
