@@ -255,6 +255,13 @@ def _validate_family(cfg: TrainConfig) -> None:
             shown = ", ".join(wrong + ([f"hidden {cfg.hidden}"] if cfg.hidden != [] else []))
             raise ConfigError(f"family bernoulli-mixture is one categorical z with --components classes and linear "
                               f"networks; leave out {shown}")
+    if cfg.posterior == "delta":
+        if cfg.objective != "elbo":
+            raise ConfigError("an autoencoder (posterior delta) has no density to importance-sample: train it with "
+                              "objective elbo (its reconstruction objective)")
+        if cfg.prior != "standard" or cfg.levels != 1:
+            raise ConfigError("an autoencoder (posterior delta) uses no prior in training (a Gaussian mixture is "
+                              "fitted to its codes afterwards) and has one level; leave prior and levels out")
     if cfg.estimator is not None and _registry("posterior").entry(cfg.posterior).cls.discrete is False:
         raise ConfigError(f"estimator {cfg.estimator} is for discrete latents (posterior categorical or bernoulli); "
                           f"posterior {cfg.posterior} is reparameterized")

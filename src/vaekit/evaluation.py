@@ -250,6 +250,12 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
     for G groups of one-hot categorical codes ``kl_units`` is (B, G), one KL per group, and ``groups`` = G.
     """
     q = model.posterior(x) if y is None else model.posterior(x, y)
+    if getattr(q, "is_point_mass", False):  # an autoencoder: "decoder + fitted density", with its proposal
+        if not q.has_proposal or getattr(model.prior, "fitted", True) is False:
+            raise VaekitError("this autoencoder defines no density log p(x): q(z|x) is a point mass and no density "
+                              "has been fitted to its codes (vaekit train fits one at the end of training; for an "
+                              "older run, vaekit.posthoc.fit_run_density(RUN, training images))")
+        q = q.proposal()
     prior = model.prior_distribution()
     loglik = log_likelihood_kernel(model, x, fast, y)
     b = x.shape[0]
@@ -401,6 +407,10 @@ def evaluate_model(
                "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
                else np.full(n, np.nan)}
     notes = _notes(model, arr["ess"], k)
+    if getattr(getattr(model, "posterior_family", None), "autoencoder", False):
+        from vaekit.posthoc import proposal_note
+
+        notes.insert(0, proposal_note(model))
     fields = _exact_fields(exact, arr["log_px"], bpd, k, notes)
     if per is not None and exact is not None:
         per |= {"exact_log_px": exact.log_px.cpu().numpy(), "exact_elbo": exact.elbo.cpu().numpy(),

@@ -64,6 +64,8 @@ def elbo(
     """
     x, x_enc = _inputs(model, x, encoder_input)
     q = model.posterior(x_enc, y)
+    if getattr(q, "is_point_mass", False):
+        return autoencoder_terms(model, x, q, y)
     p = model.prior_distribution()
     shape = (samples,) if samples > 1 else ()
     closed = analytic_kl is not False and has_closed_form_kl(q, p)
@@ -82,6 +84,15 @@ def elbo(
         reconstruction = reconstruction.mean(0)
         kl = kl.mean(0) if kl.dim() > 1 else kl
     return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+
+def autoencoder_terms(model: Any, x: torch.Tensor, q: Any, y: Any = None) -> ElboTerms:
+    """A deterministic autoencoder's objective in the ELBO's place (it has none: a point mass has no density):
+    reconstruction = log p(x | f(x)), ``kl`` = the latent penalty (lambda / 2) ||f(x)||^2, ``elbo`` =
+    reconstruction - penalty, the quantity trained, which is not a bound on log p(x)."""
+    rec = model.log_likelihood(x, q.rsample(), y)
+    penalty = q.latent_penalty()
+    return ElboTerms(rec - penalty, rec, penalty)
 
 
 def sampled_terms(

@@ -56,7 +56,7 @@ def supports_surgery(model: Any) -> bool:
 
     family = getattr(model, "posterior_family", None)
     return hasattr(model, "posterior") and not isinstance(model, HierarchicalVAE) and \
-        not isinstance(family, (IAFPosterior, PlanarPosterior))
+        not isinstance(family, (IAFPosterior, PlanarPosterior)) and not getattr(family, "autoencoder", False)
 
 
 def _diagonal(q: Any) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -44,6 +44,7 @@ from vaekit.io import contract
 from vaekit.io.runs import append_metrics, read_metrics, run_lock, trim_metrics
 from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, load_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
+from vaekit.posthoc import fit_run_density, is_autoencoder
 from vaekit.runtime import autocast_context, resolve_device, set_precision
 
 __all__ = ["LossModule", "TrainResult", "TrainingDiverged", "fit", "model_for", "read_metrics", "resolve_device",
@@ -120,6 +121,11 @@ def selection(cfg: TrainConfig) -> tuple[str, Callable[[dict[str, float]], float
     """The validation score that chooses the kept epoch, by name: the training objective (the IWAE_k bound for
     an IWAE run, the beta-weighted ELBO E_q[log p(x|z)] - beta KL for beta != 1, else the ELBO), or with
     ``select_by = "elbo"`` the ELBO whatever the objective (vaekit's behaviour before it followed the objective)."""
+    if cfg.posterior == "delta" and cfg.select_by != "elbo":  # an autoencoder: no ELBO, its own objective
+        if float(cfg.posterior_settings.get("latent_penalty", 0.0)) == 0.0:
+            return "valid reconstruction", lambda v: v["reconstruction"]
+        beta = cfg.beta
+        return "valid autoencoder objective", lambda v: v["reconstruction"] - beta * v["kl"]
     if cfg.select_by == "elbo":
         return "valid ELBO", lambda v: v["elbo"]
     if cfg.objective == "iwae":
@@ -582,6 +588,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         loss_module = _compiled(loss_module)
     step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module, estimator=estimator)
     selected_by, score_of = selection(cfg)
+    autoencoder = is_autoencoder(model)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
     valid_labels = (valid_y[ctx.rank :: ctx.world_size] if ctx.enabled else valid_y) if conditional else None
     stopped_early = False
@@ -649,7 +656,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                "valid_kl": valid["kl"], **({"valid_iwae": valid["iwae"]} if "iwae" in valid else {}),
                "beta": beta, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved,
                **({"score": score, "selected_by": selected_by} if selected_by != "valid ELBO" else {}),
-               **_estimator_fields(estimator)}
+               **_estimator_fields(estimator), **({"objective": "autoencoder"} if autoencoder else {})}
         last = row
         progress_state["last"] = row
         progress_state["epoch"] = epoch
@@ -664,12 +671,19 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             sound_epoch = epoch
         if epoch == 1 or epoch == cfg.epochs or epoch % max(1, cfg.epochs // 20) == 0:  # ~20 lines a run
             train_name = "train relaxed ELBO" if estimator is not None and estimator.relaxed else "train ELBO"
-            say(f"epoch {epoch:>4}  {train_name} {train_e:9.3f}  valid ELBO {valid['elbo']:9.3f}  "
+            if autoencoder:  # reconstruction - latent penalty: no ELBO exists for a point mass q
+                train_name = "train objective"
+            valid_name = "valid objective" if autoencoder else "valid ELBO"
+            say(f"epoch {epoch:>4}  {train_name} {train_e:9.3f}  {valid_name} {valid['elbo']:9.3f}  "
                 f"KL {train_k:7.3f}  {seconds:6.2f} s" + ("  *" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
     if ctx.is_main and not (run / ckpt.MODEL_FILE).exists():  # e.g. resumed a finished run
         model.save(run)
+    if ctx.is_main and autoencoder:  # the density on z that makes "decoder + density" a model of x
+        fit_run_density(run, train_x, seed=cfg.seed)
+        say(f"fitted a Gaussian mixture to the {train_x.shape[0]} training codes: {run / ckpt.MODEL_FILE} now "
+            "holds decoder + fitted density")
     D.barrier(ctx)
     return TrainResult(run=run, epochs=epoch, train_elbo=last.get("train_elbo", math.nan),
                        valid_elbo=last.get("valid_elbo", math.nan),

@@ -71,6 +71,8 @@ class Posterior(Component):
     kind = "posterior"
     #: Whether z is discrete (no reparameterization; training needs an estimator, vaekit.discrete_objectives).
     discrete: bool = False
+    #: Whether q(z|x) is a point mass (a deterministic autoencoder, which defines no ELBO).
+    autoencoder: bool = False
     #: The prior that the name ``standard`` means for codes of this family (N(0, I) for real-valued codes).
     default_prior: str = "standard"
 

@@ -101,3 +101,43 @@ class VampPrior(Prior):
             raise TypeError(f"the VampPrior mixes diagonal Gaussian posteriors; this model's q(z|x) is a "
                             f"{type(q).__name__}")
         return DiagonalGaussianMixture(q.loc, q.logvar)
+
+
+@dataclass
+class FittedMixtureConfig:
+    components: int = 10  # C: Gaussian components fitted to the training codes
+
+    def __post_init__(self) -> None:
+        if isinstance(self.components, bool) or not 1 <= self.components <= 2**16:
+            raise ValueError(f"components must be an integer from 1 to 65536, got {self.components}")
+
+
+@PRIORS.register("fitted-gmm", FittedMixtureConfig, prefix="gmm",
+                 help="a Gaussian mixture fitted after training to an autoencoder's codes (vaekit.posthoc)")
+class FittedMixturePrior(Prior):
+    """p(z) = sum_c pi_c N(z; m_c, diag v_c), fitted to the training codes after training (not trained by
+    gradient; scikit-learn's ``GaussianMixture``, as pythae's GMM sampler and the RAE paper do). Until it is
+    fitted (``fitted_flag`` 1) it refuses to be used."""
+
+    def __init__(self, latent: int, components: int = 10):
+        super().__init__(latent)
+        self.components = int(components)
+        self.register_buffer("loc", torch.zeros(self.components, self.latent))
+        self.register_buffer("fitted_flag", torch.zeros(()))
+        self.register_buffer("logvar", torch.zeros(self.components, self.latent))
+        self.register_buffer("logits", torch.zeros(self.components))
+
+    def set_mixture(self, loc: torch.Tensor, logvar: torch.Tensor, weights: torch.Tensor) -> None:
+        self.loc.copy_(loc)
+        self.logvar.copy_(logvar)
+        self.logits.copy_(torch.log(weights))
+        self.fitted_flag.fill_(1.0)
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.fitted_flag > 0)
+
+    def distribution(self) -> DiagonalGaussianMixture:
+        if not self.fitted:
+            raise RuntimeError("the fitted-gmm prior has not been fitted yet (vaekit.posthoc.fit_code_density)")
+        return DiagonalGaussianMixture(self.loc, self.logvar, self.logits)

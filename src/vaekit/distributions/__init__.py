@@ -19,6 +19,7 @@ from vaekit.distributions.discrete import FactorizedBernoulli, FactorizedCategor
 from vaekit.distributions.flow import FlowDistribution
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal_normal_log_prob
+from vaekit.distributions.point import PointMass
 from vaekit.distributions.sampled import SampledWithLogProb
 
 
@@ -77,6 +78,6 @@ def point(q: Distribution) -> torch.Tensor:
 
 
 __all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FactorizedBernoulli", "FactorizedCategorical",
-           "FlowDistribution", "IndependentBernoulli",
+           "FlowDistribution", "IndependentBernoulli", "PointMass",
            "IndependentContinuousBernoulli", "SampledWithLogProb", "StandardNormal", "diagonal_normal_log_prob",
            "point", "rsample", "rsample_and_log_prob", "sample", "support_size"]

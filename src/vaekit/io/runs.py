@@ -106,7 +106,7 @@ def _metric_value(v: Any) -> bool:
 
 #: The fields of a metrics row that hold a short name, not a number (a discrete model's estimator, the score that
 #: chooses the kept epoch).
-TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by"})
+TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by", "objective"})
 
 
 def metrics_row(row: Any) -> bool:
