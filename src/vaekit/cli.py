@@ -20,7 +20,8 @@ from vaekit import __version__
 from vaekit.errors import VaekitError
 
 #: Sub-command modules under ``vaekit.commands``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("info", "gradients", "data", "train", "evaluate", "sample", "report", "bound")
+COMMANDS: tuple[str, ...] = ("info", "gradients", "data", "train", "evaluate", "sample", "report", "bound", "compare",
+                             "sweep")
 
 
 #: What str.splitlines() breaks at, shown escaped in error messages (an argument or a file name may hold one).

@@ -47,6 +47,8 @@ COMMAND_FLAGS = {
     "sample": ["-n", "--out", "--seed"],
     "report": ["--k", "--split", "--limit", "--seed", "--data-dir", "--dataset", "--out"],
     "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--json"],
+    "compare": ["--out", "--k", "--n-samples", "--seed", "--data-dir", "--dataset", "--device", "--json"],
+    "sweep": ["--beta", "--out", "--config", "--k", "--n-samples", "--eval-seed", "--quiet", "--json"],
 }
 TAKES_RUN = ("evaluate", "sample", "report", "bound")
 RUN_NUMBERS = itertools.count()  # a fresh --out for every train example
