@@ -16,12 +16,15 @@ install: $(STAMP)
 DEMO_RUN := demo-run
 
 demo: $(STAMP)
-	rm -rf $(DEMO_RUN)
+	rm -rf $(DEMO_RUN) $(DEMO_RUN)-autoencoder
 	$(BIN)/vaekit info --p 0.5,0.5 --q 0.1,0.9
 	$(BIN)/vaekit train --config configs/demo.toml --out $(DEMO_RUN)
 	$(BIN)/vaekit sample $(DEMO_RUN) -n 64 --out $(DEMO_RUN)/samples.png
 	$(BIN)/vaekit report $(DEMO_RUN)
-	@echo "demo done: open $(DEMO_RUN)/report.html in a browser (samples: $(DEMO_RUN)/samples.png)"
+	$(BIN)/vaekit train --config configs/demo.toml --posterior delta --out $(DEMO_RUN)-autoencoder --quiet
+	$(BIN)/vaekit compare $(DEMO_RUN) $(DEMO_RUN)-autoencoder --out $(DEMO_RUN)/compare.html
+	@echo "demo done: open $(DEMO_RUN)/report.html in a browser (samples: $(DEMO_RUN)/samples.png;" \
+	      "the VAE against an autoencoder of the same size: $(DEMO_RUN)/compare.html)"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
