@@ -94,3 +94,18 @@ def test_an_autoencoder_without_a_fitted_density_has_no_log_likelihood():
 def test_impossible_autoencoder_settings_are_refused(bad, needle):
     with pytest.raises(ConfigError, match=needle):
         from_dict(bad)
+
+
+def test_reports_draw_the_vae_in_the_rate_distortion_plane_and_work_for_the_autoencoder(runs, capsys):
+    from vaekit.viz import rate_distortion_figure
+
+    for name in ("vae", "ae"):
+        code, _, err = run_cli(["report", str(runs / name), "--k", "20"], capsys)
+        assert code == 0, err
+    assert "Rate and distortion" in (runs / "vae" / "report.html").read_text()
+    assert "Rate and distortion" not in (runs / "ae" / "report.html").read_text()  # no rate: a point mass
+    rows = [{"epoch": 1, "valid_kl": 3.0, "valid_reconstruction": -20.0}, {"epoch": 2, "valid_kl": "x"}]
+    fig = rate_distortion_figure(rows, 2.5, 19.0)
+    xs, ys = fig.axes[0].lines[0].get_data()
+    assert list(xs) == [3.0] and list(ys) == [20.0]  # (R, D) = (KL, -reconstruction); the bad row left out
+    assert rate_distortion_figure([{"epoch": 1}]) is None

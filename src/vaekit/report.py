@@ -217,6 +217,15 @@ def write_report(
             viz.figure_png(viz.training_curves_figure(metrics)), "training curves",
             f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
             f"{len(metrics)} epochs from metrics.jsonl."))
+        autoencoder = any(isinstance(r, dict) and r.get("objective") == "autoencoder" for r in metrics)
+        rd = None if autoencoder else viz.rate_distortion_figure(
+            metrics, getattr(result, "rate", None), getattr(result, "distortion", None))
+        if rd is not None:
+            sections.append("<h2>Rate and distortion</h2>" + _figure(
+                viz.figure_png(rd), "rate and distortion",
+                "The run in the rate-distortion plane (Alemi et al., 2018): each epoch's validation rate R (the KL "
+                "term) and distortion D (minus the reconstruction term), nats per example; dashed lines have "
+                "constant R + D = -ELBO."))
 
     sections.append("<h2>Samples from the prior</h2>" + _figure(
         viz.figure_png(viz.samples_figure(model, 64, seed)), "samples",

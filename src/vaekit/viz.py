@@ -507,3 +507,35 @@ def kl_per_unit_figure(kl_per_dim: Sequence[float], latent_variance: Sequence[fl
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def rate_distortion_figure(metrics: Sequence[dict[str, Any]], rate: float | None = None,
+                           distortion: float | None = None) -> Figure | None:
+    """The run's path in the rate-distortion plane: validation (R, D) = (KL, -reconstruction) per epoch, with
+    the lines R + D = -ELBO through its last point (Alemi et al., 2018); the evaluated (R, D) as a star.
+    None when the metrics hold no finite validation terms."""
+    points = [(r.get("epoch"), r.get("valid_kl"), r.get("valid_reconstruction")) for r in metrics
+              if isinstance(r, dict)]
+    points = [(e, float(k), -float(rec)) for e, k, rec in points
+              if isinstance(k, (int, float)) and isinstance(rec, (int, float)) and not isinstance(k, bool)
+              and math.isfinite(k) and math.isfinite(rec) and abs(k) < 1e12 and abs(rec) < 1e12]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    rs, ds = [p[1] for p in points], [p[2] for p in points]
+    ax.plot(rs, ds, "-", color="0.6", lw=1)
+    sc = ax.scatter(rs, ds, c=range(len(points)), cmap="viridis", s=18, zorder=3)
+    fig.colorbar(sc, ax=ax, label="epoch (index)")
+    last = rs[-1] + ds[-1]
+    span = max(max(rs) - min(rs), max(ds) - min(ds), 1.0)
+    grid = [min(rs) - 0.1 * span, max(rs) + 0.1 * span]
+    for c in (last, last + 0.1 * span):
+        ax.plot(grid, [c - g for g in grid], "--", color="0.8", lw=0.8)
+    ax.annotate(f"R + D = {last:.1f}", (rs[-1], ds[-1]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if rate is not None and distortion is not None and math.isfinite(rate) and math.isfinite(distortion):
+        ax.scatter([rate], [distortion], marker="*", s=120, color="C3", zorder=4, label="evaluated (test)")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("rate R = KL(q(z|x) || p(z)), nats")
+    ax.set_ylabel("distortion D = -E_q log p(x|z), nats")
+    ax.set_title("validation (R, D) per epoch", fontsize=10)
+    return fig
