@@ -60,3 +60,20 @@ def test_a_posterior_that_ignores_x_carries_no_information():
     r = elbo_surgery(model, model.sample_data(2000, seed=1), samples=4000)
     assert abs(r.mutual_information) < 1e-9  # q(z|x) = q(z): log q(z|x) - log q(z) is 0 at every draw
     assert r.marginal_kl == pytest.approx(0.5 * (0.5**2 + 1.0**2), abs=4 * r.marginal_kl_stderr)
+
+
+def test_rate_plus_distortion_is_minus_the_elbo_on_the_same_draws():
+    import vaekit
+    from vaekit.evaluation import evaluate_model
+
+    torch.manual_seed(0)
+    model = vaekit.VAE(latent=3, shape=(1, 4, 4), hidden=[8])
+    x = torch.bernoulli(torch.full((30, 16), 0.4))
+    r = evaluate_model(model, x, k=20, surgery_samples=500)
+    assert r.rate == r.kl and r.distortion == -r.reconstruction
+    per = r.per_example
+    assert abs((per["kl"] - per["reconstruction"] + per["elbo"]).max()) < 1e-12  # R + D = -ELBO per example
+    assert r.rate + r.distortion == pytest.approx(-r.elbo, abs=1e-12)
+    # the two parts of the rate from surgery agree with the evaluator's rate estimate within their errors
+    se = math.hypot(r.rate_stderr, r.mutual_information_stderr, r.marginal_kl_stderr)
+    assert abs(r.mutual_information + r.marginal_kl - r.rate) < 4 * se
