@@ -205,3 +205,18 @@ def test_gaussian_mixture_vae_trains_and_its_cluster_posterior_is_exact(tmp_path
     joint = model.prior.distribution().component_log_prob(z)  # log p(c, z)
     torch.testing.assert_close(torch.logsumexp(joint, -1), model.log_prior(z))  # c summed out exactly
     torch.testing.assert_close(model.prior.cluster_posterior(z), torch.softmax(joint, -1))
+
+
+def test_a_mixture_trained_as_a_vae_starts_from_training_images_with_the_exact_posterior():
+    from vaekit.enumeration import enumerated_bound
+    from vaekit.train import _seed_mixture_components, model_for
+
+    cfg = from_dict({"family": "bernoulli-mixture", "components": 6})
+    g = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.full((50, 1, 4, 4), 0.3), generator=g)
+    model = model_for(cfg, (1, 4, 4), True)
+    _seed_mixture_components(model, x, seed=0)
+    templates = torch.sigmoid(model.decode(torch.eye(6))).reshape(6, -1)  # each component's pixel means
+    assert all(any(torch.allclose(t, 0.05 + 0.9 * row) for row in x.reshape(50, -1)) for t in templates)
+    bound = enumerated_bound(model, x)
+    assert float(bound.gap.abs().max()) < 1e-4  # q(z|x) is the exact posterior of the initial mixture

@@ -538,6 +538,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
     if cfg.init_from is not None and not (resume and state_path.exists()):
         _init_weights(model, cfg.init_from, device)
+    if cfg.family == "bernoulli-mixture" and not user_model:
+        _seed_mixture_components(model, train_x, cfg.seed)  # a checkpoint, if resumed, replaces these weights
     estimator = _estimator_for(model, cfg, device)
     trainable = _trainable_parameters(model, cfg.train_only)
     if estimator is not None:
@@ -766,6 +768,32 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
         return loss, stats.double()
 
     return step
+
+
+@torch.no_grad()
+def _seed_mixture_components(model: LatentVariableModel, train_x: torch.Tensor, seed: int) -> None:
+    """Start a mixture of Bernoullis trained as a VAE from K distinct training images, as EM's seeding does:
+    component k's pixel logits logit(0.05 + 0.9 x_k) (its decoder's row), the decoder bias 0, and the linear
+    encoder at the exact posterior of that model. From the default initialisation every component decodes nearly
+    the same image, q(z|x) is nearly uniform, and training collapses the mixture onto one component."""
+    decoder = model.decoder
+    linear = decoder[-1] if isinstance(decoder, torch.nn.Sequential) else None
+    if not isinstance(linear, torch.nn.Linear) or len(decoder) != 1:
+        return  # not the linear table of the bernoulli-mixture family
+    k = linear.weight.shape[1]
+    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    rows = torch.randperm(train_x.shape[0], generator=gen)[:k]
+    images = train_x[rows.to(train_x.device)].reshape(len(rows), -1).to(linear.weight.dtype)
+    logits = torch.logit(0.05 + 0.9 * images)  # (K, D)
+    linear.weight[:, : len(rows)] = logits.T
+    linear.bias.zero_()
+    encoder = model.encoder
+    first = encoder[0] if isinstance(encoder, torch.nn.Sequential) and len(encoder) == 1 else None
+    if isinstance(first, torch.nn.Linear) and first.weight.shape[0] == len(rows):
+        # q(z|x) starts at the exact posterior of this initial model, which is linear in x:
+        # log p(z = k | x) = x . l_k - sum_d softplus(l_kd) + const  (uniform mixture weights)
+        first.weight.copy_(logits)
+        first.bias.copy_(-torch.nn.functional.softplus(logits).sum(-1))
 
 
 def _estimator_for(model: LatentVariableModel, cfg: TrainConfig, device: torch.device) -> DiscreteEstimator | None:
