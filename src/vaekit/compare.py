@@ -97,7 +97,7 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The run's metrics as JSON-ready values (None where there is no value: e.g. an autoencoder's ELBO)."""
-        from vaekit.evaluation import _json_safe
+        from vaekit.evaluation import json_safe
 
         ev = self.evaluation.to_dict() if self.evaluation is not None else {}
         out: dict[str, Any] = {"name": self.name, "run": str(self.path),
@@ -110,7 +110,7 @@ class RunSummary:
                 out.update(fitted_density_nll=self.fitted.nll, fitted_density_nll_stderr=self.fitted.nll_stderr)
         out.update(train_seconds=self.train_seconds, epochs=self.epochs, kept_epoch=self.kept_epoch,
                    notes=list(self.notes) + list(getattr(self.evaluation, "notes", []) or []))
-        return _json_safe(out)
+        return json_safe(out)
 
 
 def _number(v: Any) -> bool:

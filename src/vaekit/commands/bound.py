@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
     from vaekit.enumeration import is_enumerable
     from vaekit.errors import DataError
-    from vaekit.evaluation import _json_safe, check_shape, load_model, load_run_data, split_images
+    from vaekit.evaluation import check_shape, json_safe, load_model, load_run_data, split_images
     from vaekit.exact import compare_bounds
 
     if args.run is None:
@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise DataError("the model is conditional and the test split has no labels")
             out = _discrete_run(args, model, x, y[: args.n] if getattr(model, "condition", 0) else None)
             if args.json:
-                print(json.dumps(_json_safe(out)))
+                print(json.dumps(json_safe(out)))
             return 0
         c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
         latent = c["latent"]

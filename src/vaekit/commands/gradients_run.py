@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -164,17 +163,9 @@ def _as_dict(result: Any, args: argparse.Namespace, model: Any) -> dict[str, Any
     }
     if args.plot is not None:
         out["plot"] = args.plot
-    return _json_safe(out)
+    from vaekit.evaluation import json_safe
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+    return json_safe(out)
 
 
 def _pm(value: float | None, se: float | None) -> str:
