@@ -6,15 +6,13 @@ import base64
 import io
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cli_run import run_cli
+from headless import blank, needs_chromium, screenshot
 from vaekit.compare import curve_limits, differing_settings, flatten
 from vaekit.config import TrainConfig
 from vaekit.models import VAE
@@ -189,25 +187,11 @@ def test_an_autoencoder_has_no_density_but_a_distortion(runs, tmp_path, capsys):
     assert "n/a, no density" in page and "The decoder on z ~ N(0, I)" in page and len(_images(page)) == 4
 
 
-def _blank(img: Image.Image) -> bool:
-    grey = np.asarray(img.convert("L"), dtype=np.float64)
-    return grey.std() < 5 or (grey < 200).mean() < 0.01
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="chromium is not installed (apt-get install chromium) - the page is not rendered")
+@needs_chromium("the page")
 def test_the_page_renders_in_headless_chromium(runs, tmp_path, capsys):
     path = tmp_path / "cmp.html"
     code, _, err = run_cli(["compare", *map(str, runs), "--out", str(path), "--k", "5"], capsys)
     assert code == 0, err
-    shot = tmp_path / "shot.png"
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,3000",
-                        path.resolve().as_uri()], check=False, capture_output=True, timeout=120)
-    assert shot.exists(), "chromium wrote no screenshot"
-    img = Image.open(shot)
+    img = screenshot(path, tmp_path / "shot.png")
     assert img.size == (1200, 3000)
-    assert not _blank(img.crop((0, 0, 1200, 800))) and not _blank(img.crop((0, 1200, 1200, 2400)))
+    assert not blank(img.crop((0, 0, 1200, 800))) and not blank(img.crop((0, 1200, 1200, 2400)))

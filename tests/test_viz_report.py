@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
-import subprocess
-import tempfile
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from headless import blank, needs_chromium, screenshot
 from synthetic import prototype_dataset
 from vaekit import viz
 from vaekit.config import TrainConfig
@@ -111,25 +109,11 @@ def test_report_without_data_still_shows_the_model(run2d, monkeypatch, tmp_path)
     assert "Samples from the prior" in page and "Evaluation on" not in page
 
 
-def _blank(img: Image.Image) -> bool:
-    grey = np.asarray(img.convert("L"), dtype=np.float64)
-    return grey.std() < 5 or (grey < 200).mean() < 0.01
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="chromium is not installed (apt-get install chromium) - the report is not rendered")
+@needs_chromium("the report")
 def test_report_renders_in_headless_chromium(run2d, ds, tmp_path):
     path = write_report(run2d, k=20, dataset=ds, out=tmp_path / "report.html")
-    shot = tmp_path / "shot.png"
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,3000",
-                        path.resolve().as_uri()], check=False, capture_output=True, timeout=120)
-    assert shot.exists(), "chromium wrote no screenshot"
-    img = Image.open(shot)
+    img = screenshot(path, tmp_path / "shot.png")
     assert img.size == (1200, 3000)
-    assert not _blank(img)
+    assert not blank(img)
     # the top of the page (title and the evaluation table) and the images further down all rendered
-    assert not _blank(img.crop((0, 0, 1200, 600))) and not _blank(img.crop((0, 1200, 1200, 2400)))
+    assert not blank(img.crop((0, 0, 1200, 600))) and not blank(img.crop((0, 1200, 1200, 2400)))
