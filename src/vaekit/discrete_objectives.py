@@ -217,8 +217,8 @@ class DiscreteEstimator(nn.Module):
         centred = residual.detach()
         if self.training:
             with torch.no_grad():
-                alpha = 0.8 if int(self.signal_seen) > 0 else 0.0  # the first batch sets the mean
-                self.signal_mean.mul_(alpha).add_((1 - alpha) * (signal - b.detach()).mean())
+                batch = (signal - b.detach()).mean()  # the first batch sets the mean; decided on the device
+                self.signal_mean.copy_(torch.where(self.signal_seen > 0, self.signal_mean * 0.8 + 0.2 * batch, batch))
                 self.signal_seen.add_(1)
         return centred, baseline_loss
 

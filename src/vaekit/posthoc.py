@@ -62,8 +62,7 @@ def fit_code_density(model: Any, data: torch.Tensor, components: int = DEFAULT_C
     prior = FittedMixturePrior(model.latent_size, components).to(device=device, dtype=dtype)
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
     prior.set_mixture(as_tensor(gmm.means_), torch.log(as_tensor(gmm.covariances_)), as_tensor(gmm.weights_))
-    model.prior = prior
-    model._specs["prior"] = prior.config()
+    model.prior = prior  # model.json describes it from the component itself (VAE.describe)
     width = torch.log(as_tensor((gmm.weights_[:, None] * np.sqrt(gmm.covariances_)).sum(0)))  # (L,)
     family = model.posterior_family
     family.proposal_fitted.fill_(1.0)
