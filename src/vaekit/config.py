@@ -201,9 +201,7 @@ def validate(cfg: TrainConfig) -> None:
     if isinstance(cfg.anneal_rate, bool) or not isinstance(cfg.anneal_rate, (int, float)) or \
             not math.isfinite(cfg.anneal_rate) or cfg.anneal_rate < 0:
         raise ConfigError(f"anneal_rate must be a finite number >= 0; got {cfg.anneal_rate!r}")
-    family_prior = _registry("posterior").entry(cfg.posterior).cls.default_prior
-    if cfg.prior == "standard" and not cfg.prior_settings and family_prior != "standard":
-        cfg.prior = family_prior  # "standard" names the family's standard prior (uniform over one-hot codes)
+    cfg.prior = standard_prior(cfg.posterior, cfg.prior, cfg.prior_settings)
     _validate_family(cfg)
     for key in ("hidden", "conv_channels"):
         value = getattr(cfg, key)
@@ -443,12 +441,19 @@ def _family_defaults(clean: dict[str, Any]) -> None:
             clean["posterior_settings"] = settings
         if clean.get("prior") == "categorical":
             clean["prior_settings"] = {"learned": True, **(clean.get("prior_settings") or {})}
-    posterior = clean.get("posterior", "gaussian")
-    if clean.get("prior", "standard") == "standard" and not clean.get("prior_settings") and \
-            isinstance(posterior, str) and posterior in _registry("posterior"):
-        default = _registry("posterior").entry(posterior).cls.default_prior
-        if default != "standard":  # "standard" names the family's standard prior (uniform over one-hot codes)
-            clean["prior"] = default
+    prior = clean.get("prior", "standard")
+    resolved = standard_prior(clean.get("posterior", "gaussian"), prior, clean.get("prior_settings"))
+    if resolved != prior:  # before the flat component flags go to the chosen prior (--prior-learned)
+        clean["prior"] = resolved
+
+
+def standard_prior(posterior: Any, prior: Any, settings: Any = None) -> Any:
+    """``standard`` (with no settings) names the standard prior of the posterior's family: N(0, I) for
+    real-valued codes, the uniform categorical for one-hot codes, Bernoulli(1/2) for binary ones. Any other
+    prior, or a posterior name that is not registered, is returned unchanged."""
+    if prior != "standard" or settings or not isinstance(posterior, str) or posterior not in _registry("posterior"):
+        return prior
+    return _registry("posterior").entry(posterior).cls.default_prior
 
 
 def fields_default(name: str) -> Any:
