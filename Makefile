@@ -1,14 +1,14 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Two commands do everything on a fresh machine: `make demo` and `make test` (`make docs`: the site alone).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test docs install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,14 +26,25 @@ demo: $(STAMP)
 	@echo "demo done: open $(DEMO_RUN)/report.html in a browser (samples: $(DEMO_RUN)/samples.png;" \
 	      "the VAE against an autoencoder of the same size: $(DEMO_RUN)/compare.html)"
 
+# The documentation site, offline and in strict mode (a warning fails): the API reference from the docstrings,
+# the CLI reference from the parsers, the tutorials executed. Open site/index.html.
+SITE := site
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(SITE)
+
+docs: $(STAMP)
+	$(MKDOCS)
+	@echo "docs done: open $(SITE)/index.html in a browser"
+
+# The tests of the site read the one built here (VAEKIT_BUILT_SITE) instead of building it again.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(MKDOCS)
+	VAEKIT_BUILT_SITE=$(SITE) $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) demo-run
+	rm -rf $(VENV) demo-run $(SITE)

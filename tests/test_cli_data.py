@@ -26,7 +26,7 @@ def test_registered():
 def test_digits_text(capsys):
     code, out, err = run(capsys, "--dataset", "digits")
     assert code == 0 and err == ""
-    assert "1x8x8" in out and "continuous in [0,1]" in out and "10 classes" in out
+    assert "1x8x8" in out and "grey levels in [0,1]" in out and "17 grey levels" in out and "10 classes" in out
     assert "train       1257 images" in out and "test         270 images" in out
 
 

@@ -26,7 +26,7 @@ DS = prototype_dataset(160, 40, 40, classes=None)
 @pytest.fixture(autouse=True)
 def synthetic_data(monkeypatch):
     """The runs' config.json names the data set 'synthetic': serve it without files."""
-    def load(spec, data_dir, binarize, seed):
+    def load(spec, data_dir, binarize, seed, splits=None):
         if spec != "synthetic":
             from vaekit.errors import DataError
 

@@ -13,6 +13,7 @@ from vaekit.models import VAE, HierarchicalVAE
 from vaekit.nn import MLP, GatedDense
 from vaekit.train import model_for, train
 
+PIXEL_LIKELIHOODS = ("discretized-logistic", "discretized-logistic-mixture", "categorical-256")
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
 
 
@@ -31,9 +32,14 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
     values = read_config_file(path)
     cfg = resolve(values, {"epochs": 1, "data_dir": None})
     g = torch.Generator().manual_seed(0)
-    shape = (1, 28, 28) if "mnist" in cfg.dataset else (1, 8, 8)
-    x = torch.bernoulli(torch.full((60, *shape), 0.3), generator=g)
-    ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=True, dynamic=False)
+    shape = (3, 32, 32) if cfg.dataset == "cifar10" else (1, 28, 28) if "mnist" in cfg.dataset else (1, 8, 8)
+    levels = cfg.likelihood_settings.get("levels", 256) if cfg.likelihood in PIXEL_LIKELIHOODS else 2
+    if levels == 2:
+        x = torch.bernoulli(torch.full((60, *shape), 0.3), generator=g)
+    else:  # 8-bit images, the data of the discrete pixel likelihoods
+        x = torch.randint(0, levels, (60, *shape), generator=g).float() / (levels - 1)
+    ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=levels == 2,
+                               dynamic=False, levels=levels)
     if cfg.prior == "vamp":
         cfg.prior_settings["components"] = 5  # the model's shape, not the recipe's size, is what is checked here
     if cfg.likelihood == "pixelcnn":  # pixel-*.toml: an autoregressive decoder, kept small here
@@ -46,7 +52,7 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
         result = train_em(cfg, tmp_path / "run", dataset=ds, log=None, progress=False)
         assert result.epochs == 1 and type(VAE.load(tmp_path / "run")).__name__ == "BernoulliMixture"
         return
-    model = model_for(cfg, shape, True)
+    model = model_for(cfg, shape, levels == 2, levels=levels)
     assert model.latent == cfg.latent and isinstance(model, HierarchicalVAE) == (cfg.levels == 2)
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)
     assert result.epochs == 1

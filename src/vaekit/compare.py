@@ -45,8 +45,9 @@ COMPARE_SAMPLES = 64
 GENERATOR = "<meta name='generator' content='vaekit compare'>"
 #: The report's style (vaekit.report.CSS) and, for tables of several runs, numbers that do not wrap.
 EXTRA_CSS = "td.num { white-space: nowrap; }"
-#: Settings that say where and how fast a run was computed, not what it is; left out of the settings table.
-HARDWARE_KEYS = ("device", "threads", "compile", "eval_batch_size")
+#: Settings that say where and how fast a run was computed, or where it reported, not what it is; left out of the
+#: settings table.
+HARDWARE_KEYS = ("device", "threads", "compile", "eval_batch_size", "log", "log_images_every")
 #: Fields of the evaluation that the JSON output carries (the names of ``vaekit evaluate --json``).
 EVALUATION_KEYS = ("split", "k", "n", "elbo", "elbo_stderr", "reconstruction", "kl", "nll", "nll_stderr",
                    "bits_per_dim", "gap", "nll_exact", "nll_exact_stderr", "rate", "rate_stderr", "distortion",
@@ -241,7 +242,7 @@ def evaluate_runs(runs: Sequence[RunSummary], *, k: int = COMPARE_K, seed: int =
                cfg.get("seed", 0))
         key = tuple(str(v) for v in key)
         if key not in cache:
-            cache[key] = load_run_data(r.path, data_dir=data_dir, dataset_name=dataset_name)
+            cache[key] = load_run_data(r.path, data_dir=data_dir, dataset_name=dataset_name, split=split)
         ds = cache[key]
         if r.autoencoder:
             say(f"{r.name}: a deterministic autoencoder (no density q(z|x)): its distortion, and the NLL of decoder + "
@@ -314,11 +315,10 @@ def curve_limits(curves: Sequence[Sequence[float]], q: float = 5.0) -> tuple[flo
 
 def curves_figure(runs: Sequence[RunSummary]) -> Any:
     """The validation ELBO (an autoencoder: its objective) per epoch, one line per run, nats per example."""
-    import matplotlib.pyplot as plt
+    from vaekit.viz import _plottable, new_figure
 
-    from vaekit.viz import _plottable
-
-    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    fig = new_figure(8.5, 3.8)
+    ax = fig.subplots()
     curves = []
     for r in runs:
         pts = [(row["epoch"], row["valid_elbo"]) for row in r.metrics
@@ -362,9 +362,12 @@ def rate_distortion_figure(runs: Sequence[RunSummary]) -> Any:
     """The runs on the rate-distortion plane: points (R, D) with one-standard-error bars, and the iso-ELBO
     lines R + D = c (c = -ELBO) through each point, dashed and labelled; autoencoders (no rate) as dotted
     horizontal lines at their distortion."""
-    import matplotlib.pyplot as plt
+    import matplotlib
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    from vaekit.viz import new_figure
+
+    fig = new_figure(7.5, 5.0)
+    ax = fig.subplots()
     points = rd_points(runs)
     ae = [(r.name, r.distortion) for r in runs if r.autoencoder and _number(r.distortion)]
     xs = [p[1] for p in points] or [0.0]
@@ -374,7 +377,7 @@ def rate_distortion_figure(runs: Sequence[RunSummary]) -> Any:
     y_lo, y_hi = min(ys), max(ys)
     y_pad = 0.15 * (y_hi - y_lo) if y_hi > y_lo else max(1.0, 0.02 * abs(y_hi))
     xlim, ylim = (x_lo - 0.02 * x_pad, x_hi + x_pad), (y_lo - y_pad, y_hi + y_pad)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, rate, dist, se_r, se_d) in enumerate(points):
         colour = colours[i % len(colours)]
         c = rate + dist
@@ -611,7 +614,6 @@ def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_S
 
 
 def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
-    from vaekit import viz
     from vaekit.report import _figure
 
     images, titles, notes = [], [], []
@@ -624,7 +626,7 @@ def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
             notes.append(f"{r.name}: no samples ({' '.join(str(exc).split())[:160]})")
     out = "<h2>Samples from each run's own prior</h2>"
     if images:
-        out += _figure(viz.figure_png(panels_figure(images, titles, f"{n} samples per run, z ~ p(z) (seed {seed})")),
+        out += _figure(panels_figure(images, titles, f"{n} samples per run, z ~ p(z) (seed {seed})"),
                        "samples from the priors",
                        "Decoded means E[x|z] of codes z drawn from each run's own prior p(z) (for an autoencoder, "
                        "the density fitted to its training codes).")
@@ -633,7 +635,6 @@ def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
 
 
 def _standard_normal_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
-    from vaekit import viz
     from vaekit.report import _figure
 
     images, titles, notes = [], [], []
@@ -645,8 +646,7 @@ def _standard_normal_section(runs: Sequence[RunSummary], n: int, seed: int) -> s
             notes.append(f"{r.name}: left out, {' '.join(str(exc).split())[:160]}")
     out = "<h2>The decoder on z ~ N(0, I)</h2>"
     if images:
-        out += _figure(viz.figure_png(panels_figure(images, titles, f"decoder applied to {n} codes z ~ N(0, I) "
-                                                                    f"(seed {seed})")),
+        out += _figure(panels_figure(images, titles, f"decoder applied to {n} codes z ~ N(0, I) (seed {seed})"),
                        "decoder on standard normal codes",
                        "E[x|z] = likelihood mean of decode(z) for the same standard normal codes z in every run of "
                        "one latent size. A VAE trained with p(z) = N(0, I) decodes such codes into data-like images; "

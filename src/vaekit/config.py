@@ -80,6 +80,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | tf32 | bf16
     threads: int | None = None
     compile: bool = False
+    # reporting (not the run's arithmetic): loggers besides metrics.jsonl (vaekit.loggers), and their sample grids
+    log: list[str] = field(default_factory=list)  # csv | tensorboard | mlflow | wandb, e.g. ["tensorboard", "csv"]
+    log_images_every: int = 5  # a grid of decoded samples every N epochs and at the last (0: never)
 
     CHOICES = {
         "family": ("vae", "gmvae", "bernoulli-mixture"),
@@ -97,7 +100,7 @@ class TrainConfig:
     }
     POSITIVE = ("latent", "levels", "k", "epochs", "batch_size", "eval_batch_size", "threads", "components",
                 "em_iterations")
-    NONNEGATIVE = ("warmup", "patience", "seed")
+    NONNEGATIVE = ("warmup", "patience", "seed", "log_images_every")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
     MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "components": 2**20}
 
@@ -146,7 +149,7 @@ def component_flags() -> dict[str, list[tuple[str, str, str]]]:
     for kind in KINDS:
         for entry in _registry(kind).entries():
             for f in entry.fields():
-                key = (f"{entry.prefix}_{f}" if entry.prefix else f).replace("-", "_")
+                key = entry.flat_name(f).replace("-", "_")
                 out.setdefault(key, []).append((kind, entry.name, f))
     return out
 
@@ -203,6 +206,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"anneal_rate must be a finite number >= 0; got {cfg.anneal_rate!r}")
     cfg.prior = standard_prior(cfg.posterior, cfg.prior, cfg.prior_settings)
     _validate_family(cfg)
+    _validate_log(cfg)
     for key in ("hidden", "conv_channels"):
         value = getattr(cfg, key)
         if key == "hidden" and value == [] and cfg.model == "mlp":
@@ -234,6 +238,16 @@ def validate(cfg: TrainConfig) -> None:
     shape = _known_shape(cfg.dataset)
     if shape is not None:
         check_model_size(cfg, shape)
+
+
+def _validate_log(cfg: TrainConfig) -> None:
+    """The loggers: known names (a did-you-mean otherwise), each once; ``none`` alone is no logger."""
+    from vaekit.loggers import check_names
+
+    cfg.log = check_names(cfg.log)
+    if cfg.log and cfg.fit == "em":
+        raise ConfigError(f"log {','.join(cfg.log)}: the loggers report the trainer's epochs; fit em writes "
+                          "metrics.jsonl only (leave --log out)")
 
 
 def _validate_family(cfg: TrainConfig) -> None:
@@ -275,9 +289,10 @@ def _known_shape(dataset: str) -> tuple[int, ...] | None:
     return tuple(entry.shape) if entry is not None else None
 
 
-def check_model_size(cfg: TrainConfig, shape: tuple[int, ...]) -> None:
+def check_model_size(cfg: TrainConfig, shape: tuple[int, ...], likelihood: dict[str, Any] | None = None) -> None:
     """Refuse settings whose model would not fit in memory to train (:mod:`vaekit.resources`), in one line
-    saying which settings to lower; ``shape`` is the data's (C, H, W)."""
+    saying which settings to lower; ``shape`` is the data's (C, H, W), ``likelihood`` the p(x|z) description
+    (its decoder outputs per image size the decoder: 256 per sub-pixel for ``categorical-256``)."""
     from vaekit.resources import check_parameters, spec_parameters
 
     if cfg.levels == 2:
@@ -288,6 +303,9 @@ def check_model_size(cfg: TrainConfig, shape: tuple[int, ...]) -> None:
             {"name": "conv", "channels": list(cfg.conv_channels), "hidden": cfg.hidden[0]}
         spec = {"model": "vae", "shape": list(shape), "latent": cfg.latent, "posterior": cfg.component("posterior"),
                 "prior": cfg.component("prior"), "encoder": net, "decoder": net}
+    outputs = _decoder_outputs(likelihood, shape, cfg.latent)
+    if outputs is not None:
+        spec["decoder_outputs"] = outputs
     flags = "--hidden, --latent" + (", --conv-channels" if cfg.model == "conv" else "")
     if cfg.posterior == "iaf":
         flags += ", --flow-hidden, --flow-layers"
@@ -300,9 +318,24 @@ def check_model_size(cfg: TrainConfig, shape: tuple[int, ...]) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _decoder_outputs(likelihood: dict[str, Any] | None, shape: tuple[int, ...], latent: int) -> int | None:
+    """Numbers per image the decoder gives the likelihood (prod of its ``param_shape``); None when it cannot be
+    built from these settings (the model's construction then reports why)."""
+    if likelihood is None:
+        return None
+    from vaekit.components import LIKELIHOODS
+
+    try:
+        return math.prod(LIKELIHOODS.build(dict(likelihood), shape=tuple(shape), latent=latent).param_shape)
+    except Exception:  # noqa: BLE001 - bad settings are reported, with their name, where the model is built
+        return None
+
+
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Accept the values a TOML/YAML file naturally holds (ints for floats, '400,400' lists)."""
     text = str(hint)
+    if "list[str]" in text and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
     if "list[int]" in text:
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]

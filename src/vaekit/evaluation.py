@@ -21,8 +21,27 @@ For G groups of K-way one-hot codes, ``kl_per_dim`` and ``latent_variance`` have
 not G * K): KL(q_g || p_g), and the total variance sum_k Cov_x(E_q[z_gk]) of its class probabilities, which
 is what the active-unit count (> 0.01) uses; binary units count one by one.
 
-For continuous data (a Gaussian or continuous-Bernoulli likelihood on [0, 1]) log p(x) is a density:
-the bits per dimension are not the discrete ones of 8-bit images (add 8 bits/dim for the bins of 1/256).
+What log p(x) is (``log_px_kind``), by the likelihood and the data's grey levels L (``levels``: values
+x = k / (L - 1), k = 0..L-1; 2 for binary data, None for real values):
+
+* ``log-probability``: a probability of the data's values (the Bernoulli on binary data; the discretized
+  logistic, its mixture and the L-way categorical on data of their L): bits/dim = -log2 p(x) / D, no correction.
+* ``dequantized-bound``: a density p on [0, 1]^D (Gaussian, continuous Bernoulli) on integer-valued data
+  (L > 2). Uniform dequantisation: the bins [k/L, (k+1)/L) partition [0, 1) and each holds its value k/(L-1);
+  P(k) = integral of p over bin k is a probability of the integers, and by Jensen's inequality
+
+      log P(k) = log E_u p((k + u) / L) - D log L  >=  E_u log p((k + u) / L) - D log L,   u ~ U[0, 1)^D.
+
+  The evaluation draws one u per example (a generator seeded with ``seed`` + :data:`DEQUANTIZATION_SEED_OFFSET`),
+  evaluates the model at y = (k + u) / L and subtracts D log L (``dequantization_nats``) from log p, the ELBO
+  and the reconstruction term: log p(x), NLL and bits/dim are then a bound on the log-probability of the
+  integer values (NLL and bits/dim upper bounds), comparable with the discrete likelihoods' figures.
+* ``density``: a density on real-valued (or binary) data, nats of a density (it can exceed 0).
+* ``cross-entropy``: a likelihood of binary pixels on data that are not binary (grey targets): not a
+  log-likelihood at all; a note says so.
+
+A learned Gaussian variance at its floor (``min_log_var``) on more than :data:`FLOOR_NOTE_FRACTION` of the
+pixels (of the decoded point codes of the first :data:`FLOOR_EXAMPLES` examples) is noted too.
 
 Speed: examples go in batches of B, their K draws in chunks of k_chunk, so every decoder call is one
 (k_chunk * B, L) matrix product and memory stays below a budget (``memory_budget`` bytes of decoder
@@ -119,6 +138,23 @@ class EvaluationResult:
     # the cluster variable of a mixture model against the data's labels (vaekit.clustering.clustering_report)
     clustering: dict[str, Any] | None = None
     selected_by: str | None = None  # what chose the evaluated weights (a run's kept epoch)
+    # what log p(x) (nll, bits_per_dim, elbo) is: one of FIGURE_KINDS (see the module docstring); "" unknown
+    log_px_kind: str = ""
+    levels: int | None = None  # grey levels L of the evaluated data (2: binary; None: real-valued)
+    dequantization_nats: float = 0.0  # D log L subtracted per example (a dequantized bound); 0 otherwise
+    variance_floor_fraction: float | None = None  # pixels whose learned Gaussian variance is at its floor
+
+    @property
+    def dequantized(self) -> bool:
+        """Whether log p(x), the ELBO and bits/dim are the dequantised lower bound of a density on integer data."""
+        return self.log_px_kind == DEQUANTIZED
+
+    @property
+    def log_px_label(self) -> str:
+        """What to call log p(x) in a table: "log p(x)", or a name saying it is a bound (on the log-probability
+        of integer values), a log-density or a cross-entropy (no log-likelihood at all)."""
+        return {DEQUANTIZED: "log P(x) bound", DENSITY: "log-density",
+                CROSS_ENTROPY: "-cross-entropy"}.get(self.log_px_kind, "log p(x)")
 
     @property
     def rate(self) -> float:
@@ -156,7 +192,9 @@ class EvaluationResult:
             "mutual_information_stderr": self.mutual_information_stderr, "marginal_kl": self.marginal_kl,
             "marginal_kl_stderr": self.marginal_kl_stderr, "clustering": self.clustering,
             "selected_by": self.selected_by,
-            "exact_seconds": self.exact_seconds,
+            "exact_seconds": self.exact_seconds, "log_px_kind": self.log_px_kind, "levels": self.levels,
+            "dequantized": self.dequantized, "dequantization_nats": self.dequantization_nats,
+            "variance_floor_fraction": self.variance_floor_fraction,
         }
         if per_example and self.per_example is not None:
             out["per_example"] = {k: v.tolist() for k, v in self.per_example.items()}
@@ -320,9 +358,13 @@ def evaluate_model(
     exact_limit: int = DEFAULT_LIMIT,
     class_labels: Any = None,
     surgery_samples: int = DEFAULT_SURGERY_SAMPLES,
+    levels: int | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
+    ``levels``: the data's grey levels L (default: the data set's ``levels``; for images alone 2 when every
+    value is 0 or 1, else real-valued), which decide what log p(x) is (``log_px_kind``, the module docstring):
+    a density on L-level data is evaluated as the dequantised bound.
 
     Returns the mean ELBO, reconstruction and KL, the importance-sampled NLL = -log p(x) with K samples
     (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
@@ -332,6 +374,8 @@ def evaluate_model(
     The rate (the KL term) splits into I_q(x; z) and KL(q(z) || p(z)) by ELBO surgery over these examples
     (:mod:`vaekit.surgery`, ``surgery_samples`` draws; 0: not estimated). With ``class_labels`` (N,) (the data
     set's labels by default) a model with a cluster variable also reports its clustering accuracy.
+    ``progress(done, total)`` is called with the examples done (0 first, then after every batch of them, each
+    batch all K draws), e.g. a :class:`vaekit.progress.Bar`.
     """
     if k < 1:
         raise VaekitError(f"k must be >= 1, got {k}")
@@ -340,6 +384,11 @@ def evaluate_model(
     y_all = _condition_labels(model, data, split, labels, n)
     if n == 0:
         raise DataError(f"the {split} split is empty: nothing to evaluate")
+    kind, levels = figure_kind(model, x_all, data, levels)
+    shift = 0.0  # D log L, subtracted from log p, the ELBO and the reconstruction of a dequantized bound
+    if kind == DEQUANTIZED:
+        x_all = dequantize(x_all, levels, seed)
+        shift = x_all.shape[1] * math.log(levels)
     if device is not None:
         if isinstance(device, str):
             device = resolve_device(device)
@@ -360,6 +409,8 @@ def evaluate_model(
     try:
         with frozen() if frozen is not None else contextlib.nullcontext():
             enumerable = exact_limit > 0 and is_enumerable(model, exact_limit)  # p(z) built in the frozen context
+            if progress is not None:
+                progress(0, n)  # the work starts: a bar shows now, not after the first batch
             for start in range(0, n, bsz):
                 x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
                 y = y_all[start : start + bsz].to(dev) if y_all is not None else None
@@ -375,6 +426,7 @@ def evaluate_model(
             # in the same frozen prior (a VampPrior's components encoded once per evaluation)
             surgery = _surgery(model, x_all, y_all, surgery_samples, seed, dev, dtype)
             clusters = _clustering(model, x_all, y_all, data, split, class_labels, dev, dtype)
+            floor = _floor_fraction(model, parts["code"], y_all, dev, dtype)
         if enumerable:  # every code decoded once for all examples
             t1 = time.perf_counter()
             exact = enumerated_bound(model, x_all, y_all, memory_budget=memory_budget, fast=fast)
@@ -386,6 +438,8 @@ def evaluate_model(
     if not np.isfinite(arr["log_px"]).all():
         raise VaekitError(f"log p(x) is not finite for {int((~np.isfinite(arr['log_px'])).sum())} examples; "
                           "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
+    for key in ("log_px", "elbo", "reconstruction") if shift else ():
+        arr[key] = arr[key] - shift  # the dequantized bound: E_u log p((k + u) / L) - D log L
     gap = arr["log_px"] - arr["elbo"]
     d = x_all.shape[1]
     nll = -arr["log_px"]
@@ -407,14 +461,14 @@ def evaluate_model(
                "kl": arr["kl"], "gap": gap, "ess": arr["ess"],
                "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
                else np.full(n, np.nan)}
-    notes = _notes(model, arr["ess"], k)
+    notes = _notes(model, arr["ess"], k, kind=kind, levels=levels, dim=d, seed=int(seed), floor=floor)
     if getattr(getattr(model, "posterior_family", None), "autoencoder", False):
         from vaekit.posthoc import proposal_note
 
         notes.insert(0, proposal_note(model))
-    fields = _exact_fields(exact, arr["log_px"], bpd, k, notes)
+    fields = _exact_fields(exact, arr["log_px"], bpd, k, notes, shift)
     if per is not None and exact is not None:
-        per |= {"exact_log_px": exact.log_px.cpu().numpy(), "exact_elbo": exact.elbo.cpu().numpy(),
+        per |= {"exact_log_px": exact.log_px.cpu().numpy() - shift, "exact_elbo": exact.elbo.cpu().numpy() - shift,
                 "exact_gap": exact.gap.cpu().numpy()}
     return EvaluationResult(
         rate_stderr=_stderr(arr["kl"]), distortion_stderr=_stderr(arr["reconstruction"]),
@@ -431,7 +485,7 @@ def evaluate_model(
         log_weights_per_second=n * k / seconds if seconds > 0 else math.inf, batch_size=bsz, k_chunk=k_chunk,
         seed=int(seed), split=split, likelihood=str(getattr(getattr(model, "likelihood", None), "name", "")),
         notes=notes, per_example=per, unit="group" if groups is not None else "unit", exact_seconds=exact_seconds,
-        **fields,
+        log_px_kind=kind, levels=levels, dequantization_nats=shift, variance_floor_fraction=floor, **fields,
     )
 
 
@@ -472,11 +526,13 @@ IWAE_SHORTFALL = 0.05
 
 
 def _exact_fields(exact: EnumeratedBound | None, iwae: np.ndarray, bpd: float, k: int,
-                  notes: list[str]) -> dict[str, Any]:
-    """The exact results' fields of :class:`EvaluationResult`; a note when IWAE_K falls short of them."""
+                  notes: list[str], shift: float = 0.0) -> dict[str, Any]:
+    """The exact results' fields of :class:`EvaluationResult`; a note when IWAE_K falls short of them.
+    ``shift``: D log L of a dequantized bound, subtracted from the exact log p(x) and ELBO as from ``iwae``."""
     if exact is None:
         return {}
     log_px, elbo, gap = (t.cpu().numpy() for t in (exact.log_px, exact.elbo, exact.gap))
+    log_px, elbo = log_px - shift, elbo - shift
     if not np.isfinite(log_px).all():
         raise VaekitError(f"the exact log p(x) is not finite for {int((~np.isfinite(log_px)).sum())} examples; "
                           "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
@@ -494,17 +550,120 @@ def _exact_fields(exact: EnumeratedBound | None, iwae: np.ndarray, bpd: float, k
 LOW_ESS = 10.0
 
 
-def _notes(model: Any, ess: np.ndarray, k: int) -> list[str]:
+def _notes(model: Any, ess: np.ndarray, k: int, *, kind: str = "", levels: int | None = None, dim: int = 0,
+           seed: int = 0, floor: float | None = None) -> list[str]:
+    """Caveats for the reader: a low ESS, what log p(x) is (a density, a dequantised bound, a cross-entropy),
+    a Gaussian variance at its floor."""
     notes = []
     med = float(np.median(ess))
     if k >= 2 * LOW_ESS and med < LOW_ESS:
         notes.append(f"the importance weights are dominated by a few draws (median ESS {med:.1f} of K = {k}): "
                      "log p(x) is probably underestimated and its spread understated; increase K")
-    name = str(getattr(getattr(model, "likelihood", None), "name", ""))
-    if name and name not in ("bernoulli", "pixelcnn"):  # those two are probabilities of binary images
-        notes.append(f"the {name} likelihood makes log p(x) a density on [0, 1]^D, which can exceed 0 (NLL < 0); "
-                     "for discrete bits/dim add log2 of the number of grey levels (8 for 8-bit images)")
+    lik = getattr(model, "likelihood", None)
+    name = f"the {getattr(lik, 'name', '') or type(lik).__name__} likelihood"
+    if kind == DENSITY:
+        what = ("on binary data it is no probability of the pixels (a Bernoulli is)" if levels == 2 else
+                "no probability of discrete values: for integer-valued data give their grey levels (levels=L; "
+                "vaekit evaluate takes them from the data set) for the dequantised bound")
+        notes.append(f"{name} makes log p(x) a density on [0, 1]^D, which can exceed 0 (NLL < 0); {what}")
+    elif kind == DEQUANTIZED:
+        notes.append(f"{name} is a density, so log p(x), the ELBO and bits/dim are the dequantised lower bound on "
+                     f"the log-probability of the {levels}-level values: log P(x) >= E_u log p((k + u) / L) - "
+                     f"D log L with k = x (L - 1), L = {levels}, u ~ U[0, 1)^D drawn once per example (seed "
+                     f"{seed} + {DEQUANTIZATION_SEED_OFFSET}); D log L = {dim * math.log(levels):.2f} nats "
+                     f"({math.log2(levels):.4g} bits/dim) subtracted")
+    elif kind == CROSS_ENTROPY:
+        grey = f"{levels} grey levels" if levels is not None else "grey levels"
+        notes.append(f"{name} is a probability of binary pixels but the data are not binary ({grey}): log p(x) "
+                     "and bits/dim here are a cross-entropy against grey targets, not a log-likelihood; train "
+                     "with --binarize dynamic or threshold, or with a likelihood of the grey levels "
+                     "(discretized-logistic)")
+    if floor is not None and floor > FLOOR_NOTE_FRACTION:
+        bound = getattr(lik, "min_log_var", None)
+        at = f" (log sigma^2 = {bound:g})" if isinstance(bound, (int, float)) else ""
+        notes.append(f"the learned Gaussian variance sits at its floor{at} for {100 * floor:.1f}% of the pixels of "
+                     f"the decoded codes of the first {FLOOR_EXAMPLES} examples: the density is as narrow as allowed "
+                     "there (pixels that barely vary, such as constant borders), which inflates log p(x) at the "
+                     "data's values (a lower floor would inflate it more); a discrete likelihood has no such floor")
     return notes
+
+
+#: What log p(x) is (``EvaluationResult.log_px_kind``; the module docstring).
+LOG_PROBABILITY, DEQUANTIZED, DENSITY, CROSS_ENTROPY = "log-probability", "dequantized-bound", "density", \
+    "cross-entropy"
+FIGURE_KINDS = (LOG_PROBABILITY, DEQUANTIZED, DENSITY, CROSS_ENTROPY)
+#: Offset added to the evaluation seed for the dequantisation noise u (apart from the importance samples').
+DEQUANTIZATION_SEED_OFFSET = 7_777_777
+#: A learned variance at its floor on more than this fraction of the pixels is noted.
+FLOOR_NOTE_FRACTION = 0.01
+#: Examples whose decoded point codes the variance floor is measured on.
+FLOOR_EXAMPLES = 256
+
+
+def _is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def on_grid(x: torch.Tensor, levels: int) -> bool:
+    """Whether every value of x is k / (L - 1) for an integer k in 0..L-1 (to within float32 rounding)."""
+    k = x.double() * (levels - 1)
+    return bool(((k - k.round()).abs() <= 1e-3).all() and (k >= -1e-3).all() and (k <= levels - 1 + 1e-3).all())
+
+
+def figure_kind(model: Any, x: torch.Tensor, data: Any = None, levels: int | None = None) -> tuple[str, int | None]:
+    """(what log p(x) is, the data's grey levels L) for ``model``'s likelihood on images x (N, D) in [0, 1].
+
+    L is ``levels``, else the data set's ``levels``, else 2 when every value is 0 or 1, else None (real values;
+    a discrete likelihood's own L where x lies on its grid). A discrete likelihood on data of other levels, or
+    off its grid, is a :class:`DataError` (its log-probability would be of rounded values)."""
+    if levels is None and not isinstance(data, (torch.Tensor, np.ndarray)):
+        levels = getattr(data, "levels", None)
+    if levels is None and _is_binary(x):
+        levels = 2
+    lik = getattr(model, "likelihood", None)
+    want = getattr(lik, "levels", None)
+    name = getattr(lik, "name", "") or type(lik).__name__
+    if want is None:  # a density
+        if levels is not None and levels > 2:
+            if not on_grid(x, levels):
+                raise DataError(f"the data are said to have {levels} grey levels but are not on the grid k / "
+                                f"{levels - 1}; give their true levels")
+            return DEQUANTIZED, levels
+        return DENSITY, levels
+    if want == 2:  # a likelihood of binary pixels
+        return (LOG_PROBABILITY, 2) if _is_binary(x) else (CROSS_ENTROPY, levels)
+    if levels is None:
+        levels = want if on_grid(x, want) else None
+    if levels != want or not on_grid(x, want):
+        have = f"{levels} grey levels" if levels is not None else "real values (not on its grid)"
+        raise DataError(f"the {name} likelihood is a probability of {want} grey levels but the data have {have}; "
+                        "evaluate it on the data it was trained on")
+    return LOG_PROBABILITY, levels
+
+
+def dequantize(x: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
+    """Uniform dequantisation of images on the grid x = k / (L - 1): y = (k + u) / L, u ~ U[0, 1) per value,
+    drawn on the CPU from a generator seeded with ``seed`` + :data:`DEQUANTIZATION_SEED_OFFSET` (the same y
+    on every device and batch size). The bins [k / L, (k + 1) / L) partition [0, 1); each holds k / (L - 1)."""
+    g = torch.Generator().manual_seed((int(seed) + DEQUANTIZATION_SEED_OFFSET) % 2**63)
+    k = torch.round(x.detach().to("cpu", torch.float64) * (levels - 1))
+    u = torch.rand(k.shape, generator=g, dtype=torch.float64)
+    return ((k + u) / levels).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+
+
+@torch.inference_mode()
+def _floor_fraction(model: Any, codes: list[torch.Tensor], y: torch.Tensor | None, device: torch.device,
+                    dtype: torch.dtype) -> float | None:
+    """The likelihood's :meth:`~vaekit.components.base.Likelihood.floor_fraction` on the decoded point codes of
+    the first :data:`FLOOR_EXAMPLES` examples; None for a likelihood without a scale floor."""
+    from vaekit.components.base import Likelihood
+
+    lik = getattr(model, "likelihood", None)
+    if not isinstance(lik, Likelihood) or type(lik).floor_fraction is Likelihood.floor_fraction or not codes:
+        return None
+    z = torch.cat(codes)[:FLOOR_EXAMPLES].to(device=device, dtype=dtype)
+    yb = y[: z.shape[0]].to(device) if y is not None else None
+    return lik.floor_fraction(model.decode(z, yb) if yb is not None else model.decode(z))
 
 
 def _condition_labels(model: Any, data: Any, split: str, labels: Any, n: int) -> torch.Tensor | None:
@@ -559,19 +718,25 @@ def load_model(run: str | Path, device: str | torch.device | None = None) -> Any
     return model
 
 
-def _load_dataset(spec: str, data_dir: str | None, binarize: str | None, seed: int) -> Any:
-    """``vaekit.data.load_dataset`` (a separate function so that tests can replace it)."""
+def _load_dataset(spec: str, data_dir: str | None, binarize: str | None, seed: int,
+                  splits: tuple[str, ...] | None = None) -> Any:
+    """``vaekit.data.load_dataset`` of ``splits`` only (all when None): a separate function so that tests can
+    replace it."""
     from vaekit.data import load_dataset
 
-    return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed)
+    return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed, splits=splits)
 
 
 def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any = None,
-                  dataset_name: str | None = None) -> Any:
+                  dataset_name: str | None = None, split: str | None = None) -> Any:
     """The data set a run was trained on (from ``RUN/config.json``), or ``dataset`` when given.
 
-    ``data_dir`` overrides the run's data folder and ``dataset_name`` its data set.
+    ``data_dir`` overrides the run's data folder and ``dataset_name`` its data set. ``split``: load only that
+    split (the others are empty), so that evaluating the test split needs only the test files (MNIST's
+    ``t10k-`` files, say) and never fetches the training files; None loads all three.
     """
+    if split is not None and split not in ("train", "valid", "test"):
+        raise VaekitError(f"unknown split {split!r}; choose train, valid or test")
     if dataset is not None:
         return dataset
     cfg = read_run_config(run)
@@ -591,8 +756,10 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
     if name == "in-memory":
         raise CheckpointError(f"{run} was trained by vaekit.fit on data held in memory; pass --dataset NAME "
                               "(and --data-dir), or evaluate it in Python: vaekit.evaluate(model, x)")
-    return _load_dataset(name, data_dir if data_dir is not None else cfg.get("data_dir"), cfg.get("binarize"),
-                         seed)
+    where = data_dir if data_dir is not None else cfg.get("data_dir")
+    if split is None:
+        return _load_dataset(name, where, cfg.get("binarize"), seed)
+    return _load_dataset(name, where, cfg.get("binarize"), seed, splits=(split,))
 
 
 def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -622,19 +789,37 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
                  progress: Callable[[int, int], None] | None = None,
                  exact_limit: int = DEFAULT_LIMIT,
                  surgery_samples: int = DEFAULT_SURGERY_SAMPLES) -> EvaluationResult:
-    """Load a run's best model and its data set, and :func:`evaluate_model` on ``split``
-    (the first ``limit`` examples if given); the result says which validation score chose the weights."""
+    """Load a run's best model and ``split`` of its data set (that split alone), and :func:`evaluate_model` on
+    it; the result says which validation score chose the weights. ``limit``: evaluate a fixed random subset of
+    ``limit`` examples chosen with ``seed`` (:func:`limit_split`: class-balanced when the data set has labels,
+    else uniform; never simply the first ``limit``), named in the result's notes."""
     model = load_model(run, device)
-    ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
+    ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
     x, y = split_images(ds, split, seed)
+    subset = None
     if limit is not None:
-        x, y = x[:limit], (y[:limit] if y is not None else None)
+        x, y, subset = limit_split(x, y, limit, seed, split)
     check_shape(model, x, f"the {split} split")
     result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
                             progress=progress, labels=y if getattr(model, "condition", 0) else None,
-                            exact_limit=exact_limit, class_labels=y, surgery_samples=surgery_samples)
+                            exact_limit=exact_limit, class_labels=y, surgery_samples=surgery_samples,
+                            levels=getattr(ds, "levels", None))
     result.selected_by = selected_by(run)
+    if subset is not None:
+        result.notes.append(f"evaluated on {subset}")
     return result
+
+
+def limit_split(x: torch.Tensor, y: torch.Tensor | None, limit: int, seed: int = 0,
+                split: str = "test") -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(images, labels, what was chosen) of a fixed random subset of ``limit`` examples of a split:
+    class-balanced when there are labels, else uniformly random, drawn with ``seed``
+    (:func:`vaekit.data.base.subset_indices`); all of them when ``limit`` is at least their number."""
+    from vaekit.data.base import describe_subset, subset_indices
+
+    idx = torch.from_numpy(subset_indices(y, int(limit), seed, size=len(x)))
+    what = describe_subset(y, int(limit), len(x), seed, split)
+    return x[idx], (y[idx] if y is not None else None), what
 
 
 def selected_by(run: str | Path) -> str | None:
@@ -662,15 +847,16 @@ def evaluate(model: Any, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = 
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
              per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
              exact_limit: int = DEFAULT_LIMIT, class_labels: Any = None,
-             surgery_samples: int = DEFAULT_SURGERY_SAMPLES) -> EvaluationResult:
+             surgery_samples: int = DEFAULT_SURGERY_SAMPLES, levels: int | None = None) -> EvaluationResult:
     """The :class:`EvaluationResult` that ``vaekit evaluate`` prints, for a model and images x (N, C, H, W)
     (a tensor, an array or a vaekit data set's ``split``): the ELBO, log p(x) by importance sampling with
     ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats; for discrete latents
     with at most ``exact_limit`` codes also the exact ``.nll_exact`` by a sum over every code. ``y``: labels
-    of a conditional model. Deterministic for a given ``seed``."""
+    of a conditional model. ``levels``: the grey levels L of x (a density on L-level data is then evaluated as
+    the dequantised bound; see the module docstring). Deterministic for a given ``seed``."""
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
                           memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit,
-                          class_labels=class_labels, surgery_samples=surgery_samples)
+                          class_labels=class_labels, surgery_samples=surgery_samples, levels=levels)
 
 
 def format_table(r: EvaluationResult) -> str:
@@ -690,7 +876,8 @@ def format_table(r: EvaluationResult) -> str:
         row("ELBO", pm(r.elbo, r.elbo_stderr), " nats"),
         row("  reconstruction", f"{r.reconstruction:.3f}", " nats"),
         row("  KL(q(z|x) || p(z))", f"{r.kl:.3f}", " nats"),
-        row(f"log p(x), K = {r.k}", pm(-r.nll, r.nll_stderr), " nats  (importance sampled)"),
+        row(f"{r.log_px_label}, K = {r.k}", pm(-r.nll, r.nll_stderr), " nats  (importance sampled"
+            + ("; dequantized, a lower bound: see the note)" if r.dequantized else ")")),
         row(f"NLL (IWAE K={r.k})", pm(r.nll, r.nll_stderr), " nats"),
         row("", pm(r.bits_per_dim, r.bits_per_dim_stderr, ".4f"), " bits/dim"),
         row("gap log p(x) - ELBO", pm(r.gap, r.gap_stderr), " nats  (~ KL(q(z|x) || p(z|x)))"),
@@ -725,8 +912,8 @@ def format_table(r: EvaluationResult) -> str:
     ]
     if r.kl_per_dim:
         top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
-        name = "group " if group else "z"
-        lines.append(f"  {f'KL per {r.unit} (largest)':<24} " + ", ".join(f"{name}{j}: {r.kl_per_dim[j]:.2f}"
+        name = "group " if group else "z_"  # numbered from 1, as on the report's pages (vaekit.viz.unit_name)
+        lines.append(f"  {f'KL per {r.unit} (largest)':<24} " + ", ".join(f"{name}{j + 1}: {r.kl_per_dim[j]:.2f}"
                                                                            for j in top))
     lines += [f"note: {note}" for note in r.notes]
     return "\n".join(lines)

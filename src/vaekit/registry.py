@@ -39,9 +39,14 @@ class Entry:
     config: type
     prefix: str
     help: str
+    flags: dict[str, str] = dataclasses.field(default_factory=dict)  # setting -> its flat name, if not PREFIX_FIELD
 
     def fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config)}
+
+    def flat_name(self, field: str) -> str:
+        """The flat name of a setting (``--FLAT-NAME`` on the command line): ``PREFIX_FIELD`` unless given."""
+        return self.flags.get(field) or (f"{self.prefix}_{field}" if self.prefix else field)
 
 
 def _hints(config: type) -> dict[str, Any]:
@@ -105,11 +110,12 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, config: type | None = None, *, prefix: str | None = None,
-                 help: str = "") -> Callable[[type], type]:
+                 help: str = "", flags: dict[str, str] | None = None) -> Callable[[type], type]:
         """Class decorator: register ``cls`` under ``name`` with its ``config`` dataclass.
 
         ``prefix`` names the command-line flags of the settings (``--PREFIX-FIELD``; default: the name;
         ``""``: ``--FIELD``, for a setting that reads well alone, like a categorical posterior's ``--classes``).
+        ``flags`` gives single settings a flat name of their own (``{"mixtures": "mixtures"}``: ``--mixtures``).
         Registering a name again replaces the entry (so a module reloaded in a notebook keeps working).
         """
         config = config if config is not None else NoSettings
@@ -120,7 +126,7 @@ class Registry:
 
         def decorate(cls: type) -> type:
             doc = help or (inspect.getdoc(cls) or "").split("\n")[0]
-            self._entries[name] = Entry(name, cls, config, name if prefix is None else prefix, doc)
+            self._entries[name] = Entry(name, cls, config, name if prefix is None else prefix, doc, dict(flags or {}))
             cls.name = name  # type: ignore[attr-defined]
             return cls
 

@@ -4,8 +4,12 @@ The page holds the run's settings, its training curves (from ``metrics.jsonl``),
 table (test ELBO and its terms, the importance-sampled log p(x) with K samples, bits/dim, the gap,
 active units; K is stated on the page), samples from the prior, reconstructions, interpolations,
 traversals of the most active latent units and, for a 2-D latent space, the decoded manifold and a
-scatter plot of the test set's posterior means. Images are embedded as base64 PNG, so the file can
-be mailed or archived on its own.
+scatter plot of the test set's posterior means, and the interactive latent explorer
+(:mod:`vaekit.explorer`: the decoder runs in the page, under the pointer). Images are embedded as base64
+PNG (pictures of images enlarged by whole factors and shown at their own size), the explorer's weights
+as base64 too, so the file can be mailed or archived on its own and works without JavaScript (the
+explorer aside). Latent units are named z_1 ... z_L, from 1; the settings table lists the settings that
+apply to the run (:func:`run_settings`).
 
 Discrete codes (categorical, binary) get the decoded mean of every category of the first groups in place
 of the traversals (the other groups held at the most probable code of the first evaluated image, or at a
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from vaekit.errors import CheckpointError, VaekitError
+from vaekit.explorer import CSS as EXPLORER_CSS
 
 #: Default number of importance samples for the report's evaluation (modest, so the page is quick).
 REPORT_K = 500
@@ -45,7 +50,9 @@ th { background: #f0f2f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
 .cols { display: flex; flex-wrap: wrap; gap: 32px; align-items: flex-start; }
 figure { margin: 8px 0 16px; }
-figure img { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #eee; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure.px { overflow-x: auto; }
+figure.px img { max-width: none; image-rendering: pixelated; }
 figcaption { color: #555; font-size: 13px; margin-top: 4px; max-width: 1000px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; font-size: 14px; }
 code { font-family: ui-monospace, Menlo, monospace; font-size: 13px; }
@@ -74,8 +81,18 @@ def _networks(spec: dict[str, Any]) -> str:
     return parts[0] if len(set(parts)) == 1 else ", ".join(parts)
 
 
-def _figure(png: bytes, alt: str, caption: str) -> str:
-    return f"<figure>{_img(png, alt)}<figcaption>{caption}</figcaption></figure>"
+def _figure(fig: Any, alt: str, caption: str) -> str:
+    """A figure (a matplotlib Figure, or PNG bytes) and its caption. The <img> states the PNG's own size; a
+    picture of images (:class:`vaekit.viz.PixelFigure`, enlarged by a whole factor) is shown at exactly that
+    size, pixelated, scrolling sideways where the page is narrower: the browser never resamples it."""
+    from vaekit import viz
+
+    pixels = isinstance(fig, viz.PixelFigure)
+    png = fig if isinstance(fig, bytes) else viz.figure_png(fig)
+    w, h = viz.png_size(png)
+    img = _img(png, alt).replace("<img ", f'<img width="{w}" height="{h}" ', 1)
+    tag = "<figure class='px'>" if pixels else "<figure>"
+    return f"{tag}{img}<figcaption>{caption}</figcaption></figure>"
 
 
 def _fmt(v: Any) -> str:
@@ -94,6 +111,62 @@ def _settings_table(title: str, values: dict[str, Any]) -> str:
     return f'<div><table><tr><th colspan="2">{html.escape(title)}</th></tr>{rows}</table></div>'
 
 
+#: Training settings the report shows wherever they apply, even at their defaults (the others only where they
+#: apply and differ from the defaults): what a reader asks first about a run of its kind.
+CORE_SETTINGS = ("dataset", "family", "fit", "components", "em_iterations", "objective", "estimator", "temperature",
+                 "temperature_min", "anneal_rate", "epochs", "batch_size", "lr", "seed")
+
+
+def _estimator_is(*names: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda c: c.get("estimator") in names
+
+
+#: When a training setting does anything at all (config.json -> bool); one that does not is never shown.
+APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "fit": lambda c: c.get("family") == "bernoulli-mixture",
+    "components": lambda c: c.get("family") == "bernoulli-mixture",
+    "em_iterations": lambda c: c.get("fit") == "em",
+    "estimator": lambda c: c.get("estimator") is not None,  # discrete latents only
+    "temperature": _estimator_is("gumbel", "straight-through"),
+    "temperature_min": _estimator_is("gumbel", "straight-through"),
+    "anneal_rate": _estimator_is("gumbel", "straight-through"),
+    "train_only": lambda c: c.get("init_from") is not None,
+    "log_images_every": lambda c: bool(c.get("log")),
+    # the trainer's settings: exact EM (fit em) uses none of them
+    **{k: (lambda c: c.get("fit") != "em") for k in ("objective", "k", "beta", "warmup", "encoder_noise",
+                                                     "init_from", "epochs", "batch_size", "lr", "lr_schedule",
+                                                     "weight_decay", "clip_grad", "patience", "select_by",
+                                                     "eval_batch_size", "precision", "compile", "log")},
+}
+
+
+def run_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The training settings of ``config.json`` that the report shows, and the names of those it leaves out.
+
+    Rule: a setting is shown when it applies to the run (:data:`APPLIES`; e.g. no temperatures without a
+    Gumbel-softmax or straight-through estimator, no ``em_iterations`` without EM, no ``k`` for EM) and either
+    is one of :data:`CORE_SETTINGS` or differs from :class:`vaekit.config.TrainConfig`'s default (``k`` also
+    for the IWAE objective). Keys vaekit does not know (an older run's) are shown. The model's own settings
+    (``model``) are the model table's."""
+    import dataclasses
+
+    from vaekit.config import TrainConfig
+
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TrainConfig)}
+    core = set(CORE_SETTINGS) | ({"k"} if cfg.get("objective") == "iwae" else set())
+    shown, hidden = {}, []
+    for key, value in cfg.items():
+        if key == "model":
+            continue
+        applies = APPLIES.get(key, lambda _c: True)(cfg)
+        if applies and (key in core or key not in defaults or value != defaults[key]):
+            shown[key] = value
+        else:
+            hidden.append(key)
+    return shown, hidden
+
+
 def _pm(v: float, se: float, digits: int = 3) -> str:
     s = f"{v:.{digits}f}"
     if se is not None and math.isfinite(se):
@@ -107,7 +180,8 @@ def _eval_table(r: Any) -> str:
         ("&nbsp;&nbsp;reconstruction E<sub>q</sub>[log p(x|z)]", _pm(r.reconstruction, math.nan), "nats"),
         ("&nbsp;&nbsp;KL(q(z|x) || p(z))", _pm(r.kl, math.nan), "nats"
          + (f" (closed form: {r.kl_analytic:.3f})" if r.kl_analytic is not None else "")),
-        (f"log p(x), importance sampled, K = {r.k}", _pm(-r.nll, r.nll_stderr),
+        (f"{html.escape(getattr(r, 'log_px_label', 'log p(x)'))}, importance sampled, K = {r.k}",
+         _pm(-r.nll, r.nll_stderr),
          "nats; logsumexp<sub>i</sub> log w<sub>i</sub> &minus; log K"),
         ("NLL = &minus;log p(x)", _pm(r.nll, r.nll_stderr), "nats"),
         ("NLL in bits per dimension", _pm(r.bits_per_dim, r.bits_per_dim_stderr, 4), f"NLL / ({r.data_dim} ln 2)"),
@@ -135,15 +209,27 @@ def write_report(
     out: str | Path | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the report of ``run`` to ``out`` (default ``RUN/report.html``) and return its path.
 
-    The evaluation uses K = ``k`` importance samples on ``split`` (its first ``limit`` examples if
-    given). When the data set cannot be loaded, the page is still written without the data parts and
-    says why.
+    The evaluation uses K = ``k`` importance samples on ``split`` (a fixed class-balanced random subset of
+    ``limit`` examples if given, drawn with ``seed``); the figures take their images in an order that
+    interleaves the classes, so that the first few already show every class. When the data set cannot be
+    loaded, the page is still written without the data parts and says why. ``progress(done, total)``
+    follows the evaluation's examples (:func:`vaekit.evaluation.evaluate_model`).
     """
     from vaekit import clustering, viz
-    from vaekit.evaluation import check_shape, evaluate_model, load_model, load_run_data, read_run_config, split_images
+    from vaekit.data.base import class_interleaved_order
+    from vaekit.evaluation import (
+        check_shape,
+        evaluate_model,
+        limit_split,
+        load_model,
+        load_run_data,
+        read_run_config,
+        split_images,
+    )
 
     say = log or (lambda _msg: None)
     run = Path(run)
@@ -161,12 +247,14 @@ def write_report(
     x = labels = None
     class_names = None
     try:
-        ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name)
+        ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
         x, labels = split_images(ds, split, seed)
         class_names = getattr(ds, "classes", None)
         if limit is not None:
-            x = x[:limit]
-            labels = labels[:limit] if labels is not None else None
+            x, labels, subset = limit_split(x, labels, limit, seed, split)
+            notes.append(f"Evaluated on {subset}.")
+        order = torch.from_numpy(class_interleaved_order(labels, seed, size=len(x)))  # figures: every class
+        x, labels = x[order], (labels[order] if labels is not None else None)
         check_shape(model, x, f"the {split} split")
         if len(x) == 0:
             raise VaekitError(f"the {split} split is empty")
@@ -181,7 +269,8 @@ def write_report(
     if x is not None:
         say(f"evaluating on {len(x)} {split} examples with K = {k} ...")
         result = evaluate_model(model, x, k=k, seed=seed, split=split, per_example=False,
-                                labels=labels if getattr(model, "condition", 0) else None)
+                                labels=labels if getattr(model, "condition", 0) else None, progress=progress,
+                                levels=getattr(ds, "levels", None))
 
     # -- the page --
     title = f"vaekit report: {run.resolve().name}"
@@ -205,7 +294,7 @@ def write_report(
                          f"(<code>vaekit evaluate {html.escape(str(run))} --k 5000</code>). log p(x) estimates "
                          "grow with K towards the true value.</p>")
         if result.kl_per_dim:
-            block.append(_figure(viz.figure_png(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance)),
+            block.append(_figure(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance, unit=result.unit),
                                  "KL per unit", ("Closed-form KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) per group "
                                                  "of the code (a categorical group or a binary unit), "
                                                  if discrete else "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) "
@@ -214,7 +303,7 @@ def write_report(
 
     if metrics:
         sections.append("<h2>Training curves</h2>" + _figure(
-            viz.figure_png(viz.training_curves_figure(metrics)), "training curves",
+            viz.training_curves_figure(metrics), "training curves",
             f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
             f"{len(metrics)} epochs from metrics.jsonl."))
         autoencoder = any(isinstance(r, dict) and r.get("objective") == "autoencoder" for r in metrics)
@@ -222,26 +311,27 @@ def write_report(
             metrics, getattr(result, "rate", None), getattr(result, "distortion", None))
         if rd is not None:
             sections.append("<h2>Rate and distortion</h2>" + _figure(
-                viz.figure_png(rd), "rate and distortion",
+                rd, "rate and distortion",
                 "The run in the rate-distortion plane (Alemi et al., 2018): each epoch's validation rate R (the KL "
                 "term) and distortion D (minus the reconstruction term), nats per example; dashed lines have "
                 "constant R + D = -ELBO."))
 
     sections.append("<h2>Samples from the prior</h2>" + _figure(
-        viz.figure_png(viz.samples_figure(model, 64, seed)), "samples",
+        viz.samples_figure(model, 64, seed), "samples",
         "z ~ p(z): left the decoded means E[x|z], right one draw x ~ p(x|z) per z."))
 
     if x is not None:
         sections.append("<h2>Reconstructions</h2>" + _figure(
-            viz.figure_png(viz.reconstructions_figure(model, x, 32, split, labels)), "reconstructions",
-            f"The first {min(32, len(x))} {html.escape(split)} images and the decoded means at their "
+            viz.reconstructions_figure(model, x, 32, split, labels), "reconstructions",
+            f"{min(32, len(x))} {html.escape(split)} images "
+            f"({'every class in turn' if labels is not None else 'at random'}) and the decoded means at their "
             + ("most probable codes (argmax of q(z|x))." if discrete else "posterior means.")))
         if discrete:
             sections.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
                             "the discrete codes this model decodes.</p>")
         elif len(x) >= 2:
             sections.append("<h2>Interpolations</h2>" + _figure(
-                viz.figure_png(viz.interpolations_figure(model, x, 6, 10, labels)), "interpolations",
+                viz.interpolations_figure(model, x, 6, 10, labels), "interpolations",
                 f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
                 f"posterior means of two {html.escape(split)} images, and the second image."))
 
@@ -257,14 +347,21 @@ def write_report(
         sections += _continuous_sections(model, result, x, labels, class_names, split, latent, level)
 
     settings = "<h2>Settings</h2><div class='cols'>"
+    shown, hidden = run_settings(cfg) if cfg else ({}, [])
     if cfg:
-        settings += _settings_table("training (config.json)", {k: v for k, v in cfg.items() if k != "model"})
-    settings += _settings_table("model (model.json)", {k: v for k, v in mc.items() if k != "format"}) + "</div>"
+        settings += _settings_table("training (config.json)", shown)
+    settings += _settings_table("model (model.json)", {k: v for k, v in mc.items()
+                                                       if k != "format" and not (k == "condition" and not v)})
+    settings += "</div>"
+    if hidden:
+        settings += (f"<p class='sub'>Shown: the settings that apply to this run and differ from vaekit's defaults, "
+                     f"and always {', '.join(k for k in CORE_SETTINGS if k in shown)}. Left out: {len(hidden)} at "
+                     "their defaults or not used by this run (config.json holds them all).</p>")
     sections.append(settings)
 
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>{GENERATOR}"
-            f"<style>{CSS}</style></head>"
+            f"<style>{CSS}{EXPLORER_CSS}</style></head>"
             f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
     try:
         from vaekit.io.checkpoint import atomic_write_text
@@ -279,8 +376,9 @@ def write_report(
 
 def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,
                          class_names: Any, split: str, latent: int, level: int) -> list[str]:
-    """Traversals of the most active units and, for a 2-D latent space, the manifold and the scatter."""
-    from vaekit import viz
+    """Traversals of the most active units, for a 2-D latent space the manifold and the scatter, and the
+    interactive explorer (:mod:`vaekit.explorer`)."""
+    from vaekit import explorer, viz
 
     out: list[str] = []
     activity = result.latent_variance if result is not None else None
@@ -289,30 +387,31 @@ def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels
     if x is not None:
         with torch.inference_mode():
             base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
-    names = [f"z{j}" if latent == level else f"z{1 + j // level}[{j % level}]"  # [z1, z2] if 2 levels
-             for j in units]
-    unit_labels = [name + (f" ({activity[j]:.2f})" if activity else "") for name, j in zip(names, units)]
+    unit_labels = [viz.unit_name(j) + (f" ({activity[j]:.2f})" if activity else "") for j in units]
     out.append("<h2>Latent traversals</h2>" + _figure(
-        viz.figure_png(viz.traversals_figure(model, units, base, 9, unit_labels)), "traversals",
+        viz.traversals_figure(model, units, base, 9, unit_labels), "traversals",
         "One row per latent unit"
         + (", the most active first (in brackets: Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>])" if activity else "")
         + ("; the unit sweeps the 5%..95% quantiles of N(0, 1) (not of the mixture prior) while the others stay at "
            if getattr(getattr(model, "prior", None), "name", "") == "mixture"
            else "; the unit sweeps the prior's 5%..95% quantiles while the others stay at ")
-        + ("the posterior mean of the first test image." if base is not None else "0.")))
+        + ("the posterior mean of the first test image." if base is not None else "0.")
+        + (f" The code is z = [z1, z2] of the two levels: units z_1..z_{level} are z1, z_{level + 1}..z_{latent} "
+           "z2." if latent != level else "")))
 
     if latent == 2:
-        parts = [_figure(viz.figure_png(viz.manifold_figure(model, 20)), "manifold",
+        parts = [_figure(viz.manifold_figure(model, 20), "manifold",
                          "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
         if x is not None:
             scatter = viz.latent_scatter_figure(model, x, labels, class_names, split)
-            parts.append(_figure(viz.figure_png(scatter), "scatter",
+            parts.append(_figure(scatter, "scatter",
                                  "Posterior means of the evaluated examples" + (", coloured by label." if labels
                                                                                 is not None else ".")))
         out.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")
     else:
         out.append(f"<h2>The latent space</h2><p class='sub'>The manifold and scatter plots need a 2-D latent "
-                   f"space; this model has {latent} dimensions.</p>")
+                   f"space; this model has {latent} dimensions (the explorer below shows the two most active).</p>")
+    out.append(explorer.explorer_section(model, x, labels, class_names, activity, split))
     return out
 
 
@@ -344,7 +443,7 @@ def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor
                + (f"; the first {shown} of {groups} groups, the other groups held at {held}." if groups > 1
                   else "."))
     fig = viz.category_figure(model, None, base, seed, held)
-    return "<h2>Categories</h2>" + _figure(viz.figure_png(fig), "categories", html.escape(caption))
+    return "<h2>Categories</h2>" + _figure(fig, "categories", html.escape(caption))
 
 
 def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels: torch.Tensor | None,
@@ -355,7 +454,7 @@ def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels:
     block = ["<h2>Clusters</h2>"]
     if clustering.is_gaussian_mixture(model):
         draws = 7 if clusters <= 20 else 0
-        block.append(_figure(viz.figure_png(viz.cluster_means_figure(model, draws)), "cluster means",
+        block.append(_figure(viz.cluster_means_figure(model, draws), "cluster means",
                              f"The {clusters} components of the mixture prior: the decoded mean E[x | z = m<sub>c"
                              "</sub>] of each" + (f", then {draws} decoded draws z ~ N(m<sub>c</sub>, "
                                                   "v<sub>c</sub>); in brackets the weight &pi;<sub>c</sub>."
@@ -380,7 +479,7 @@ def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels:
     names = [class_names[int(v)] if class_names is not None and isinstance(v, int) and 0 <= v < len(class_names)
              else v for v in rep["labels"]]
     fig = viz.contingency_figure(rep["table"], names, f"{split} examples per cluster (rows) and label (columns)")
-    block.append(_figure(viz.figure_png(fig), "contingency table",
+    block.append(_figure(fig, "contingency table",
                          "Examples of each label assigned to each cluster."))
     return "".join(block)
 

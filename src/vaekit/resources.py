@@ -150,7 +150,8 @@ def spec_parameters(spec: Mapping[str, Any]) -> int:
     posterior = spec.get("posterior") or {}
     total += component_parameters("posterior", posterior, latent, shape)
     total += network_parameters(spec.get("encoder") or {}, "encoder", shape, latent, 2 * latent)
-    total += network_parameters(spec.get("decoder") or {}, "decoder", shape, latent, d)
+    outputs = int(spec.get("decoder_outputs") or d)  # the likelihood's parameters per image (256 D: categorical)
+    total += network_parameters(spec.get("decoder") or {}, "decoder", shape, latent, outputs)
     return total
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from vaekit.config import TrainConfig, from_dict
 from vaekit.errors import ConfigError, VaekitError
 
-#: Settings a run may change when it is resumed (more epochs, other hardware); the others must match.
-RESUMABLE_KEYS = ("epochs", "patience", "device", "threads", "compile", "eval_batch_size")
+#: Settings a run may change when it is resumed (more epochs, other hardware, other loggers); the others must match.
+RESUMABLE_KEYS = ("epochs", "patience", "device", "threads", "compile", "eval_batch_size", "log", "log_images_every")
 #: The name of the comparison page in the sweep's folder.
 PAGE = "compare.html"
 

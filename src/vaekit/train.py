@@ -42,9 +42,12 @@ from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io import contract
 from vaekit.io.runs import append_metrics, read_metrics, run_lock, trim_metrics
+from vaekit.loggers import Logger, MultiLogger, check_names, image_grid, open_loggers
 from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, load_model
 from vaekit.objectives import elbo, iwae_terms, kl_weight
 from vaekit.posthoc import fit_run_density, is_autoencoder
+from vaekit.progress import bar_class, notebook_log
+from vaekit.progress import enabled as progress_enabled
 from vaekit.runtime import autocast_context, resolve_device, set_precision
 
 __all__ = ["LossModule", "TrainResult", "TrainingDiverged", "fit", "model_for", "read_metrics", "resolve_device",
@@ -62,6 +65,10 @@ class TrainingDiverged(VaekitError):
 #: Weights of larger magnitude than this mean a diverged run: such weights are never written as a checkpoint.
 WEIGHT_LIMIT = 1e15
 
+#: Steps between the loop's looks at the losses (one wait for the device each time, none in between): a NaN or
+#: infinite loss stops training at most this many steps after it, named by its own epoch and step.
+CHECK_EVERY = 25
+
 #: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
 #: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
 RUN_ARITHMETIC = ("precision", "eval_batch_size")
@@ -73,6 +80,9 @@ class _Options:
     explicit: frozenset[str] | None = None  # TrainConfig fields the user gave (None: those unlike the defaults)
     check_model: Callable[[Any, TrainConfig], None] | None = None  # called with the built model, before work
     notice: Callable[[str], None] | None = None  # where a changed resume setting is said (default: the log)
+    logging: frozenset[str] = frozenset()  # the LOG_SETTINGS this call chose (a resume keeps the run's others)
+    loggers: tuple[Logger, ...] = ()  # Logger objects given in Python, besides the named ones
+    opened: list[Logger] = dataclasses.field(default_factory=list)  # loggers to close when the run ends
 
 
 def _differing_from_defaults(cfg: TrainConfig) -> frozenset[str]:
@@ -136,13 +146,47 @@ def selection(cfg: TrainConfig) -> tuple[str, Callable[[dict[str, float]], float
     return "valid ELBO", lambda v: v["elbo"]
 
 
-def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0) -> LatentVariableModel:
-    """The model ``cfg`` describes for data of ``shape`` (binary or not), conditional on ``condition`` classes."""
-    check_model_size(cfg, tuple(shape))  # settings too large for memory: one line naming them, before any work
+def likelihood_levels(spec: dict[str, Any]) -> int | None:
+    """The grey levels L a likelihood ``spec`` is a probability over (2: binary pixels), or None (a density):
+    its ``levels`` setting, else its class's ``levels``."""
+    from vaekit.components import LIKELIHOODS
+
+    entry = LIKELIHOODS.entry(spec["name"])
+    if "levels" in entry.fields():
+        return int(LIKELIHOODS.spec(spec)["levels"])
+    return getattr(entry.cls, "levels", None)
+
+
+def check_likelihood_data(cfg: TrainConfig, likelihood: dict[str, Any], binary: bool, levels: int | None) -> None:
+    """Refuse, in one line, a likelihood that is no probability of the data: a likelihood of binary pixels
+    (Bernoulli, PixelCNN) on non-binary data, or a discrete one on data of other grey levels (``levels``: the
+    data's L, None for real values). Densities (Gaussian, continuous Bernoulli) take any data."""
+    name, want = likelihood["name"], likelihood_levels(likelihood)
+    have = 2 if binary else levels
+    if want is None or want == have:
+        return
+    grey = f"{have} grey levels" if have is not None else "real-valued"
+    if want == 2:
+        discrete = (f"--likelihood discretized-logistic --pixel-levels {have}" if have is not None
+                    else "--likelihood gaussian")
+        raise ConfigError(f"likelihood {name} models binary pixels but {cfg.dataset} is not binary ({grey}); add "
+                          f"--binarize dynamic or --binarize threshold, or use a likelihood of its values "
+                          f"({discrete})")
+    if have is None:
+        raise ConfigError(f"likelihood {name} is a probability of {want} grey levels but {cfg.dataset} is "
+                          "real-valued (not on a grid of grey levels); use a density (--likelihood gaussian)")
+    raise ConfigError(f"likelihood {name} has levels {want} but {cfg.dataset} has {grey}; set its levels to "
+                      f"{have} (--pixel-levels {have}, or levels = {have} under [model.likelihood])")
+
+
+def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0,
+              levels: int | None = None) -> LatentVariableModel:
+    """The model ``cfg`` describes for data of ``shape`` (binary or not; ``levels``: its grey levels L, None
+    for real values or unknown), conditional on ``condition`` classes; a likelihood that is no probability of
+    such data is refused (:func:`check_likelihood_data`)."""
     likelihood = cfg.component("likelihood", "bernoulli" if binary else "gaussian")
-    if likelihood["name"] == "pixelcnn" and not binary:
-        raise ConfigError(f"likelihood pixelcnn models binary pixels but {cfg.dataset} is grey-level; "
-                          "add --binarize dynamic (or threshold), or use likelihood gaussian")
+    check_model_size(cfg, tuple(shape), likelihood)  # too large for memory: one line naming the settings, no work
+    check_likelihood_data(cfg, likelihood, binary, levels)
     try:
         if cfg.levels == 2:
             return HierarchicalVAE(shape=shape, latent=cfg.latent, arch=cfg.model, hidden=cfg.hidden,
@@ -308,6 +352,7 @@ def train(
     explicit: Collection[str] | None = None,
     check_model: Callable[[Any, TrainConfig], None] | None = None,
     notice: Callable[[str], None] | None = None,
+    loggers: Any = None,
 ) -> TrainResult:
     """Train the model ``cfg`` describes, writing the run to ``out``; see the module docstring.
 
@@ -315,7 +360,10 @@ def train(
     is continued with ``resume`` or started afresh with ``overwrite`` (which removes only the run's own files).
     ``explicit`` names the config fields the user chose; on ``resume`` the others of :data:`RUN_ARITHMETIC` come
     from the run's config.json (None: the fields whose value differs from the defaults count as chosen).
-    ``check_model(model, cfg)`` may refuse the built model before any training (e.g. a memory estimate)."""
+    ``check_model(model, cfg)`` may refuse the built model before any training (e.g. a memory estimate).
+    ``loggers`` (names, e.g. ``"tensorboard,csv"``, and/or :class:`vaekit.loggers.Logger` objects) replaces
+    ``cfg.log``; see :mod:`vaekit.loggers`. ``progress`` None: a bar when stderr is a terminal or in a notebook;
+    ``log`` None: the per-epoch lines are printed in a notebook, said nowhere otherwise."""
 
     if cfg.fit == "em":
         raise ConfigError("fit em (the exact EM of the mixture of Bernoullis) is trained by vaekit.em.train_em(cfg, "
@@ -323,9 +371,13 @@ def train(
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         condition = _classes(ds) if cfg.conditional else 0
-        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition)
+        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition, getattr(ds, "levels", None))
 
-    opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice)
+    names, objects = _split_loggers(loggers)
+    if names is not None:
+        cfg = dataclasses.replace(cfg, log=names)
+    opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice,
+                    _logging_given(cfg, explicit, names), objects)
     return _run(cfg, _out_path(out), resume, dataset, progress, on_epoch, log, build, opts=opts)
 
 
@@ -356,6 +408,7 @@ def fit(
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    loggers: Any = None,
     **settings: Any,
 ) -> TrainResult:
     """Train an already built ``model`` on ``train`` (tensor or array (N, C, H, W), an ``(x, y)`` pair of
@@ -364,6 +417,10 @@ def fit(
     Everything the command-line trainer does: checkpoints every epoch, bit-exact ``resume=True`` (pass the
     same model, built again), the run lock, early stopping (``patience``), DDP under ``torchrun``, a progress
     bar and ``metrics.jsonl``. ``valid`` (same forms) chooses the kept weights by the validation bound.
+    ``loggers`` adds loggers (:mod:`vaekit.loggers`): names such as ``"tensorboard,csv"`` (files in ``out``)
+    and/or :class:`~vaekit.loggers.Logger` objects; ``log_images_every`` (default 5) spaces their sample grids.
+    By default a progress bar is shown on a terminal and in a notebook (a text bar there without ipywidgets),
+    and in a notebook each epoch's line is printed (``log=print`` elsewhere, ``progress=False`` for none).
     ``settings`` are further :class:`~vaekit.config.TrainConfig` keys of training: ``lr_schedule``,
     ``weight_decay``, ``clip_grad``, ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``,
     ``device``, ``precision``, ``threads``, ``compile``, and for a discrete q(z|x) the ``estimator`` (see
@@ -373,7 +430,7 @@ def fit(
     """
     allowed = {"lr_schedule", "weight_decay", "clip_grad", "patience", "eval_batch_size", "encoder_noise",
                "train_only", "device", "precision", "threads", "compile", "init_from", "estimator", "temperature",
-               "temperature_min", "anneal_rate", "select_by"}
+               "temperature_min", "anneal_rate", "select_by", "log_images_every"}
     unknown = sorted(set(settings) - allowed)
     if unknown:
         import difflib
@@ -392,19 +449,24 @@ def fit(
                       epochs=epochs, batch_size=batch_size, lr=lr, objective=objective, k=k, beta=beta, warmup=warmup,
                       seed=seed, conditional=bool(getattr(model, "condition", 0)), **settings)
     cfg.estimator = estimator
+    names, objects = _split_loggers(loggers)
+    if names is not None:
+        cfg.log = names
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         if hasattr(model, "build"):
             model.build(tuple(ds.shape))
         return model
 
-    opts = _Options(overwrite, frozenset(settings))
+    opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
     return _run(cfg, _out_path(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
 
 
 def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
          opts: _Options | None = None) -> TrainResult:
     opts = opts or _Options()
+    progress = progress_enabled(progress)  # None: a terminal or a notebook
+    log = log if log is not None else notebook_log()
     ctx = D.from_env()
     say = (log or (lambda msg: None)) if ctx.is_main else (lambda msg: None)
     device = resolve_device(cfg.device)
@@ -413,14 +475,26 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
     joined = ctx.enabled and not torch.distributed.is_initialized()
     D.setup(ctx, device)
     args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
+
+    def locked() -> TrainResult:
+        try:
+            result = _train_locked(*args)
+        except BaseException:
+            _close_loggers(opts, quietly=True)  # the training's own error is the one to report
+            raise
+        _close_loggers(opts)
+        return result
+
     try:
         if not ctx.is_main:
             error = D.broadcast_object(None, ctx)  # rank 0 says whether it could take the run
             if error:
                 raise CheckpointError(error)
-            return _train_locked(*args)
+            return locked()
         try:
-            contract.check_out(run, resume=resume, overwrite=opts.overwrite, locked=False)  # before any write
+            state = contract.check_out(run, resume=resume, overwrite=opts.overwrite, locked=False)  # before writes
+            if resume and not opts.overwrite and state.has_checkpoint:
+                _saved_config(run / "config.json")  # a run that cannot be resumed is refused before any write
             try:
                 run.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -432,12 +506,127 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
             raise
         try:
             D.broadcast_object("", ctx)
-            return _train_locked(*args)
+            return locked()
         finally:
             lock.__exit__(None, None, None)
     finally:
         if joined:
             D.teardown()
+
+
+#: The settings of how a run reports (not its arithmetic): a resume keeps the run's unless others are chosen.
+LOG_SETTINGS = ("log", "log_images_every")
+
+
+def _split_loggers(loggers: Any) -> tuple[list[str] | None, tuple[Logger, ...]]:
+    """``loggers`` (names, as a list or one comma-separated string, and/or Logger objects) as (the names checked,
+    or None when none is given; the objects)."""
+    if loggers is None:
+        return None, ()
+    items = [loggers] if isinstance(loggers, (str, Logger)) else loggers
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"loggers takes logger names (e.g. 'tensorboard,csv') or vaekit.loggers.Logger objects; "
+                          f"got {type(loggers).__name__}")
+    names: list[str] | None = None
+    objects = []
+    for item in items:
+        if isinstance(item, Logger):
+            objects.append(item)
+        elif isinstance(item, str):
+            names = (names or []) + item.split(",")
+        else:
+            raise ConfigError(f"loggers takes logger names or vaekit.loggers.Logger objects; got a "
+                              f"{type(item).__name__}")
+    return (None if names is None else check_names(names, "loggers")), tuple(objects)
+
+
+def _logging_given(cfg: TrainConfig, explicit: Collection[str] | None, names: list[str] | None) -> frozenset[str]:
+    """The :data:`LOG_SETTINGS` this call chose: those in ``explicit`` (None: those unlike the defaults), and
+    ``log`` when loggers were named."""
+    if explicit is not None:
+        given = set(explicit) & set(LOG_SETTINGS)
+    else:
+        default = TrainConfig(dataset=cfg.dataset)
+        given = {name for name in LOG_SETTINGS if getattr(cfg, name) != getattr(default, name)}
+    return frozenset(given | ({"log"} if names is not None else set()))
+
+
+def _resume_logging(saved: TrainConfig, cfg: TrainConfig, opts: _Options, config_path: Path | None) -> None:
+    """On resume: the run's loggers continue, unless this call chose others; a choice is written to the run's
+    config.json (``config_path``; None on the ranks that write nothing), so that later resumes keep it."""
+    changed = {name: getattr(cfg, name) for name in opts.logging if getattr(cfg, name) != getattr(saved, name)}
+    if not changed:
+        return
+    for name, value in changed.items():
+        setattr(saved, name, value)
+    if config_path is None:
+        return
+    from vaekit.io.files import JSON_CAP, read_text_capped
+
+    try:
+        written = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
+        written.update(changed)
+        ckpt.atomic_write_text(config_path, json.dumps(written, indent=2) + "\n")
+    except OSError as exc:
+        raise ckpt.write_failed(config_path, exc) from None
+
+
+def _start_loggers(cfg: TrainConfig, run: Path, opts: _Options, epochs_done: int) -> MultiLogger | None:
+    """The run's loggers (``cfg.log`` and the Logger objects given), started from the metrics so far; None if none."""
+    if not cfg.log and not opts.loggers:
+        return None
+    loggers = open_loggers(cfg.log, run, cfg.to_dict(), extra=opts.loggers)
+    opts.opened.append(loggers)
+    loggers.start([r for r in read_metrics(run) if r["epoch"] <= epochs_done] if epochs_done else [])
+    return loggers
+
+
+def _close_loggers(opts: _Options, quietly: bool = False) -> None:
+    while opts.opened:
+        loggers = opts.opened.pop()
+        if quietly:
+            with contextlib.suppress(Exception):
+                loggers.close()
+        else:
+            loggers.close()
+
+
+@torch.no_grad()
+def sample_grid(model: LatentVariableModel, n: int = 64, seed: int = 0) -> np.ndarray | None:
+    """The decoded means E[x|z] of ``n`` codes z ~ p(z) (drawn with ``seed``, the same codes every call) tiled
+    into one uint8 image; None when the model's data are not images (C, H, W) or (H, W). The global random
+    state is left as it was."""
+    from vaekit.distributions import sample as draw
+
+    shape = tuple(model.shape or ())
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] not in (1, 3)):
+        return None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            gen = torch.Generator(device=device).manual_seed(int(seed))
+            z = draw(model.prior_distribution(), (n,), gen)
+            y = torch.arange(n, device=device) % model.condition if getattr(model, "condition", 0) else None
+            means = model.likelihood.mean(model.decode(z, y)).float()
+    finally:
+        model.train(was_training)
+    return image_grid(means.reshape(n, *shape).cpu().numpy())
+
+
+def _log_epoch(loggers: MultiLogger | None, epoch: int, row: dict[str, Any], model: LatentVariableModel,
+               cfg: TrainConfig, autoencoder: bool) -> None:
+    """The epoch's metrics row to the loggers and, every ``log_images_every`` epochs and at the last, the sample
+    grid (not for an autoencoder: its density on z is fitted after training)."""
+    if loggers is None:
+        return
+    loggers.log_scalars(epoch, row)
+    every = cfg.log_images_every
+    if loggers.wants_images and every and not autoencoder and (epoch % every == 0 or epoch == cfg.epochs):
+        grid = sample_grid(model, seed=cfg.seed)
+        if grid is not None:
+            loggers.log_image(epoch, "samples", grid)
 
 
 class LossModule(torch.nn.Module):
@@ -468,8 +657,23 @@ class LossModule(torch.nn.Module):
         else:
             terms = elbo(self.model, x, y, samples=self.k, encoder_input=x_enc)
             loss = -(terms.reconstruction - beta * terms.kl).mean()
-        stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()]).detach()
+        with torch.no_grad():  # for the log: no graph
+            stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
         return loss, stats
+
+
+def _saved_config(config_path: Path) -> TrainConfig:
+    """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
+    from vaekit.io.files import JSON_CAP, read_text_capped
+
+    try:
+        saved = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
+        raise CheckpointError(f"{config_path} is missing or corrupt ({reason}); cannot resume") from None
+    if isinstance(saved, dict):
+        saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
+    return from_dict(saved, source=str(config_path))
 
 
 def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model,
@@ -485,16 +689,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
                               "or choose another --out")
     if resume and state_path.exists():
-        from vaekit.io.files import JSON_CAP, read_text_capped
-
-        try:
-            saved = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
-            raise CheckpointError(f"{config_path} is missing or corrupt ({reason}); cannot resume") from None
-        if isinstance(saved, dict):
-            saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
-        saved_cfg = from_dict(saved, source=str(config_path))
+        saved_cfg = _saved_config(config_path)
         saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
         for hardware in ("device", "threads", "compile"):
             setattr(saved_cfg, hardware, getattr(cfg, hardware))  # may resume on other hardware
@@ -504,6 +699,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
             if name in explicit and mine != theirs:
                 (opts.notice or say)(f"resuming with --{name.replace('_', '-')} {mine} instead of the run's {theirs}")
                 setattr(saved_cfg, name, mine)
+        _resume_logging(saved_cfg, cfg, opts, config_path if ctx.is_main else None)
         cfg = saved_cfg
     elif resume:
         say(f"no checkpoint in {run}: starting a new run")
@@ -589,6 +785,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     if cfg.compile:
         loss_module = _compiled(loss_module)
     step_fn = _make_step(loss_module, model, optimizer, cfg, amp, ctx, eager=eager_module, estimator=estimator)
+    batches = _BatchBuffer(train_x, bs)
     selected_by, score_of = selection(cfg)
     autoencoder = is_autoencoder(model)
     valid_share = valid_x[ctx.rank :: ctx.world_size] if ctx.enabled else valid_x
@@ -598,7 +795,8 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     epoch = progress_state["epoch"]
     if sound_epoch is not None:
         sound_epoch = epoch
-    from tqdm.auto import tqdm
+    loggers = _start_loggers(cfg, run, opts, epoch) if ctx.is_main else None
+    tqdm = bar_class()  # tqdm.auto's choice, without its warning in a notebook that lacks ipywidgets
 
     while epoch < cfg.epochs:
         if cfg.patience is not None and progress_state["since_best"] >= cfg.patience and epoch > 0:
@@ -612,24 +810,31 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
+        losses = torch.empty(steps_per_epoch, dtype=torch.float32, device=device)  # looked at every CHECK_EVERY
+        checked = 0
         for step in range(steps_per_epoch):
             idx = perm[step * bs : (step + 1) * bs]
-            x = train_x[idx]
+            x = batches.take(idx)
             if dynamic:
                 x = torch.bernoulli(x)
             if estimator is not None:
                 estimator.set_step(epoch * steps_per_epoch + step)
             loss, stats = step_fn(x, beta, train_y[idx] if conditional else None)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
-                    f"{_kept(sound_epoch, epoch, run)}; try a lower --lr or --clip-grad"
-                )
+            losses[step] = loss
             sums += stats
-            if step % 25 == 0 or step == steps_per_epoch - 1:
-                seen = min(n, (step + 1) * bs)
-                bar.set_postfix(elbo=f"{sums[0].item() / seen:.2f}", kl=f"{sums[2].item() / seen:.2f}", refresh=False)
+            if step + 1 - checked >= CHECK_EVERY or step == steps_per_epoch - 1:
+                bad = _first_nonfinite(losses[checked : step + 1])
+                if bad is not None:
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"the loss became {bad[1]} at epoch {epoch + 1}, step {checked + bad[0] + 1}; training "
+                        f"stopped and {_kept(sound_epoch, epoch, run)}; try a lower --lr or --clip-grad"
+                    )
+                checked = step + 1
+                if not getattr(bar, "disable", False):
+                    seen = min(n, (step + 1) * bs)
+                    elbo_sum, kl_sum = sums[0].item(), sums[2].item()
+                    bar.set_postfix(elbo=f"{elbo_sum / seen:.2f}", kl=f"{kl_sum / seen:.2f}", refresh=False)
             bar.update(1)
         bar.close()
         train_e, train_r, train_k = (D.all_reduce_sum(sums, ctx) / (n * ctx.world_size)).tolist()
@@ -666,6 +871,7 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
         rng = _gather_rng(_rng_state(device), ctx)
         if ctx.is_main:
             append_metrics(run / "metrics.jsonl", row)
+            _log_epoch(loggers, epoch, row, model, cfg, autoencoder)
             if improved:
                 model.save(run)
             ckpt.save_training_state(run, model, optimizer, progress_state, rng, estimator)
@@ -734,17 +940,110 @@ def _compile_failure(exc: BaseException) -> bool:
     return module.startswith(("torch._dynamo", "torch._inductor")) or type(exc).__name__ == "BackendCompilerFailed"
 
 
+class _BatchBuffer:
+    """Training batches ``data[idx]`` gathered by ``index_select`` into one buffer reused every step (contiguous,
+    no allocation per step); a batch of another size (the partial last one) gets its own tensor. A batch is
+    valid until the next ``take``: the step that uses it is done (its backward pass included) by then."""
+
+    def __init__(self, data: torch.Tensor, rows: int):
+        self.data = data
+        self.buffer = torch.empty((min(rows, data.shape[0]), *data.shape[1:]), dtype=data.dtype, device=data.device)
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[0] != self.buffer.shape[0]:
+            return self.data.index_select(0, idx)
+        return torch.index_select(self.data, 0, idx, out=self.buffer)
+
+
+def _first_nonfinite(losses: torch.Tensor) -> tuple[int, float] | None:
+    """(position, value) of the first NaN or infinite entry of ``losses``, or None; one wait for the device."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return None
+    first = int((~finite).nonzero()[0, 0])
+    return first, float(losses[first])
+
+
+def _skip_flag(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """A 0-d tensor on the parameters' device that a fused Adam reads before each update (``found_inf``: 1 skips
+    the update and leaves its step count as it was), or None where the optimizer is not fused."""
+    if not optimizer.defaults.get("fused"):
+        return None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return None
+    flag = torch.zeros((), dtype=torch.float32, device=params[0].device)
+    optimizer.found_inf = flag  # read by torch.optim.Adam.step (the hook GradScaler uses)
+    return flag
+
+
+class _AdamUpdate:
+    """``optimizer.step()`` for a fused ``torch.optim.Adam``, without the per-call Python work around its kernel
+    (hooks, grouping by device, profiler records): the same ``_fused_adam_`` call on the same tensors, so the same
+    numbers. The first step (which creates the state), optimizers or settings it does not cover, and registered
+    hooks go through ``optimizer.step()``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, found_inf: torch.Tensor | None):
+        self.optimizer, self.found_inf = optimizer, found_inf
+        self.direct = type(optimizer) is torch.optim.Adam and hasattr(torch, "_fused_adam_") and all(
+            group.get("fused") and not any(group.get(k) for k in ("amsgrad", "maximize", "differentiable",
+                                                                    "capturable", "decoupled_weight_decay"))
+            and not any(torch.is_tensor(v) for v in (group["lr"], *group["betas"]))
+            for group in optimizer.param_groups)
+
+    def __call__(self) -> None:
+        opt = self.optimizer
+        work = self._work() if self.direct else None
+        if work is None:
+            opt.step()
+            return
+        for group, params, grads, states in work:
+            steps = [st["step"] for st in states]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+                               [], steps, amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
+                               beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"],
+                               maximize=False, grad_scale=None, found_inf=self.found_inf)
+            if self.found_inf is not None:
+                torch._foreach_sub_(steps, [self.found_inf] * len(steps))
+
+    def _work(self) -> list[tuple[dict, list, list, list]] | None:
+        from torch.optim import optimizer as optim_module
+
+        opt = self.optimizer
+        if (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                or getattr(optim_module, "_global_optimizer_pre_hooks", None)
+                or getattr(optim_module, "_global_optimizer_post_hooks", None)):
+            return None
+        work = []
+        for group in opt.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [opt.state.get(p) for p in params]
+            if not all(states) or len({(p.device, p.dtype) for p in params}) > 1:
+                return None  # state not created yet, or tensors the kernel takes in separate calls
+            work.append((group, params, [p.grad for p in params], states))
+        return work
+
+
 def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp,
                ctx: D.DistContext, eager: torch.nn.Module | None = None,
                estimator: torch.nn.Module | None = None):
     """One update on a batch; returns (loss, [sum ELBO, sum reconstruction, sum KL]) for logging.
 
+    No step waits for the host: once a loss is NaN or infinite, this and every later update is skipped on the
+    device (a fused optimizer's ``found_inf`` flag; other optimizers check the loss on the host), and the loop
+    finds the first such loss when it next looks (every :data:`CHECK_EVERY` steps) and stops with its message.
     With ``eager`` (the module ``loss_module`` compiles), a batch of another size than ``cfg.batch_size`` (the
     partial last one) runs eagerly instead of recompiling the graph for its shape."""
     params = [p for p in model.parameters() if p.requires_grad]
     if estimator is not None:
         params += list(estimator.parameters())
     compiled = eager is not None and eager is not loss_module
+    skip = _skip_flag(optimizer)
+    update = _AdamUpdate(optimizer, skip)
+    diverged = [False]  # without a fused optimizer: the host's record that a loss was not finite
 
     def step(x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         module = eager if compiled and x.shape[0] != cfg.batch_size else loss_module
@@ -763,8 +1062,13 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
         loss = loss.detach()
         if ctx.enabled:  # every rank must see a NaN on any rank, or the others would wait for it
             loss = D.all_reduce_sum(loss.clone(), ctx) / ctx.world_size
-        if torch.isfinite(loss):
+        if skip is not None:  # sticky: after a non-finite loss the weights stay as they were before it
+            skip.masked_fill_(~torch.isfinite(loss), 1.0)
+            update()
+        elif not diverged[0] and bool(torch.isfinite(loss)):
             optimizer.step()
+        else:
+            diverged[0] = True
         return loss, stats.double()
 
     return step

@@ -1,5 +1,5 @@
 """Seeing the model: samples, reconstructions, interpolations, traversals, the 2-D manifold and
-latent scatter, and training curves, as matplotlib figures (Agg backend) and PNG files.
+latent scatter, and training curves, as matplotlib figures and PNG files.
 
 Discrete latent codes (categorical, binary) have pictures of their own: the decoded mean of every
 category of a group (:func:`category_figure`); the Gaussian-mixture VAE's decoded cluster means
@@ -7,8 +7,15 @@ category of a group (:func:`category_figure`); the Gaussian-mixture VAE's decode
 Interpolations, traversals and the 2-D manifold move z continuously and refuse discrete codes (ValueError).
 
 Images are tensors (N, C, H, W) with values in [0, 1] (C = 1 grey, C = 3 colour). Every figure
-function returns a ``matplotlib.figure.Figure``; :func:`figure_png` turns one into PNG bytes and
-closes it, :func:`save_figure` writes it to a file.
+function returns a ``matplotlib.figure.Figure`` made with matplotlib's object API: importing this module
+leaves the matplotlib backend alone (a notebook keeps its own), and a returned figure shows inline in
+Jupyter. :func:`figure_png` turns one into PNG bytes, :func:`save_figure` writes it to a file.
+
+Pictures of images are laid out to the pixel (:class:`PixelFigure`): each image is enlarged by a whole
+factor, every pixel becoming an s x s block (nearest neighbour, never a fractional resampling), and the
+PNG is written at the figure's own resolution. Latent units are named ``z_1`` ... ``z_L``, numbered from 1
+(:func:`unit_name`), here and on every page; for a two-level model the code is [z1, z2] and units
+1..L are z1's.
 """
 
 from __future__ import annotations
@@ -16,17 +23,55 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
-matplotlib.use("Agg")
+#: The width (pixels) that the images of one picture may fill together when enlarged; and the largest factor.
+IMAGE_WIDTH = 1000
+MAX_SCALE = 8
+#: The resolution of pictures of images (pixels per inch); their PNG is written at it.
+PIXEL_DPI = 100
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+
+class NotebookFigure(Figure):
+    """A figure that shows itself as a PNG where no matplotlib display hook is set up (``_repr_png_``)."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
+class PixelFigure(NotebookFigure):
+    """A figure laid out in whole pixels at :data:`PIXEL_DPI`: its images are placed 1:1 (already enlarged by
+    whole factors), so it is saved at its own resolution and never cropped (a "tight" box is the whole figure)."""
+
+    #: the whole factor its images are enlarged by
+    image_scale: int = 1
+
+    def get_tightbbox(self, renderer: Any = None, *args: Any, **kwargs: Any) -> Bbox:
+        w, h = self.get_size_inches()
+        return Bbox.from_bounds(0, 0, w, h)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of ``width`` x ``height`` inches, not registered with pyplot (no backend involved)."""
+    return NotebookFigure(figsize=(width, height))
+
+
+def unit_name(j: int) -> str:
+    """The name of latent unit ``j`` (a 0-based index into the code) on figures and pages: ``z_{j+1}``."""
+    return f"z_{int(j) + 1}"
+
+
+def group_name(g: int) -> str:
+    """The name of group ``g`` (0-based) of a categorical code: ``group {g+1}``."""
+    return f"group {int(g) + 1}"
 
 
 def normal_quantiles(n: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
@@ -56,49 +101,127 @@ def image_grid(images: torch.Tensor | np.ndarray, nrow: int, pad: int = 1, pad_v
     return out[0] if c == 1 else np.transpose(out[:3], (1, 2, 0))
 
 
-def _show(ax: Any, grid: np.ndarray, title: str | None = None) -> None:
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=10)
+def pixel_scale(width: int, budget: int = IMAGE_WIDTH) -> int:
+    """The whole enlargement factor s = floor(budget / width), between 1 and :data:`MAX_SCALE`."""
+    return int(max(1, min(MAX_SCALE, budget // max(1, int(width)))))
 
 
-def _panel_size(grid: np.ndarray, inches_per_px: float = 0.035, min_width: float = 3.0) -> tuple[float, float]:
-    h, w = grid.shape[:2]
-    scale = max(inches_per_px, min_width / w)
-    return w * scale, h * scale
+def enlarge(grid: np.ndarray, scale: int) -> np.ndarray:
+    """``grid`` (H, W) or (H, W, 3) in [0, 1] as 8-bit RGB (H*s, W*s, 3): each pixel an s x s block."""
+    rgb = np.round(np.clip(np.asarray(grid, dtype=np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 
 
-def panels(grids: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None) -> Figure:
-    """Image grids side by side, each with a title."""
-    sizes = [_panel_size(g) for g in grids]
-    width = sum(s[0] for s in sizes) + 0.3 * len(grids)
-    height = max(s[1] for s in sizes) + (0.9 if suptitle else 0.5)
-    fig, axes = plt.subplots(1, len(grids), figsize=(width, height), squeeze=False,
-                             gridspec_kw={"width_ratios": [g.shape[1] for g in grids]})
-    for ax, g, t in zip(axes[0], grids, titles):
-        _show(ax, g, t)
+@dataclass
+class Panel:
+    """One image grid of a :func:`pixel_figure`, with its title and labels; tick positions are in the grid's
+    own (unenlarged) pixels, measured from the top left corner (pixel centres are at 0, 1, 2, ...)."""
+
+    grid: np.ndarray
+    title: str | None = None
+    yticks: list[tuple[float, str]] = field(default_factory=list)
+    xticks: list[tuple[float, str]] = field(default_factory=list)
+    xlabel: str | None = None
+    ylabel: str | None = None
+
+
+_TITLE, _SUPTITLE, _TICK = 10, 11, 8  # font sizes (points)
+
+
+def _text_size(text: str, size: float) -> tuple[int, int]:
+    """(width, height) in pixels of ``text`` at ``size`` points and :data:`PIXEL_DPI`."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    if not text:
+        return 0, 0
+    w, h, _ = RendererAgg(1, 1, PIXEL_DPI).get_text_width_height_descent(text, FontProperties(size=size), False)
+    return int(math.ceil(w)), int(math.ceil(h))
+
+
+def pixel_figure(items: Sequence[Panel], suptitle: str | None = None, scale: int | None = None) -> PixelFigure:
+    """Image grids side by side, each enlarged by the same whole factor ``scale`` (default
+    :func:`pixel_scale` of their total width) and placed pixel for pixel; titles above, labels beside."""
+    items = list(items)
+    s = scale or pixel_scale(sum(p.grid.shape[1] for p in items))
+    pad, gap, tick_pad = 6, 18, 5
+    sup_h = _text_size(suptitle, _SUPTITLE)[1] + 8 if suptitle else 0
+    cols, x = [], pad
+    for p in items:
+        h, w = p.grid.shape[0] * s, p.grid.shape[1] * s
+        left = max([_text_size(t, _TICK)[0] for _, t in p.yticks], default=0)
+        left += tick_pad if p.yticks else 0
+        left += _text_size(p.ylabel, _TICK + 1)[1] + 6 if p.ylabel else 0
+        bottom = _text_size("0", _TICK)[1] + tick_pad + 2 if p.xticks else 0
+        bottom += _text_size(p.xlabel, _TICK + 1)[1] + 6 if p.xlabel else 0
+        tw, th = _text_size(p.title, _TITLE) if p.title else (0, 0)
+        top = th + 8 if p.title else 0
+        x_img = x + left + max(0, (tw - w) // 2 - left)  # a title wider than the image stays in the figure
+        right = max(x_img + w, x_img + w // 2 + (tw + 1) // 2)
+        cols.append((p, x_img, w, h, top, bottom))
+        x = right + gap
+    width = x - gap + pad
+    body = max(top + h + bottom for _, _, _, h, top, bottom in cols)
+    sup_w = _text_size(suptitle, _SUPTITLE)[0] + 2 * pad if suptitle else 0
+    width = max(width, sup_w)
+    height = pad + sup_h + body + pad
+    fig = PixelFigure(figsize=(width / PIXEL_DPI, height / PIXEL_DPI), dpi=PIXEL_DPI)
+    fig.patch.set_facecolor("white")
     if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
+        fig.text(0.5, 1 - (pad + 2) / height, suptitle, ha="center", va="top", fontsize=_SUPTITLE)
+    for p, x_img, w, h, top, _ in cols:
+        y_img = pad + sup_h + top  # from the top
+        ax = fig.add_axes((x_img / width, 1 - (y_img + h) / height, w / width, h / height))
+        ax.imshow(enlarge(p.grid, s), interpolation="nearest", aspect="auto")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.tick_params(length=0, pad=3, labelsize=_TICK)  # no tick marks: they would touch the image
+        ax.set_yticks([(v + 0.5) * s - 0.5 for v, _ in p.yticks], [t for _, t in p.yticks])
+        ax.set_xticks([(v + 0.5) * s - 0.5 for v, _ in p.xticks], [t for _, t in p.xticks])
+        if p.xlabel:
+            ax.set_xlabel(p.xlabel, fontsize=_TICK + 1, labelpad=2)
+        if p.ylabel:
+            ax.set_ylabel(p.ylabel, fontsize=_TICK + 1, labelpad=2)
+        if p.title:
+            fig.text((x_img + w / 2) / width, 1 - (y_img - 4) / height, p.title, ha="center", va="bottom",
+                     fontsize=_TITLE)
+    fig.image_scale = s
     return fig
 
 
+def panels(grids: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None,
+           scale: int | None = None) -> PixelFigure:
+    """Image grids side by side, each with a title, enlarged by one whole factor (see :func:`pixel_figure`)."""
+    return pixel_figure([Panel(g, t) for g, t in zip(grids, titles)], suptitle, scale)
+
+
+def _row_ticks(rows: int, image_height: int, labels: Sequence[str], pad: int = 1) -> list[tuple[float, str]]:
+    """Labels at the middle of each row of a grid of images ``image_height`` high, ``pad`` pixels apart."""
+    return [(pad + r * (image_height + pad) + (image_height - 1) / 2, t) for r, t in zip(range(rows), labels)]
+
+
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes (the figure is closed)."""
+    """The figure as PNG bytes (cropped to its contents at ``dpi``; a :class:`PixelFigure` whole, at its own
+    resolution). Nothing global changes: no backend is chosen and no pyplot state is touched."""
     buf = io.BytesIO()
-    try:
+    if isinstance(fig, PixelFigure):
+        fig.savefig(buf, format="png", dpi=fig.dpi, facecolor="white")
+    else:
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    finally:
-        plt.close(fig)
     return buf.getvalue()
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise ValueError("not a PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as a PNG file (the figure is closed), atomically; a link at ``path`` is refused (OSError)."""
+    """Write the figure as a PNG file, atomically; a link at ``path`` is refused (OSError)."""
     path = Path(path)
     data = figure_png(fig, dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,15 +361,10 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
     for r, j in enumerate(units):
         z[r, :, j] = values
     dec = decode_means(model, z.reshape(-1, latent))
-    grid = image_grid(dec, steps)
-    w, h = _panel_size(grid)
-    fig, ax = plt.subplots(figsize=(w + 1.4, h + 0.6))
-    _show(ax, grid, f"traversals: z_j from {values[0]:.2f} to {values[-1]:.2f} (prior quantiles 5%..95%)")
     _, hh, _ = _shape(model)
-    ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(len(units))])
-    ax.set_yticklabels([plain_text(t) for t in labels] if labels is not None else [f"z{j}" for j in units], fontsize=8)
-    fig.tight_layout()
-    return fig
+    names = [plain_text(t) for t in labels] if labels is not None else [unit_name(j) for j in units]
+    return pixel_figure([Panel(image_grid(dec, steps), f"traversals: z_j from {values[0]:.2f} to {values[-1]:.2f} "
+                               "(prior quantiles 5%..95%)", yticks=_row_ticks(len(units), hh, names))])
 
 
 @torch.inference_mode()
@@ -260,19 +378,12 @@ def manifold_figure(model: Any, n: int = 20) -> Figure:
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
     dec = decode_means(model, torch.stack([z1, z2], -1).reshape(-1, 2))
     grid = image_grid(dec, n, pad=0)
-    w, h = _panel_size(grid, inches_per_px=0.02, min_width=3.8)
-    fig, ax = plt.subplots(figsize=(w + 0.8, h + 0.8))
-    _show(ax, grid, "decoded manifold over the prior's quantiles")
-    size = grid.shape[1] / n
+    _, hh, ww = _shape(model)
     ticks = [0, n // 2, n - 1]
-    ax.set_xticks([size * (i + 0.5) for i in ticks])
-    ax.set_xticklabels([f"{q[i]:.2f}" for i in ticks], fontsize=8)
-    ax.set_yticks([size * (i + 0.5) for i in ticks])
-    ax.set_yticklabels([f"{q.flip(0)[i]:.2f}" for i in ticks], fontsize=8)
-    ax.set_xlabel("z1")
-    ax.set_ylabel("z2")
-    fig.tight_layout()
-    return fig
+    return pixel_figure([Panel(grid, "decoded manifold over the prior's quantiles",
+                               yticks=[(hh * (i + 0.5) - 0.5, f"{q.flip(0)[i]:.2f}") for i in ticks],
+                               xticks=[(ww * (i + 0.5) - 0.5, f"{q[i]:.2f}") for i in ticks],
+                               xlabel=unit_name(0), ylabel=unit_name(1))])
 
 
 @torch.inference_mode()
@@ -280,20 +391,21 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
                           class_names: Sequence[str] | None = None, split: str = "test") -> Figure:
     """Posterior means mu(x) of a split's images in a 2-D latent space, coloured by label."""
     mu = model.code(x.to(_device(model)), _labels_for(model, len(x), labels)).cpu().numpy()
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig = new_figure(5.2, 4.4)
+    ax = fig.subplots()
     if labels is None:
         ax.scatter(mu[:, 0], mu[:, 1], s=6, alpha=0.6, color="tab:blue")
     else:
         y = labels.cpu().numpy()
         classes = np.unique(y)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
         for i, cls in enumerate(classes):
             sel = y == cls
             name = class_names[int(cls)] if class_names is not None and 0 <= int(cls) < len(class_names) else str(cls)
             ax.scatter(mu[sel, 0], mu[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=plain_text(name))
         ax.legend(markerscale=2.5, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set_xlabel("mu_1(x)")
-    ax.set_ylabel("mu_2(x)")
+    ax.set_xlabel(f"{unit_name(0)}: posterior mean mu_1(x)")
+    ax.set_ylabel(f"{unit_name(1)}: posterior mean mu_2(x)")
     ax.set_title(f"posterior means of {len(mu)} {split} images", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -360,8 +472,6 @@ def category_figure(model: Any, groups: Sequence[int] | None = None, base: torch
     groups = list(range(rows)) if groups is None else list(groups)
     wrap = rows == 1 and k > 16
     grid = image_grid(images.reshape(rows * k, *images.shape[2:]), 10 if wrap else k)
-    w, h = _panel_size(grid, min_width=3.6)
-    fig, ax = plt.subplots(figsize=(w + 1.4, h + 0.7))
     held = base_text or f"a draw z ~ p(z) (seed {seed})"
     if categorical and discrete_prior(model).groups == 1:
         title = f"E[x | z = k] for each class k = 0..{k - 1}" + (" in rows of 10" if wrap else "")
@@ -369,13 +479,9 @@ def category_figure(model: Any, groups: Sequence[int] | None = None, base: torch
         title = f"E[x|z] for each class k = 0..{k - 1} of a group; other groups at {held}"
     else:
         title = f"E[x|z] with unit z_j = 0 (left) and 1 (right); other units at {held}"
-    _show(ax, grid, plain_text(title, 110))
-    if not wrap:
-        _, hh, _ = _shape(model)
-        ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(rows)])
-        ax.set_yticklabels([f"{'group ' if categorical else 'z'}{g}" for g in groups], fontsize=8)
-    fig.tight_layout()
-    return fig
+    _, hh, _ = _shape(model)
+    names = [group_name(g) if categorical else unit_name(g) for g in groups]
+    return pixel_figure([Panel(grid, plain_text(title, 110), yticks=[] if wrap else _row_ticks(rows, hh, names))])
 
 
 def _mixture_prior(model: Any) -> Any:
@@ -414,16 +520,11 @@ def cluster_means_figure(model: Any, draws: int = 0, seed: int = 0) -> Figure:
     else:
         grid = image_grid(images.reshape(c * cols, *images.shape[2:]), cols)
         title = f"per cluster: E[x | z = m_c], then {cols - 1} draws z ~ N(m_c, v_c) (seed {seed})"
-    w, h = _panel_size(grid, min_width=3.6)
-    fig, ax = plt.subplots(figsize=(w + 1.6, h + 0.7))
-    _show(ax, grid, title)
-    if cols > 1:
-        _, hh, _ = _shape(model)
-        ax.set_yticks([1 + r * (hh + 1) + hh / 2 for r in range(c)])
-        ax.set_yticklabels([f"c{r} ({weights[r]:.2f})" for r in range(c)], fontsize=8)
-        ax.set_ylabel("cluster (weight pi_c)", fontsize=8)
-    fig.tight_layout()
-    return fig
+    _, hh, _ = _shape(model)
+    if cols == 1:
+        return pixel_figure([Panel(grid, title)])
+    return pixel_figure([Panel(grid, title, yticks=_row_ticks(c, hh, [f"c{r} ({weights[r]:.2f})" for r in range(c)]),
+                               ylabel="cluster (weight pi_c)")])
 
 
 def contingency_figure(table: Any, labels: Sequence[Any] | None = None, title: str | None = None) -> Figure:
@@ -431,7 +532,8 @@ def contingency_figure(table: Any, labels: Sequence[Any] | None = None, title: s
     in the cells when there are at most 20 x 20."""
     t = np.asarray(table, dtype=float)
     rows, cols = t.shape
-    fig, ax = plt.subplots(figsize=(min(12.0, 1.6 + 0.45 * cols), min(12.0, 1.2 + 0.35 * rows)))
+    fig = new_figure(min(12.0, 1.6 + 0.45 * cols), min(12.0, 1.2 + 0.35 * rows))
+    ax = fig.subplots()
     ax.imshow(t, cmap="Blues", aspect="auto", interpolation="nearest")
     names = [plain_text(v, 12) for v in labels] if labels is not None else [str(j) for j in range(cols)]
     ax.set_xticks(range(cols))
@@ -464,23 +566,67 @@ def _plottable(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 and math.isfinite(v)
 
 
+def robust_limits(curves: Sequence[Sequence[float]], reach: float = 2.0) -> tuple[float, float] | None:
+    """A y-range for curves over epochs that a wild first epoch cannot flatten: the range [lo, hi] of every
+    value after each curve's first (all of a curve's values when it has fewer than 3), widened to take each
+    first value that lies within ``reach`` * (hi - lo) of it, padded by 5%. None without values."""
+    curves = [[float(v) for v in c] for c in curves if len(c)]
+    if not curves:
+        return None
+    later = [v for c in curves for v in (c[1:] if len(c) >= 3 else c)]
+    lo, hi = min(later), max(later)
+    span = hi - lo if hi > lo else 0.05 * max(abs(hi), 1.0)
+    for c in curves:
+        if len(c) >= 3 and lo - reach * span <= c[0] <= hi + reach * span:
+            lo, hi = min(lo, c[0]), max(hi, c[0])
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+    return lo - pad, hi + pad
+
+
+def _mark_clipped(ax: Any, pts: Sequence[tuple[float, float]], limits: tuple[float, float], colour: Any,
+                  row: int = 0) -> int:
+    """Points of a curve outside ``limits``: a triangle at the edge they left by, with their value (the labels
+    of curve ``row`` one line further in). Their count."""
+    lo, hi = limits
+    off = [(e, y) for e, y in pts if y < lo or y > hi]
+    for e, y in off[:3]:
+        edge = lo if y < lo else hi
+        ax.plot([e], [edge], "v" if y < lo else "^", color=colour, ms=7, clip_on=False, zorder=4)
+        shift = 4 + 10 * row
+        ax.annotate(f"{y:.4g}", (e, edge), textcoords="offset points", xytext=(5, shift if y < lo else -6 - shift),
+                    fontsize=7, color=colour)
+    return len(off)
+
+
 def training_curves_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
     """ELBO, reconstruction and KL per epoch (train and validation), nats per example.
 
-    Rows that are not objects, or whose epoch is not a whole number, are left out; so are values that are
-    not finite numbers (NaN, 1e308, strings, nested objects)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    The y-axes follow :func:`robust_limits` (a first epoch far below the rest, such as -2000 nats of an
+    untrained colour model, does not flatten the curves); a point off the axis is a triangle at its edge,
+    labelled with its value. Rows that are not objects, or whose epoch is not a whole number, are left out;
+    so are values that are not finite numbers (NaN, 1e308, strings, nested objects)."""
+    fig = new_figure(12, 3.4)
+    axes = fig.subplots(1, 3)
     metrics = [m for m in metrics if isinstance(m, dict)]
     epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
     epochs = [e if isinstance(e, int) and not isinstance(e, bool) and abs(e) < 10**9 else None for e in epochs]
     for ax, key, title in zip(axes, ("elbo", "reconstruction", "kl"),
                               ("ELBO", "reconstruction E_q[log p(x|z)]", "KL(q(z|x) || p(z))")):
+        series = []
         for split, style in (("train", "-"), ("valid", "--")):
             ys = [m.get(f"{split}_{key}") for m in metrics]
-            pts = [(e, y) for e, y in zip(epochs, ys) if e is not None and _plottable(y)]
+            pts = [(e, float(y)) for e, y in zip(epochs, ys) if e is not None and _plottable(y)]
             if pts:
-                ax.plot(*zip(*pts), style, marker="o" if len(pts) < 30 else None, ms=3, label=split)
-        ax.set_title(title + " (nats)", fontsize=10)
+                series.append((split, style, pts))
+        limits = robust_limits([[y for _, y in pts] for _, _, pts in series])
+        clipped = 0
+        for row, (split, style, pts) in enumerate(series):
+            (line,) = ax.plot(*zip(*pts), style, marker="o" if len(pts) < 30 else None, ms=3, label=split)
+            if limits is not None:
+                clipped += _mark_clipped(ax, pts, limits, line.get_color(), row)
+        if limits is not None and limits[1] > limits[0]:
+            ax.set_ylim(*limits)
+        ax.set_title(title + " (nats)" + (", off the axis: triangles" if clipped else ""), fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -490,19 +636,23 @@ def training_curves_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
 
 
 def kl_per_unit_figure(kl_per_dim: Sequence[float], latent_variance: Sequence[float] | None = None,
-                       threshold: float = 0.01) -> Figure:
-    """Bars of the mean closed-form KL per latent unit (nats), sorted; active units (Cov_x E_q[z_j] >
-    ``threshold``) in blue, inactive in grey."""
+                       threshold: float = 0.01, unit: str = "unit") -> Figure:
+    """Bars of the mean closed-form KL per latent unit (nats), sorted, named ``z_1`` ... (``unit="group"``:
+    per group of a categorical code, ``group 1`` ...); active units (Cov_x E_q[z_j] > ``threshold``) in blue,
+    inactive in grey."""
     kl = np.asarray(kl_per_dim, dtype=float)
-    order = np.argsort(-kl)
+    order = np.argsort(-kl, kind="stable")
     active = (np.asarray(latent_variance, dtype=float) > threshold) if latent_variance else np.ones(len(kl), bool)
-    fig, ax = plt.subplots(figsize=(min(12.0, 2.0 + 0.22 * len(kl)), 2.8))
+    fig = new_figure(min(12.0, 2.0 + 0.22 * len(kl)), 3.0)
+    ax = fig.subplots()
     ax.bar(range(len(kl)), kl[order], color=["tab:blue" if active[j] else "tab:gray" for j in order])
     ax.set_xticks(range(len(kl)))
-    ax.set_xticklabels([str(j) for j in order], fontsize=7 if len(kl) > 20 else 8)
-    ax.set_xlabel("latent unit j (sorted)")
+    name = group_name if unit == "group" else unit_name
+    ax.set_xticklabels([name(j).replace("group ", "") for j in order], fontsize=7 if len(kl) > 20 else 8,
+                       rotation=90 if unit != "group" and len(kl) > 8 else 0)
+    ax.set_xlabel("group (sorted by KL)" if unit == "group" else "latent unit (sorted by KL)")
     ax.set_ylabel("KL (nats)")
-    ax.set_title(f"KL(q(z_j|x) || p(z_j)) per unit, averaged over the data: {int(active.sum())} active (blue)",
+    ax.set_title(f"KL(q(z_j|x) || p(z_j)) per {unit}, averaged over the data: {int(active.sum())} active (blue)",
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -521,7 +671,8 @@ def rate_distortion_figure(metrics: Sequence[dict[str, Any]], rate: float | None
               and math.isfinite(k) and math.isfinite(rec) and abs(k) < 1e12 and abs(rec) < 1e12]
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig = new_figure(5.2, 4.2)
+    ax = fig.subplots()
     rs, ds = [p[1] for p in points], [p[2] for p in points]
     ax.plot(rs, ds, "-", color="0.6", lw=1)
     sc = ax.scatter(rs, ds, c=range(len(points)), cmap="viridis", s=18, zorder=3)
@@ -535,7 +686,15 @@ def rate_distortion_figure(metrics: Sequence[dict[str, Any]], rate: float | None
     if rate is not None and distortion is not None and math.isfinite(rate) and math.isfinite(distortion):
         ax.scatter([rate], [distortion], marker="*", s=120, color="C3", zorder=4, label="evaluated (test)")
         ax.legend(fontsize=8)
+    star = rate is not None and distortion is not None and math.isfinite(rate) and math.isfinite(distortion)
+    xlim = robust_limits([rs + ([rate] if star else [])])  # a wild first epoch does not squash the path
+    ylim = robust_limits([ds + ([distortion] if star else [])])
+    off = 0
+    if xlim is not None and ylim is not None and len(rs) >= 3:
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        off = sum(not (xlim[0] <= r <= xlim[1] and ylim[0] <= d <= ylim[1]) for r, d in zip(rs, ds))
     ax.set_xlabel("rate R = KL(q(z|x) || p(z)), nats")
     ax.set_ylabel("distortion D = -E_q log p(x|z), nats")
-    ax.set_title("validation (R, D) per epoch", fontsize=10)
+    ax.set_title("validation (R, D) per epoch" + (f" ({off} off the axes)" if off else ""), fontsize=10)
     return fig

@@ -392,3 +392,20 @@ def test_a_run_file_that_is_a_link_or_a_folder_is_refused_before_any_write(finis
     code, _, err = run_cli(["train", *TINY, "--epochs", "2", "--resume", "--out", str(finished)])
     assert_one_line_error(code, err, ckpt.MODEL_FILE, "regular file")
     assert tree_bytes(finished) == before and outside.read_bytes() == outside_before
+
+
+@pytest.mark.parametrize("marked", [False, True])
+def test_resuming_a_run_with_a_corrupt_config_is_refused_before_any_write(tmp_path, marked):
+    """The settings of the run to resume are read before the lock and the marker are written: a refusal leaves
+    the folder exactly as it was (no .lock, no marker added to a run from before the marker)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if marked:
+        contract.write_marker(folder)
+    (folder / "config.json").write_text("{bad")
+    (folder / "checkpoint.safetensors").write_bytes(b"junk")
+    before = tree_bytes(folder)
+    code, _, err = train(folder, "--resume")
+    assert_one_line_error(code, err)
+    assert "config.json is missing or corrupt" in err
+    assert tree_bytes(folder) == before

@@ -19,11 +19,12 @@ exact posterior (the ELBO then equals log p(x): every importance weight is p(x))
 deliberately wrong q (the gap log p(x) - ELBO then equals KL(q || p(z|x)), printed in closed form).
 The grid integral of the 2-D latent space is shown too.
 
-With RUN: the first --n examples of the run's test split. For a 2-D latent space log p(x) is also
-computed by numerical integration over a grid of z (a coarse 200x200 grid over [-6, 6]^2 finds the
-posterior mass, a fine --grid x --grid grid over that box integrates it; the grid error is estimated
-from the same sum at half the resolution). For other latent sizes grid integration is not feasible,
-and the command prints IWAE_K vs ELBO and the gap only.
+With RUN: --n examples of the run's test split, a fixed random subset drawn with --seed
+(class-balanced when the data set has labels; that of 'vaekit evaluate RUN --limit N', same seed).
+For a 2-D latent space log p(x) is also computed by numerical integration over a grid of z (a
+coarse 200x200 grid over [-6, 6]^2 finds the posterior mass, a fine --grid x --grid grid over that
+box integrates it; the grid error is estimated from the same sum at half the resolution). For other
+latent sizes grid integration is not feasible, and the command prints IWAE_K vs ELBO and the gap only.
 
 With RUN of a model with discrete latents (categorical or binary codes, at most 2^24 of them): log p(x)
 = logsumexp_z [log p(x|z) + log p(z)] exactly, by a sum over every code, beside IWAE_K for K = 1, 10,
@@ -40,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", metavar="RUN", nargs="?", default=None,
                         help="run directory (omit it for the linear-Gaussian demo)")
-    parser.add_argument("--n", type=positive_int, default=20, help="number of test examples (default 20)")
+    parser.add_argument("--n", type=positive_int, default=20,
+                        help="number of test examples, a fixed random subset drawn with --seed (default 20)")
     parser.add_argument("--k", type=importance_samples, default=5000,
                         help="importance samples per example (default 5000)")
     parser.add_argument("--grid", type=grid_points, default=200, help="fine grid points per axis (default 200)")
@@ -215,6 +217,18 @@ def _discrete_run(args: argparse.Namespace, model: Any, x: Any, y: Any) -> dict[
             "checks": checks, "examples": examples}
 
 
+def density_note(model: Any, levels: int | None) -> str | None:
+    """The line saying what the numbers are when p(x|z) is a density and the data are grey levels: log p(x) is
+    then the log-density of the images scaled to [0, 1], not the log-probability of their integer values
+    (``vaekit evaluate`` quotes the dequantised bound on that probability)."""
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is None or getattr(likelihood, "levels", None) is not None or levels is None or levels <= 2:
+        return None
+    return (f"note: the {likelihood.name} likelihood is a density, so these values are log-densities of the images "
+            f"scaled to [0, 1], not log-probabilities of their {levels} grey levels (vaekit evaluate quotes the "
+            f"dequantised bound log P(x) >= E_u log p((k + u) / {levels}) - D log {levels})")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -226,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
     from vaekit.enumeration import is_enumerable
     from vaekit.errors import DataError
-    from vaekit.evaluation import check_shape, json_safe, load_model, load_run_data, split_images
+    from vaekit.evaluation import check_shape, json_safe, limit_split, load_model, load_run_data, split_images
     from vaekit.exact import compare_bounds
 
     if args.run is None:
@@ -245,21 +259,27 @@ def _run(args: argparse.Namespace) -> int:
             out[name].pop("_c"), out[name].pop("_kl")
     else:
         model = load_model(args.run)
-        ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
+        ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset, split="test")
         x, y = split_images(ds, "test", args.seed)
-        x = x[: args.n]
+        x, y, _ = limit_split(x, y, args.n, args.seed)
         check_shape(model, x, "the test split")
+        note = density_note(model, getattr(ds, "levels", None))
+        values = "log-probability" if getattr(getattr(model, "likelihood", None), "levels", 2) else "log-density"
+        if note and not args.json:
+            print(note)
         if is_enumerable(model, MAX_CODES):
             if getattr(model, "condition", 0) and y is None:
                 raise DataError("the model is conditional and the test split has no labels")
-            out = _discrete_run(args, model, x, y[: args.n] if getattr(model, "condition", 0) else None)
+            out = _discrete_run(args, model, x, y if getattr(model, "condition", 0) else None)
+            out["values"] = values
             if args.json:
                 print(json.dumps(json_safe(out)))
             return 0
         c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
         latent = c["latent"]
         out = {"run": str(args.run), "latent": latent, "k": args.k, "n": c["n"], "grid": "grid" in c,
-               "means": c["means"], "checks": _checks(c), "examples": _examples(c)}
+               "means": c["means"], "checks": _checks(c), "examples": _examples(c),
+               "values": values}
         if not args.json:
             print(f"{args.run}: {c['n']} test examples, latent {latent}, K = {args.k}")
             if "grid" in c:

@@ -5,7 +5,8 @@ cache. When some files are missing but others give some splits (e.g. only the MN
 ``t10k-`` files), it reports the splits it can read and says which files are missing and
 where to get them (exit status 0); with no usable file it is an error (exit status 2).
 ``--json`` prints one JSON object on the last line of stdout:
-``{"dataset", "shape": [C, H, W], "binary", "splits": {"train", "valid", "test"}, ...}``.
+``{"dataset", "shape": [C, H, W], "binary", "levels", "splits": {"train", "valid", "test"}, ...}``
+(``levels``: the number of grey levels, 2 binary, 256 for 8-bit images, null when real-valued).
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from vaekit.commands._args import nonnegative_int, positive_int, seed_int
 
 _DESCRIPTION = (
     "Load a data set and print its splits and their sizes, the image shape (C x H x W), the "
-    "value type (binary {0,1} or continuous in [0,1]) and the labels. DATASET is "
-    "binarized-mnist, mnist, fashion-mnist, kmnist, digits, or images:DIR, npy:FILE, npz:FILE."
+    "value type (binary {0,1}, grey levels k/(L-1), or continuous in [0,1]), the number of grey levels L "
+    "and the labels. DATASET is binarized-mnist, mnist, mnist-grey, fashion-mnist, kmnist, cifar10, "
+    "digits, one of mnist-t10k, fashion-mnist-t10k, kmnist-t10k, or images:DIR, npy:FILE, npz:FILE. "
+    "mnist keeps its 8-bit grey levels unless --binarize says otherwise (mnist-grey: the same, binarization "
+    "refused). With only the t10k- test files at hand, mnist lists the test split, and mnist-t10k carves "
+    "train / valid / test (7,000 / 1,000 / 2,000; the test part fixed, the validation part by --seed) out "
+    "of those 10,000 test images, for training without the train- files. cifar10 reads the binary archive "
+    "cifar-10-binary.tar.gz as published (verified by its MD5 when downloaded)."
 )
 
 
@@ -61,7 +68,9 @@ def _value_type(info: dict) -> str:
     if info["binary"]:
         how = {"static": "static binarization", "threshold": "thresholded at 0.5"}
         return "binary {0,1}" + (f" ({how[info['binarize']]})" if info["binarize"] in how else "")
-    return "continuous in [0,1]"
+    if info.get("levels"):
+        return "grey levels in [0,1] (discrete, see levels)"
+    return "continuous in [0,1] (real-valued)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"source   {info['source']}")
     print(f"shape    {c}x{h}x{w} (C x H x W)")
     print(f"values   {_value_type(info)}")
+    levels = info.get("levels")
+    print(f"levels   {levels} grey levels per channel (x = k / {levels - 1})" if levels
+          else "levels   real-valued (no grey-level grid)")
     if info["labels"]:
         classes = info["classes"]
         shown = f": {', '.join(classes)}" if classes and len(classes) <= 20 else ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from vaekit.commands._args import importance_samples, nonnegative_int, positive_int, seed_int
 
@@ -19,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "For discrete latents with at most --exact-limit codes (categorical or binary codes) also the exact "
         "log p(x) = logsumexp_z [log p(x|z) + log p(z)] by a sum over every code (nll_exact), the exact ELBO and "
         "gap; the KL per unit and the active units of categorical codes are per group. "
+        "Only the evaluated split is loaded (the MNIST t10k- files alone serve --split test). "
         "Example: vaekit evaluate RUN --k 5000",
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="evaluate on this data set instead of the run's")
-    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                        help="evaluate a fixed random subset of N examples, drawn with --seed: class-balanced when "
+                        "the data set has labels, else uniform (never simply the first N); the notes say which")
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, then MPS, then the CPU), cpu, cuda or mps")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Monte Carlo draws splitting the rate into I_q(x; z) and KL(q(z) || p(z)) "
                         "(default 10000; 0: not estimated)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (by default one on stderr when it is a terminal: examples done, "
+                        "elapsed time and ETA)")
+    parser.add_argument("--progress", action="store_true",
+                        help="draw the progress bar even when stderr is not a terminal (a log file)")
     parser.set_defaults(func=run)
 
 
@@ -60,18 +67,16 @@ def _limit(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from vaekit.enumeration import DEFAULT_LIMIT
     from vaekit.evaluation import evaluate_run, format_table
+    from vaekit.progress import Bar, enabled
 
-    show = not args.json and sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if show:
-            print(f"\r{done}/{total} examples", end="", file=sys.stderr, flush=True)
+    show = not args.quiet and enabled(True if args.progress else None)
+    progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show)  # on stderr: stdout is the result
 
     from vaekit.runtime import autocast_context, resolve_device, set_precision
 
     device = resolve_device(args.device)
     set_precision(device, args.precision)
-    with autocast_context(device, args.precision):
+    with progress, autocast_context(device, args.precision):
         result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                               device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
                               limit=args.limit, progress=progress,
@@ -79,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
                               surgery_samples=args.surgery_samples)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
-    if show:
-        print(file=sys.stderr)
     if args.json:
         d = result.to_dict()
         keys = ("split", "k", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "bits_per_dim", "gap",
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                 "seconds", "log_weights_per_second", "notes", "unit", "nll_exact", "nll_exact_stderr",
                 "bits_per_dim_exact", "elbo_exact", "gap_exact", "exact_codes", "rate", "rate_stderr",
                 "distortion", "distortion_stderr", "mutual_information", "mutual_information_stderr",
-                "marginal_kl", "marginal_kl_stderr", "clustering", "selected_by")
+                "marginal_kl", "marginal_kl_stderr", "clustering", "selected_by", "log_px_kind", "levels",
+                "dequantized", "dequantization_nats", "variance_floor_fraction")
         print(json.dumps({key: d[key] for key in keys}))
     else:
         print(format_table(result))

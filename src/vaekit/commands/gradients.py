@@ -113,15 +113,13 @@ def _check(args: argparse.Namespace) -> list[int]:
 
 
 def _plot(rows: list[Any], theta: float, trials: int, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     from vaekit.estimators import ESTIMATORS, worked_example_variance
 
-    fig, ax = plt.subplots(figsize=PLOT_INCHES, dpi=PLOT_DPI)
+    fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)  # pyplot-free: the matplotlib backend stays as it is
+    ax = fig.subplots()
     try:
         for k, name in enumerate(ESTIMATORS):
             mine = [r for r in rows if r.estimator == name]
@@ -149,7 +147,7 @@ def _plot(rows: list[Any], theta: float, trials: int, path: str) -> None:
         except OSError as exc:
             raise VaekitError(f"cannot write --plot {path!r}: {exc.strerror or exc}") from None
     finally:
-        plt.close(fig)
+        fig.clear()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -212,12 +212,10 @@ def _print(out: dict[str, Any]) -> None:
 
 
 def _plot(result: Any, args: argparse.Namespace) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=PLOT_INCHES, dpi=PLOT_DPI)
+    fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)  # pyplot-free: the matplotlib backend stays as it is
+    ax = fig.subplots()
     try:
         names = list(dict.fromkeys(r.estimator for r in result.rows))
         flat = []
@@ -246,4 +244,4 @@ def _plot(result: Any, args: argparse.Namespace) -> None:
         except OSError as exc:
             raise VaekitError(f"cannot write --plot {args.plot!r}: {exc.strerror or exc}") from None
     finally:
-        plt.close(fig)
+        fig.clear()

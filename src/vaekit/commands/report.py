@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write one self-contained HTML page (images embedded) with the run's settings, its training "
         "curves, an evaluation table (ELBO, importance-sampled log p(x) with --k samples, bits/dim, gap, active "
         "units), samples, reconstructions, interpolations, latent traversals and, for a 2-D latent space, the "
-        "decoded manifold and a scatter of the test set. Discrete codes (categorical, binary) get the decoded "
+        "decoded manifold and a scatter of the test set, and an interactive latent explorer (the decoder runs in "
+        "the page: moving the pointer over a plane of two latent units shows the decoded image; MLP decoders). "
+        "Discrete codes (categorical, binary) get the decoded "
         "mean of every category in place of traversals; a model with a cluster variable (one categorical group, "
         "a mixture of Bernoullis, the Gaussian-mixture prior) its clustering accuracy against the labels and, "
         "for the Gaussian mixture, its decoded cluster means. Prints the path of the page.",
@@ -23,19 +25,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=importance_samples, default=500,
                         help="importance samples for the evaluation table (default 500; 5000 for published numbers)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                        help="evaluate a fixed class-balanced (or, without labels, uniform) random subset of N "
+                        "examples drawn with --seed")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")
     parser.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="nothing on stderr but errors (by default the steps, and a progress bar with the ETA "
+                        "when stderr is a terminal)")
+    parser.add_argument("--progress", action="store_true",
+                        help="draw the progress bar even when stderr is not a terminal (a log file)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaekit.progress import Bar, enabled
     from vaekit.report import write_report
 
-    path = write_report(args.run, k=args.k, split=args.split, seed=args.seed, data_dir=args.data_dir,
-                        dataset_name=args.dataset, limit=args.limit, out=args.out,
-                        log=lambda msg: print(msg, file=sys.stderr))
+    show = not args.quiet and enabled(True if args.progress else None)
+    with Bar(f"log p(x), K = {args.k}", "examples", enabled=show) as progress:
+        path = write_report(args.run, k=args.k, split=args.split, seed=args.seed, data_dir=args.data_dir,
+                            dataset_name=args.dataset, limit=args.limit, out=args.out, progress=progress,
+                            log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
     print(path)
     return 0

@@ -11,7 +11,8 @@ from vaekit.commands._args import finite_float, int_list, nonnegative_int, posit
 # flag name -> (type, help); defaults live in vaekit.config.TrainConfig, so every flag
 # defaults to None here and "given on the command line" is exactly "not None".
 FLAGS: dict[str, tuple] = {
-    "--dataset": (str, "data set: digits, binarized-mnist, mnist, fashion-mnist, kmnist, images:DIR, npz:FILE"),
+    "--dataset": (str, "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, "
+                  "cifar10, images:DIR, npz:FILE (vaekit data --help lists them all)"),
     "--data-dir": (str, "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)"),
     "--binarize": (str, "none, static, dynamic or threshold (grey-level data: dynamic or threshold)"),
     "--epochs": (positive_int, "number of epochs (default 10)"),
@@ -56,6 +57,10 @@ FLAGS: dict[str, tuple] = {
     "--device": (str, "auto, cpu, cuda or mps"),
     "--precision": (str, "fp32, tf32 or bf16"),
     "--threads": (positive_int, "CPU threads for torch"),
+    "--log": (str, "loggers besides RUN/metrics.jsonl, comma-separated: csv (RUN/metrics.csv), tensorboard "
+                   "(RUN/tensorboard/), mlflow, wandb; none: no other (default none; a resume keeps the run's)"),
+    "--log-images-every": (nonnegative_int, "a grid of decoded samples z ~ p(z) to the image loggers every N "
+                                            "epochs and at the last (default 5; 0: never)"),
 }
 
 
@@ -125,7 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train", help="train a VAE and write a run directory",
         description="Train a VAE by maximising the ELBO (or the IWAE bound). Writes RUN/config.json, "
-        "RUN/metrics.jsonl, RUN/model.safetensors (best weights) and RUN/checkpoint.safetensors (for --resume).",
+        "RUN/metrics.jsonl, RUN/model.safetensors (best weights) and RUN/checkpoint.safetensors (for --resume); "
+        "with --log also RUN/metrics.csv (csv) and RUN/tensorboard/ (tensorboard: scalars per epoch and grids of "
+        "samples, for tensorboard --logdir RUN).",
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--config", help="TOML or YAML file of settings; flags override it")

@@ -16,12 +16,20 @@ from vaekit.components.discrete import (
     GaussianMixturePrior,
 )
 from vaekit.components.flows import IAFPosterior, PlanarPosterior
-from vaekit.components.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, GaussianLikelihood
+from vaekit.components.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalPixelLikelihood,
+    ContinuousBernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+    MixtureLogisticsLikelihood,
+)
 from vaekit.components.pixelcnn import PixelCNNLikelihood
 from vaekit.components.posteriors import GaussianPosterior
 from vaekit.components.priors import StandardNormalPrior, VampPrior
 
 __all__ = ["LIKELIHOODS", "POSTERIORS", "PRIORS", "BernoulliLikelihood", "BernoulliPosterior", "BernoulliPrior",
-           "CategoricalPosterior", "CategoricalPrior", "ContinuousBernoulliLikelihood", "GaussianMixturePrior",
-           "GaussianLikelihood", "GaussianPosterior", "IAFPosterior", "Likelihood", "PixelCNNLikelihood",
+           "CategoricalPixelLikelihood", "CategoricalPosterior", "CategoricalPrior", "ContinuousBernoulliLikelihood",
+           "DiscretizedLogisticLikelihood", "GaussianMixturePrior", "GaussianLikelihood", "GaussianPosterior",
+           "IAFPosterior", "Likelihood", "MixtureLogisticsLikelihood", "PixelCNNLikelihood",
            "PlanarPosterior", "Posterior", "Prior", "StandardNormalPrior", "VampPrior", "kinds"]

@@ -6,15 +6,22 @@
 * a **prior** is p(z) as a distribution (:data:`PRIORS`: ``standard``, ``vamp``, ``mixture``, ``categorical``,
   ``bernoulli``);
 * a **likelihood** turns the decoder's output into p(x|z), a distribution over images (C, H, W)
-  (:data:`LIKELIHOODS`: ``bernoulli``, ``gaussian``, ``continuous-bernoulli``, ``pixelcnn``).
+  (:data:`LIKELIHOODS`: ``bernoulli``, ``gaussian``, ``continuous-bernoulli``, ``pixelcnn``, and the
+  probabilities of integer pixel values ``discretized-logistic``, ``discretized-logistic-mixture``,
+  ``categorical-256``).
 
 The contracts, which every component documents and user code can rely on:
 
 * ``Posterior.param_size`` numbers per example come out of the encoder, (N, param_size); ``posterior(params)``
   returns q(z|x) with batch shape (N,) and event shape (L,), supporting ``rsample(sample_shape)`` and ``log_prob``.
-* ``Likelihood.param_shape`` = (P * C, H, W) comes out of the decoder for each code (channel p * C + c holds
-  parameter p of image channel c); ``likelihood(params)`` returns p(x|z) with event shape (C, H, W), whose
-  ``log_prob(x)`` sums over pixels (nats) and broadcasts x (N, C, H, W) against params (..., N, P*C, H, W).
+* ``Likelihood.param_shape`` comes out of the decoder for each code: (P * C, H, W) for P parameters per
+  sub-pixel (channel p * C + c holds parameter p of image channel c), or a shape of the likelihood's own where
+  its parameters are not P per sub-pixel (the mixture of logistics: M (1 + 2C + C (C - 1) / 2) channels, which
+  overrides ``param_shape`` and ``split``); a model sizes its decoder by ``param_shape`` alone.
+  ``likelihood(params)`` returns p(x|z) with event shape (C, H, W), whose ``log_prob(x)`` sums over pixels
+  (nats) and broadcasts x (N, C, H, W) against params (..., N, *param_shape).
+* ``Likelihood.levels`` says what log p(x|z) is: an integer L for a probability of values on the grid
+  x = k / (L - 1), k = 0..L-1 (2 for binary pixels; then bits/dim need no correction), None for a density.
 * ``Prior.distribution()`` returns p(z) with event shape (L,).
 
 A component stores each of its settings as an attribute of the same name, so that :meth:`Component.config`
@@ -135,8 +142,12 @@ class Likelihood(Component):
 
     kind = "likelihood"
     params_per_pixel: int = 1
-    #: True when :meth:`mean` is a Monte Carlo estimate of E[x|z] (an autoregressive p(x|z))
+    #: True when :meth:`mean` only estimates E[x|z]: by Monte Carlo (an autoregressive p(x|z)), or by an
+    #: approximation (the colour-coupled mixture of logistics)
     mean_is_estimate: bool = False
+    #: The grey levels L of a probability over x in {0, 1/(L-1), ..., 1} per value (2: binary pixels);
+    #: None for a density (log p(x|z) then is no log-probability of discrete data)
+    levels: int | None = None
 
     def __init__(self, shape: tuple[int, ...]):
         super().__init__()
@@ -151,7 +162,7 @@ class Likelihood(Component):
 
     @property
     def param_shape(self) -> tuple[int, ...]:
-        """The decoder's output per code: (P * C, H, W)."""
+        """The decoder's output per code: (P * C, H, W) (a likelihood with another layout overrides it)."""
         return (self.params_per_pixel * self.shape[0], *self.shape[1:])
 
     def split(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -176,6 +187,11 @@ class Likelihood(Component):
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x ~ p(x|z), reproducible with ``generator``."""
         return vd.sample(self(params), (), generator)
+
+    def floor_fraction(self, params: torch.Tensor) -> float | None:
+        """The fraction of the values whose learned scale sits at its lower bound (a Gaussian variance at its
+        floor), for the decoder output ``params``; None when the likelihood has no such bound."""
+        return None
 
 
 def kinds() -> dict[str, Registry]:

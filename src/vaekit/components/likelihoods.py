@@ -1,8 +1,13 @@
 """Observation models p(x|z): the decoder's output -> a distribution over images (C, H, W).
 
-Every likelihood takes the decoder output ``params`` (..., P*C, H, W) for P parameters per pixel and returns
-p(x|z) as a ``torch.distributions`` object whose ``log_prob`` sums over the pixels (nats). The Bernoulli and
-continuous Bernoulli are probabilities / densities of single pixels; the Gaussian is a density on [0, 1]^D.
+Every likelihood takes the decoder output ``params`` (..., *param_shape), (..., P*C, H, W) for P parameters per
+pixel, and returns p(x|z) as a ``torch.distributions`` object whose ``log_prob`` sums over the pixels (nats).
+
+* probabilities (``levels`` = L): the Bernoulli of binary pixels (L = 2), and for integer grey levels
+  x = k / (L - 1) the discretized logistic, the discretized mixture of logistics and the L-way categorical
+  (:mod:`vaekit.distributions.pixel`); their bits/dim are -log2 p(x|z) / D with no correction;
+* densities (``levels`` = None): the continuous Bernoulli on [0, 1] and the Gaussian, whose log p(x|z) is a
+  density on [0, 1]^D (it can exceed 0), no probability of discrete pixel values.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from torch import nn
 from vaekit.components.base import LIKELIHOODS, Likelihood
 from vaekit.distributions import DiagonalNormal, IndependentBernoulli, IndependentContinuousBernoulli
 from vaekit.distributions.normal import sum_event
+from vaekit.distributions.pixel import DiscretizedLogistic, DiscretizedLogisticMixture, PixelCategorical
 
 
 @LIKELIHOODS.register("bernoulli", help="binary pixels, x_d ~ Bernoulli(sigmoid(l_d))")
 class BernoulliLikelihood(Likelihood):
     """x_d ~ Bernoulli(sigmoid(l_d)); log p(x|z) = sum_d [x_d l_d - softplus(l_d)] = -BCE(l, x)."""
+
+    levels = 2  # a probability of binary pixels (on grey targets the same sum is a cross-entropy, not log p)
 
     def forward(self, logits: torch.Tensor) -> IndependentBernoulli:
         return IndependentBernoulli(logits, self.event_dims)
@@ -91,3 +99,146 @@ class GaussianLikelihood(Likelihood):
     def forward(self, params: torch.Tensor) -> DiagonalNormal:
         mu, log_var = self._split(params)
         return DiagonalNormal(mu, log_var, self.event_dims)
+
+    def floor_fraction(self, params: torch.Tensor) -> float | None:
+        """The fraction of the pixels whose log sigma^2 sits at ``min_log_var`` (the clamp): for
+        ``per-pixel`` the decoder's outputs, for ``learned`` the shared variance (0 or 1); None when fixed."""
+        if self.variance == "fixed":
+            return None
+        if self.variance == "per-pixel":
+            raw = self.split(params)[1]
+            return float((raw <= self.min_log_var).double().mean()) if raw.numel() else None
+        return float(float(self.log_var) <= self.min_log_var)
+
+
+# -- probabilities of integer grey levels x = k / (L - 1) -----------------------------------------------------
+
+#: The largest number of grey levels (16-bit images).
+MAX_LEVELS = 2**16
+
+
+def _at_least_float32(params: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 decoder outputs (autocast) in float32: bf16 cannot tell apart neighbouring bins of 8-bit
+    values (its spacing near 1 is 1/128), so the probabilities are computed in float32 at least."""
+    return params.float() if params.dtype in (torch.float16, torch.bfloat16) else params
+
+
+def _check_levels(levels: int) -> None:
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels must be an integer from 2 to {MAX_LEVELS} (the data's grey levels: 256 for "
+                         f"8-bit images), got {levels!r}")
+
+
+@dataclass
+class PixelLevelsConfig:
+    levels: int = 256  # grey levels L of the data: x = k / (L - 1), k = 0..L-1 (256 for 8-bit images)
+
+    def __post_init__(self) -> None:
+        _check_levels(self.levels)
+
+
+#: The lower bound on log s of the discretized logistics (PixelCNN++'s): s >= e^-7, about 1/9 of a bin of
+#: 8-bit data in the [-1, 1] units of the grid; a probability needs no more (each bin's mass is at most 1).
+MIN_LOG_SCALE = -7.0
+
+
+@LIKELIHOODS.register("discretized-logistic", PixelLevelsConfig, prefix="pixel",
+                      help="discretized logistic: a probability of integer grey levels (PixelCNN++ bins)")
+class DiscretizedLogisticLikelihood(Likelihood):
+    """P(x|z) = prod_d DLogistic(k_d; mu_d, s_d), x_d = k_d / (L - 1) (:class:`~vaekit.distributions.pixel.
+    DiscretizedLogistic`): the logistic CDF over the PixelCNN++ bins of width 2 / (L - 1) in [-1, 1].
+
+    The decoder gives mu (in [-1, 1] units; 0 is mid-grey) and log s per sub-pixel (P = 2), log s clamped at
+    :data:`MIN_LOG_SCALE`. A decoder output of 0 is mu = 0, s = 1, a broad start (about 9 bits on a mid-grey
+    value, a quarter of the mass on each edge value), from which training narrows the scales.
+    """
+
+    params_per_pixel = 2
+
+    def __init__(self, shape: tuple[int, ...], levels: int = 256):
+        super().__init__(shape)
+        _check_levels(levels)
+        self.levels = int(levels)
+
+    def forward(self, params: torch.Tensor) -> DiscretizedLogistic:
+        loc, log_scale = self.split(_at_least_float32(params))
+        return DiscretizedLogistic(loc, log_scale.clamp(min=MIN_LOG_SCALE), self.levels, self.event_dims)
+
+
+@dataclass
+class MixtureLogisticsConfig:
+    mixtures: int = 5  # M logistic components per pixel, shared by its channels
+    levels: int = 256  # grey levels L of the data: x = k / (L - 1), k = 0..L-1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mixtures, bool) or not isinstance(self.mixtures, int) or not 1 <= self.mixtures <= 1024:
+            raise ValueError(f"mixtures must be an integer from 1 to 1024, got {self.mixtures!r}")
+        _check_levels(self.levels)
+
+
+@LIKELIHOODS.register("discretized-logistic-mixture", MixtureLogisticsConfig, prefix="pixel",
+                      flags={"mixtures": "mixtures"},
+                      help="discretized mixture of logistics with PixelCNN++'s colour coupling (probabilities)")
+class MixtureLogisticsLikelihood(Likelihood):
+    """P(x|z) = prod_ij sum_m pi_m prod_c DLogistic(k_c; mu_mc, s_mc) with PixelCNN++'s coupling of the
+    channel means (:class:`~vaekit.distributions.pixel.DiscretizedLogisticMixture`, Salimans et al. 2017).
+
+    The decoder gives M (1 + 2C + C (C - 1) / 2) channels per pixel (10 M for RGB, 3 M for grey), in blocks:
+    the M mixture logits, the M * C locations (channel m * C + c), the M * C log-scales (clamped at
+    :data:`MIN_LOG_SCALE`) and the M * C (C - 1) / 2 coupling coefficients (tanh-squashed). The locations
+    start at mid-grey plus a spread over [-1, 1] by component (loc_m + (2 m + 1) / M - 1), so that the
+    components begin apart; decoder outputs of 0 give s = 1.
+    """
+
+    def __init__(self, shape: tuple[int, ...], mixtures: int = 5, levels: int = 256):
+        super().__init__(shape)
+        MixtureLogisticsConfig(mixtures, levels)  # the same checks for direct construction
+        if len(self.shape) != 3:
+            raise ValueError(f"the discretized-logistic-mixture likelihood needs images (C, H, W), got {self.shape}")
+        self.mixtures, self.levels = int(mixtures), int(levels)
+        c = self.shape[0]
+        self._sizes = (self.mixtures, self.mixtures * c, self.mixtures * c, self.mixtures * (c * (c - 1) // 2))
+        spread = torch.tensor([(2 * m + 1) / self.mixtures - 1.0 for m in range(self.mixtures)])
+        self.register_buffer("_spread", spread.reshape(self.mixtures, 1, 1, 1), persistent=False)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """(M (1 + 2C + C (C - 1) / 2), H, W): logits, locations, log-scales and coupling coefficients."""
+        return (sum(self._sizes), *self.shape[1:])
+
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(logits (..., M, H, W), loc (..., M, C, H, W), log_scale (..., M, C, H, W), coeffs (..., M, P, H, W))."""
+        m, (c, h, w) = self.mixtures, self.shape
+        logits, loc, log_scale, coeffs = params.split(list(self._sizes), dim=-3)
+        lead = params.shape[:-3]
+        return (logits, loc.reshape(*lead, m, c, h, w), log_scale.reshape(*lead, m, c, h, w),
+                coeffs.reshape(*lead, m, c * (c - 1) // 2, h, w))
+
+    @property
+    def mean_is_estimate(self) -> bool:  # type: ignore[override]
+        """The mean of coupled channels is an approximation (see DiscretizedLogisticMixture.mean)."""
+        return self.shape[0] > 1
+
+    def forward(self, params: torch.Tensor) -> DiscretizedLogisticMixture:
+        logits, loc, log_scale, coeffs = self.split(_at_least_float32(params))
+        return DiscretizedLogisticMixture(logits, loc + self._spread.to(loc.dtype), log_scale.clamp(min=MIN_LOG_SCALE),
+                                          coeffs, self.levels)
+
+
+@LIKELIHOODS.register("categorical-256", PixelLevelsConfig, prefix="pixel",
+                      help="an independent L-way categorical per sub-pixel (L = levels, 256 for 8-bit images)")
+class CategoricalPixelLikelihood(Likelihood):
+    """P(x|z) = prod_d softmax(l_d)_{k_d}, x_d = k_d / (L - 1) (:class:`~vaekit.distributions.pixel.
+    PixelCategorical`): L logits per sub-pixel, channel p * C + c holding the logit of value p of channel c.
+    Decoder outputs of 0 are the uniform distribution, log2 L bits per dimension."""
+
+    def __init__(self, shape: tuple[int, ...], levels: int = 256):
+        super().__init__(shape)
+        _check_levels(levels)
+        self.levels = int(levels)
+        self.params_per_pixel = self.levels
+
+    def forward(self, params: torch.Tensor) -> PixelCategorical:
+        blocks = _at_least_float32(params).unflatten(-self.event_dims, (self.levels, self.shape[0]))  # (.., L, C, ..)
+        logits = blocks.movedim(-self.event_dims - 1, -1)  # (..., C, H, W, L)
+        return PixelCategorical(logits, self.event_dims)

@@ -84,6 +84,7 @@ class PixelCNNLikelihood(Likelihood):
     """
 
     mean_is_estimate = True  # E[x|z] has no closed form: :meth:`mean` is a Monte Carlo estimate
+    levels = 2  # a probability of binary pixels
 
     def __init__(self, shape: Sequence[int], params: int = 4, layers: int = 6, channels: int = 64,
                  kernel: int = 3):

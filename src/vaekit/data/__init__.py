@@ -4,8 +4,22 @@
 >>> ds.shape, ds.binary, ds.info()["splits"]
 ((1, 28, 28), True, {'train': 50000, 'valid': 10000, 'test': 10000})
 
-``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``fashion-mnist``,
-``kmnist``, ``digits``) or the user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``.
+``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``mnist-grey``,
+``fashion-mnist``, ``kmnist``, the ``-t10k`` variants ``mnist-t10k``, ``fashion-mnist-t10k``,
+``kmnist-t10k``, ``cifar10``, ``digits``) or the user's own data: ``images:DIR``,
+``npy:FILE``, ``npz:FILE``.
+
+MNIST grey levels and the test files alone: ``mnist`` keeps the 8-bit grey levels unless a
+binarization is asked for, and ``mnist-grey`` is the same data with binarization refused.
+When only the ``t10k-`` files are at hand, ``load_dataset("mnist", splits=("test",))`` reads
+the test split (``vaekit evaluate`` asks only for the split it evaluates), and
+``mnist-t10k`` carves a train / valid / test split of its own out of the 10,000 test images
+(7,000 / 1,000 / 2,000 by default: the test part fixed, the validation part chosen by
+``seed``), explicitly: ``mnist`` never falls back to it (see :mod:`vaekit.data.idx`).
+
+Grey levels: ``Dataset.levels`` is the number L of values x = k / (L - 1) the data takes (2
+binary, 256 for 8-bit images and CIFAR-10, 17 for ``digits``, ``None`` for real-valued
+arrays), see :mod:`vaekit.data.base`.
 Every loader returns a :class:`Dataset` (float32 (N, C, H, W) in [0, 1]; see
 :mod:`vaekit.data.base` for the binarization protocols and the split rules), and every
 problem with the data is a :class:`~vaekit.errors.DataError` naming the file and what is
@@ -29,14 +43,25 @@ from functools import partial
 from pathlib import Path
 
 from vaekit.data.amat import load_binarized_mnist, parse_amat, read_amat, write_amat
-from vaekit.data.base import BINARIZE_MODES, SPLITS, Dataset, check_splits, keep_splits
+from vaekit.data.base import (
+    BINARIZE_MODES,
+    SPLITS,
+    Dataset,
+    check_splits,
+    class_interleaved_order,
+    keep_splits,
+    subset_indices,
+)
+from vaekit.data.cifar import load_cifar10, read_cifar_archive, write_cifar_archive
 from vaekit.data.digits import load_digits
 from vaekit.data.download import MissingFilesError, cache_root, dataset_dir
 from vaekit.data.files import load_file_dataset, read_images_dir
 from vaekit.data.idx import (
     IDX_SETS,
     load_idx_dataset,
+    load_idx_grey,
     load_idx_split,
+    load_idx_t10k,
     read_idx,
     read_idx_images,
     read_idx_labels,
@@ -53,16 +78,20 @@ __all__ = [
     "DatasetEntry",
     "MissingFilesError",
     "cache_root",
+    "class_interleaved_order",
     "dataset_dir",
     "load_dataset",
     "load_idx_split",
     "parse_amat",
     "read_amat",
+    "read_cifar_archive",
     "read_idx",
     "read_idx_images",
     "read_idx_labels",
     "read_images_dir",
+    "subset_indices",
     "write_amat",
+    "write_cifar_archive",
     "write_idx",
 ]
 
@@ -95,6 +124,32 @@ DATASETS: dict[str, DatasetEntry] = {
         )
         for name, spec in IDX_SETS.items()
     },
+    "mnist-grey": DatasetEntry(
+        "mnist-grey",
+        "MNIST at its 8-bit grey levels (256 levels, never binarized); the same data as mnist with binarize none",
+        (1, 28, 28),
+        True,
+        partial(load_idx_grey, "mnist"),
+    ),
+    **{
+        f"{name}-t10k": DatasetEntry(
+            f"{name}-t10k",
+            f"{name}'s 10,000 t10k- test images alone, split 7,000 / 1,000 / 2,000 (train / valid / test; "
+            "test fixed, valid by seed), for when the train- files are absent; grey levels unless binarized",
+            (1, 28, 28),
+            True,
+            partial(load_idx_t10k, name),
+        )
+        for name in IDX_SETS
+    },
+    "cifar10": DatasetEntry(
+        "cifar10",
+        "CIFAR-10 (Krizhevsky 2009) from its binary archive, 3x32x32 colour at 8-bit values, 10 classes, "
+        "50k train (5k of them carved for validation) / 10k test",
+        (3, 32, 32),
+        True,
+        load_cifar10,
+    ),
     "digits": DatasetEntry(
         "digits",
         "scikit-learn's bundled 8x8 digits (1,797 images, grey 0..16 -> [0, 1]), no download",
@@ -108,6 +163,8 @@ _ALIASES = {
     "binary-mnist": "binarized-mnist",
     "static-mnist": "binarized-mnist",
     "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "mnist-gray": "mnist-grey",
 }
 
 

@@ -13,6 +13,14 @@ Binarization protocols (``binarize``):
   are sampled ONCE with fixed seeds so that evaluation is deterministic.
 - ``"threshold"``: x = 1[p > 0.5] on every split.
 
+Grey levels (``levels``): the number L of equally spaced values x in {0, 1/(L-1), ..., 1} that
+the data the model sees takes, so that x * (L - 1) is the integer pixel value: 2 for binary data
+(static, threshold or dynamic binarization, or a user's 0/1 data), 256 for 8-bit images (MNIST
+IDX files, PNG/JPEG folders, CIFAR-10, uint8 arrays), 17 for scikit-learn's digits (0..16), and
+``None`` for real-valued data (float arrays that are not all 0/1). Discrete likelihoods need
+an integer ``levels``; bits per dimension of a density on such data needs the correction of
+log2 L per dimension.
+
 Split rule: the test split never depends on ``seed`` (it is a fixed file, or carved with the
 fixed seed :data:`TEST_SEED`), so test numbers from runs with different seeds are
 comparable; ``seed`` chooses which training images form the validation split.
@@ -51,6 +59,8 @@ class Dataset:
     grey levels p that :meth:`binarize_batch` turns into x ~ Bernoulli(p) on every batch
     (the valid and test splits are already binarized once). Labels are int64 or ``None``.
     ``not_loaded`` names the splits left empty because the caller asked for a subset.
+    ``levels``: the number L of grey levels x in {0, 1/(L-1), ..., 1} (2 when binary, 256 for
+    8-bit images, ``None`` for real values); left ``None`` on binary data it becomes 2.
     """
 
     name: str
@@ -67,8 +77,17 @@ class Dataset:
     source: str = ""
     classes: tuple[str, ...] | None = None
     not_loaded: tuple[str, ...] = ()
+    levels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.levels is None and self.binary:
+            self.levels = 2
+        if self.levels is not None:
+            if isinstance(self.levels, bool) or not isinstance(self.levels, numbers.Integral) or self.levels < 2:
+                raise DataError(f"{self.name}: levels must be an integer >= 2 or None, got {self.levels!r}")
+            self.levels = int(self.levels)
+            if self.binary and self.levels != 2:
+                raise DataError(f"{self.name}: binary data has 2 levels, got levels={self.levels}")
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
         if len(self.shape) != 3 or min(self.shape) <= 0:
             raise DataError(
@@ -127,13 +146,15 @@ class Dataset:
             "labels": self.has_labels,
             "classes": list(self.classes) if self.classes is not None else None,
             "binarize": self.binarize,
+            "levels": self.levels,
             "source": self.source,
             "not_loaded": list(self.not_loaded),
         }
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(self.split(s))) for s in SPLITS)
-        kind = "dynamic" if self.dynamic else ("binary" if self.binary else "continuous")
+        kind = "dynamic" if self.dynamic else ("binary" if self.binary else
+                                               f"{self.levels} levels" if self.levels else "continuous")
         return f"Dataset({self.name!r}, shape={self.shape}, {kind}, train/valid/test={sizes})"
 
 
@@ -285,3 +306,86 @@ def keep_splits(ds: Dataset, splits: tuple[str, ...]) -> Dataset:
             setattr(ds, f"{s}_labels", torch.zeros(0, dtype=torch.int64))
     ds.not_loaded = tuple(sorted(set(ds.not_loaded) | set(dropped), key=SPLITS.index))
     return ds
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def _label_array(labels: Any, size: int | None) -> tuple[np.ndarray | None, int]:
+    """Labels as int64 numpy (or None when absent or empty) and the number of items."""
+    if labels is not None:
+        y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        y = y.reshape(-1)
+        if size is not None and len(y) and len(y) != size:  # empty labels: none
+            raise DataError(f"{len(y)} labels for {size} items; they must match")
+        if len(y):
+            if y.dtype.kind not in "iu":
+                raise DataError(f"labels must be integers, got {y.dtype}")
+            return y.astype(np.int64), len(y)
+        labels = None
+    if size is None:
+        raise ConfigError("subset_indices: give labels or size")
+    return None, int(size)
+
+
+def subset_indices(labels: Any, n: int, seed: int = 0, *, size: int | None = None) -> np.ndarray:
+    """Indices (sorted) of a fixed random subset of ``n`` items, never simply the first ``n``.
+
+    With ``labels`` (one per item): class-balanced, each class present gets ``n // C`` items, the
+    ``n mod C`` left over go to classes drawn at random, and a class with too few items gives all
+    it has while the others share its shortfall (water-filling); the items of each class are drawn
+    uniformly without replacement. Without labels (``None`` or empty; then ``size`` is the number of
+    items): a uniformly random subset. All draws use ``numpy.random.default_rng(seed)``; ``n`` at
+    least the number of items gives them all.
+    """
+    y, total = _label_array(labels, size)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ConfigError(f"the subset size must be an integer >= 0, got {n!r}")
+    seed = check_seed(seed)
+    if n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    if y is None:
+        return np.sort(rng.permutation(total)[:n])
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.zeros(len(classes), dtype=np.int64)
+    remaining = int(n)
+    while remaining > 0:
+        open_ = np.flatnonzero(quota < counts)
+        share = remaining // len(open_)
+        if share == 0:  # fewer items left than open classes: one more each for a random few
+            quota[rng.choice(open_, size=remaining, replace=False)] += 1
+            break
+        add = np.minimum(share, counts[open_] - quota[open_])
+        quota[open_] += add
+        remaining -= int(add.sum())
+    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picked))
+
+
+def class_interleaved_order(labels: Any, seed: int = 0, *, size: int | None = None) -> np.ndarray:
+    """A permutation of the items in which every prefix is as class-balanced as it can be: round
+    robin over the classes (in a random order), each class's items in a random order; without labels
+    a uniformly random permutation. For pictures of "the first k" images that show every class."""
+    y, total = _label_array(labels, size)
+    rng = np.random.default_rng(check_seed(seed))
+    if y is None:
+        return rng.permutation(total)
+    classes = rng.permutation(np.unique(y))
+    members = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+    rank = np.empty(total, dtype=np.int64)  # position of each item within its class, then class order
+    key = np.empty(total, dtype=np.int64)
+    for j, m in enumerate(members):
+        rank[m] = np.arange(len(m))
+        key[m] = j
+    return np.lexsort((key, rank))
+
+
+def describe_subset(labels: Any, n: int, total: int, seed: int, split: str = "test") -> str:
+    """What :func:`subset_indices` chose, in words: "a class-balanced random subset of 1000 of the
+    10000 test images (seed 0)", "a uniformly random subset ...", or "all 10000 test images"."""
+    if n >= total:
+        return f"all {total} {split} images"
+    have_labels = labels is not None and len(labels) > 0
+    kind = "a class-balanced random subset" if have_labels else "a uniformly random subset"
+    return f"{kind} of {n} of the {total} {split} images (seed {seed})"

@@ -1,10 +1,10 @@
 """scikit-learn's bundled 8 x 8 handwritten digits: 1,797 images, no download needed.
 
-Grey values 0..16 are scaled to [0, 1] as x / 16; labels 0-9. Default splits 1,257 / 270 /
-270 (train / valid / test, about 70 / 15 / 15 %): the test split is carved with the fixed
-:data:`~vaekit.data.base.TEST_SEED` (the same for every ``seed``), the validation split from
-the rest with ``seed``. ``binarize``: ``None`` (continuous, the default), ``"dynamic"`` or
-``"threshold"``.
+Grey values 0..16 are scaled to [0, 1] as x / 16 (``levels`` 17, or 2 when binarized); labels
+0-9. Default splits 1,257 / 270 / 270 (train / valid / test, about 70 / 15 / 15 %): the test
+split is carved with the fixed :data:`~vaekit.data.base.TEST_SEED` (the same for every
+``seed``), the validation split from the rest with ``seed``. ``binarize``: ``None`` (grey
+levels, the default), ``"dynamic"`` or ``"threshold"``.
 """
 
 from __future__ import annotations
@@ -80,5 +80,6 @@ def load_digits(
         binarize=binarize,
         source="sklearn.datasets.load_digits (bundled with scikit-learn)",
         classes=tuple("0123456789"),
+        levels=2 if binarize is not None else 17,
     )
     return keep_splits(ds, wanted)

@@ -3,7 +3,7 @@
 Where a named data set's files are looked for (and downloaded to):
 
 1. ``data_dir`` (CLI ``--data-dir``): the data set's own folder, or a root holding its
-   sub-folder (``binarized_mnist/``, ``mnist/``, ``fashion_mnist/``, ``kmnist/``) when that
+   sub-folder (``binarized_mnist/``, ``mnist/``, ``fashion_mnist/``, ``kmnist/``, ``cifar10/``) when that
    sub-folder exists; so both ``../shared/data`` and ``../shared/data/mnist`` work.
 2. Else ``$VAEKIT_DATA_DIR/<folder>``: the variable names a root with one sub-folder per
    data set (the IDX sets share file names, so they never share a folder).
@@ -304,7 +304,7 @@ def _fetch(
     tmp = Path(tmp_name)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "vaekit"})
-        digest = hashlib.md5()
+        digest = hashlib.md5(usedforsecurity=False)  # a publisher's checksum against corruption, not a signature
         received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
             length = resp.headers.get("Content-Length")

@@ -21,6 +21,11 @@ Splits of a pool (and the splits an npz lacks, carved from ``train``): ``test_si
 (default 10 %) with the fixed test seed, then ``valid_size`` (default 10 % of the images)
 from the rest with ``seed``. Sizes are counts or fractions in (0, 1). When the values are
 all 0/1 the data set is reported ``binary`` (the user's own binarization).
+
+Grey levels (``Dataset.levels``): image folders and uint8 arrays hold 8-bit values, x = k / 255
+(256 levels; RGB kept as 3 channels at their stored values); 0/1 data (bool, or binarized) has 2;
+float arrays are taken as real-valued (``None``) even when they happen to be multiples of 1/255:
+to declare 8-bit data, store it as uint8.
 """
 
 from __future__ import annotations
@@ -348,6 +353,7 @@ def load_file_dataset(
     else:  # pragma: no cover - load_dataset dispatches only these kinds
         raise ConfigError(f"unknown data spec kind {kind!r}")
     shape = tuple(parts["train"][0].shape[1:])
+    eight_bit = all(parts[s][0].dtype == np.uint8 for s in SPLITS)
     tensors = {s: to_float(parts[s][0]) for s in SPLITS}
     binary = binarize is not None or all(is_binary(t) for t in tensors.values())
     tensors, dynamic = apply_binarize(tensors, binarize, seed)
@@ -366,6 +372,7 @@ def load_file_dataset(
         binarize=binarize,
         source=source,
         classes=classes,
+        levels=2 if binary else (256 if eight_bit else None),
     )
     return keep_splits(ds, wanted)
 

@@ -5,7 +5,8 @@ d, then d big-endian uint32 sizes and the values, row-major. An images file has 
 0x00000803 (uint8, N x 28 x 28), a labels file 0x00000801 (uint8, N). Checked strictly: the
 magic number, the dimensions against the file size (a truncated file or trailing bytes is an
 error), 28 x 28 images, as many labels as images, labels below the number of classes.
-Files are read plain or gzipped. Pixel values are scaled to [0, 1] as x / 255.
+Files are read plain or gzipped. Pixel values are scaled to [0, 1] as x / 255 (``levels`` 256,
+or 2 when binarized).
 
 Splits: the test split is the ``t10k-`` files; the validation split is carved from the
 ``train-`` files with ``seed`` (default size: one sixth of them, 10,000 for the 60,000-image
@@ -18,6 +19,17 @@ loader reads only the files of the requested ``splits``; asking for all three wi
 ``train-`` files absent and not downloadable raises :class:`MissingFilesError` naming them,
 their URLs and the folder to put them in, and telling which splits are available
 (``splits=("test",)`` reads the test split alone).
+
+Two variants of each set (``mnist`` stands for any of the three):
+
+- ``mnist-grey``: ``mnist`` at its 8-bit grey levels, refusing any binarization (the same data
+  as ``mnist`` with ``binarize=None``; the name says so in the run's settings).
+- ``mnist-t10k``: for when only the ``t10k-`` files are at hand, all three splits are carved
+  out of the 10,000 test images: ``test_size`` (default 2,000) with the fixed
+  :data:`~vaekit.data.base.TEST_SEED`, then ``valid_size`` (default 1,000) with ``seed``, the
+  rest (7,000) for training. The ``train-`` files are never read, even when present. Its
+  test figures are on 2,000 of the 10,000 standard test images, so they are comparable with
+  other ``mnist-t10k`` runs only, not with figures on the standard MNIST test set.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import numpy as np
 from vaekit.data.base import (
     BINARIZE_MODES,
     SPLITS,
+    TEST_SEED,
     Dataset,
     apply_binarize,
     carve,
@@ -47,7 +60,7 @@ from vaekit.data.base import (
     to_float,
     to_labels,
 )
-from vaekit.data.download import RemoteFile, dataset_dir, ensure_files, mirrors, read_bytes
+from vaekit.data.download import MissingFilesError, RemoteFile, dataset_dir, ensure_files, mirrors, read_bytes
 from vaekit.errors import ConfigError, DataError
 
 #: IDX type byte -> numpy dtype (big-endian for the multi-byte types).
@@ -287,6 +300,28 @@ def _check_download(rf: RemoteFile, path: Path, label: str) -> None:
     _parse_expect(read_bytes(path, label, limit=declared_size), label, magic)
 
 
+def _idx_files(name: str, directory: Path, wanted: tuple[str, ...], download: bool) -> tuple[dict, dict]:
+    spec = IDX_SETS[name]
+    files = spec.files()
+    try:
+        paths = ensure_files(
+            name,
+            directory,
+            files,
+            wanted,
+            urls=mirrors(name, spec.folder, spec.urls),
+            download_missing=download,
+            check=_check_download,
+        )
+    except MissingFilesError as exc:
+        if exc.available != ("test",):
+            raise
+        hint = (f"; to train on the t10k- files alone, use the data set {name}-t10k (train / valid / test "
+                f"carved out of its 10,000 test images)")
+        raise MissingFilesError(str(exc) + hint, exc.missing, exc.available) from None
+    return files, paths
+
+
 def load_idx_dataset(
     name: str,
     *,
@@ -309,16 +344,7 @@ def load_idx_dataset(
     seed = check_seed(seed)
     wanted = check_splits(splits)
     directory = dataset_dir(spec.folder, data_dir, aliases=(name,))
-    files = spec.files()
-    paths = ensure_files(
-        name,
-        directory,
-        files,
-        wanted,
-        urls=mirrors(name, spec.folder, spec.urls),
-        download_missing=download,
-        check=_check_download,
-    )
+    files, paths = _idx_files(name, directory, wanted, download)
     n_classes = len(spec.classes)
     shape = (1, 28, 28)
     x = {s: empty_like_split(shape) for s in SPLITS}
@@ -350,5 +376,80 @@ def load_idx_dataset(
         binarize=binarize,
         source=str(directory),
         classes=spec.classes,
+        levels=2 if binarize is not None else 256,
+    )
+    return keep_splits(ds, wanted)
+
+
+def load_idx_grey(name: str, *, binarize: str | None = None, **kwargs) -> Dataset:
+    """``<name>-grey``: the IDX set at its 8-bit grey levels (``levels`` 256); a binarization is refused."""
+    if check_binarize(binarize, allowed=(None, *BINARIZE_MODES, "static")) is not None:
+        raise ConfigError(
+            f"{name}-grey keeps the 8-bit grey levels; drop binarize={binarize!r}, or use the data set "
+            f"{name} with binarize dynamic or threshold"
+        )
+    ds = load_idx_dataset(name, **kwargs)
+    ds.name = f"{name}-grey"
+    return ds
+
+
+#: Default sizes of the splits carved out of the t10k- files by ``<name>-t10k``.
+T10K_VALID = 1_000
+T10K_TEST = 2_000
+
+
+def load_idx_t10k(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int | float | None = None,
+    test_size: int | float | None = None,
+    binarize: str | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    download: bool = True,
+    splits: tuple[str, ...] | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """``<name>-t10k``: train / valid / test carved out of the 10,000 ``t10k-`` images alone.
+
+    Test: ``test_size`` images (default 2,000) chosen with the fixed :data:`TEST_SEED`; valid:
+    ``valid_size`` (default 1,000) of the rest chosen with ``seed``; train: the remaining 7,000.
+    Each split keeps the file's order. The ``train-`` files are never read.
+    """
+    spec = IDX_SETS[name]
+    label = f"{name}-t10k"
+    binarize = check_binarize(binarize, allowed=(None, *BINARIZE_MODES))
+    check_native_size(label, image_size, (28, 28))
+    seed = check_seed(seed)
+    wanted = check_splits(splits)
+    directory = dataset_dir(spec.folder, data_dir, aliases=(name,))
+    files, paths = _idx_files(name, directory, ("test",), download)
+    xs, ys = _read_pair(paths[files["test"][0].stem], paths[files["test"][1].stem], len(spec.classes))
+    n = len(xs)
+    t = resolve_size(test_size, n, min(T10K_TEST, n // 5), "test_size", f"the {name} t10k- file ({n} images)")
+    pool, test_idx = carve(n, t, TEST_SEED)
+    v = resolve_size(valid_size, len(pool), min(T10K_VALID, len(pool) // 8), "valid_size",
+                     f"the {name} t10k- file after the test split ({len(pool)} images)")
+    rest, valid_pos = carve(len(pool), v, seed)
+    idx = {"train": pool[rest], "valid": pool[valid_pos], "test": test_idx}
+    x = {s: to_float(xs[i][:, None]) for s, i in idx.items()}
+    x, dynamic = apply_binarize(x, binarize, seed)
+    ds = Dataset(
+        name=label,
+        shape=(1, 28, 28),
+        binary=binarize is not None,
+        dynamic=dynamic,
+        train=x["train"],
+        valid=x["valid"],
+        test=x["test"],
+        train_labels=to_labels(ys[idx["train"]]),
+        valid_labels=to_labels(ys[idx["valid"]]),
+        test_labels=to_labels(ys[idx["test"]]),
+        binarize=binarize,
+        source=f"{directory} (the t10k- files alone: {len(idx['train'])} / {len(idx['valid'])} / "
+        f"{len(idx['test'])} of their {n} images)",
+        classes=spec.classes,
+        levels=2 if binarize is not None else 256,
     )
     return keep_splits(ds, wanted)

@@ -1,5 +1,7 @@
 """vaekit's own ``torch.distributions``: diagonal Gaussians by log-variance, a Gaussian mixture, factorised
-Bernoulli pixels, flows in q(z|x), and their closed-form KL terms (:mod:`vaekit.distributions.kl`).
+Bernoulli pixels, probabilities of integer grey levels (:mod:`vaekit.distributions.pixel`: the discretized
+logistic, its mixture, a categorical per sub-pixel), flows in q(z|x), and their closed-form KL terms
+(:mod:`vaekit.distributions.kl`).
 
 Every sampler takes a ``generator`` so that evaluations are reproducible. :func:`rsample_and_log_prob`
 draws z ~ q by reparameterization together with log q(z), for any distribution with ``rsample``.
@@ -19,6 +21,7 @@ from vaekit.distributions.discrete import FactorizedBernoulli, FactorizedCategor
 from vaekit.distributions.flow import FlowDistribution
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal_normal_log_prob
+from vaekit.distributions.pixel import DiscretizedLogistic, DiscretizedLogisticMixture, PixelCategorical
 from vaekit.distributions.point import PointMass
 from vaekit.distributions.sampled import SampledWithLogProb
 
@@ -77,7 +80,8 @@ def point(q: Distribution) -> torch.Tensor:
     return q.point() if hasattr(q, "point") else q.mean
 
 
-__all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "FactorizedBernoulli", "FactorizedCategorical",
-           "FlowDistribution", "IndependentBernoulli", "PointMass",
+__all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "DiscretizedLogistic", "DiscretizedLogisticMixture",
+           "FactorizedBernoulli", "FactorizedCategorical", "FlowDistribution", "IndependentBernoulli",
+           "PixelCategorical", "PointMass",
            "IndependentContinuousBernoulli", "SampledWithLogProb", "StandardNormal", "diagonal_normal_log_prob",
            "point", "rsample", "rsample_and_log_prob", "sample", "support_size"]

@@ -68,7 +68,7 @@ class DiagonalNormal(Distribution):
     def rsample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
         eps = torch.randn(shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
-        return self.loc + torch.exp(0.5 * self.logvar) * eps
+        return torch.addcmul(self.loc, torch.exp(0.5 * self.logvar), eps)  # one kernel: mu + sigma * eps
 
     def sample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None) -> torch.Tensor:
         with torch.no_grad():

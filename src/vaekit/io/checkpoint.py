@@ -12,6 +12,7 @@ Run directory layout::
     RUN/model.json              model config (rebuilds the architecture)
     RUN/model.safetensors       best weights so far (by validation ELBO)
     RUN/checkpoint.safetensors  last epoch: weights + optimizer + RNG + progress (for --resume)
+    RUN/metrics.csv, RUN/tensorboard/  with --log csv / tensorboard (vaekit.loggers)
 """
 
 from __future__ import annotations
@@ -375,7 +376,7 @@ def remove_stale_temp_files(run: Path) -> list[Path]:
     Call it only while holding the run's lock (no write of these files can be in progress then).
     """
     removed = []
-    for name in (MODEL_FILE, MODEL_CONFIG, STATE_FILE, "config.json", "metrics.jsonl"):
+    for name in (MODEL_FILE, MODEL_CONFIG, STATE_FILE, "config.json", "metrics.jsonl", "metrics.csv"):
         for tmp in Path(run).glob(f".{name}.*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()

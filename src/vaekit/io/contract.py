@@ -9,7 +9,8 @@ marker when they are taken up again.
 :func:`check_out` says, without writing anything, whether a new run, a resume or an overwrite may use a folder:
 a non-empty folder that is not a vaekit run is never used; a run that holds files is continued only with
 ``resume`` (from its checkpoint) or started afresh only with ``overwrite``, which removes vaekit's own run files
-(:data:`RUN_FILES`) and nothing else.
+(:data:`RUN_FILES`, and the loggers' :data:`LOG_FILES` and :data:`RUN_FOLDERS` with what they hold) and nothing
+else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,10 @@ MARKER_FORMAT = "vaekit-run-1"
 LOCK = ".lock"
 #: The files a training run writes (removed, and only these, by ``--overwrite``).
 RUN_FILES = ("config.json", "metrics.jsonl", "model.json", "model.safetensors", "checkpoint.safetensors")
+#: The files and folders a run's loggers write (``vaekit.loggers``: the CSV, TensorBoard's event files, W&B's
+#: local files): the run's own too, removed with the run files by ``--overwrite``.
+LOG_FILES = ("metrics.csv",)
+RUN_FOLDERS = ("tensorboard", "wandb")
 #: What a run may hold that is still an empty run: its marker and its lock.
 _HOUSEKEEPING = (MARKER, LOCK)
 _MARKER_MAX_BYTES = 4096
@@ -55,7 +61,7 @@ class RunState:
 
 
 def _temp_of_run_file(name: str) -> bool:
-    return name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in (*RUN_FILES, MARKER))
+    return name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in (*RUN_FILES, *LOG_FILES, MARKER))
 
 
 def read_marker(run: Path) -> dict | None:
@@ -95,8 +101,8 @@ def inspect(run: Path) -> RunState:
         raise CheckpointError(f"--out {run} is a file, not a folder; choose a folder for the run") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read the run folder {run}: {exc.strerror or exc}") from None
-    run_files = tuple(n for n in RUN_FILES if n in names)
-    foreign = tuple(n for n in names if n not in RUN_FILES and n not in _HOUSEKEEPING and not _temp_of_run_file(n))
+    run_files = tuple(n for n in (*RUN_FILES, *LOG_FILES, *RUN_FOLDERS) if n in names)
+    foreign = tuple(n for n in names if n not in run_files and n not in _HOUSEKEEPING and not _temp_of_run_file(n))
     marked = MARKER in names and read_marker(run) is not None
     legacy = "config.json" in names and ("checkpoint.safetensors" in names or "model.json" in names)
     return RunState(True, marked, legacy, run_files, foreign)
@@ -154,6 +160,12 @@ def _check_slots(run: Path, state: RunState) -> None:
     """Every run file present is a regular file: a link, folder or special file there is refused before work."""
     for name in state.run_files:
         mode = os.lstat(Path(run) / name).st_mode
+        if name in RUN_FOLDERS:
+            if not stat.S_ISDIR(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+                raise CheckpointError(f"{Path(run) / name} is {kind}; it is where vaekit's loggers write, a folder "
+                                      "of the run itself (remove it, or choose another --out)")
+            continue
         if not stat.S_ISREG(mode):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else \
                 "not a regular file"
@@ -223,12 +235,16 @@ def write_marker(run: Path) -> None:
 
 
 def clear_run(run: Path) -> list[str]:
-    """Remove vaekit's own run files (:data:`RUN_FILES`; a link is removed, never followed) and nothing else."""
+    """Remove vaekit's own run files (:data:`RUN_FILES`, :data:`LOG_FILES`) and folders (:data:`RUN_FOLDERS`, with
+    what they hold; a link is removed, never followed) and nothing else."""
     removed = []
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, *LOG_FILES, *RUN_FOLDERS):
         path = Path(run) / name
         try:
-            os.unlink(path)
+            if name in RUN_FOLDERS and stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
         except FileNotFoundError:
             continue
         except OSError as exc:

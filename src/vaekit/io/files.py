@@ -24,7 +24,7 @@ SAFETENSORS_CAP = 16 * 2**30
 
 #: A run folder's own files: outputs (reports, pictures) are never written over them.
 RUN_FILES = frozenset({"model.json", "model.safetensors", "checkpoint.safetensors", "config.json", "metrics.jsonl",
-                       ".lock"})
+                       "metrics.csv", ".lock"})
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)

@@ -27,6 +27,7 @@ Latent codes are concatenated as z = [z1, z2] (..., 2L). ``posterior(x)`` is q(z
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ class HierarchicalVAE(LatentVariableModel):
         for s in self.shape:
             d *= s
         latent, act, out = self.latent, activation, self.likelihood.param_shape
-        n_out = d * self.likelihood.params_per_pixel
+        n_out = math.prod(out)
         try:
             if arch == "mlp":
                 h = self.hidden[-1]

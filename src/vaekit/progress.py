@@ -1,0 +1,105 @@
+"""Progress on a terminal and in a notebook: which tqdm bar to draw, whether to draw one, and a bar as a callback.
+
+:func:`bar_class` makes ``tqdm.auto``'s choice without its warning: in a Jupyter kernel with ipywidgets the
+widget bar of ``tqdm.notebook``, otherwise (a terminal, a log file, or a notebook without ipywidgets, where
+``tqdm.auto`` warns "IProgress not found") the text bar of ``tqdm.std``. :func:`enabled` resolves the default
+``progress=None``: a bar when stderr is a terminal or in a notebook (whose streams are no terminals).
+:class:`Bar` is a ``(done, total)`` callback, such as ``evaluate_model(progress=...)`` takes, that draws a bar
+with the elapsed time, the rate and the ETA (on stderr unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+#: The text of a bar: what, how far, and the time left.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed} elapsed, ETA {remaining}, " \
+             "{rate_fmt}]"
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's ZMQ shell: Jupyter, JupyterLab, VS Code, Colab)."""
+    if "ipykernel" not in sys.modules and "ipykernel.zmqshell" not in sys.modules:
+        return False
+    get = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    try:
+        shell = get() if callable(get) else None
+    except Exception:  # noqa: BLE001 - an IPython that cannot say: not a notebook
+        return False
+    return shell is not None and any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
+
+
+def widgets_available() -> bool:
+    """Whether tqdm's notebook bar can draw its widget (ipywidgets is installed)."""
+    try:
+        from tqdm.notebook import IProgress
+    except Exception:  # noqa: BLE001 - any failure to import means no widget
+        return False
+    return IProgress is not None
+
+
+def bar_class() -> type:
+    """``tqdm.notebook.tqdm`` in a notebook with ipywidgets, else ``tqdm.std.tqdm`` (no TqdmWarning either way)."""
+    if in_notebook() and widgets_available():
+        from tqdm.notebook import tqdm
+
+        return tqdm
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
+def enabled(progress: bool | None, stream: IO[str] | None = None) -> bool:
+    """``progress`` if given; for None, whether ``stream`` (stderr) is a terminal or this is a notebook."""
+    if progress is not None:
+        return bool(progress)
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return tty or in_notebook()
+
+
+def notebook_log() -> Callable[[str], None] | None:
+    """Where the trainer's per-epoch lines go by default: printed in a notebook, nowhere otherwise."""
+    return (lambda msg: print(msg, flush=True)) if in_notebook() else None
+
+
+class Bar:
+    """A ``(done, total)`` progress callback drawing a bar with the ETA (:data:`BAR_FORMAT`) on ``file``.
+
+    The bar appears at the first call and is finished when ``done`` reaches ``total``; ``enabled=False`` draws
+    nothing. Use it as a context manager (or call :meth:`close`) so that the bar is finished if the work fails.
+    """
+
+    def __init__(self, desc: str, unit: str = "it", *, enabled: bool = True, file: IO[str] | None = None,
+                 leave: bool = True):
+        self.desc, self.unit, self.enabled, self.file, self.leave = desc, unit, enabled, file, leave
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = bar_class()(total=total, desc=self.desc, unit=self.unit, leave=self.leave,
+                                   file=self.file if self.file is not None else sys.stderr, dynamic_ncols=True,
+                                   bar_format=BAR_FORMAT)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(max(0, done - self.bar.n))
+        if done >= total:  # finished: the bar's last state stays on its own line
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
