@@ -1,24 +1,32 @@
-"""Training throughput: vaekit's trainer vs pythae's BaseTrainer vs a plain PyTorch loop,
-and vs the matrix-multiply limit of this machine.
+"""Training throughput: vaekit's trainer against JAX + optax (the whole epoch under ``lax.scan``, and a jit'd
+step called from Python), a plain PyTorch loop, pythae's BaseTrainer, and the matrix-multiply limit.
 
-The same model everywhere: the 784-400-40 Bernoulli MLP VAE (one ReLU hidden layer of 400
-units in encoder and decoder), batch 100, Adam (lr 1e-3), on static binarized MNIST, no
-validation during the timed epochs. Each contender runs its epochs in turn, rounds
-interleaved (A B C A B C ...) so that drift in the machine's speed hits all alike; the
-figure quoted is the median seconds per epoch, and ratios are taken within a round.
+The same model everywhere: the 784-400-40 Bernoulli MLP VAE (one ReLU hidden layer of 400 units in encoder and
+decoder), batch 100, Adam (lr 1e-3), one epoch = the 50,000 static binarized MNIST training images, no
+validation during the timed epochs. Each contender runs ``--epochs`` epochs in turn, rounds interleaved
+(A B C A B C ...) so that drift in the machine's speed hits all alike; the figure quoted is the median seconds
+per epoch, and every ratio is taken within a round (then the median over rounds). JAX is compiled once before
+the rounds (its compile time is reported, not counted); vaekit's first epoch of a round is a fresh ``train``.
 
-The matrix-multiply limit: the training step's matrix products (forward, and backward for
-the weights and the hidden activations) timed one by one with torch.mm at their exact shapes
-(best of several repetitions), summed, times the steps of an epoch. It is what an epoch
-would cost if nothing but the matrix products took time.
+Threads: ``--threads N`` gives torch and XLA the same N (see ``benchmarks/threads.py``: XLA takes its thread
+count from the process's CPU affinity, so N = 1 restricts the process to one core). The machine's load average
+is recorded with the results: on a shared machine the absolute times are noisy, the within-round ratios less so.
+
+The matrix-multiply limit: the training step's matrix products (forward, and backward for the weights and the
+hidden activations) timed one by one with torch.mm at their exact shapes (best of several repetitions),
+summed, times the steps of an epoch. It is what an epoch would cost if nothing but the matrix products took
+time.
 
 usage: python benchmarks/bench_train.py [--data-dir ../shared/data/binarized_mnist] [--epochs 2]
-       [--rounds 3] [--threads N] [--json FILE]   (pythae: pip install -c constraints.txt -e '.[bench]')
+       [--rounds 3] [--threads 2] [--skip-pythae] [--skip-jax] [--json FILE]
+       (pythae, jax, optax: pip install -c constraints.txt -e '.[bench]')
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
@@ -31,6 +39,7 @@ import torch
 from torch import nn
 
 from matmul import time_mm
+from threads import load_average, use_threads
 
 D, H, L, B = 784, 400, 40, 100
 
@@ -112,7 +121,8 @@ def pythae_epochs(x: torch.Tensor, epochs: int) -> list[float] | None:
                                     learning_rate=1e-3, no_cuda=True)
             trainer = BaseTrainer(model=model, train_dataset=data, training_config=cfg)
             t0 = time.perf_counter()
-            trainer.train()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                trainer.train()  # its progress bars and log lines
             times.append(time.perf_counter() - t0)
     return times
 
@@ -141,50 +151,94 @@ def matmul_limit(n_train: int, batch: int = B) -> dict[str, float]:
             "gflops_per_second": flops / per_step / 1e9}
 
 
+class JaxContender:
+    """The JAX + optax twin (``jax_twin.py``), compiled once; each call trains ``epochs`` more epochs."""
+
+    def __init__(self, x: torch.Tensor):
+        import jax_twin
+
+        self.trainer = jax_twin.Trainer(x.numpy())
+        self.compile_seconds = self.trainer.compile()
+        self.version = jax_twin.version()
+
+    def scan_epochs(self, epochs: int) -> list[float]:
+        return [_timed(self.trainer.epoch_scan) for _ in range(epochs)]
+
+    def loop_epochs(self, epochs: int) -> list[float]:
+        return [_timed(self.trainer.epoch_loop) for _ in range(epochs)]
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+CONTENDERS = ("vaekit", "jax-scan", "jax-loop", "plain", "pythae")
+RATIOS = (("vaekit", "jax-scan"), ("vaekit", "jax-loop"), ("vaekit", "limit"), ("jax-scan", "limit"),
+          ("plain", "vaekit"), ("pythae", "vaekit"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per round and contender")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2, help="threads for torch and XLA alike (default 2)")
     ap.add_argument("--skip-pythae", action="store_true")
+    ap.add_argument("--skip-jax", action="store_true")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = use_threads(args.threads)
+    load_before = load_average()
     x = load_train(args.data_dir)
-    limit = matmul_limit(x.shape[0])
-    runs: dict[str, list[float]] = {"vaekit": [], "plain": [], "pythae": []}
-    ratios: dict[str, list[float]] = {"pythae/vaekit": [], "plain/vaekit": [], "vaekit/limit": []}
+    jax = None
+    if not args.skip_jax:
+        try:
+            jax = JaxContender(x)
+        except ImportError:
+            print("jax / optax not installed: JAX contenders skipped (pip install -c constraints.txt -e '.[bench]')")
+    runs: dict[str, list[float]] = {k: [] for k in (*CONTENDERS, "limit")}
+    limits = []
+    ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in RATIOS}
     for r in range(args.rounds):
-        v = statistics.median(vaekit_epochs(x, args.epochs))
-        p = statistics.median(plain_epochs(x, args.epochs))
-        runs["vaekit"].append(v)
-        runs["plain"].append(p)
-        ratios["plain/vaekit"].append(p / v)
-        ratios["vaekit/limit"].append(v / limit["seconds_per_epoch"])
+        limits.append(matmul_limit(x.shape[0]))  # in every round, like the contenders: the same drift
+        this = {"vaekit": statistics.median(vaekit_epochs(x, args.epochs))}
+        if jax is not None:
+            this["jax-scan"] = statistics.median(jax.scan_epochs(args.epochs))
+            this["jax-loop"] = statistics.median(jax.loop_epochs(args.epochs))
+        this["plain"] = statistics.median(plain_epochs(x, args.epochs))
         if not args.skip_pythae:
             py = pythae_epochs(x, args.epochs)
             if py is not None:
-                py_med = statistics.median(py)
-                runs["pythae"].append(py_med)
-                ratios["pythae/vaekit"].append(py_med / v)
-        print(f"round {r + 1}: vaekit {v:.3f} s/epoch, plain loop {p:.3f}"
-              + (f", pythae {runs['pythae'][-1]:.3f}" if runs["pythae"] else ""), flush=True)
-    med = {k: statistics.median(v) for k, v in runs.items() if v}
+                this["pythae"] = statistics.median(py)
+        this["limit"] = limits[-1]["seconds_per_epoch"]
+        for k, v in this.items():
+            runs[k].append(v)
+        for a, b in RATIOS:
+            if a in this and b in this:
+                ratios[f"{a}/{b}"].append(this[a] / this[b])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in this.items()) + " s/epoch", flush=True)
+    limit = {key: statistics.median(lim[key] for lim in limits) for key in limits[0]}
+    med = {k: statistics.median(v) for k, v in runs.items() if v and k != "limit"}
     rat = {k: statistics.median(v) for k, v in ratios.items() if v}
-    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}",
-              "seconds_per_epoch": med, "ratios": rat, "matmul_limit": limit,
-              "samples_per_second": {k: x.shape[0] / v for k, v in med.items()}}
-    print(f"\nmachine: {result['machine']}")
+    result = {"machine": f"{platform.processor() or platform.machine()}, {threads} threads, "
+                         f"torch {torch.__version__}" + (f", {jax.version}" if jax else ""),
+              "threads": threads, "epochs_per_round": args.epochs, "rounds": args.rounds,
+              "load_average": {"before": load_before, "after": load_average()},
+              "seconds_per_epoch": med, "ratios": rat, "ratios_per_round": {k: v for k, v in ratios.items() if v},
+              "seconds_per_epoch_per_round": {k: v for k, v in runs.items() if v},
+              "matmul_limit": limit, "samples_per_second": {k: x.shape[0] / v for k, v in med.items()},
+              "jax_compile_seconds": jax.compile_seconds if jax else None}
+    print(f"\nmachine: {result['machine']}; load average before {load_before}, after {load_average()}")
     print(f"matrix-multiply limit: {limit['seconds_per_epoch']:.3f} s/epoch "
           f"({limit['flops_per_epoch'] / 1e9:.0f} GFLOP at {limit['gflops_per_second']:.0f} GFLOP/s)")
     for k, v in med.items():
-        print(f"{k:>8}: {v:.3f} s/epoch  ({x.shape[0] / v:,.0f} samples/s)")
+        print(f"{k:>9}: {v:.3f} s/epoch  ({x.shape[0] / v:,.0f} samples/s)")
     for k, v in rat.items():
-        print(f"{k:>14}: {v:.2f}x")
+        print(f"{k:>17}: {v:.2f}x")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
