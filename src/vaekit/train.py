@@ -85,9 +85,10 @@ class _Options:
     opened: list[Logger] = dataclasses.field(default_factory=list)  # loggers to close when the run ends
 
 
-def _differing_from_defaults(cfg: TrainConfig) -> frozenset[str]:
+def _differing_from_defaults(cfg: TrainConfig, names: Collection[str] = RUN_ARITHMETIC) -> frozenset[str]:
+    """Those of the settings ``names`` whose value in ``cfg`` is not the default."""
     default = TrainConfig(dataset=cfg.dataset)
-    return frozenset(name for name in RUN_ARITHMETIC if getattr(cfg, name) != getattr(default, name))
+    return frozenset(name for name in names if getattr(cfg, name) != getattr(default, name))
 
 
 def _weights_unsound(model: torch.nn.Module) -> str | None:
@@ -543,11 +544,7 @@ def _split_loggers(loggers: Any) -> tuple[list[str] | None, tuple[Logger, ...]]:
 def _logging_given(cfg: TrainConfig, explicit: Collection[str] | None, names: list[str] | None) -> frozenset[str]:
     """The :data:`LOG_SETTINGS` this call chose: those in ``explicit`` (None: those unlike the defaults), and
     ``log`` when loggers were named."""
-    if explicit is not None:
-        given = set(explicit) & set(LOG_SETTINGS)
-    else:
-        default = TrainConfig(dataset=cfg.dataset)
-        given = {name for name in LOG_SETTINGS if getattr(cfg, name) != getattr(default, name)}
+    given = set(explicit) & set(LOG_SETTINGS) if explicit is not None else _differing_from_defaults(cfg, LOG_SETTINGS)
     return frozenset(given | ({"log"} if names is not None else set()))
 
 

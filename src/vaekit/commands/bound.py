@@ -217,14 +217,11 @@ def _discrete_run(args: argparse.Namespace, model: Any, x: Any, y: Any) -> dict[
             "checks": checks, "examples": examples}
 
 
-def density_note(model: Any, levels: int | None) -> str | None:
-    """The line saying what the numbers are when p(x|z) is a density and the data are grey levels: log p(x) is
-    then the log-density of the images scaled to [0, 1], not the log-probability of their integer values
-    (``vaekit evaluate`` quotes the dequantised bound on that probability)."""
-    likelihood = getattr(model, "likelihood", None)
-    if likelihood is None or getattr(likelihood, "levels", None) is not None or levels is None or levels <= 2:
-        return None
-    return (f"note: the {likelihood.name} likelihood is a density, so these values are log-densities of the images "
+def density_note(name: str, levels: int) -> str:
+    """The line saying what the numbers are when p(x|z) is a density and the data are grey levels (the figure
+    ``vaekit evaluate`` dequantises): log-densities of the images scaled to [0, 1], not the log-probability of
+    their integer values."""
+    return (f"note: the {name} likelihood is a density, so these values are log-densities of the images "
             f"scaled to [0, 1], not log-probabilities of their {levels} grey levels (vaekit evaluate quotes the "
             f"dequantised bound log P(x) >= E_u log p((k + u) / {levels}) - D log {levels})")
 
@@ -240,7 +237,18 @@ def _run(args: argparse.Namespace) -> int:
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
     from vaekit.enumeration import is_enumerable
     from vaekit.errors import DataError
-    from vaekit.evaluation import check_shape, json_safe, limit_split, load_model, load_run_data, split_images
+    from vaekit.evaluation import (
+        CROSS_ENTROPY,
+        DEQUANTIZED,
+        LOG_PROBABILITY,
+        check_shape,
+        figure_kind,
+        json_safe,
+        limit_split,
+        load_model,
+        load_run_data,
+        split_images,
+    )
     from vaekit.exact import compare_bounds
 
     if args.run is None:
@@ -263,10 +271,10 @@ def _run(args: argparse.Namespace) -> int:
         x, y = split_images(ds, "test", args.seed)
         x, y, _ = limit_split(x, y, args.n, args.seed)
         check_shape(model, x, "the test split")
-        note = density_note(model, getattr(ds, "levels", None))
-        values = "log-probability" if getattr(getattr(model, "likelihood", None), "levels", 2) else "log-density"
-        if note and not args.json:
-            print(note)
+        kind, levels = figure_kind(model, x, ds)
+        values = {LOG_PROBABILITY: "log-probability", CROSS_ENTROPY: "cross-entropy"}.get(kind, "log-density")
+        if kind == DEQUANTIZED and not args.json:
+            print(density_note(model.likelihood.name, levels))
         if is_enumerable(model, MAX_CODES):
             if getattr(model, "condition", 0) and y is None:
                 raise DataError("the model is conditional and the test split has no labels")

@@ -29,7 +29,7 @@ comparable; ``seed`` chooses which training images form the validation split.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +246,15 @@ def carve(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     carved = np.sort(perm[:count])
     rest = np.sort(perm[count:])
     return rest, carved
+
+
+def carve_test_then_valid(n: int, test: int, valid: Callable[[int], int], seed: int) -> dict[str, np.ndarray]:
+    """Indices of the three splits of a pool of ``n`` images with no fixed split: ``test`` carved with the fixed
+    :data:`TEST_SEED` (so the test split never depends on ``seed``), then ``valid(m)`` of the m left carved with
+    ``seed``; the rest is the training split. Each keeps the original order."""
+    pool, test_idx = carve(n, test, TEST_SEED)
+    rest, valid_pos = carve(len(pool), valid(len(pool)), seed)
+    return {"train": pool[rest], "valid": pool[valid_pos], "test": test_idx}
 
 
 # --------------------------------------------------------------------------- assembly

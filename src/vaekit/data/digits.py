@@ -15,10 +15,9 @@ import numpy as np
 
 from vaekit.data.base import (
     BINARIZE_MODES,
-    TEST_SEED,
     Dataset,
     apply_binarize,
-    carve,
+    carve_test_then_valid,
     check_binarize,
     check_native_size,
     check_seed,
@@ -58,12 +57,9 @@ def load_digits(
     labels = np.asarray(bunch.target, dtype=np.int64)
     n = len(images)
     t = resolve_size(test_size, n, DEFAULT_TEST, "test_size", f"{NAME} ({n} images)")
-    pool, test_idx = carve(n, t, TEST_SEED)
-    v = resolve_size(
-        valid_size, len(pool), DEFAULT_VALID, "valid_size", f"{NAME} after the test split"
+    idx = carve_test_then_valid(
+        n, t, lambda m: resolve_size(valid_size, m, DEFAULT_VALID, "valid_size", f"{NAME} after the test split"), seed
     )
-    rest, valid_pos = carve(len(pool), v, seed)
-    idx = {"train": pool[rest], "valid": pool[valid_pos], "test": test_idx}
     x = {s: to_float(images[i]) for s, i in idx.items()}
     x, dynamic = apply_binarize(x, binarize, seed)
     ds = Dataset(

@@ -46,10 +46,10 @@ import numpy as np
 from vaekit.data.base import (
     BINARIZE_MODES,
     SPLITS,
-    TEST_SEED,
     Dataset,
     apply_binarize,
     carve,
+    carve_test_then_valid,
     check_binarize,
     check_native_size,
     check_seed,
@@ -428,11 +428,9 @@ def load_idx_t10k(
     xs, ys = _read_pair(paths[files["test"][0].stem], paths[files["test"][1].stem], len(spec.classes))
     n = len(xs)
     t = resolve_size(test_size, n, min(T10K_TEST, n // 5), "test_size", f"the {name} t10k- file ({n} images)")
-    pool, test_idx = carve(n, t, TEST_SEED)
-    v = resolve_size(valid_size, len(pool), min(T10K_VALID, len(pool) // 8), "valid_size",
-                     f"the {name} t10k- file after the test split ({len(pool)} images)")
-    rest, valid_pos = carve(len(pool), v, seed)
-    idx = {"train": pool[rest], "valid": pool[valid_pos], "test": test_idx}
+    idx = carve_test_then_valid(n, t, lambda m: resolve_size(
+        valid_size, m, min(T10K_VALID, m // 8), "valid_size", f"the {name} t10k- file after the test split ({m} images)"
+    ), seed)
     x = {s: to_float(xs[i][:, None]) for s, i in idx.items()}
     x, dynamic = apply_binarize(x, binarize, seed)
     ds = Dataset(
