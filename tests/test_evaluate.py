@@ -67,6 +67,37 @@ def test_result_fields_and_internal_consistency(model, x):
     assert r.seconds > 0 and r.log_weights_per_second > 0
 
 
+@pytest.mark.parametrize("d", [1, 31, 32, 100, 784])
+def test_softplus_sum_in_place_matches_float64(d):
+    from vaekit.evaluation import softplus_sum_
+
+    gen = torch.Generator().manual_seed(d)
+    logits = torch.randn(64, d, generator=gen) * 6
+    logits[0, 0], logits[1, -1], logits[2, 0] = 90.0, -90.0, 0.0  # saturated sigmoids and softplus(0) = log 2
+    want = torch.logaddexp(logits.double(), torch.zeros(())).sum(-1)  # F.softplus returns l itself above l = 20
+    got32 = softplus_sum_(logits.clone())
+    got64 = softplus_sum_(logits.double())
+    # float32: within the rounding of a float32 sum of d terms of this size
+    assert torch.allclose(got32.double(), want, rtol=0, atol=4e-7 * float(want.abs().max()) * max(1, d) ** 0.5 + 1e-6)
+    assert torch.allclose(got64, want, rtol=1e-12, atol=1e-10)
+
+
+def test_the_fast_kernel_reuses_its_buffers_across_uneven_chunks(model, x):
+    """Chunks of a few draws (the last one partial) through the in-place kernel give the generic likelihood."""
+    from vaekit.evaluation import log_likelihood_kernel
+
+    z = torch.randn(7, x.shape[0], 4, generator=torch.Generator().manual_seed(1))
+    kernel = log_likelihood_kernel(model, x, fast=True)
+    with torch.no_grad():
+        got = torch.cat([kernel(z[:3]), kernel(z[3:6]), kernel(z[6:])])
+        want = model.log_likelihood(x, z)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
+        again = torch.cat([kernel(z[:3]), kernel(z[3:6]), kernel(z[6:])])
+    assert torch.equal(got, again)  # no state leaks from one chunk into the next
+    with torch.enable_grad():  # with gradients: the out-of-place path, the same values
+        assert torch.allclose(kernel(z), want, rtol=1e-5, atol=1e-4)
+
+
 def test_the_fast_bernoulli_kernel_equals_the_generic_likelihood(model, x):
     fast = evaluate_model(model, x, k=50, seed=3, fast=True)
     slow = evaluate_model(model, x, k=50, seed=3, fast=False)
