@@ -18,7 +18,7 @@ dispatch, small element-wise kernels, the optimizer's pass over the weights), so
 or the width grows: the knee is where the matrix products start to dominate.
 
 usage: python benchmarks/bench_scaling.py [--seconds 0.6] [--n 10] [--json benchmarks/results/scaling.json]
-       [--plots benchmarks/results]
+       [--plots docs/figures]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="thread counts of the training sweeps")
     ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
     ap.add_argument("--json", default="benchmarks/results/scaling.json")
-    ap.add_argument("--plots", default="benchmarks/results", help="folder of the PNG plots ('' for none)")
+    ap.add_argument("--plots", default="docs/figures", help="folder of the PNG plots ('' for none)")
     args = ap.parse_args()
     load_before = load_average()
     result: dict = {"machine": f"{platform.machine()}, torch {torch.__version__}", "train": {"batch": [], "hidden": []},

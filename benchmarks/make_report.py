@@ -4,6 +4,8 @@
     python benchmarks/bench_train.py --threads 1 --epochs 1 --json benchmarks/results/train-1thread.json
     python benchmarks/bench_nll.py --threads 2 --json benchmarks/results/nll-2threads.json
     python benchmarks/bench_nll.py --threads 1 --json benchmarks/results/nll-1thread.json
+    python benchmarks/bench_cli.py --threads 2 --json benchmarks/results/cli-2threads.json
+    python benchmarks/machine.py --json benchmarks/results/machine.json
     python benchmarks/bench_scaling.py            # benchmarks/results/scaling.json and scaling-*.png
     python benchmarks/device_check.py --json benchmarks/results/device-check.json   # on a GPU
     python benchmarks/bench_time_to_quality.py --json benchmarks/results/time-to-quality.json
@@ -108,8 +110,15 @@ def scaling_section(res: dict) -> str:
 
     ev = "\n".join(f"| {r['k']:,} | {r['seconds']:.3f} | {r['limit_seconds']:.3f} | {r['ratio']:.2f} | "
                    f"{r['log_weights_per_second']:,.0f} |" for r in res.get("eval", []))
-    plots = "".join(f"\n![{name}](benchmarks/results/{name})\n" for name in res.get("plots", []))
+    titles = {"scaling-train.png": "seconds per epoch against batch size and hidden width, and the ratio to the limit",
+              "scaling-eval.png": "evaluation time against K"}
+    plots = "".join(f"\n![{titles.get(name, name)}](docs/figures/{name})\n" for name in res.get("plots", []))
     n_eval = res["eval"][0]["n"] if res.get("eval") else 0
+    twice = [(a, b) for a in res["train"]["batch"] for b in res["train"]["hidden"]
+             if (a["batch"], a["hidden"], a["threads"]) == (b["batch"], b["hidden"], b["threads"])]
+    noise = "".join(f" The point batch {a['batch']}, width {a['hidden']}, {a['threads']} thread(s) is in both sweeps: "
+                    f"{a['seconds_per_epoch']:.2f} and {b['seconds_per_epoch']:.2f} s, which is the noise of the machine."
+                    for a, b in twice)
     return f"""## 3. Scaling
 
 `python benchmarks/bench_scaling.py --seconds {res.get('seconds_per_point', 0.6)}`
@@ -119,7 +128,7 @@ about {res.get('seconds_per_point', 0.6)} s of steps after warm-up), scaled to 5
 checkpoints. The limit of each point is its step's matrix products timed alone. The time above the limit is
 per-step work that does not grow with the matrices (Python, dispatch, small element-wise kernels, Adam's pass
 over the weights), so vaekit/limit falls as the batch or the width grows: the knee is where the matrix products
-start to dominate.
+start to dominate.{noise}
 {plots}
 {table('batch', 'batch (hidden 400)')}
 
@@ -131,6 +140,28 @@ linearly in K once the fixed cost of a call is paid):
 | K | seconds (vaekit) | seconds (limit) | vaekit/limit | log-weights per second |
 |---|---|---|---|---|
 {ev}
+"""
+
+
+def cli_section(res: dict) -> str:
+    s = res["seconds"]
+    rounds = ", ".join(f"{v:.2f} / {p:.2f} s" for v, p in zip(res["seconds_per_round"]["vaekit"],
+                                                               res["seconds_per_round"]["pythae"]))
+    return f"""## 1b. The whole process: a {res['epochs']}-epoch training from the command line
+
+`python benchmarks/bench_cli.py --threads {res['threads']} --rounds {res['rounds']} --json benchmarks/results/cli-{res['threads']}threads.json`
+
+Machine: {res['machine']}.{_load_line(res)} Each run is a fresh process timed from start to exit: imports, reading
+the data, {res['epochs']} epochs of the 50,000 training images, the validation ELBO (vaekit) or loss (pythae) on the
+10,000 validation images after every epoch, and the best model written. vaekit: `vaekit train --dataset
+binarized-mnist --hidden 400 --latent 40 --batch-size 100 --lr 1e-3 --epochs {res['epochs']}`; pythae:
+`benchmarks/pythae_cli.py` (the same model, its `BaseTrainer`, the data read by the same loader).
+
+| | vaekit | pythae |
+|---|---|---|
+| seconds (median of {res['rounds']}) | {s['vaekit']:.2f} | {s['pythae']:.2f} |
+
+Rounds (vaekit / pythae): {rounds}. pythae / vaekit within each round, median: **{res['ratio_pythae_over_vaekit']:.2f}x**.
 """
 
 
@@ -167,53 +198,68 @@ device; a fused Adam skips the update of a non-finite step by itself).
 NOTES = """\
 ## What the targets ask, and where they stand
 
-| target (2-core CPU, side by side, interleaved) | measured | met? |
+Sections 1 to 3 (measured side by side, interleaved, on the machine named at the top):
+
+| target | measured | met? |
 |---|---|---|
 | training, 2 threads: vaekit <= 1.0x JAX's `lax.scan` epoch | {t2_jax} | {m_t2_jax} |
 | training, 2 threads: vaekit <= 1.3x the matrix-multiply limit | {t2_lim} | {m_t2_lim} |
 | training, 1 thread: vaekit <= 1.0x JAX's `lax.scan` epoch | {t1_jax} | {m_t1_jax} |
 | training, 1 thread: vaekit <= 1.3x the matrix-multiply limit | {t1_lim} | {m_t1_lim} |
-| evaluation, K = 5000: vaekit at least as fast as JAX | {e_jax} | {m_e_jax} |
-| evaluation, K = 5000: vaekit <= 1.2x its matrix-multiply limit | {e_lim} | {m_e_lim} |
+| the {cli_epochs}-epoch command-line run at least 2x faster than pythae's (pythae / vaekit) | {cli} | {m_cli} |
+| evaluation, K = 5000, 2 threads: vaekit at least as fast as JAX | {e_jax} | {m_e_jax} |
+| evaluation, K = 5000, 2 threads: vaekit <= 1.2x its matrix-multiply limit | {e_lim} | {m_e_lim} |
 | evaluation: the same NLL within Monte Carlo error | {e_agree} | {m_e_agree} |
-| time to a validation ELBO of -90 nats: < 5 minutes | {ttq90} | {m_ttq} |
 
-**Where the training step's time goes** (torch profiler and process CPU time, 1 thread, batch 100): the eleven
-matrix products take about two thirds of the step. They are not slower in vaekit than elsewhere: the same
-eleven products at the step's shapes take the same time in XLA as in torch (about 3.9 ms a step on one core of
-this machine), so JAX's advantage is everything else. XLA compiles the whole step, Adam included, into one
-program; an eager PyTorch step runs about 150 operator calls through the dispatcher and the autograd engine,
-each with a fixed cost of a few microseconds, plus the optimizer's pass over the 677,000 weights (torch's fused
-CPU Adam, about 0.35-0.6 ms) and the Bernoulli log-likelihood's log-sigmoid (about 0.2 ms). What vaekit does
-about it: the batch is gathered with `index_select` into one reused buffer (instead of a fresh advanced-indexing
-copy each step, which took about twice as long), the loss is checked for NaN on the device and read by the host only
-every 25 steps (a diverged run still stops with the step that diverged named, and no update is applied after it),
-Adam's fused kernel is called without the optimizer's per-call Python work (the same kernel on the same tensors,
-checked bit for bit against `optimizer.step()`), the logged sums build no autograd graph, and the
-reparameterization is one `addcmul`. Together that is a few percent of the step, far less than the gap to JAX in
-the tables above, which is the cost of running the step eagerly, one operator at a time.
+For scale: JAX's own `lax.scan` epoch is {jax_lim2} of the limit at 2 threads and {jax_lim1} at 1 thread, so the
+limit targets ask for more than the compiled JAX program reaches on this machine.
 
-**Compilation.** `torch.compile` of the loss module (forward and backward; `--compile`) measured 3-6% faster per
-step than eager (median of 20 interleaved rounds, process CPU time, 1 thread, measured while the machine was
-shared; the default mode, max-autotune and the C++ wrapper alike), and compiling the optimizer step as well was no faster. Its compile takes 10-70 s on this
-machine (less from the compile cache on a second run), more than it saves on a run of a few epochs, so it stays
-a choice (`--compile`), not the default.
+**Where the training step's time goes** (the 784-400-40 step at batch 100; torch profiler over 200 steps, and
+steps timed piece by piece):
 
-**Evaluation** batches examples and importance samples into chunks of up to 4,096 decoder rows (one matrix product
-each, running logsumexp) and computes sum_d x_d l_d as a product with the last layer's weights, so only the
-softplus needs all 784 logits. Profiled at 1 thread, the decoder's products take three quarters of the time and
-the softplus over every logit an eighth; the rest is the Gaussian draws, the ReLU and the running sums. JAX's
-version of the same estimator (the straightforward x * l - softplus(l) under `jit`) computes every logit's
-product with x and a slower softplus, which is why vaekit is ahead of it.
+- *The matrix products are slower inside the step than alone.* Under the profiler at 2 threads the four forward
+  products and the seven backward ones took about 5.9 ms a step, where the same eleven shapes timed alone take
+  2.9-3.4 ms. Timed alone, one weight-gradient product (400 x 100 by 100 x 784) takes 0.91 ms with its first
+  operand transposed (as autograd passes it) and 0.54 ms with it contiguous; with a 20 MB pass over other memory
+  between calls (as Adam's pass over weights, gradients and moments is, inside a step) it takes 2.2 ms. The limit
+  is measured hot and contiguous; a real step is neither. XLA's products fare no better: the eleven products of
+  a step chained, with a 10 MB pass between steps, took 4.7-5.4 ms a step in torch and 5.5 ms under `jax.jit`.
+  JAX's lead is everything else.
+- *Fixed costs.* At batch 1 on one thread, where the products are tiny, a step still takes about 4.8 ms: forward
+  1.5, backward 1.3, the Adam update 1.2 (its fused kernel alone, hot, 0.4-0.5), clearing the gradients 0.2. An
+  operator call costs about 4 microseconds here, and a step makes about 140 of them.
+- *Element-wise work.* The Bernoulli log-likelihood's forward and backward over the 100 x 784 logits take
+  0.47-0.64 ms at 2 threads; `exp` runs at about 1.6 ns per element on one core of this CPU.
+- *The process.* `import torch` takes 3.0-3.3 s here, and `torch.optim` imports `torch._dynamo` on first use
+  (2.7 s more; pythae pays both as well). Of vaekit's 21.6 s for 3 epochs, 14.8 s are the epochs with their
+  validation.
 
-**Why pythae is no yardstick of 3x or 5x.** pythae's own epoch and `get_nll` run within 3x and 5x of the
-matrix-multiply limit on this machine, so being 3x (training) or 5x (evaluation) faster than pythae would mean
-running faster than the matrix products alone allow.
+**Tried, measured and not kept** (A/B in one process, rounds interleaved, ratio new / old per round):
 
-**Time to quality.** Static binarized MNIST overfits, so a validation ELBO of -95 or -90 needs a better model, not
-only more epochs: the 784-400-40 VAE's best validation ELBO is -97.45 after 300 epochs (RESULTS.md); the gated
-two-layer MLP of `configs/mnist-fast.toml` reaches -97.06 within 7 minutes. The VampPrior and hierarchical recipes
-of `configs/quality/` are the candidates.
+- a custom `Linear` whose weight gradient is taken from a contiguous transpose: 1.06-1.28x (slower);
+  the same writing the weight gradient into a buffer kept between steps: 0.95-1.25x, median 1.07x;
+- Adam applied inside the backward pass (a post-accumulate-gradient hook per parameter): 0.94-1.21x;
+- a one-function Bernoulli log-likelihood (`linalg.vecdot` and a sigmoid-product softplus, backward from the saved
+  sigmoid): 516 against 473 microseconds at 2 threads, 578 against 690 at 1 thread, so not kept;
+- OpenMP wait policies (`OMP_WAIT_POLICY=ACTIVE|PASSIVE`, `GOMP_SPINCOUNT`) and glibc's allocator thresholds:
+  no change outside the noise;
+- `torch.compile` of the loss module, forward and backward (`--compile`): in the trainer's own step, 6 rounds of
+  250 steps, compiled / eager 0.92-1.27, median 0.96, within the noise. Its compile took 27 s from a cold cache
+  and 11.5 s from a warm one, more than a few epochs could win back. It stays a choice, not the default.
+
+What vaekit's step already does: the batch is gathered with `index_select` into one reused buffer, the loss is
+checked for NaN on the device and read by the host every 25 steps (a diverged run still stops, naming the step),
+Adam's fused kernel is called without the optimizer's per-call Python work (the same kernel on the same tensors),
+and the logged sums build no autograd graph. It is faster than the plain PyTorch loop and than pythae (section 1),
+but an eager step, one operator at a time, stays behind XLA's compiled program on this machine.
+
+**Evaluation.** The Bernoulli MLP kernel batches examples and draws into chunks of up to 4,096 decoder rows, writes
+each chunk's activations and logits into buffers reused from chunk to chunk (a fresh 12.8 MB tensor per chunk
+cost its page faults every time: under the profiler the bias copy into it took 12 ms of a 40 ms chunk), computes
+sum_d x_d l_d as a product with the last layer's weights, and sums the softplus in place with one sigmoid pass
+(softplus(l) = relu(l) - log sigmoid(|l|), the logs taken of products of 32 factors). Against the previous kernel,
+median of 5 interleaved rounds at 2 threads: 0.83x the time (rounds 0.74-0.93x), the NLL the same to 2e-5 nats.
+The exact sum over discrete codes uses the same kernel.
 """
 
 
@@ -221,23 +267,30 @@ def main() -> None:
     t2, t1 = load("train-2threads.json"), load("train-1thread.json")
     n2, n1 = load("nll-2threads.json"), load("nll-1thread.json")
     ttq, scaling, gpu = load("time-to-quality.json"), load("scaling.json"), load("device-check.json")
-    parts = ["""# Benchmarks
+    machine = load("machine.json")
+    where = (f"{machine['cpu']}, {machine['cores']} cores, {machine['simd']} (L2 {machine['l2']}, L3 {machine['l3']}), "
+             f"no GPU, torch {machine['torch']} CPU build") if machine else "a 2-core CPU, no GPU"
+    parts = [f"""# Benchmarks
 
 Every number here was measured by the scripts in `benchmarks/` and written into `benchmarks/results/*.json`; this
 page is regenerated from them by `python benchmarks/make_report.py`. Contenders run in turn within one process,
 rounds interleaved, and ratios are taken within a round; each round measures the matrix-multiply limit again. Model
 everywhere: the 784-400-40 Bernoulli MLP VAE, batch 100, Adam (lr 1e-3), static binarized MNIST
-(`../shared/data/binarized_mnist`). Machine: a 2-core AMD EPYC CPU (Zen 4, AVX-512), no GPU,
-torch 2.13.0 CPU build; the contenders of the `bench` extra (`pip install -c constraints.txt -e '.[bench]'`: pythae,
+(`../shared/data/binarized_mnist`). Sections 1 to 3 were measured on {where}
+(`benchmarks/machine.py`); sections 0, 5 and 6 earlier, on another 2-core machine with AVX-512, so compare them
+only with each other. The contenders of the `bench` extra: `pip install -c constraints.txt -e '.[bench]'` (pythae,
 jax, optax). Threads: torch and XLA get the same count (`benchmarks/threads.py`: XLA takes it from the process's CPU
 affinity, so at 1 thread the benchmark runs on one core). Each table says the machine's load average: on a shared
-machine the absolute times are noisy and the within-round ratios less so.
+virtual machine the absolute times drift by 20% or more from minute to minute, the within-round ratios less.
 
 ## 1. Training throughput
 """]
     for res, threads in ((t2, 2), (t1, 1)):
         if res:
             parts.append(train_section(res, threads))
+    cli = load("cli-2threads.json")
+    if cli:
+        parts.append(cli_section(cli))
     if n2 or n1:
         parts.append("## 2. Evaluation throughput (importance-sampled log p(x))\n")
         for res in (n2, n1):
@@ -249,7 +302,7 @@ machine the absolute times are noisy and the within-round ratios less so.
                  "backward for the weights and for the hidden activations) timed alone with `torch.mm` at its exact "
                  "shape, best of several repetitions, summed over an epoch (training) or over the n*K decoder rows "
                  "(evaluation). It is what the work would cost if nothing but the matrix products took time; XLA's "
-                 "products at the same shapes take the same time on this machine.\n")
+                 "products at the same shapes take no less time on this machine (see the notes at the end).\n")
     amat = load("parse-amat.json")
     if amat:
         parts.append(f"""## 0. Parsing static binarized MNIST
@@ -304,11 +357,6 @@ Training steps only (no validation), {recipes['threads']} thread(s) on the 2-cor
     def fmt(v: float | None) -> str:
         return "not measured" if v is None else f"{v:.2f}x"
 
-    ttq90, m_ttq = "not measured", None
-    if ttq:
-        v = ttq["thresholds"].get("-90.0")
-        ttq90 = f"{v['seconds']:.0f} s" if v else f"not reached in {ttq['total_seconds']:.0f} s"
-        m_ttq = bool(v and v["seconds"] < 300)
     nll = n2 or n1
     agree = nll.get("nll_agree", {}).get("jax") if nll else None
     values = {"t2_jax": ratio(t2, "vaekit/jax-scan"), "t2_lim": ratio(t2, "vaekit/limit"),
@@ -317,8 +365,12 @@ Training steps only (no validation), {recipes['threads']} thread(s) on the 2-cor
     limits = {"t2_jax": 1.0, "t2_lim": 1.3, "t1_jax": 1.0, "t1_lim": 1.3, "e_jax": 1.0, "e_lim": 1.2}
     fields = {k: fmt(v) for k, v in values.items()}
     fields |= {f"m_{k}": _yes(None if v is None else v <= limits[k] + 1e-12) for k, v in values.items()}
+    cli_ratio = cli["ratio_pythae_over_vaekit"] if cli else None
     fields |= {"e_agree": "not measured" if agree is None else ("within" if agree else "outside"),
-               "m_e_agree": _yes(agree), "ttq90": ttq90, "m_ttq": _yes(m_ttq)}
+               "m_e_agree": _yes(agree), "cli": fmt(cli_ratio),
+               "m_cli": _yes(None if cli_ratio is None else cli_ratio >= 2.0),
+               "cli_epochs": cli["epochs"] if cli else 3,
+               "jax_lim2": fmt(ratio(t2, "jax-scan/limit")), "jax_lim1": fmt(ratio(t1, "jax-scan/limit"))}
     parts.append(NOTES.format(**fields))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
