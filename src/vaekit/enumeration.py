@@ -101,18 +101,23 @@ def _bernoulli_pixels(model: Any) -> bool:
 
 
 def _scorer(model: Any, fast: bool) -> Any:
-    """A function (x block (B, D), decoded params (C, *param_shape)) -> log p(x|z) (B, C)."""
+    """A function of the decoded params of a chunk of codes (C, *param_shape), once per chunk, that returns the
+    scorer of that chunk: x block (B, D) -> log p(x|z) (B, C)."""
     if fast and _bernoulli_pixels(model):
-        def bernoulli(xb: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        def bernoulli(params: torch.Tensor) -> Any:
             logits = params.reshape(params.shape[0], -1)  # (C, D)
-            return xb @ logits.t() - F.softplus(logits).sum(-1)
+            softplus = F.softplus(logits).sum(-1)  # depends on the codes only: once per chunk, not per block
+            return lambda xb: xb @ logits.t() - softplus
 
         return bernoulli
 
-    def generic(xb: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        data = model.as_data(xb) if hasattr(model, "as_data") else xb
-        expanded = params[:, None].expand(params.shape[0], xb.shape[0], *params.shape[1:])
-        return model.likelihood.log_prob(data, expanded).t()  # (C, B) -> (B, C)
+    def generic(params: torch.Tensor) -> Any:
+        def score(xb: torch.Tensor) -> torch.Tensor:
+            data = model.as_data(xb) if hasattr(model, "as_data") else xb
+            expanded = params[:, None].expand(params.shape[0], xb.shape[0], *params.shape[1:])
+            return model.likelihood.log_prob(data, expanded).t()  # (C, B) -> (B, C)
+
+        return score
 
     return generic
 
@@ -212,9 +217,10 @@ def enumerated_bound(model: Any, x: torch.Tensor, y: Any = None, *, posterior: b
             for label, index in groups:
                 yc = None if label is None else torch.full((codes.shape[0],), label, dtype=torch.long, device=device)
                 params = model.decode(codes) if yc is None else model.decode(codes, yc)  # once per chunk
+                score_chunk = score(params)
                 for s in range(0, index.shape[0], b):
                     rows = index[s : s + b]
-                    ll = score(xf[rows], params).double()  # (B, C)
+                    ll = score_chunk(xf[rows]).double()  # (B, C)
                     lse[rows] = torch.logaddexp(lse[rows], torch.logsumexp(ll + log_prior, -1))
                     if posterior:
                         log_q = (form[0][rows] @ codes.t() + form[1][rows, None]).double() if form is not None \

@@ -238,9 +238,9 @@ def _bernoulli_mlp_kernel(model: Any, x: torch.Tensor) -> Callable[[torch.Tensor
     """log p(x|z) for an MLP decoder with a Bernoulli likelihood, or None when that is not the model.
 
     log p(x|z) = sum_d [x_d l_d - softplus(l_d)], l = W h + b, and sum_d x_d l_d = h . (W^T x) + b . x,
-    so only the softplus needs all D logits. Without gradients the logits of a chunk are written into one buffer
-    reused by every chunk (a fresh one per chunk costs its page faults) and reduced in place by
-    :func:`softplus_sum_`.
+    so only the softplus needs all D logits. Without gradients each layer's output for a chunk (the logits
+    included) is written into a buffer reused by every chunk (a fresh one per chunk costs its page faults), and
+    the logits are reduced in place by :func:`softplus_sum_`.
     """
     from vaekit.components.likelihoods import BernoulliLikelihood
     from vaekit.models import VAE
