@@ -40,7 +40,7 @@ def time_recipe(path: Path, steps: int, device: torch.device, warmup: int = 2) -
     x = torch.bernoulli(torch.full((cfg.batch_size, 1, 28, 28), 0.13), generator=gen).to(device)  # as the trainer
 
     def step() -> None:
-        loss, _ = loss_module(x, 1.0)
+        loss, _, _ = loss_module(x, 1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -209,13 +209,13 @@ def test_gaussian_mixture_vae_trains_and_its_cluster_posterior_is_exact(tmp_path
 
 def test_a_mixture_trained_as_a_vae_starts_from_training_images_with_the_exact_posterior():
     from vaekit.enumeration import enumerated_bound
-    from vaekit.train import _seed_mixture_components, model_for
+    from vaekit.train import model_for
 
     cfg = from_dict({"family": "bernoulli-mixture", "components": 6})
     g = torch.Generator().manual_seed(0)
     x = torch.bernoulli(torch.full((50, 1, 4, 4), 0.3), generator=g)
     model = model_for(cfg, (1, 4, 4), True)
-    _seed_mixture_components(model, x, seed=0)
+    model.seed_from_data(x, seed=0)  # the model's own hook, as the trainer calls it
     templates = torch.sigmoid(model.decode(torch.eye(6))).reshape(6, -1)  # each component's pixel means
     assert all(any(torch.allclose(t, 0.05 + 0.9 * row) for row in x.reshape(50, -1)) for t in templates)
     bound = enumerated_bound(model, x)

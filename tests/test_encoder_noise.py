@@ -66,7 +66,7 @@ def test_loss_module_adds_noise_to_the_encoders_input_only(sigma):
     decoded: list[torch.Tensor] = []
     original = model.log_likelihood
     model.log_likelihood = lambda xx, z, y=None: (decoded.append(xx), original(xx, z, y))[1]
-    loss, stats = LossModule(model, "elbo", 1, encoder_noise=sigma)(x, 1.0)
+    loss, stats, _ = LossModule(model, "elbo", 1, encoder_noise=sigma)(x, 1.0)
     (encoder_input,) = seen  # the networks see images (N, C, H, W)
     torch.testing.assert_close(decoded[0].reshape(x.shape), x)  # the decoder scores the clean image
     noise = encoder_input.reshape(x.shape) - x

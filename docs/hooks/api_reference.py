@@ -27,7 +27,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Information and gradients": ("info", "estimators"),
     "Distributions and networks": ("distributions", "nn"),
     "Models": ("components", "models", "registry"),
-    "Objectives and training": ("objectives", "discrete_objectives", "train", "config", "em"),
+    "Objectives and training": ("objectives", "discrete_objectives", "training", "train", "config", "em"),
     "Evaluation and exact checks": ("evaluation", "exact", "enumeration", "surgery", "posthoc", "clustering",
                                     "gradient_variance"),
     "Data": ("data",),

@@ -26,6 +26,9 @@ else:  # pragma: no cover
 
 #: The component kinds a model is made of, in the order they are settled.
 KINDS = ("posterior", "prior", "likelihood")
+#: Every registered kind a run names with its settings (``NAME`` + ``NAME_settings``): the components and the
+#: objective.
+NAMED_KINDS = ("family", *KINDS, "objective")
 
 
 @dataclass
@@ -36,7 +39,8 @@ class TrainConfig:
     binarize: str | None = None  # None (data set default) | dynamic | threshold
     conditional: bool = False  # condition q(z|x, y) and p(x|z, y) on the data set's labels
     # model: the family, networks (model = mlp | conv), sizes, and the three components (names + settings)
-    family: str = "vae"  # vae | gmvae (a Gaussian-mixture prior) | bernoulli-mixture (one categorical z)
+    family: str = "vae"  # a registered family: vae, gmvae (a Gaussian-mixture prior), bernoulli-mixture, ...
+    family_settings: dict[str, Any] = field(default_factory=dict)
     model: str = "mlp"  # mlp | conv
     hidden: list[int] = field(default_factory=lambda: [400])
     latent: int = 40
@@ -53,7 +57,8 @@ class TrainConfig:
     fit: str = "vae"  # bernoulli-mixture: vae (amortized q(z|x), the trainer) | em (exact EM)
     em_iterations: int = 100  # fit em: the most EM iterations
     # objective
-    objective: str = "elbo"  # elbo | iwae
+    objective: str = "elbo"  # a registered objective: elbo, iwae, autoencoder, ... (vaekit.objectives)
+    objective_settings: dict[str, Any] = field(default_factory=dict)
     estimator: str | None = None  # discrete latents: enumerate | score | nvil | vimco | gumbel | straight-through
     temperature: float = 1.0  # gumbel / straight-through: the starting temperature tau_0
     temperature_min: float = 0.5  # ... the floor of tau_t = max(tau_min, tau_0 exp(-r t))
@@ -85,12 +90,10 @@ class TrainConfig:
     log_images_every: int = 5  # a grid of decoded samples every N epochs and at the last (0: never)
 
     CHOICES = {
-        "family": ("vae", "gmvae", "bernoulli-mixture"),
         "fit": ("vae", "em"),
         "estimator": (None, "enumerate", "score", "nvil", "vimco", "gumbel", "straight-through"),
         "model": ("mlp", "conv"),
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
-        "objective": ("elbo", "iwae"),
         "train_only": ("all", "encoder"),
         "select_by": ("objective", "elbo"),
         "lr_schedule": ("none", "cosine", "plateau"),
@@ -123,12 +126,31 @@ class TrainConfig:
             model[key] = flat.pop(key)
         for kind in KINDS:
             model[kind] = {"name": flat.pop(kind), **flat.pop(f"{kind}_settings")}
-        return {**{k: flat[k] for k in ("dataset", "data_dir", "binarize", "conditional")}, "model": model,
-                **{k: v for k, v in flat.items() if k not in ("dataset", "data_dir", "binarize", "conditional")}}
+        for kind in ("family", "objective"):
+            settings = flat.pop(f"{kind}_settings")
+            if settings:  # a plain name otherwise, as runs have always written it
+                flat[kind] = {"name": flat[kind], **settings}
+        rest = {k: v for k, v in flat.items() if k not in DATA_KEYS}
+        return {**{k: flat[k] for k in DATA_KEYS}, "model": model, **rest}
 
 
 #: The generic model settings, flat in TrainConfig and under [model] in a file (``model`` itself is [model] arch).
 MODEL_KEYS = ("hidden", "latent", "levels", "activation", "conv_channels")
+#: The settings of the data, first in config.json.
+DATA_KEYS = ("dataset", "data_dir", "binarize", "conditional")
+#: The settings of a model family and its fitting (exact EM) besides the family's own table.
+FAMILY_KEYS = ("family", "components", "fit", "em_iterations")
+
+
+def training_keys() -> tuple[str, ...]:
+    """The settings of how a model is trained (not what the model or the data are): the TrainConfig fields less
+    the data's, the model's, the family's and the loggers' (``log``), and the flat settings of the registered
+    objectives (``PREFIX_FIELD``). They are what :func:`vaekit.fit` takes besides a model and data."""
+    described = {*DATA_KEYS, *MODEL_KEYS, *FAMILY_KEYS, *KINDS, "model", "log"}
+    own = [f.name for f in dataclasses.fields(TrainConfig)
+           if f.name not in described and not f.name.endswith("_settings")]
+    flat = [key for key, owners in component_flags().items() if any(kind == "objective" for kind, _, _ in owners)]
+    return (*own, *flat)
 
 
 def _fields() -> dict[str, Any]:
@@ -137,16 +159,30 @@ def _fields() -> dict[str, Any]:
 
 
 def _registry(kind: str):
+    if kind == "objective":
+        from vaekit.objectives import OBJECTIVES
+
+        return OBJECTIVES
+    if kind == "family":
+        from vaekit.models.families import FAMILIES
+
+        return FAMILIES
     from vaekit.components import kinds
 
     return kinds()[kind]
+
+
+def registries() -> dict[str, Any]:
+    """The registry of each kind a run names with settings (:data:`NAMED_KINDS`): family, posterior, prior,
+    likelihood and objective."""
+    return {kind: _registry(kind) for kind in NAMED_KINDS}
 
 
 def component_flags() -> dict[str, list[tuple[str, str, str]]]:
     """Flat setting names of the registered components -> [(kind, component name, field)]:
     ``PREFIX_FIELD`` (``vamp_components``, ``flow_steps``, ``pixelcnn_layers``, ...)."""
     out: dict[str, list[tuple[str, str, str]]] = {}
-    for kind in KINDS:
+    for kind in NAMED_KINDS:
         for entry in _registry(kind).entries():
             for f in entry.fields():
                 key = entry.flat_name(f).replace("-", "_")
@@ -164,7 +200,7 @@ def validate(cfg: TrainConfig) -> None:
         if value not in choices:
             shown = ", ".join("(default)" if c is None else c for c in choices)
             raise ConfigError(f"{name} must be one of {shown}; got {value!r}")
-    for kind in KINDS:
+    for kind in NAMED_KINDS:
         name = getattr(cfg, kind)
         settings = getattr(cfg, f"{kind}_settings")
         if not isinstance(settings, dict):
@@ -251,26 +287,22 @@ def _validate_log(cfg: TrainConfig) -> None:
 
 
 def _validate_family(cfg: TrainConfig) -> None:
-    """The model families' fixed parts: what ``family`` implies must not be contradicted."""
-    if cfg.fit == "em" and cfg.family != "bernoulli-mixture":
-        raise ConfigError("fit em is the exact EM of the mixture of Bernoullis; use it with family bernoulli-mixture")
-    if cfg.components is not None and cfg.family != "bernoulli-mixture":
+    """The model family's fixed parts: what ``family`` implies must not be contradicted (its own check), and the
+    fitter must be one the family supports."""
+    family = _registry("family").build(cfg.component("family"))
+    if cfg.fit not in family.fitters:
+        if cfg.fit == "em":
+            raise ConfigError("fit em is the exact EM of the mixture of Bernoullis; use it with family "
+                              "bernoulli-mixture")
+        raise ConfigError(f"family {cfg.family} is fitted by {', '.join(family.fitters)}; got fit {cfg.fit}")
+    if cfg.components is not None and not family.takes_components:
         raise ConfigError("components is the number of mixture components of family bernoulli-mixture; for the "
                           "Gaussian-mixture VAE give clusters (--clusters), for the VampPrior vamp_components")
-    if cfg.family == "gmvae" and (cfg.prior != "mixture" or cfg.posterior not in ("gaussian", "iaf", "planar")):
-        raise ConfigError(f"family gmvae is a Gaussian q(z|x) with the mixture prior; got posterior {cfg.posterior} "
-                          f"and prior {cfg.prior}")
-    if cfg.family == "bernoulli-mixture":
-        want = {"posterior": "categorical", "latent": 1, "prior": "categorical", "levels": 1, "model": "mlp"}
-        wrong = [f"{k} {getattr(cfg, k)!r}" for k, v in want.items() if getattr(cfg, k) != v]
-        if wrong or cfg.hidden != []:
-            shown = ", ".join(wrong + ([f"hidden {cfg.hidden}"] if cfg.hidden != [] else []))
-            raise ConfigError(f"family bernoulli-mixture is one categorical z with --components classes and linear "
-                              f"networks; leave out {shown}")
+    family.check(cfg)
     if cfg.posterior == "delta":
-        if cfg.objective != "elbo":
-            raise ConfigError("an autoencoder (posterior delta) has no density to importance-sample: train it with "
-                              "objective elbo (its reconstruction objective)")
+        if not _registry("objective").entry(cfg.objective).cls.trains_autoencoders:
+            raise ConfigError(f"an autoencoder (posterior delta) has no density for objective {cfg.objective}: "
+                              "train it with objective elbo (its reconstruction objective)")
         if cfg.prior != "standard" or cfg.levels != 1:
             raise ConfigError("an autoencoder (posterior delta) uses no prior in training (a Gaussian mixture is "
                               "fitted to its codes afterwards) and has one level; leave prior and levels out")
@@ -376,7 +408,7 @@ def _partial(values: dict[str, Any], source: str) -> dict[str, Any]:
         k = str(key).replace("-", "_")
         if k == "model" and isinstance(value, dict):
             _model_table(value, source, out, pending)
-        elif k in KINDS and isinstance(value, dict):
+        elif k in NAMED_KINDS and isinstance(value, dict):
             _component_table(k, value, source, out)
         elif k == "flow":  # the flag users know: --flow iaf is the posterior iaf
             if value is not None:
@@ -456,24 +488,10 @@ def _finish(partial: dict[str, Any], source: str) -> TrainConfig:
 
 
 def _family_defaults(clean: dict[str, Any]) -> None:
-    """Fill in what a model family implies (its prior, its posterior), unless the settings give it."""
+    """Fill in what the model family implies (its prior, its posterior), unless the settings give it."""
     family = clean.get("family", "vae")
-    if family == "gmvae":
-        clean.setdefault("prior", "mixture")
-    elif family == "bernoulli-mixture":
-        for key, value in (("posterior", "categorical"), ("latent", 1), ("prior", "categorical"), ("hidden", [])):
-            clean.setdefault(key, value)
-        classes = clean.get("components")
-        if clean.get("posterior") == "categorical":
-            settings = dict(clean.get("posterior_settings") or {})
-            if classes is not None:
-                if settings.get("classes", classes) != classes:
-                    raise ConfigError(f"components {classes} and classes {settings['classes']} disagree; give one")
-                settings["classes"] = classes
-            settings.setdefault("classes", 10)
-            clean["posterior_settings"] = settings
-        if clean.get("prior") == "categorical":
-            clean["prior_settings"] = {"learned": True, **(clean.get("prior_settings") or {})}
+    if isinstance(family, str) and family in _registry("family"):
+        _registry("family").entry(family).cls.defaults(clean)
     prior = clean.get("prior", "standard")
     resolved = standard_prior(clean.get("posterior", "gaussian"), prior, clean.get("prior_settings"))
     if resolved != prior:  # before the flat component flags go to the chosen prior (--prior-learned)
@@ -609,7 +627,7 @@ def resolve(file_values: dict[str, Any] | None, flag_values: dict[str, Any]) -> 
     base = _partial(dict(file_values or {}), "the config file")
     flags = _partial({k: v for k, v in flag_values.items() if v is not None}, "the flags")
     merged = {k: v for k, v in base.items() if k != "_pending"}
-    for kind in KINDS:
+    for kind in NAMED_KINDS:
         if kind in flags and flags[kind] != base.get(kind, fields_default(kind)):
             merged.pop(f"{kind}_settings", None)
     for key, value in flags.items():

@@ -69,6 +69,18 @@ from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_p
 from vaekit.distributions.kl import kl_per_unit
 from vaekit.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
 from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.objectives.figures import (  # noqa: F401 - public here too, as before
+    CROSS_ENTROPY,
+    DENSITY,
+    DEQUANTIZATION_SEED_OFFSET,
+    DEQUANTIZED,
+    FIGURE_KINDS,
+    LOG_PROBABILITY,
+    _is_binary,
+    dequantize,
+    figure_kind,
+    on_grid,
+)
 from vaekit.runtime import resolve_device
 from vaekit.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
 from vaekit.sizing import model_device_dtype as _model_device_dtype
@@ -664,67 +676,10 @@ def _notes(model: Any, ess: np.ndarray, k: int, *, kind: str = "", levels: int |
     return notes
 
 
-#: What log p(x) is (``EvaluationResult.log_px_kind``; the module docstring).
-LOG_PROBABILITY, DEQUANTIZED, DENSITY, CROSS_ENTROPY = "log-probability", "dequantized-bound", "density", \
-    "cross-entropy"
-FIGURE_KINDS = (LOG_PROBABILITY, DEQUANTIZED, DENSITY, CROSS_ENTROPY)
-#: Offset added to the evaluation seed for the dequantisation noise u (apart from the importance samples').
-DEQUANTIZATION_SEED_OFFSET = 7_777_777
 #: A learned variance at its floor on more than this fraction of the pixels is noted.
 FLOOR_NOTE_FRACTION = 0.01
 #: Examples whose decoded point codes the variance floor is measured on.
 FLOOR_EXAMPLES = 256
-
-
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
-
-
-def on_grid(x: torch.Tensor, levels: int) -> bool:
-    """Whether every value of x is k / (L - 1) for an integer k in 0..L-1 (to within float32 rounding)."""
-    k = x.double() * (levels - 1)
-    return bool(((k - k.round()).abs() <= 1e-3).all() and (k >= -1e-3).all() and (k <= levels - 1 + 1e-3).all())
-
-
-def figure_kind(model: Any, x: torch.Tensor, data: Any = None, levels: int | None = None) -> tuple[str, int | None]:
-    """(what log p(x) is, the data's grey levels L) for ``model``'s likelihood on images x (N, D) in [0, 1].
-
-    L is ``levels``, else the data set's ``levels``, else 2 when every value is 0 or 1, else None (real values;
-    a discrete likelihood's own L where x lies on its grid). A discrete likelihood on data of other levels, or
-    off its grid, is a :class:`DataError` (its log-probability would be of rounded values)."""
-    if levels is None and not isinstance(data, (torch.Tensor, np.ndarray)):
-        levels = getattr(data, "levels", None)
-    if levels is None and _is_binary(x):
-        levels = 2
-    lik = getattr(model, "likelihood", None)
-    want = getattr(lik, "levels", None)
-    name = getattr(lik, "name", "") or type(lik).__name__
-    if want is None:  # a density
-        if levels is not None and levels > 2:
-            if not on_grid(x, levels):
-                raise DataError(f"the data are said to have {levels} grey levels but are not on the grid k / "
-                                f"{levels - 1}; give their true levels")
-            return DEQUANTIZED, levels
-        return DENSITY, levels
-    if want == 2:  # a likelihood of binary pixels
-        return (LOG_PROBABILITY, 2) if _is_binary(x) else (CROSS_ENTROPY, levels)
-    if levels is None:
-        levels = want if on_grid(x, want) else None
-    if levels != want or not on_grid(x, want):
-        have = f"{levels} grey levels" if levels is not None else "real values (not on its grid)"
-        raise DataError(f"the {name} likelihood is a probability of {want} grey levels but the data have {have}; "
-                        "evaluate it on the data it was trained on")
-    return LOG_PROBABILITY, levels
-
-
-def dequantize(x: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
-    """Uniform dequantisation of images on the grid x = k / (L - 1): y = (k + u) / L, u ~ U[0, 1) per value,
-    drawn on the CPU from a generator seeded with ``seed`` + :data:`DEQUANTIZATION_SEED_OFFSET` (the same y
-    on every device and batch size). The bins [k / L, (k + 1) / L) partition [0, 1); each holds k / (L - 1)."""
-    g = torch.Generator().manual_seed((int(seed) + DEQUANTIZATION_SEED_OFFSET) % 2**63)
-    k = torch.round(x.detach().to("cpu", torch.float64) * (levels - 1))
-    u = torch.rand(k.shape, generator=g, dtype=torch.float64)
-    return ((k + u) / levels).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
 
 @torch.inference_mode()

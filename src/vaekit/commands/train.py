@@ -65,9 +65,9 @@ FLAGS: dict[str, tuple] = {
 
 
 def _registries() -> dict:
-    from vaekit.components import kinds
+    from vaekit.config import registries
 
-    return kinds()
+    return registries()
 
 
 def _boolean(value: str) -> bool:

@@ -211,9 +211,11 @@ def save_training_state(
     progress: dict[str, Any],
     rng: dict[str, torch.Tensor],
     extra: torch.nn.Module | None = None,
+    auxiliary: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
     """Write ``checkpoint.safetensors``: weights, optimizer state, RNG states, progress (JSON); ``extra`` (a
-    discrete estimator's baseline and statistics) under ``estimator.``."""
+    discrete estimator's baseline and statistics) under ``estimator.``; the model's ``auxiliary`` optimizers
+    (by name) under ``aux.NAME.``."""
     tensors = state_dict_tensors(model, "model.")
     if extra is not None:
         tensors.update(state_dict_tensors(extra, "estimator."))
@@ -222,6 +224,10 @@ def save_training_state(
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous().clone() for k, v in rng.items()})
     metadata = {"format": FORMAT, "kind": "training-state",
                 "progress": json.dumps(progress), "optimizer": json.dumps(optim_meta)}
+    for name, other in (auxiliary or {}).items():
+        aux_tensors, aux_meta = _flatten_optimizer(other.state_dict())
+        tensors.update({f"aux.{name}.{key}": value for key, value in aux_tensors.items()})
+        metadata[f"optimizer.{name}"] = json.dumps(aux_meta)
     data = safetensors_bytes(tensors, metadata)
     try:
         atomic_write_bytes(run / STATE_FILE, data)
@@ -229,10 +235,23 @@ def save_training_state(
         raise write_failed(run / STATE_FILE, exc) from None
 
 
+def _load_auxiliary(tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                    auxiliary: dict[str, torch.optim.Optimizer]) -> None:
+    """Restore the auxiliary optimizers' states saved under ``aux.NAME.`` (KeyError: one is missing)."""
+    for name, other in auxiliary.items():
+        meta = json.loads(metadata[f"optimizer.{name}"])
+        _check_optimizer_meta(meta)
+        prefix = f"aux.{name}."
+        part = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        other.load_state_dict(_unflatten_optimizer(part, meta))
+        _check_optimizer(other)
+
+
 def load_training_state(
-    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: torch.nn.Module | None = None
+    run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: torch.nn.Module | None = None,
+    auxiliary: dict[str, torch.optim.Optimizer] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore weights and optimizer from ``checkpoint.safetensors``; return (progress, rng)."""
+    """Restore weights and optimizers from ``checkpoint.safetensors``; return (progress, rng)."""
     path = run / STATE_FILE
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT or metadata.get("kind") != "training-state":
@@ -256,6 +275,7 @@ def load_training_state(
             extra.load_state_dict(extra_sd)
         optimizer.load_state_dict(_unflatten_optimizer(optim_t, optim_meta))
         _check_optimizer(optimizer)
+        _load_auxiliary(tensors, metadata, auxiliary or {})
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is corrupt or does not match this run's config: {one_line(exc)}") from None
     return progress, rng

@@ -106,7 +106,7 @@ def _metric_value(v: Any) -> bool:
 
 #: The fields of a metrics row that hold a short name, not a number (a discrete model's estimator, the score that
 #: chooses the kept epoch).
-TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by", "objective"})
+TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by", "objective", "log_px_kind"})
 
 
 def metrics_row(row: Any) -> bool:

@@ -1,12 +1,14 @@
-"""Latent-variable models: the protocol (:mod:`~vaekit.models.base`), the VAE, the two-level VAE, and the
-linear-Gaussian model whose log p(x) is known in closed form."""
+"""Latent-variable models: the protocol (:mod:`~vaekit.models.base`), the VAE, the two-level VAE, the
+linear-Gaussian model whose log p(x) is known in closed form, and the registered families that ``--family NAME``
+builds (:mod:`~vaekit.models.families`)."""
 
 from vaekit.models.base import LatentVariableModel, Samples, ShapeError
+from vaekit.models.families import FAMILIES, Family
 from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.models.mixture import BernoulliMixture
 from vaekit.models.persistence import load_model, save_model
 from vaekit.models.vae import VAE
 
-__all__ = ["VAE", "BernoulliMixture", "HierarchicalVAE", "LatentVariableModel", "LinearGaussian", "Samples",
-           "ShapeError", "load_model", "save_model"]
+__all__ = ["FAMILIES", "VAE", "BernoulliMixture", "Family", "HierarchicalVAE", "LatentVariableModel",
+           "LinearGaussian", "Samples", "ShapeError", "load_model", "save_model"]

@@ -95,6 +95,39 @@ class LatentVariableModel(nn.Module):
         device = next((p.device for p in self.parameters()), y.device)
         return y.to(device=device, dtype=dtype)
 
+    # -- facts (capabilities the trainer and the analyses read, instead of testing classes) ---------------
+    @property
+    def is_discrete(self) -> bool:
+        """Whether q(z|x) is discrete (no reparameterization: training needs an estimator of its gradient)."""
+        return bool(getattr(getattr(self, "posterior_family", None), "discrete", False))
+
+    @property
+    def is_autoencoder(self) -> bool:
+        """Whether q(z|x) is a point mass z = f(x): a deterministic autoencoder, which has no ELBO."""
+        return bool(getattr(getattr(self, "posterior_family", None), "autoencoder", False))
+
+    @property
+    def latent_penalty(self) -> float:
+        """An autoencoder's lambda in its penalty (lambda / 2) ||f(x)||^2 (0 for other models)."""
+        return float(getattr(getattr(self, "posterior_family", None), "latent_penalty", 0.0))
+
+    @property
+    def default_objective(self) -> str:
+        """The registered objective that trains this model when none other is asked for."""
+        return "autoencoder" if self.is_autoencoder else "elbo"
+
+    # -- hooks (the trainer calls them; a model overrides those that concern it) -------------------------
+    def seed_from_data(self, train: torch.Tensor, seed: int) -> None:
+        """Set a data-dependent starting point before training (nothing by default); a resumed run's checkpoint
+        replaces it. ``train``: the training examples; ``seed``: the run's seed (draw with its own generator)."""
+
+    def auxiliary_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers of their own (by name) for sub-modules trained on the objective's auxiliary losses of the
+        same name, e.g. a FactorVAE's discriminator (nanoGPT's ``configure_optimizers``); the model's optimizer
+        trains every other parameter. None by default. ``lr``: the run's learning rate. Their parameters are saved
+        with the model's weights, their states with the training checkpoint."""
+        return {}
+
     # -- the protocol -------------------------------------------------------------------------
     @property
     def latent_size(self) -> int:

@@ -184,6 +184,42 @@ class VAE(LatentVariableModel):
     def latent_size(self) -> int:
         return self.posterior_family.code_size
 
+    def _mixture_table(self) -> nn.Linear | None:
+        """The decoder's table when this VAE is a mixture of Bernoullis (one K-way categorical z, a decoder that is
+        one linear layer giving one logit per pixel: component k's logits are its column k), else None."""
+        decoder = self.decoder
+        if not (isinstance(decoder, nn.Sequential) and len(decoder) == 1 and isinstance(decoder[0], nn.Linear)):
+            return None
+        family = self.posterior_family
+        one_group = family.discrete and getattr(family, "classes", 0) == family.code_size == decoder[0].in_features
+        binary = getattr(self.likelihood, "levels", None) == 2 and decoder[0].out_features == math.prod(self.shape)
+        return decoder[0] if one_group and binary else None
+
+    @torch.no_grad()
+    def seed_from_data(self, train: torch.Tensor, seed: int) -> None:
+        """A mixture of Bernoullis starts from K distinct training images, as EM's seeding does: component k's
+        pixel logits logit(0.05 + 0.9 x_k) (its decoder column), the decoder bias 0, and a linear encoder at the
+        exact posterior of that model. From the default initialisation every component decodes nearly the same
+        image, q(z|x) is nearly uniform, and training collapses the mixture onto one component. Other VAEs start
+        as initialised."""
+        linear = self._mixture_table()
+        if linear is None:
+            return
+        k = linear.weight.shape[1]
+        gen = torch.Generator().manual_seed(seed * 7919 + 17)
+        rows = torch.randperm(train.shape[0], generator=gen)[:k]
+        images = train[rows.to(train.device)].reshape(len(rows), -1).to(linear.weight.dtype)
+        logits = torch.logit(0.05 + 0.9 * images)  # (K, D)
+        linear.weight[:, : len(rows)] = logits.T
+        linear.bias.zero_()
+        encoder = self.encoder
+        first = encoder[0] if isinstance(encoder, nn.Sequential) and len(encoder) == 1 else None
+        if isinstance(first, nn.Linear) and first.weight.shape[0] == len(rows):
+            # q(z|x) starts at the exact posterior of this initial model, which is linear in x:
+            # log p(z = k | x) = x . l_k - sum_d softplus(l_kd) + const  (uniform mixture weights)
+            first.weight.copy_(logits)
+            first.bias.copy_(-nn.functional.softplus(logits).sum(-1))
+
     def inference_parameters(self) -> list[nn.Parameter]:
         """The parameters of q(z|x) alone (encoder and posterior family, e.g. a flow)."""
         return list(self.encoder.parameters()) + list(self.posterior_family.parameters())

@@ -1,0 +1,26 @@
+"""Objectives: the bounds and their terms (:mod:`vaekit.objectives.terms`), and the registered objectives that
+train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae`` and ``autoencoder``.
+
+For one example x, with z ~ q(z|x) drawn by reparameterization:
+
+    ELBO(x)   = E_q[log p(x|z)] - KL(q(z|x) || p(z))            <= log p(x)
+    IWAE_k(x) = E[ log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i|x) ] <= log p(x),  IWAE_1 = ELBO,
+
+in nats per example. A new objective is one class plus one registration in :data:`OBJECTIVES`.
+"""
+
+from vaekit.objectives import autoencoder, evidence, importance  # noqa: F401 - the built-in registrations
+from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score, build_objective
+from vaekit.objectives.terms import (
+    ElboTerms,
+    autoencoder_terms,
+    elbo,
+    iwae_bound,
+    iwae_terms,
+    kl_weight,
+    log_importance_weights,
+    sampled_terms,
+)
+
+__all__ = ["OBJECTIVES", "ElboTerms", "Loss", "Objective", "Score", "autoencoder_terms", "build_objective", "elbo",
+           "iwae_bound", "iwae_terms", "kl_weight", "log_importance_weights", "sampled_terms"]

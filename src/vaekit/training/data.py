@@ -1,0 +1,88 @@
+"""The data a run trains on: a named data set, or tensors and arrays given in memory (:func:`in_memory_dataset`),
+with their labels."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.config import TrainConfig
+from vaekit.errors import DataError
+
+#: ``dataset`` in the config.json of a run trained by :func:`fit` on data given in memory.
+IN_MEMORY = "in-memory"
+
+
+def load_data(cfg: TrainConfig):
+    from vaekit.data import load_dataset
+
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarize=cfg.binarize, seed=cfg.seed)
+
+
+def _as_images(data: Any, what: str) -> torch.Tensor:
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor):
+        raise DataError(f"{what} must be a tensor or array of images (N, C, H, W), or a vaekit data set; "
+                        f"got a {type(data).__name__}")
+    if data.dim() < 2 or data.shape[0] == 0:
+        raise DataError(f"{what} must be a batch of examples (N, C, H, W) with N >= 1; got shape {tuple(data.shape)}")
+    if not data.is_floating_point():
+        data = data.float()
+    if not bool(torch.isfinite(data).all()):
+        raise DataError(f"{what} holds NaN or infinite values")
+    return data.float()
+
+
+def in_memory_dataset(train: Any, valid: Any = None) -> Any:
+    """A data set (the attributes :func:`fit` reads) from tensors or arrays; ``(x, y)`` pairs carry labels.
+
+    A vaekit :class:`~vaekit.data.Dataset` is returned as it is. Without ``valid`` nothing is held out: the
+    kept weights are then those of the last epoch.
+    """
+    if hasattr(train, "train") and hasattr(train, "shape") and valid is None:
+        return train
+
+    def split(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            x, y = _as_images(data[0], what), torch.as_tensor(data[1]).long()
+            if y.shape != (x.shape[0],):
+                raise DataError(f"the labels of {what} must be (N,) = ({x.shape[0]},); got {tuple(y.shape)}")
+            return x, y
+        return _as_images(data, what), None
+
+    x, y = split(train, "train")
+    if valid is not None:
+        vx, vy = split(valid, "valid")
+        if tuple(vx.shape[1:]) != tuple(x.shape[1:]):
+            raise DataError(f"valid has examples of shape {tuple(vx.shape[1:])}, train {tuple(x.shape[1:])}")
+        if (vy is None) != (y is None):
+            raise DataError("give labels for both train and valid, or for neither")
+    else:
+        vx, vy = x[:0], (y[:0] if y is not None else None)
+    binary = bool(((x == 0) | (x == 1)).all()) and bool(((vx == 0) | (vx == 1)).all())
+    labels = {"train": y, "valid": vy, "test": None if y is None else y[:0]}
+    classes = int(max(int(y.max()), int(vy.max()) if vy is not None and vy.numel() else 0)) + 1 \
+        if y is not None else None
+    return types.SimpleNamespace(name=IN_MEMORY, train=x, valid=vx, test=x[:0], shape=tuple(x.shape[1:]),
+                                 binary=binary, dynamic=False, labels=labels.get,
+                                 classes=tuple(str(c) for c in range(classes)) if classes else None)
+
+
+def _labels(ds: Any, split: str) -> torch.Tensor | None:
+    getter = getattr(ds, "labels", None)
+    return getter(split) if callable(getter) else None
+
+
+def _classes(ds: Any) -> int:
+    classes = getattr(ds, "classes", None)
+    if classes:
+        return len(classes)
+    y = _labels(ds, "train")
+    if y is None or y.numel() == 0:
+        raise DataError(f"{getattr(ds, 'name', 'the data set')} has no labels to condition on; "
+                        "leave conditional off, or use a data set with labels (digits, mnist, ...)")
+    return int(y.max()) + 1

@@ -1,0 +1,472 @@
+"""The trainer's entry points: :func:`train` builds the model a config describes, :func:`fit` trains a model the
+user built; both open the run folder and hand the work to the loop (:mod:`vaekit.training.loop`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit import runtime as D
+from vaekit.config import TrainConfig, from_dict, training_keys
+from vaekit.discrete_objectives import ESTIMATORS
+from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
+from vaekit.io import checkpoint as ckpt
+from vaekit.io import contract
+from vaekit.io.runs import run_lock, trim_metrics
+from vaekit.loggers import Logger
+from vaekit.models import LatentVariableModel
+from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
+from vaekit.progress import enabled as progress_enabled
+from vaekit.progress import notebook_log
+from vaekit.runtime import autocast_context, resolve_device, set_precision
+from vaekit.training.build import _estimator_for, _init_weights, _trainable_parameters, model_for, objective_for
+from vaekit.training.callbacks import (
+    Callback,
+    Checkpoint,
+    CodeDensity,
+    EarlyStopping,
+    EpochLines,
+    KeepBest,
+    Loggers,
+    MetricsFile,
+    OnEpoch,
+)
+from vaekit.training.data import IN_MEMORY, _classes, _labels, in_memory_dataset, load_data
+from vaekit.training.loop import Loop, TrainData
+from vaekit.training.reporting import (
+    _close_loggers,
+    _differing_from_defaults,
+    _logging_given,
+    _resume_logging,
+    _split_loggers,
+    _start_loggers,
+)
+from vaekit.training.state import _check_resumed_state, _make_scheduler, _rank_rng, _set_rng_state, _weights_unsound
+from vaekit.training.step import LossModule, _compiled, _fused_if_supported, _make_step
+
+#: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
+#: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
+RUN_ARITHMETIC = ("precision", "eval_batch_size")
+
+
+@dataclass
+class _Options:
+    overwrite: bool = False
+    explicit: frozenset[str] | None = None  # TrainConfig fields the user gave (None: those unlike the defaults)
+    check_model: Callable[[Any, TrainConfig], None] | None = None  # called with the built model, before work
+    notice: Callable[[str], None] | None = None  # where a changed resume setting is said (default: the log)
+    logging: frozenset[str] = frozenset()  # the LOG_SETTINGS this call chose (a resume keeps the run's others)
+    loggers: tuple[Logger, ...] = ()  # Logger objects given in Python, besides the named ones
+    opened: list[Logger] = dataclasses.field(default_factory=list)  # loggers to close when the run ends
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    epochs: int
+    train_elbo: float
+    valid_elbo: float
+    best_valid_elbo: float
+    best_epoch: int
+    seconds: float
+    stopped_early: bool
+    best_valid_iwae: float | None = None  # the kept epoch's validation IWAE_k bound (IWAE objective only)
+    selected_by: str = "valid ELBO"  # the validation score that chose the kept epoch
+    best_score: float = math.nan  # its value at the kept epoch
+    model: Any = dataclasses.field(default=None, repr=False, compare=False)  # the trained model (last epoch)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
+               "valid_elbo": self.valid_elbo, "best_valid_elbo": self.best_valid_elbo,
+               "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
+        if self.best_valid_iwae is not None:
+            out["best_valid_iwae"] = self.best_valid_iwae
+        out["selected_by"], out["best_score"] = self.selected_by, self.best_score
+        return out
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    dataset: Any = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    explicit: Collection[str] | None = None,
+    check_model: Callable[[Any, TrainConfig], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+    loggers: Any = None,
+) -> TrainResult:
+    """Train the model ``cfg`` describes, writing the run to ``out``; see the module docstring.
+
+    ``out`` must be a new or empty folder or a vaekit run (:mod:`vaekit.io.contract`); a run that holds files
+    is continued with ``resume`` or started afresh with ``overwrite`` (which removes only the run's own files).
+    ``explicit`` names the config fields the user chose; on ``resume`` the others of :data:`RUN_ARITHMETIC` come
+    from the run's config.json (None: the fields whose value differs from the defaults count as chosen).
+    ``check_model(model, cfg)`` may refuse the built model before any training (e.g. a memory estimate).
+    ``loggers`` (names, e.g. ``"tensorboard,csv"``, and/or :class:`vaekit.loggers.Logger` objects) replaces
+    ``cfg.log``; see :mod:`vaekit.loggers`. ``progress`` None: a bar when stderr is a terminal or in a notebook;
+    ``log`` None: the per-epoch lines are printed in a notebook, said nowhere otherwise."""
+
+    if cfg.fit == "em":
+        raise ConfigError("fit em (the exact EM of the mixture of Bernoullis) is trained by vaekit.em.train_em(cfg, "
+                          "out), or vaekit train --family bernoulli-mixture --fit em")
+
+    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+        condition = _classes(ds) if cfg.conditional else 0
+        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition, getattr(ds, "levels", None))
+
+    names, objects = _split_loggers(loggers)
+    if names is not None:
+        cfg = dataclasses.replace(cfg, log=names)
+    opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice,
+                    _logging_given(cfg, explicit, names), objects)
+    return _run(cfg, _out_path(out), resume, dataset, progress, on_epoch, log, build, opts=opts)
+
+
+def _out_path(out: str | Path) -> Path:
+    """``out`` as a path; an empty name (which would mean the current folder) is refused."""
+    if not isinstance(out, (str, Path)) or not str(out).strip():
+        raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}; to use the current folder "
+                          "say so with --out .")
+    return Path(out)
+
+
+def fit(
+    model: LatentVariableModel,
+    train: Any,
+    valid: Any = None,
+    *,
+    out: str | Path,
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    objective: str | dict[str, Any] = "elbo",
+    k: int = 1,
+    beta: float = 1.0,
+    warmup: int = 0,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    loggers: Any = None,
+    **settings: Any,
+) -> TrainResult:
+    """Train an already built ``model`` on ``train`` (tensor or array (N, C, H, W), an ``(x, y)`` pair of
+    images and labels for a conditional model, or a vaekit data set), writing the run folder ``out``.
+
+    Everything the command-line trainer does: checkpoints every epoch, bit-exact ``resume=True`` (pass the
+    same model, built again), the run lock, early stopping (``patience``), DDP under ``torchrun``, a progress
+    bar and ``metrics.jsonl``. ``valid`` (same forms) chooses the kept weights by the validation bound.
+    ``loggers`` adds loggers (:mod:`vaekit.loggers`): names such as ``"tensorboard,csv"`` (files in ``out``)
+    and/or :class:`~vaekit.loggers.Logger` objects; ``log_images_every`` (default 5) spaces their sample grids.
+    By default a progress bar is shown on a terminal and in a notebook (a text bar there without ipywidgets),
+    and in a notebook each epoch's line is printed (``log=print`` elsewhere, ``progress=False`` for none).
+    ``objective`` is a registered objective (:mod:`vaekit.objectives`): a name, or ``{"name": ..., **settings}``;
+    by default the model's own (the ELBO, or an autoencoder's reconstruction objective). ``settings`` are further
+    training keys (:func:`vaekit.config.training_keys`): ``lr_schedule``, ``weight_decay``, ``clip_grad``,
+    ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``, ``device``, ``precision``, ``threads``,
+    ``compile``, for a discrete q(z|x) the ``estimator`` (see :mod:`vaekit.discrete_objectives`) with
+    ``temperature``, ``temperature_min``, ``anneal_rate``, and the flat settings of the objectives. The model's
+    own settings are its business: it is saved as it is (``model.json``, with user networks recorded by class
+    name only).
+    """
+    if not isinstance(model, LatentVariableModel):
+        raise ConfigError(f"fit() trains a vaekit model (e.g. vaekit.VAE(encoder=..., decoder=...)); got a "
+                          f"{type(model).__name__}")
+    ds = in_memory_dataset(train, valid)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective, "k": k, "beta": beta,
+             "warmup": warmup, "seed": seed}
+    cfg = _fit_config(model, ds, given, settings)
+    names, objects = _split_loggers(loggers)
+    if names is not None:
+        cfg.log = names
+
+    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+        if hasattr(model, "build"):
+            model.build(tuple(ds.shape))
+        return model
+
+    opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
+    return _run(cfg, _out_path(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+
+
+def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
+    """The settings of a :func:`fit` call: its arguments and ``settings`` (the training keys of
+    :func:`vaekit.config.training_keys`, e.g. an objective's ``tc_weight``); the model describes itself."""
+    allowed = set(training_keys()) - set(given)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"fit() got an unknown setting {unknown[0]!r}{hint}; it takes {', '.join(sorted(allowed))}")
+    settings = dict(settings)
+    estimator = settings.pop("estimator", None)  # checked against the model itself, which cfg does not describe
+    if estimator is not None and not isinstance(estimator, str):
+        raise ConfigError(f"estimator must be a name ({', '.join(ESTIMATORS)}); got {estimator!r}")
+    name = getattr(ds, "name", None) or IN_MEMORY
+    cfg = from_dict({"dataset": name, **given, "conditional": bool(getattr(model, "condition", 0)), **settings},
+                    source="fit()")
+    cfg.estimator = estimator
+    return cfg
+
+
+def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
+         opts: _Options | None = None) -> TrainResult:
+    opts = opts or _Options()
+    progress = progress_enabled(progress)  # None: a terminal or a notebook
+    log = log if log is not None else notebook_log()
+    ctx = D.from_env()
+    say = (log or (lambda msg: None)) if ctx.is_main else (lambda msg: None)
+    device = resolve_device(cfg.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    joined = ctx.enabled and not torch.distributed.is_initialized()
+    D.setup(ctx, device)
+    args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
+
+    def locked() -> TrainResult:
+        try:
+            result = _train_locked(*args)
+        except BaseException:
+            _close_loggers(opts, quietly=True)  # the training's own error is the one to report
+            raise
+        _close_loggers(opts)
+        return result
+
+    try:
+        if not ctx.is_main:
+            error = D.broadcast_object(None, ctx)  # rank 0 says whether it could take the run
+            if error:
+                raise CheckpointError(error)
+            return locked()
+        try:
+            state = contract.check_out(run, resume=resume, overwrite=opts.overwrite, locked=False)  # before writes
+            if resume and not opts.overwrite and state.has_checkpoint:
+                _saved_config(run / "config.json")  # a run that cannot be resumed is refused before any write
+            try:
+                run.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
+            lock = run_lock(run)
+            lock.__enter__()
+        except CheckpointError as exc:
+            D.broadcast_object(str(exc), ctx)
+            raise
+        try:
+            D.broadcast_object("", ctx)
+            return locked()
+        finally:
+            lock.__exit__(None, None, None)
+    finally:
+        if joined:
+            D.teardown()
+
+
+def _saved_config(config_path: Path) -> TrainConfig:
+    """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
+    from vaekit.io.files import JSON_CAP, read_text_capped
+
+    try:
+        saved = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
+        raise CheckpointError(f"{config_path} is missing or corrupt ({reason}); cannot resume") from None
+    if isinstance(saved, dict):
+        saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
+    return from_dict(saved, source=str(config_path))
+
+
+def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model,
+                  opts: _Options) -> TrainResult:
+    """The run, its lock held: settle the settings (a resume takes the run's), build the parts, restore or start
+    the run's files, and hand the epochs to the :class:`~vaekit.training.loop.Loop` and its callbacks."""
+    cfg, resuming = _open_run(cfg, run, resume, ctx, opts, say)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_precision(device, cfg.precision)
+    amp = autocast_context(device, cfg.precision)
+    ds = dataset if dataset is not None else load_data(cfg)
+    loop = _build_loop(cfg, run, ds, build, device, ctx, amp, opts, user_model, resuming)
+    loop.progress = progress
+    auxiliary = _restore_or_start(loop, cfg, run, ctx, opts, user_model, resuming, say)
+    loop.step = _step_for(loop, cfg, ctx, device, amp, auxiliary)
+    loop.callbacks = _callbacks(loop, cfg, run, ctx, opts, say, on_epoch, auxiliary)
+    loop.fit()
+    D.barrier(ctx)
+    state, last = loop.state, loop.state.get("last") or {}
+    return TrainResult(run=run, epochs=loop.epoch, train_elbo=last.get("train_elbo", math.nan),
+                       valid_elbo=last.get("valid_elbo", math.nan),
+                       best_valid_elbo=state["best_valid_elbo"], best_epoch=state["best_epoch"],
+                       seconds=state["seconds"], stopped_early=loop.stopped_early,
+                       best_valid_iwae=state.get("best_score") if "valid_iwae" in last and cfg.select_by != "elbo"
+                       else None,
+                       selected_by=loop.selected_by, best_score=state.get("best_score", math.nan),
+                       model=loop.model if ctx.is_main else None)
+
+
+def _open_run(cfg: TrainConfig, run: Path, resume: bool, ctx: D.DistContext, opts: _Options,
+              say: Callable[[str], None]) -> tuple[TrainConfig, bool]:
+    """Check the run folder out (again, under the lock) and mark it; on resume the settings are the run's own
+    (config.json), but for the length of the run, the hardware and what the user chose on purpose. Returns the
+    settings and whether a checkpoint is resumed."""
+    state_path = run / ckpt.STATE_FILE
+    if ctx.is_main:
+        state = contract.check_out(run, resume=resume, overwrite=opts.overwrite)  # again, now that we hold the lock
+        ckpt.remove_stale_temp_files(run)  # we hold the lock: a temp file here is the leftover of a killed write
+        if not state.marked or opts.overwrite:
+            contract.write_marker(run)  # before any other file of the run (a pre-marker run gets it now)
+    if state_path.exists() and not resume and not opts.overwrite:
+        raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+    if not (resume and state_path.exists()):
+        if resume:
+            say(f"no checkpoint in {run}: starting a new run")
+        return cfg, False
+    config_path = run / "config.json"
+    saved_cfg = _saved_config(config_path)
+    saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
+    for hardware in ("device", "threads", "compile"):
+        setattr(saved_cfg, hardware, getattr(cfg, hardware))  # may resume on other hardware
+    explicit = opts.explicit if opts.explicit is not None else _differing_from_defaults(cfg)
+    for name in RUN_ARITHMETIC:  # the run's own arithmetic, unless the user chose otherwise on purpose
+        mine, theirs = getattr(cfg, name), getattr(saved_cfg, name)
+        if name in explicit and mine != theirs:
+            (opts.notice or say)(f"resuming with --{name.replace('_', '-')} {mine} instead of the run's {theirs}")
+            setattr(saved_cfg, name, mine)
+    _resume_logging(saved_cfg, cfg, opts, config_path if ctx.is_main else None)
+    return saved_cfg, True
+
+
+def _train_data(cfg: TrainConfig, ds: Any, device: torch.device) -> TrainData:
+    train_x = ds.train.to(device=device, dtype=torch.float32).contiguous()
+    valid_x = ds.valid.to(device=device, dtype=torch.float32).contiguous()
+    if train_x.shape[0] == 0:
+        raise VaekitError(f"the training split of {cfg.dataset} is empty")
+    return TrainData(train_x, valid_x, bool(getattr(ds, "dynamic", False)), levels=getattr(ds, "levels", None))
+
+
+def _build_loop(cfg: TrainConfig, run: Path, ds: Any, build, device: torch.device, ctx: D.DistContext, amp,
+                opts: _Options, user_model: bool, resuming: bool) -> Loop:
+    """The model (built, seeded from the data by its own hook), its objective, estimator and optimizer."""
+    data = _train_data(cfg, ds, device)
+    if not user_model:
+        torch.manual_seed(cfg.seed)
+    model = build(cfg, ds).to(device)
+    if opts.check_model is not None:
+        opts.check_model(model, cfg)
+    if getattr(model, "condition", 0):
+        data.train_labels, data.valid_labels = _labels(ds, "train"), _labels(ds, "valid")
+        if data.train_labels is None or data.valid_labels is None:
+            raise DataError("the model is conditional but the data has no labels; give (images, labels) pairs")
+        data.train_labels, data.valid_labels = data.train_labels.to(device), data.valid_labels.to(device)
+    if user_model:
+        torch.manual_seed(cfg.seed)
+    if ctx.enabled:  # every rank its own reparameterization and binarization noise
+        torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (ctx.rank + 1))
+    if cfg.init_from is not None and not resuming:
+        _init_weights(model, cfg.init_from, device)
+    model.seed_from_data(data.train, cfg.seed)  # a checkpoint, if resumed, replaces these weights
+    if dequantizes(model, data.levels):  # a density on integer data: trained and validated as the dequantised bound
+        data.shift = dequantization_nats(tuple(data.train.shape[1:]), int(data.levels))
+        data.valid = dequantize(data.valid, int(data.levels), cfg.seed)
+    objective = objective_for(cfg, model, data.train.shape[0])
+    estimator = _estimator_for(model, cfg, objective, device)
+    return Loop(cfg, run, ctx, model, objective, data, step=None, optimizer=None, amp=amp, estimator=estimator)
+
+
+def _restore_or_start(loop: Loop, cfg: TrainConfig, run: Path, ctx: D.DistContext, opts: _Options,
+                      user_model: bool, resuming: bool, say) -> dict[str, torch.optim.Optimizer]:
+    """The optimizers and the progress: restored from the checkpoint on resume, else new (and the run's files
+    started: config.json written, old metrics cleared). Returns the model's auxiliary optimizers."""
+    model, estimator = loop.model, loop.estimator
+    auxiliary = model.auxiliary_optimizers(cfg.lr)
+    trainable = _trainable_parameters(model, cfg.train_only, auxiliary)
+    if estimator is not None:
+        trainable += list(estimator.parameters())  # NVIL's baseline
+    loop.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      **_fused_if_supported(loop.data.train.device))
+    loop.scheduler = _make_scheduler(cfg, loop.optimizer)
+    loop.state = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0, "since_best": 0, "seconds": 0.0,
+                  "scheduler": None, "last": None}
+    if resuming:
+        _restore(loop, run, ctx, auxiliary, say)
+    elif ctx.is_main:
+        _start_files(cfg, run, opts, user_model, say)
+    return auxiliary
+
+
+def _restore(loop: Loop, run: Path, ctx: D.DistContext, auxiliary: dict[str, torch.optim.Optimizer], say) -> None:
+    state_path = run / ckpt.STATE_FILE
+    loop.state, rng = ckpt.load_training_state(run, loop.model, loop.optimizer, loop.estimator, auxiliary)
+    _check_resumed_state(state_path, loop.state, loop.optimizer)
+    _set_rng_state(_rank_rng(rng, ctx), loop.data.train.device)
+    if loop.scheduler is not None and loop.state.get("scheduler"):
+        loop.scheduler.load_state_dict(loop.state["scheduler"])
+    if ctx.is_main:
+        trim_metrics(run / "metrics.jsonl", loop.state["epoch"])
+    say(f"resuming {run} after epoch {loop.state['epoch']}")
+    if loop.state["epoch"] and _weights_unsound(loop.model):  # written before vaekit checked this
+        loop.sound_epoch = None
+
+
+def _start_files(cfg: TrainConfig, run: Path, opts: _Options, user_model: bool, say) -> None:
+    if opts.overwrite:  # start afresh: the run's own files go, nothing else
+        removed = contract.clear_run(run)
+        if removed:
+            say(f"--overwrite: removed {', '.join(removed)} from {run}")
+    trim_metrics(run / "metrics.jsonl", 0)
+    written = cfg.to_dict()
+    if user_model:  # the model is described by model.json, not by these settings
+        written.pop("model")
+        written["trained_with"] = "vaekit.fit"
+    config_path = run / "config.json"
+    try:
+        ckpt.atomic_write_text(config_path, json.dumps(written, indent=2) + "\n")
+    except OSError as exc:
+        raise ckpt.write_failed(config_path, exc) from None
+
+
+def _step_for(loop: Loop, cfg: TrainConfig, ctx: D.DistContext, device: torch.device, amp,
+              auxiliary: dict[str, torch.optim.Optimizer]):
+    """The step function: the objective as a module (DDP under torchrun, compiled with --compile)."""
+    loss_module: torch.nn.Module = LossModule(loop.model, loop.objective, cfg.k, cfg.encoder_noise, loop.estimator)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device] if device.type == "cuda" else None)
+    eager_module = loss_module
+    if cfg.compile:
+        loss_module = _compiled(loss_module)
+    return _make_step(loss_module, loop.model, loop.optimizer, cfg, amp, ctx, eager=eager_module,
+                      estimator=loop.estimator, auxiliary=auxiliary)
+
+
+def _callbacks(loop: Loop, cfg: TrainConfig, run: Path, ctx: D.DistContext, opts: _Options, say, on_epoch,
+               auxiliary: dict[str, torch.optim.Optimizer]) -> list[Callback]:
+    """What acts at each epoch's end, in order: files (rank 0 only), the lines, the user's hook; at the end the
+    kept model and an autoencoder's density on z."""
+    out: list[Callback] = [EarlyStopping(cfg.patience)]
+    if ctx.is_main:
+        loggers = _start_loggers(cfg, run, opts, loop.epoch)
+        out += [MetricsFile(), Loggers(loggers), KeepBest(), Checkpoint(auxiliary)]
+    out.append(EpochLines(say))
+    if on_epoch is not None:
+        out.append(OnEpoch(on_epoch))
+    if ctx.is_main:
+        out.append(CodeDensity(say))
+    return out
