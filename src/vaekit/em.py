@@ -42,8 +42,7 @@ import torch
 from vaekit.config import TrainConfig, from_dict
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.io import checkpoint as ckpt
-from vaekit.io import contract
-from vaekit.io.runs import append_metrics, run_lock, trim_metrics
+from vaekit.io.runfolder import RunFolder
 from vaekit.models.mixture import BernoulliMixture
 from vaekit.runtime import resolve_device
 from vaekit.train import TrainResult, load_data
@@ -165,6 +164,32 @@ def _flat_binary(x: torch.Tensor, what: str, dtype: torch.dtype, device: torch.d
     return x.to(device=device, dtype=dtype)
 
 
+def _check_em_args(x: torch.Tensor, components: int, a: float, b: float) -> None:
+    """Refuse a number of components that is not an integer >= 1, pseudo-counts that are not finite and >= 0, and
+    an empty training set."""
+    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+        raise ConfigError(f"components must be an integer >= 1; got {components!r}")
+    if not (a >= 0 and b >= 0 and math.isfinite(a) and math.isfinite(b)):
+        raise ConfigError(f"the pseudo-counts a and b must be finite numbers >= 0; got {a!r} and {b!r}")
+    if x.shape[0] == 0:
+        raise DataError("no training images: EM needs at least one")
+
+
+def _em_row(t: int, e: EStep, ll: float, n: int, weights: torch.Tensor, probs: torch.Tensor, a: float, b: float,
+            valid: torch.Tensor | None) -> dict[str, Any]:
+    """The history row of iteration ``t`` from its E step ``e`` on the n training images (mean log p(x) ``ll``):
+    mean log p(x), MAP objective per example, reconstruction and KL (nats), and the same on ``valid`` if given."""
+    row: dict[str, Any] = {
+        "iteration": t, "train_log_px": ll,
+        "objective": (float(e.log_px.sum()) + float(log_prior(probs, a, b))) / n,
+        "train_reconstruction": float(e.reconstruction.mean()), "train_kl": float(e.kl.mean())}
+    if valid is not None:
+        v = e_step(valid, weights, probs)
+        row.update(valid_log_px=float(v.log_px.mean()), valid_reconstruction=float(v.reconstruction.mean()),
+                   valid_kl=float(v.kl.mean()))
+    return row
+
+
 def fit_em(x: torch.Tensor, components: int, iterations: int = 100, *, tol: float = TOLERANCE,
            a: float = PSEUDO_COUNT, b: float = PSEUDO_COUNT, seed: int = 0, init: str = "kmeans++",
            valid: torch.Tensor | None = None, start: tuple[torch.Tensor, torch.Tensor, int] | None = None,
@@ -178,12 +203,7 @@ def fit_em(x: torch.Tensor, components: int, iterations: int = 100, *, tol: floa
     (pi, mu, t) continues from theta_t (what :func:`train_em` resumes from). ``callback(row, pi, mu)`` is
     called after every iteration.
     """
-    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-        raise ConfigError(f"components must be an integer >= 1; got {components!r}")
-    if not (a >= 0 and b >= 0 and math.isfinite(a) and math.isfinite(b)):
-        raise ConfigError(f"the pseudo-counts a and b must be finite numbers >= 0; got {a!r} and {b!r}")
-    if x.shape[0] == 0:
-        raise DataError("no training images: EM needs at least one")
+    _check_em_args(x, components, a, b)
     x = _flat_binary(x, "training", dtype, x.device)
     valid = None if valid is None or valid.shape[0] == 0 else _flat_binary(valid, "validation", dtype, x.device)
     n = x.shape[0]
@@ -204,14 +224,7 @@ def fit_em(x: torch.Tensor, components: int, iterations: int = 100, *, tol: floa
         weights, probs = m_step(x, resp, a, b)
         e = e_step(x, weights, probs)
         ll = float(e.log_px.mean())
-        row: dict[str, Any] = {
-            "iteration": t, "train_log_px": ll,
-            "objective": (float(e.log_px.sum()) + float(log_prior(probs, a, b))) / n,
-            "train_reconstruction": float(e.reconstruction.mean()), "train_kl": float(e.kl.mean())}
-        if valid is not None:
-            v = e_step(valid, weights, probs)
-            row.update(valid_log_px=float(v.log_px.mean()), valid_reconstruction=float(v.reconstruction.mean()),
-                       valid_kl=float(v.kl.mean()))
+        row = _em_row(t, e, ll, n, weights, probs, a, b, valid)
         row["seconds"] = time.perf_counter() - t0
         fit.weights, fit.probs = weights, probs
         fit.history.append(row)
@@ -302,19 +315,9 @@ def _write_state(run: Path, weights: torch.Tensor, probs: torch.Tensor, progress
         raise ckpt.write_failed(run / ckpt.STATE_FILE, exc) from None
 
 
-def _saved_config(run: Path, cfg: TrainConfig) -> TrainConfig:
+def _saved_config(folder: RunFolder, cfg: TrainConfig) -> TrainConfig:
     """The run's config.json, with the caller's iteration count and hardware settings."""
-    from vaekit.io.files import JSON_CAP, read_text_capped
-
-    path = run / "config.json"
-    try:
-        saved = json.loads(read_text_capped(path, JSON_CAP, "config file"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
-        raise CheckpointError(f"{path} is missing or corrupt ({reason}); cannot resume") from None
-    saved_cfg = from_dict(saved, source=str(path)) if isinstance(saved, dict) else None
-    if saved_cfg is None:
-        raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
+    saved_cfg = from_dict(folder.read_config(), source=str(folder / "config.json"))
     _check_config(saved_cfg)
     for name in ("em_iterations", "device", "threads"):
         setattr(saved_cfg, name, getattr(cfg, name))
@@ -326,42 +329,41 @@ def train_em(cfg: TrainConfig, out: str | Path, dataset: Any = None, log: Callab
     """Fit the mixture of Bernoullis ``cfg`` describes (``components`` K, ``em_iterations``, ``seed``, the data
     settings) by exact MAP EM, writing the run folder ``out``; see the module docstring.
 
-    ``out`` follows the run-folder contract of ``vaekit train`` (:mod:`vaekit.io.contract`): a new or empty
-    folder, ``resume`` to continue the run's EM from its last iteration (with the run's own settings, up to
-    this ``em_iterations``), ``overwrite`` to start afresh. ``dataset`` replaces loading ``cfg.dataset``.
-    Returns a :class:`~vaekit.train.TrainResult` whose ELBOs are exact mean log-likelihoods (nats per example),
-    ``epochs`` the EM iterations done and ``stopped_early`` whether EM converged by the tolerance.
+    ``out`` follows the run-folder contract of ``vaekit train`` (:mod:`vaekit.io.contract`, the lifecycle of
+    :class:`~vaekit.io.runfolder.RunFolder`): a new or empty folder, ``resume`` to continue the run's EM from its
+    last iteration (with the run's own settings, up to this ``em_iterations``), ``overwrite`` to start afresh.
+    ``dataset`` replaces loading ``cfg.dataset``. Returns a :class:`~vaekit.train.TrainResult` whose ELBOs are exact
+    mean log-likelihoods (nats per example), ``epochs`` the EM iterations done and ``stopped_early`` whether EM
+    converged by the tolerance.
     """
     _check_config(cfg)
-    if not isinstance(out, (str, Path)) or not str(out).strip():
-        raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}")
-    run = Path(out)
+    folder = RunFolder(out)
     say = log or (lambda _msg: None)
-    contract.check_out(run, resume=resume, overwrite=overwrite, locked=False)  # before any write
+    folder.claim(resume, overwrite)
     try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
-    with run_lock(run):
-        return _train_locked(cfg, run, dataset, say, progress, resume, overwrite)
+        return _train_locked(cfg, folder, dataset, say, progress, resume, overwrite)
+    finally:
+        folder.release()
 
 
-def _train_locked(cfg: TrainConfig, run: Path, dataset: Any, say: Callable[[str], None], progress: bool | None,
-                  resume: bool, overwrite: bool) -> TrainResult:
-    state = contract.check_out(run, resume=resume, overwrite=overwrite)  # again, under the lock
-    ckpt.remove_stale_temp_files(run)
-    if not state.marked or overwrite:
-        contract.write_marker(run)  # before any other file of the run
-    state_path = run / ckpt.STATE_FILE
-    start = None
+def _open(cfg: TrainConfig, folder: RunFolder, resume: bool, overwrite: bool, say: Callable[[str], None]
+          ) -> tuple[TrainConfig, tuple[torch.Tensor, torch.Tensor, int] | None, dict[str, Any]]:
+    """(the settings, the EM state to continue from or None, the progress record): the run's own on resume."""
     record = {"iteration": 0, "best_valid": -math.inf, "best_epoch": 0, "seconds": 0.0, "converged": False,
               "last": None}
-    if resume and state_path.exists():
-        cfg = _saved_config(run, cfg)
-        weights, probs, record = _read_state(run)
-        start = (weights, probs, record["iteration"])
-    elif resume:
-        say(f"no checkpoint in {run}: starting a new run")
+    if folder.open(resume, overwrite):
+        cfg = _saved_config(folder, cfg)
+        weights, probs, record = _read_state(folder.path)
+        return cfg, (weights, probs, record["iteration"]), record
+    if resume:
+        say(f"no checkpoint in {folder.path}: starting a new run")
+    return cfg, None, record
+
+
+def _train_locked(cfg: TrainConfig, folder: RunFolder, dataset: Any, say: Callable[[str], None],
+                  progress: bool | None, resume: bool, overwrite: bool) -> TrainResult:
+    cfg, start, record = _open(cfg, folder, resume, overwrite, say)
+    run = folder.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -373,47 +375,18 @@ def _train_locked(cfg: TrainConfig, run: Path, dataset: Any, say: Callable[[str]
     _check_memory(train_x.shape[0], valid_x.shape[0], d, k)
     if start is not None:
         if tuple(start[1].shape) != (k, d):
-            raise CheckpointError(f"{state_path} holds {tuple(start[1].shape)} pixel probabilities, but the run's "
-                                  f"config has {k} components for {d} pixels")
-        trim_metrics(run / "metrics.jsonl", record["iteration"])
+            raise CheckpointError(f"{run / ckpt.STATE_FILE} holds {tuple(start[1].shape)} pixel probabilities, but "
+                                  f"the run's config has {k} components for {d} pixels")
+        folder.resume_at(record["iteration"])
         say(f"resuming {run} after EM iteration {record['iteration']}")
     else:
-        if overwrite:
-            removed = contract.clear_run(run)
-            if removed:
-                say(f"--overwrite: removed {', '.join(removed)} from {run}")
-        trim_metrics(run / "metrics.jsonl", 0)
-        try:
-            ckpt.atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise ckpt.write_failed(run / "config.json", exc) from None
+        folder.start(cfg.to_dict(), overwrite, say)
     has_valid = valid_x.shape[0] > 0
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.em_iterations, initial=min(record["iteration"], cfg.em_iterations), desc="EM",
                disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
-
-    def on_iteration(row: dict[str, Any], weights: torch.Tensor, probs: torch.Tensor) -> None:
-        t = row["iteration"]
-        valid_ll = row.get("valid_log_px", math.nan)
-        improved = not has_valid or valid_ll > record["best_valid"]
-        if improved:
-            record.update(best_valid=valid_ll if has_valid else row["train_log_px"], best_epoch=t)
-            BernoulliMixture.from_probabilities(weights, probs, shape).save(run)
-        record["seconds"] += row["seconds"]
-        metrics = {"epoch": t, "train_elbo": row["train_log_px"], "train_reconstruction": row["train_reconstruction"],
-                   "train_kl": row["train_kl"], "valid_elbo": valid_ll,
-                   "valid_reconstruction": row.get("valid_reconstruction", math.nan),
-                   "valid_kl": row.get("valid_kl", math.nan), "train_objective": row["objective"], "exact": True,
-                   "seconds": row["seconds"], "best": improved}
-        record.update(iteration=t, last=metrics)
-        append_metrics(run / "metrics.jsonl", metrics)
-        _write_state(run, weights, probs, record)
-        bar.update(1)
-        if t == 1 or t == cfg.em_iterations or t % max(1, cfg.em_iterations // 20) == 0:
-            say(f"iteration {t:>4}  train log p(x) {row['train_log_px']:9.3f}  valid log p(x) {valid_ll:9.3f}  "
-                f"{row['seconds']:6.2f} s" + ("  *" if improved else ""))
-
+    on_iteration = _IterationLog(folder, record, shape, has_valid, cfg.em_iterations, bar, say)
     fit = None
     try:
         if record.get("converged"):
@@ -423,6 +396,43 @@ def _train_locked(cfg: TrainConfig, run: Path, dataset: Any, say: Callable[[str]
                          valid=valid_x.to(device) if has_valid else None, callback=on_iteration, dtype=dtype)
     finally:
         bar.close()
+    return _result(folder, fit, record, shape, say)
+
+
+class _IterationLog:
+    """After each EM iteration: the kept model (by the validation log p(x)), the metrics row, the EM state."""
+
+    def __init__(self, folder: RunFolder, record: dict[str, Any], shape: tuple[int, ...], has_valid: bool,
+                 iterations: int, bar: Any, say: Callable[[str], None]):
+        self.folder, self.record, self.shape, self.has_valid = folder, record, shape, has_valid
+        self.iterations, self.bar, self.say = iterations, bar, say
+
+    def __call__(self, row: dict[str, Any], weights: torch.Tensor, probs: torch.Tensor) -> None:
+        record, t = self.record, row["iteration"]
+        valid_ll = row.get("valid_log_px", math.nan)
+        improved = not self.has_valid or valid_ll > record["best_valid"]
+        if improved:
+            record.update(best_valid=valid_ll if self.has_valid else row["train_log_px"], best_epoch=t)
+            BernoulliMixture.from_probabilities(weights, probs, self.shape).save(self.folder.path)
+        record["seconds"] += row["seconds"]
+        metrics = {"epoch": t, "train_elbo": row["train_log_px"], "train_reconstruction": row["train_reconstruction"],
+                   "train_kl": row["train_kl"], "valid_elbo": valid_ll,
+                   "valid_reconstruction": row.get("valid_reconstruction", math.nan),
+                   "valid_kl": row.get("valid_kl", math.nan), "train_objective": row["objective"], "exact": True,
+                   "seconds": row["seconds"], "best": improved}
+        record.update(iteration=t, last=metrics)
+        self.folder.append(metrics)
+        _write_state(self.folder.path, weights, probs, record)
+        self.bar.update(1)
+        if t == 1 or t == self.iterations or t % max(1, self.iterations // 20) == 0:
+            self.say(f"iteration {t:>4}  train log p(x) {row['train_log_px']:9.3f}  valid log p(x) {valid_ll:9.3f}  "
+                     f"{row['seconds']:6.2f} s" + ("  *" if improved else ""))
+
+
+def _result(folder: RunFolder, fit: Any, record: dict[str, Any], shape: tuple[int, ...],
+            say: Callable[[str], None]) -> TrainResult:
+    """The fit's end: its convergence recorded, and the result with the model of the last iteration."""
+    run = folder.path
     if fit is not None and fit.converged:
         record["converged"] = True
         _write_state(run, fit.weights, fit.probs, record)
@@ -430,7 +440,7 @@ def _train_locked(cfg: TrainConfig, run: Path, dataset: Any, say: Callable[[str]
     if fit is not None and fit.history:
         model = fit.model(shape)
     else:
-        weights, probs, _ = _read_state(run) if state_path.exists() else (None, None, None)
+        weights, probs, _ = _read_state(run) if folder.has_checkpoint else (None, None, None)
         model = BernoulliMixture.from_probabilities(weights, probs, shape) if weights is not None else None
     last = record.get("last") or {}
     return TrainResult(run=run, epochs=record["iteration"], train_elbo=last.get("train_elbo", math.nan),

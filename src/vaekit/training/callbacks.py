@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from vaekit.io import checkpoint as ckpt
-from vaekit.io.runs import append_metrics
+from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import MultiLogger
 from vaekit.posthoc import fit_run_density
 from vaekit.training.reporting import _log_epoch
@@ -34,8 +34,11 @@ class Callback:
 class MetricsFile(Callback):
     """Appends each epoch's row to ``RUN/metrics.jsonl``."""
 
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        append_metrics(loop.run / "metrics.jsonl", row)
+        self.folder.append(row)
 
 
 class Loggers(Callback):

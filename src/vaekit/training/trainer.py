@@ -4,7 +4,6 @@ user built; both open the run folder and hand the work to the loop (:mod:`vaekit
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -18,8 +17,7 @@ from vaekit.config import TrainConfig, from_dict, training_keys
 from vaekit.discrete_objectives import ESTIMATORS
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
-from vaekit.io import contract
-from vaekit.io.runs import run_lock, trim_metrics
+from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import Logger
 from vaekit.models import LatentVariableModel
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
@@ -131,15 +129,7 @@ def train(
         cfg = dataclasses.replace(cfg, log=names)
     opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice,
                     _logging_given(cfg, explicit, names), objects)
-    return _run(cfg, _out_path(out), resume, dataset, progress, on_epoch, log, build, opts=opts)
-
-
-def _out_path(out: str | Path) -> Path:
-    """``out`` as a path; an empty name (which would mean the current folder) is refused."""
-    if not isinstance(out, (str, Path)) or not str(out).strip():
-        raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}; to use the current folder "
-                          "say so with --out .")
-    return Path(out)
+    return _run(cfg, RunFolder(out).path, resume, dataset, progress, on_epoch, log, build, opts=opts)
 
 
 def fit(
@@ -200,7 +190,7 @@ def fit(
         return model
 
     opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
-    return _run(cfg, _out_path(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+    return _run(cfg, RunFolder(out).path, resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
 
 
 def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
@@ -237,7 +227,8 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
         device = torch.device("cuda", ctx.local_rank)
     joined = ctx.enabled and not torch.distributed.is_initialized()
     D.setup(ctx, device)
-    args = (cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
+    folder = RunFolder(run)
+    args = (cfg, folder, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
 
     def locked() -> TrainResult:
         try:
@@ -255,15 +246,7 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
                 raise CheckpointError(error)
             return locked()
         try:
-            state = contract.check_out(run, resume=resume, overwrite=opts.overwrite, locked=False)  # before writes
-            if resume and not opts.overwrite and state.has_checkpoint:
-                _saved_config(run / "config.json")  # a run that cannot be resumed is refused before any write
-            try:
-                run.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CheckpointError(f"cannot create the run directory {run}: {exc.strerror}") from None
-            lock = run_lock(run)
-            lock.__enter__()
+            folder.claim(resume, opts.overwrite, check=lambda state: _check_resumable(folder, resume, opts, state))
         except CheckpointError as exc:
             D.broadcast_object(str(exc), ctx)
             raise
@@ -271,31 +254,31 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
             D.broadcast_object("", ctx)
             return locked()
         finally:
-            lock.__exit__(None, None, None)
+            folder.release()
     finally:
         if joined:
             D.teardown()
 
 
-def _saved_config(config_path: Path) -> TrainConfig:
+def _check_resumable(folder: RunFolder, resume: bool, opts: _Options, state: Any) -> None:
+    """Before any write: a run to resume whose settings cannot be read is refused."""
+    if resume and not opts.overwrite and state.has_checkpoint:
+        _saved_config(folder)
+
+
+def _saved_config(folder: RunFolder) -> TrainConfig:
     """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
-    from vaekit.io.files import JSON_CAP, read_text_capped
-
-    try:
-        saved = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
-        raise CheckpointError(f"{config_path} is missing or corrupt ({reason}); cannot resume") from None
-    if isinstance(saved, dict):
-        saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
-    return from_dict(saved, source=str(config_path))
+    saved = folder.read_config()
+    saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
+    return from_dict(saved, source=str(folder / "config.json"))
 
 
-def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model,
-                  opts: _Options) -> TrainResult:
+def _train_locked(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, say, ctx, device, build,
+                  user_model, opts: _Options) -> TrainResult:
     """The run, its lock held: settle the settings (a resume takes the run's), build the parts, restore or start
     the run's files, and hand the epochs to the :class:`~vaekit.training.loop.Loop` and its callbacks."""
-    cfg, resuming = _open_run(cfg, run, resume, ctx, opts, say)
+    cfg, resuming = _open_run(cfg, folder, resume, ctx, opts, say)
+    run = folder.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_precision(device, cfg.precision)
@@ -303,9 +286,9 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
     ds = dataset if dataset is not None else load_data(cfg)
     loop = _build_loop(cfg, run, ds, build, device, ctx, amp, opts, user_model, resuming)
     loop.progress = progress
-    auxiliary = _restore_or_start(loop, cfg, run, ctx, opts, user_model, resuming, say)
+    auxiliary = _restore_or_start(loop, cfg, folder, ctx, opts, user_model, resuming, say)
     loop.step = _step_for(loop, cfg, ctx, device, amp, auxiliary)
-    loop.callbacks = _callbacks(loop, cfg, run, ctx, opts, say, on_epoch, auxiliary)
+    loop.callbacks = _callbacks(loop, cfg, folder, ctx, opts, say, on_epoch, auxiliary)
     loop.fit()
     D.barrier(ctx)
     state, last = loop.state, loop.state.get("last") or {}
@@ -319,26 +302,21 @@ def _train_locked(cfg, run, resume, dataset, progress, on_epoch, say, ctx, devic
                        model=loop.model if ctx.is_main else None)
 
 
-def _open_run(cfg: TrainConfig, run: Path, resume: bool, ctx: D.DistContext, opts: _Options,
+def _open_run(cfg: TrainConfig, folder: RunFolder, resume: bool, ctx: D.DistContext, opts: _Options,
               say: Callable[[str], None]) -> tuple[TrainConfig, bool]:
-    """Check the run folder out (again, under the lock) and mark it; on resume the settings are the run's own
-    (config.json), but for the length of the run, the hardware and what the user chose on purpose. Returns the
-    settings and whether a checkpoint is resumed."""
-    state_path = run / ckpt.STATE_FILE
+    """Open the run folder (rank 0, under the lock); on resume the settings are the run's own (config.json), but
+    for the length of the run, the hardware and what the user chose on purpose. Returns the settings and whether
+    a checkpoint is resumed."""
     if ctx.is_main:
-        state = contract.check_out(run, resume=resume, overwrite=opts.overwrite)  # again, now that we hold the lock
-        ckpt.remove_stale_temp_files(run)  # we hold the lock: a temp file here is the leftover of a killed write
-        if not state.marked or opts.overwrite:
-            contract.write_marker(run)  # before any other file of the run (a pre-marker run gets it now)
-    if state_path.exists() and not resume and not opts.overwrite:
-        raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it "
-                              "or choose another --out")
-    if not (resume and state_path.exists()):
+        resuming = folder.open(resume, opts.overwrite)
+    else:
+        resuming = folder.resumable(resume, opts.overwrite)
+    if not resuming:
         if resume:
-            say(f"no checkpoint in {run}: starting a new run")
+            say(f"no checkpoint in {folder.path}: starting a new run")
         return cfg, False
-    config_path = run / "config.json"
-    saved_cfg = _saved_config(config_path)
+    config_path = folder / "config.json"
+    saved_cfg = _saved_config(folder)
     saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
     for hardware in ("device", "threads", "compile"):
         setattr(saved_cfg, hardware, getattr(cfg, hardware))  # may resume on other hardware
@@ -389,9 +367,9 @@ def _build_loop(cfg: TrainConfig, run: Path, ds: Any, build, device: torch.devic
     return Loop(cfg, run, ctx, model, objective, data, step=None, optimizer=None, amp=amp, estimator=estimator)
 
 
-def _restore_or_start(loop: Loop, cfg: TrainConfig, run: Path, ctx: D.DistContext, opts: _Options,
+def _restore_or_start(loop: Loop, cfg: TrainConfig, folder: RunFolder, ctx: D.DistContext, opts: _Options,
                       user_model: bool, resuming: bool, say) -> dict[str, torch.optim.Optimizer]:
-    """The optimizers and the progress: restored from the checkpoint on resume, else new (and the run's files
+    """The optimizers and the progress: restored from the checkpoint on resume, else new (and the run folder
     started: config.json written, old metrics cleared). Returns the model's auxiliary optimizers."""
     model, estimator = loop.model, loop.estimator
     auxiliary = model.auxiliary_optimizers(cfg.lr)
@@ -404,41 +382,29 @@ def _restore_or_start(loop: Loop, cfg: TrainConfig, run: Path, ctx: D.DistContex
     loop.state = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0, "since_best": 0, "seconds": 0.0,
                   "scheduler": None, "last": None}
     if resuming:
-        _restore(loop, run, ctx, auxiliary, say)
+        _restore(loop, folder, ctx, auxiliary, say)
     elif ctx.is_main:
-        _start_files(cfg, run, opts, user_model, say)
+        written = cfg.to_dict()
+        if user_model:  # the model is described by model.json, not by these settings
+            written.pop("model")
+            written["trained_with"] = "vaekit.fit"
+        folder.start(written, opts.overwrite, say)
     return auxiliary
 
 
-def _restore(loop: Loop, run: Path, ctx: D.DistContext, auxiliary: dict[str, torch.optim.Optimizer], say) -> None:
-    state_path = run / ckpt.STATE_FILE
+def _restore(loop: Loop, folder: RunFolder, ctx: D.DistContext, auxiliary: dict[str, torch.optim.Optimizer],
+             say) -> None:
+    run = folder.path
     loop.state, rng = ckpt.load_training_state(run, loop.model, loop.optimizer, loop.estimator, auxiliary)
-    _check_resumed_state(state_path, loop.state, loop.optimizer)
+    _check_resumed_state(run / ckpt.STATE_FILE, loop.state, loop.optimizer)
     _set_rng_state(_rank_rng(rng, ctx), loop.data.train.device)
     if loop.scheduler is not None and loop.state.get("scheduler"):
         loop.scheduler.load_state_dict(loop.state["scheduler"])
     if ctx.is_main:
-        trim_metrics(run / "metrics.jsonl", loop.state["epoch"])
+        folder.resume_at(loop.state["epoch"])
     say(f"resuming {run} after epoch {loop.state['epoch']}")
     if loop.state["epoch"] and _weights_unsound(loop.model):  # written before vaekit checked this
         loop.sound_epoch = None
-
-
-def _start_files(cfg: TrainConfig, run: Path, opts: _Options, user_model: bool, say) -> None:
-    if opts.overwrite:  # start afresh: the run's own files go, nothing else
-        removed = contract.clear_run(run)
-        if removed:
-            say(f"--overwrite: removed {', '.join(removed)} from {run}")
-    trim_metrics(run / "metrics.jsonl", 0)
-    written = cfg.to_dict()
-    if user_model:  # the model is described by model.json, not by these settings
-        written.pop("model")
-        written["trained_with"] = "vaekit.fit"
-    config_path = run / "config.json"
-    try:
-        ckpt.atomic_write_text(config_path, json.dumps(written, indent=2) + "\n")
-    except OSError as exc:
-        raise ckpt.write_failed(config_path, exc) from None
 
 
 def _step_for(loop: Loop, cfg: TrainConfig, ctx: D.DistContext, device: torch.device, amp,
@@ -456,14 +422,14 @@ def _step_for(loop: Loop, cfg: TrainConfig, ctx: D.DistContext, device: torch.de
                       estimator=loop.estimator, auxiliary=auxiliary)
 
 
-def _callbacks(loop: Loop, cfg: TrainConfig, run: Path, ctx: D.DistContext, opts: _Options, say, on_epoch,
+def _callbacks(loop: Loop, cfg: TrainConfig, folder: RunFolder, ctx: D.DistContext, opts: _Options, say, on_epoch,
                auxiliary: dict[str, torch.optim.Optimizer]) -> list[Callback]:
     """What acts at each epoch's end, in order: files (rank 0 only), the lines, the user's hook; at the end the
     kept model and an autoencoder's density on z."""
     out: list[Callback] = [EarlyStopping(cfg.patience)]
     if ctx.is_main:
-        loggers = _start_loggers(cfg, run, opts, loop.epoch)
-        out += [MetricsFile(), Loggers(loggers), KeepBest(), Checkpoint(auxiliary)]
+        loggers = _start_loggers(cfg, folder.path, opts, loop.epoch)
+        out += [MetricsFile(folder), Loggers(loggers), KeepBest(), Checkpoint(auxiliary)]
     out.append(EpochLines(say))
     if on_epoch is not None:
         out.append(OnEpoch(on_epoch))

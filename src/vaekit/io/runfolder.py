@@ -1,0 +1,117 @@
+"""One run folder's lifecycle, shared by every fitter (gradient training, exact EM): claim it (the run-folder
+contract, then the exclusive lock), open it under the lock (again the contract, stale temporary files of killed
+writes removed, the marker written), then start it afresh (config.json written, old metrics and, with overwrite, the
+run's own files removed) or resume it (the settings read back, metrics of epochs not checkpointed dropped).
+
+Files: ``config.json`` (the settings), ``metrics.jsonl`` (a row per epoch), ``checkpoint.safetensors`` (the fitter's
+state), ``model.safetensors`` + ``model.json`` (the kept model); see :mod:`vaekit.io.contract`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.io import checkpoint as ckpt
+from vaekit.io import contract
+from vaekit.io.files import JSON_CAP, read_text_capped
+from vaekit.io.runs import METRICS_FILE, append_metrics, run_lock, trim_metrics
+
+CONFIG_FILE = "config.json"
+
+
+class RunFolder:
+    """A run folder (``path``) and the steps of its life; see the module docstring."""
+
+    def __init__(self, out: str | Path):
+        if not isinstance(out, (str, Path)) or not str(out).strip():
+            raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}; to use the current "
+                              "folder say so with --out .")
+        self.path = Path(out)
+        self.lock: contextlib.AbstractContextManager | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / ckpt.STATE_FILE).exists()
+
+    def claim(self, resume: bool, overwrite: bool,
+              check: Callable[[contract.RunState], None] | None = None) -> None:
+        """Check the folder against the contract before any write (and with ``check``, the caller's own look at
+        its state), create it, and take its lock (held until :meth:`release`); a folder in use, or one that is not
+        a run, is refused in one line."""
+        state = contract.check_out(self.path, resume=resume, overwrite=overwrite, locked=False)
+        if check is not None:
+            check(state)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the run directory {self.path}: {exc.strerror}") from None
+        lock = run_lock(self.path)
+        lock.__enter__()
+        self.lock = lock
+
+    def release(self) -> None:
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.__exit__(None, None, None)
+
+    def open(self, resume: bool, overwrite: bool) -> bool:
+        """Under the lock: the contract again, stale temporary files removed, the marker written before any other
+        file. Returns whether the run is resumed (``resume`` and a checkpoint exists); a checkpoint without
+        ``resume`` or ``overwrite`` is refused."""
+        state = contract.check_out(self.path, resume=resume, overwrite=overwrite)
+        ckpt.remove_stale_temp_files(self.path)  # we hold the lock: a temp file here is the leftover of a killed write
+        if not state.marked or overwrite:
+            contract.write_marker(self.path)  # before any other file of the run (a pre-marker run gets it now)
+        return self.resumable(resume, overwrite)
+
+    def resumable(self, resume: bool, overwrite: bool) -> bool:
+        """Whether a checkpoint is resumed; one without ``resume`` or ``overwrite`` is refused."""
+        if self.has_checkpoint and not resume and not overwrite:
+            raise CheckpointError(f"{self.path} already holds a training run; pass --resume to continue it "
+                                  "or choose another --out")
+        return resume and self.has_checkpoint
+
+    def read_config(self) -> dict[str, Any]:
+        """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
+        path = self.path / CONFIG_FILE
+        try:
+            saved = json.loads(read_text_capped(path, JSON_CAP, "config file"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
+            raise CheckpointError(f"{path} is missing or corrupt ({reason}); cannot resume") from None
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
+        return saved
+
+    def write_config(self, settings: dict[str, Any]) -> None:
+        path = self.path / CONFIG_FILE
+        try:
+            ckpt.atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+        except OSError as exc:
+            raise ckpt.write_failed(path, exc) from None
+
+    def start(self, settings: dict[str, Any], overwrite: bool, say: Callable[[str], None]) -> None:
+        """A new run: with ``overwrite`` the run's own files go (nothing else), old metrics are cleared, and the
+        settings are written to config.json."""
+        if overwrite:
+            removed = contract.clear_run(self.path)
+            if removed:
+                say(f"--overwrite: removed {', '.join(removed)} from {self.path}")
+        trim_metrics(self.path / METRICS_FILE, 0)
+        self.write_config(settings)
+
+    def resume_at(self, epochs_done: int) -> None:
+        """A resumed run: the metrics of epochs after the checkpoint's are dropped."""
+        trim_metrics(self.path / METRICS_FILE, epochs_done)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One epoch's row to ``metrics.jsonl``."""
+        append_metrics(self.path / METRICS_FILE, row)
