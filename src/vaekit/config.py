@@ -24,6 +24,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def _flag(help: str, parse: str = "str") -> dict[str, str]:
+    """A setting's metadata: its help text and the parser of its ``--flag`` (a function of
+    ``vaekit.commands._args`` by name, or ``str``); the flags of ``vaekit train`` are made from these."""
+    return {"help": help, "parse": parse}
+
+
 #: The component kinds a model is made of, in the order they are settled.
 KINDS = ("posterior", "prior", "likelihood")
 #: Every registered kind a run names with its settings (``NAME`` + ``NAME_settings``): the components and the
@@ -34,60 +40,93 @@ NAMED_KINDS = ("family", *KINDS, "objective")
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "digits"
-    data_dir: str | None = None
-    binarize: str | None = None  # None (data set default) | dynamic | threshold
-    conditional: bool = False  # condition q(z|x, y) and p(x|z, y) on the data set's labels
+    dataset: str = field(default="digits", metadata=_flag(
+        "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, cifar10, "
+        "images:DIR, npz:FILE (vaekit data --help lists them all)", "str"))
+    data_dir: str | None = field(default=None, metadata=_flag(
+        "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)", "str"))
+    binarize: str | None = field(default=None, metadata=_flag(
+        "none, static, dynamic or threshold (grey-level data: dynamic or threshold)", "str"))
+    conditional: bool = field(default=False, metadata=_flag(
+        "condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)", "store_true"))
     # model: the family, networks (model = mlp | conv), sizes, and the three components (names + settings)
-    family: str = "vae"  # a registered family: vae, gmvae (a Gaussian-mixture prior), bernoulli-mixture, ...
+    family: str = field(default="vae", metadata=_flag(
+        "model family: {families} (default vae; bernoulli-mixture: --components K, --fit em|vae)", "str"))
     family_settings: dict[str, Any] = field(default_factory=dict)
-    model: str = "mlp"  # mlp | conv
-    hidden: list[int] = field(default_factory=lambda: [400])
-    latent: int = 40
-    levels: int = 1  # stochastic layers: 1 (VAE) or 2 (hierarchical VAE)
-    activation: str = "relu"
-    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
-    posterior: str = "gaussian"  # a registered posterior family: gaussian, iaf, planar, ...
-    prior: str = "standard"  # a registered prior: standard, vamp, ...
-    likelihood: str | None = None  # a registered likelihood; None: bernoulli for binary data, gaussian otherwise
+    model: str = field(default="mlp", metadata=_flag("mlp or conv", "str"))
+    hidden: list[int] = field(default_factory=lambda: [400], metadata=_flag(
+        "hidden layer sizes, e.g. 400 or 500,500", "int_list"))
+    latent: int = field(default=40, metadata=_flag(
+        "latent dimensions (default 40; per level with --levels 2)", "positive_int"))
+    levels: int = field(default=1, metadata=_flag("stochastic layers: 1 (VAE) or 2 (hierarchical VAE)", "positive_int"))
+    activation: str = field(default="relu", metadata=_flag(
+        "relu, tanh, elu, gelu, softplus or gated (gated dense and conv layers)", "str"))
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64], metadata=_flag(
+        "channels of the conv networks' stride-2 layers (default 32,64)", "int_list"))
+    posterior: str = field(default="gaussian", metadata=_flag(
+        "posterior family q(z|x): {posteriors} (default gaussian)", "str"))
+    prior: str = field(default="standard", metadata=_flag("prior p(z): {priors} (default standard)", "str"))
+    likelihood: str | None = field(default=None, metadata=_flag(
+        "likelihood p(x|z): {likelihoods} (default: bernoulli for binary data, else gaussian)", "str"))
     posterior_settings: dict[str, Any] = field(default_factory=dict)
     prior_settings: dict[str, Any] = field(default_factory=dict)
     likelihood_settings: dict[str, Any] = field(default_factory=dict)
-    components: int | None = None  # bernoulli-mixture: mixture components K (default 10)
-    fit: str = "vae"  # bernoulli-mixture: vae (amortized q(z|x), the trainer) | em (exact EM)
-    em_iterations: int = 100  # fit em: the most EM iterations
+    components: int | None = field(default=None, metadata=_flag(
+        "bernoulli-mixture: mixture components K (default 10)", "positive_int"))
+    fit: str = field(default="vae", metadata=_flag(
+        "bernoulli-mixture: vae (an amortized q(z|x), trained like any model; default) or em (exact EM)", "str"))
+    em_iterations: int = field(default=100, metadata=_flag(
+        "--fit em: the most EM iterations (default 100)", "positive_int"))
     # objective
-    objective: str = "elbo"  # a registered objective: elbo, iwae, autoencoder, ... (vaekit.objectives)
+    objective: str = field(default="elbo", metadata=_flag(
+        "the training objective: {objectives} (default elbo; an autoencoder's own otherwise)", "str"))
     objective_settings: dict[str, Any] = field(default_factory=dict)
-    estimator: str | None = None  # discrete latents: enumerate | score | nvil | vimco | gumbel | straight-through
-    temperature: float = 1.0  # gumbel / straight-through: the starting temperature tau_0
-    temperature_min: float = 0.5  # ... the floor of tau_t = max(tau_min, tau_0 exp(-r t))
-    anneal_rate: float = 1e-4  # ... r, per training step
-    k: int = 1
-    beta: float = 1.0
-    warmup: int = 0  # KL warm-up epochs (beta ramps from beta/warmup to beta)
-    encoder_noise: float = 0.0  # denoising encoder: it sees x + N(0, sigma^2) in training
-    init_from: str | None = None  # start from this run's best weights (same architecture)
-    train_only: str = "all"  # all | encoder: train only q(z|x); p(z) p(x|z) stays as init_from left it
+    estimator: str | None = field(default=None, metadata=_flag(
+        "discrete latents: enumerate, score, nvil, vimco (with --objective iwae), gumbel or straight-through "
+        "(default: enumerate for at most 4,096 codes, else gumbel)", "str"))
+    temperature: float = field(default=1.0, metadata=_flag(
+        "gumbel / straight-through: the starting temperature (default 1)", "positive_float"))
+    temperature_min: float = field(default=0.5, metadata=_flag(
+        "gumbel / straight-through: the lowest temperature (default 0.5)", "positive_float"))
+    anneal_rate: float = field(default=1e-4, metadata=_flag(
+        "gumbel / straight-through: r in tau = max(tau_min, tau_0 exp(-r step)) (default 1e-4)", "finite_float"))
+    k: int = field(default=1, metadata=_flag("samples per example (IWAE k, or ELBO samples)", "positive_int"))
+    beta: float = field(default=1.0, metadata=_flag("weight of the KL term (default 1)", "finite_float"))
+    warmup: int = field(default=0, metadata=_flag("KL warm-up epochs (default 0)", "nonnegative_int"))
+    encoder_noise: float = field(default=0.0, metadata=_flag(
+        "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)", "finite_float"))
+    init_from: str | None = field(default=None, metadata=_flag(
+        "start from this run's best weights (same architecture, e.g. --config RUN/config.json)", "str"))
+    train_only: str = field(default="all", metadata=_flag(
+        "all (default) or encoder: train q(z|x) alone, p(z) p(x|z) fixed (needs --init-from)", "str"))
     # optimisation
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_schedule: str = "none"  # none | cosine | plateau
-    weight_decay: float = 0.0
-    clip_grad: float | None = None
-    patience: int | None = None  # early stopping on the validation score (select_by)
-    select_by: str = "objective"  # objective (the training objective chooses the kept epoch) | elbo (the ELBO)
-    eval_batch_size: int = 1000
+    epochs: int = field(default=10, metadata=_flag("number of epochs (default 10)", "positive_int"))
+    batch_size: int = field(default=100, metadata=_flag("minibatch size (default 100)", "positive_int"))
+    lr: float = field(default=1e-3, metadata=_flag("Adam learning rate (default 1e-3)", "positive_float"))
+    lr_schedule: str = field(default="none", metadata=_flag("none, cosine or plateau", "str"))
+    weight_decay: float = field(default=0.0, metadata=_flag("Adam weight decay (default 0)", "finite_float"))
+    clip_grad: float | None = field(default=None, metadata=_flag(
+        "clip the gradient norm at this value", "positive_float"))
+    patience: int | None = field(default=None, metadata=_flag(
+        "stop after this many epochs without a better validation score", "nonnegative_int"))
+    select_by: str = field(default="objective", metadata=_flag(
+        "what chooses the kept epoch: objective (the training objective on the validation set: the IWAE "
+        "bound, the beta-weighted ELBO; default) or elbo (the ELBO, whatever the objective)", "str"))
+    eval_batch_size: int = field(default=1000, metadata=_flag(
+        "batch size for validation (default 1000)", "positive_int"))
     # reproducibility and hardware
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "fp32"  # fp32 | tf32 | bf16
-    threads: int | None = None
-    compile: bool = False
+    seed: int = field(default=0, metadata=_flag("random seed (default 0)", "seed_int"))
+    device: str = field(default="auto", metadata=_flag("auto, cpu, cuda or mps", "str"))
+    precision: str = field(default="fp32", metadata=_flag("fp32, tf32 or bf16", "str"))
+    threads: int | None = field(default=None, metadata=_flag("CPU threads for torch", "positive_int"))
+    compile: bool = field(default=False, metadata=_flag("use torch.compile", "store_true"))
     # reporting (not the run's arithmetic): loggers besides metrics.jsonl (vaekit.loggers), and their sample grids
-    log: list[str] = field(default_factory=list)  # csv | tensorboard | mlflow | wandb, e.g. ["tensorboard", "csv"]
-    log_images_every: int = 5  # a grid of decoded samples every N epochs and at the last (0: never)
+    log: list[str] = field(default_factory=list, metadata=_flag(
+        "loggers besides RUN/metrics.jsonl, comma-separated: csv (RUN/metrics.csv), tensorboard "
+        "(RUN/tensorboard/), mlflow, wandb; none: no other (default none; a resume keeps the run's)", "str"))
+    log_images_every: int = field(default=5, metadata=_flag(
+        "a grid of decoded samples z ~ p(z) to the image loggers every N epochs and at the last (default 5; "
+        "0: never)", "nonnegative_int"))
 
     CHOICES = {
         "fit": ("vae", "em"),
@@ -200,6 +239,21 @@ def validate(cfg: TrainConfig) -> None:
         if value not in choices:
             shown = ", ".join("(default)" if c is None else c for c in choices)
             raise ConfigError(f"{name} must be one of {shown}; got {value!r}")
+    _validate_named(cfg)
+    _validate_numbers(cfg)
+    cfg.prior = standard_prior(cfg.posterior, cfg.prior, cfg.prior_settings)
+    _validate_family(cfg)
+    _validate_log(cfg)
+    _validate_networks(cfg)
+    _validate_combinations(cfg)
+    shape = _known_shape(cfg.dataset)
+    if shape is not None:
+        check_model_size(cfg, shape)
+
+
+def _validate_named(cfg: TrainConfig) -> None:
+    """Each named kind (family, components, objective): a registered name and its settings, completed with the
+    defaults (unknown names and keys: did-you-mean errors)."""
     for kind in NAMED_KINDS:
         name = getattr(cfg, kind)
         settings = getattr(cfg, f"{kind}_settings")
@@ -211,9 +265,17 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if not isinstance(name, str):
             raise ConfigError(f"{kind} must be a name (one of {', '.join(_registry(kind).names())}); got {name!r}")
-        spec = _registry(kind).spec({"name": name, **settings})  # unknown names and keys: did-you-mean errors
+        spec = _registry(kind).spec({"name": name, **settings})
         settings.clear()
         settings.update({k: v for k, v in spec.items() if k != "name"})
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _validate_numbers(cfg: TrainConfig) -> None:
+    """The integer and real settings within their ranges."""
     for names, low in ((TrainConfig.POSITIVE, 1), (TrainConfig.NONNEGATIVE, 0)):
         for name in names:
             value = getattr(cfg, name)
@@ -223,26 +285,20 @@ def validate(cfg: TrainConfig) -> None:
             if value is not None and value > high:
                 raise ConfigError(f"{name} must be an integer from {low} to {high}; got {value!r}")
     for name, low, strict in (("lr", 0.0, True), ("beta", 0.0, False), ("weight_decay", 0.0, False),
-                              ("encoder_noise", 0.0, False),
-                              ("clip_grad", 0.0, True)):
+                              ("encoder_noise", 0.0, False), ("clip_grad", 0.0, True)):
         value = getattr(cfg, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-            value <= low if strict else value < low
-        ):
+        if value is not None and (not _finite(value) or (value <= low if strict else value < low)):
             raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}; got {value!r}")
     for name, value in (("temperature", cfg.temperature), ("temperature_min", cfg.temperature_min)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if not _finite(value) or value <= 0:
             raise ConfigError(f"{name} must be a finite number > 0; got {value!r}")
     if cfg.temperature_min > cfg.temperature:
         raise ConfigError(f"temperature_min ({cfg.temperature_min}) must not exceed temperature ({cfg.temperature})")
-    if isinstance(cfg.anneal_rate, bool) or not isinstance(cfg.anneal_rate, (int, float)) or \
-            not math.isfinite(cfg.anneal_rate) or cfg.anneal_rate < 0:
+    if not _finite(cfg.anneal_rate) or cfg.anneal_rate < 0:
         raise ConfigError(f"anneal_rate must be a finite number >= 0; got {cfg.anneal_rate!r}")
-    cfg.prior = standard_prior(cfg.posterior, cfg.prior, cfg.prior_settings)
-    _validate_family(cfg)
-    _validate_log(cfg)
+
+
+def _validate_networks(cfg: TrainConfig) -> None:
     for key in ("hidden", "conv_channels"):
         value = getattr(cfg, key)
         if key == "hidden" and value == [] and cfg.model == "mlp":
@@ -253,6 +309,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"{key} must be a non-empty list of integers >= 1 (e.g. [400] or 500,500); got {value!r}"
             )
+
+
+def _validate_combinations(cfg: TrainConfig) -> None:
+    """Settings that make sense alone but not together."""
     if cfg.posterior != "gaussian" and cfg.levels != 1:
         raise ConfigError(f"posterior {cfg.posterior} is for the one-level VAE, but levels is {cfg.levels}; "
                           "use levels 1 with a flow, or leave the posterior gaussian with levels 2")
@@ -271,9 +331,6 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be true or false; got {getattr(cfg, key)!r}")
     if cfg.conditional and cfg.levels != 1:
         raise ConfigError("conditional is for the one-level VAE; use levels 1")
-    shape = _known_shape(cfg.dataset)
-    if shape is not None:
-        check_model_size(cfg, shape)
 
 
 def _validate_log(cfg: TrainConfig) -> None:

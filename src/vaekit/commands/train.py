@@ -6,62 +6,32 @@ import argparse
 import json
 import sys
 
-from vaekit.commands._args import finite_float, int_list, nonnegative_int, positive_float, positive_int, seed_int
+from vaekit.commands._args import finite_float
 
-# flag name -> (type, help); defaults live in vaekit.config.TrainConfig, so every flag
-# defaults to None here and "given on the command line" is exactly "not None".
-FLAGS: dict[str, tuple] = {
-    "--dataset": (str, "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, "
-                  "cifar10, images:DIR, npz:FILE (vaekit data --help lists them all)"),
-    "--data-dir": (str, "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)"),
-    "--binarize": (str, "none, static, dynamic or threshold (grey-level data: dynamic or threshold)"),
-    "--epochs": (positive_int, "number of epochs (default 10)"),
-    "--family": (str, "model family: vae (default), gmvae (a Gaussian-mixture prior, --clusters C) or "
-                      "bernoulli-mixture (one categorical z, --components K, --fit em|vae)"),
-    "--components": (positive_int, "bernoulli-mixture: mixture components K (default 10)"),
-    "--fit": (str, "bernoulli-mixture: vae (an amortized q(z|x), trained like any model; default) or em (exact EM)"),
-    "--em-iterations": (positive_int, "--fit em: the most EM iterations (default 100)"),
-    "--model": (str, "mlp or conv"),
-    "--hidden": (int_list, "hidden layer sizes, e.g. 400 or 500,500"),
-    "--latent": (positive_int, "latent dimensions (default 40; per level with --levels 2)"),
-    "--levels": (positive_int, "stochastic layers: 1 (VAE) or 2 (hierarchical VAE)"),
-    "--activation": (str, "relu, tanh, elu, gelu, softplus or gated (gated dense and conv layers)"),
-    "--posterior": (str, "posterior family q(z|x): {posteriors} (default gaussian)"),
-    "--likelihood": (str, "likelihood p(x|z): {likelihoods} (default: bernoulli for binary data, else gaussian)"),
-    "--prior": (str, "prior p(z): {priors} (default standard)"),
+#: The flags that name no setting of their own: --flow is another name of --posterior.
+ALIASES: dict[str, tuple] = {
     "--flow": (str, "normalizing flow in q(z|x): iaf or planar (the same as --posterior; one level only)"),
-    "--conv-channels": (int_list, "channels of the conv networks' stride-2 layers (default 32,64)"),
-    "--objective": (str, "elbo or iwae"),
-    "--estimator": (str, "discrete latents: enumerate, score, nvil, vimco (with --objective iwae), gumbel or "
-                         "straight-through (default: enumerate for at most 4,096 codes, else gumbel)"),
-    "--temperature": (positive_float, "gumbel / straight-through: the starting temperature (default 1)"),
-    "--temperature-min": (positive_float, "gumbel / straight-through: the lowest temperature (default 0.5)"),
-    "--anneal-rate": (finite_float, "gumbel / straight-through: r in tau = max(tau_min, tau_0 exp(-r step)) "
-                                    "(default 1e-4)"),
-    "--k": (positive_int, "samples per example (IWAE k, or ELBO samples)"),
-    "--beta": (finite_float, "weight of the KL term (default 1)"),
-    "--warmup": (nonnegative_int, "KL warm-up epochs (default 0)"),
-    "--encoder-noise": (finite_float, "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)"),
-    "--init-from": (str, "start from this run's best weights (same architecture, e.g. --config RUN/config.json)"),
-    "--train-only": (str, "all (default) or encoder: train q(z|x) alone, p(z) p(x|z) fixed (needs --init-from)"),
-    "--batch-size": (positive_int, "minibatch size (default 100)"),
-    "--lr": (positive_float, "Adam learning rate (default 1e-3)"),
-    "--lr-schedule": (str, "none, cosine or plateau"),
-    "--weight-decay": (finite_float, "Adam weight decay (default 0)"),
-    "--clip-grad": (positive_float, "clip the gradient norm at this value"),
-    "--patience": (nonnegative_int, "stop after this many epochs without a better validation score"),
-    "--select-by": (str, "what chooses the kept epoch: objective (the training objective on the validation set: "
-                         "the IWAE bound, the beta-weighted ELBO; default) or elbo (the ELBO, whatever the objective)"),
-    "--eval-batch-size": (positive_int, "batch size for validation (default 1000)"),
-    "--seed": (seed_int, "random seed (default 0)"),
-    "--device": (str, "auto, cpu, cuda or mps"),
-    "--precision": (str, "fp32, tf32 or bf16"),
-    "--threads": (positive_int, "CPU threads for torch"),
-    "--log": (str, "loggers besides RUN/metrics.jsonl, comma-separated: csv (RUN/metrics.csv), tensorboard "
-                   "(RUN/tensorboard/), mlflow, wandb; none: no other (default none; a resume keeps the run's)"),
-    "--log-images-every": (nonnegative_int, "a grid of decoded samples z ~ p(z) to the image loggers every N "
-                                            "epochs and at the last (default 5; 0: never)"),
 }
+
+
+def setting_flags() -> dict[str, tuple]:
+    """flag -> (parser, help) for every TrainConfig setting with a help text (its field metadata); defaults live in
+    TrainConfig, so every flag defaults to None here and "given on the command line" is exactly "not None"."""
+    import dataclasses
+
+    from vaekit.commands import _args
+    from vaekit.config import TrainConfig
+
+    out: dict[str, tuple] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if "help" in f.metadata:
+            parse = f.metadata["parse"]
+            out["--" + f.name.replace("_", "-")] = (parse if parse == "store_true" else getattr(_args, parse, str),
+                                                     f.metadata["help"])
+    return {**out, **ALIASES}
+
+
+FLAGS = setting_flags()
 
 
 def _registries() -> dict:
@@ -136,14 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--config", help="TOML or YAML file of settings; flags override it")
-    names = {f"{kind}s": ", ".join(registry.names()) for kind, registry in _registries().items()}
+    plural = {"family": "families"}
+    names = {plural.get(kind, f"{kind}s"): ", ".join(registry.names()) for kind, registry in _registries().items()}
     for flag, (typ, text) in FLAGS.items():
-        parser.add_argument(flag, type=typ, default=None, help=text.format(**names))
+        if typ == "store_true":
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(flag, type=typ, default=None, help=text.format(**names))
     for flag, (typ, text) in component_flags().items():
         parser.add_argument(flag, type=typ, default=None, help=text)
-    parser.add_argument("--conditional", action="store_true", default=None,
-                        help="condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)")
-    parser.add_argument("--compile", action="store_true", default=None, help="use torch.compile")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run in --out afresh (removes only the run's own files)")
@@ -201,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
     file_values = read_config_file(args.config) if args.config else {}
     given = [*FLAGS, *component_flags()]
     flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in given}
-    flags["compile"] = args.compile
-    flags["conditional"] = args.conditional
     cfg = resolve(file_values, flags)
     explicit = {k for k, v in flags.items() if v is not None} | {str(k).replace("-", "_") for k in file_values}
     main_process = from_env().is_main  # under torchrun only rank 0 prints
