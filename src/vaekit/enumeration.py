@@ -170,6 +170,18 @@ def _plan(model: Any, n: int, size: int, d: int, fast: bool, chunk: int | None, 
     return c, b
 
 
+def _labels(model: Any, y: Any, n: int, device: torch.device) -> torch.Tensor | None:
+    """The class labels of the ``n`` examples as int64 (n,) on ``device`` for a conditional model, else None."""
+    if not getattr(model, "condition", 0):
+        return None
+    if y is None:
+        raise VaekitError("the model is conditional: give the labels y of the examples")
+    labels = torch.as_tensor(y).long().reshape(-1).to(device)
+    if labels.shape[0] != n:
+        raise VaekitError(f"got {labels.shape[0]} labels for {n} examples")
+    return labels
+
+
 @torch.inference_mode()
 def enumerated_bound(model: Any, x: torch.Tensor, y: Any = None, *, posterior: bool = True,
                      chunk: int | None = None, batch_size: int | None = None,
@@ -191,13 +203,7 @@ def enumerated_bound(model: Any, x: torch.Tensor, y: Any = None, *, posterior: b
     x = torch.as_tensor(x)
     n = x.shape[0]
     xf = x.reshape(n, -1).to(device=device, dtype=dtype)
-    labels = None
-    if getattr(model, "condition", 0):
-        if y is None:
-            raise VaekitError("the model is conditional: give the labels y of the examples")
-        labels = torch.as_tensor(y).long().reshape(-1).to(device)
-        if labels.shape[0] != n:
-            raise VaekitError(f"got {labels.shape[0]} labels for {n} examples")
+    labels = _labels(model, y, n, device)
     c, b = _plan(model, n, size, xf.shape[1], fast, chunk, batch_size, memory_budget)
     score = _scorer(model, fast)
     lse = torch.full((n,), -math.inf, dtype=torch.float64, device=device)

@@ -208,6 +208,43 @@ def _summarise(per: tuple[Tensor, ...], fx: Tensor, samples: int, trials: int | 
     return GradientEstimate(pack(mean), pack(err), samples, value, pack(per))
 
 
+def _check_baseline(baseline: float | str | None, samples: int) -> None:
+    """Refuse a baseline other than ``None``, a finite number or ``"leave_one_out"`` (which needs ``samples >= 2``)."""
+    loo = isinstance(baseline, str)
+    if loo and baseline != "leave_one_out":
+        raise ValueError(f"baseline must be None, a number or 'leave_one_out', got {baseline!r}")
+    if loo and samples < 2:
+        raise ValueError("the leave-one-out baseline needs samples >= 2 (it averages the others)")
+    if not loo and baseline is not None:
+        if isinstance(baseline, bool) or not isinstance(baseline, int | float):
+            raise ValueError(f"baseline must be None, a number or 'leave_one_out', got {baseline!r}")
+        if not math.isfinite(baseline):
+            raise ValueError(f"baseline must be finite, got {baseline!r}")
+
+
+def _sample_with_log_prob(dist: Distribution, n: int) -> tuple[Tensor, Tensor]:
+    """``n`` draws x (not differentiated) and log q(x) of each, summed over the batch dimensions, shape ``(n,)``."""
+    with torch.no_grad():
+        x = dist.sample()
+    try:
+        logq = dist.log_prob(x)
+    except NotImplementedError:
+        raise ValueError(
+            f"{type(dist).__name__} does not implement log_prob, which the score-function "
+            "estimator needs"
+        ) from None
+    return x, logq.reshape(n, -1).sum(1)
+
+
+def _baseline_values(fx: Tensor, baseline: float | str | None, samples: int, n: int) -> Tensor | float:
+    r"""The baseline :math:`b_i` of each draw: leave-one-out :math:`\frac{1}{m-1}\sum_{j \ne i} f(x_j)` within
+    its estimate (shape ``(n,)``), else the constant (0 for ``None``)."""
+    if isinstance(baseline, str):
+        fm = fx.reshape(-1, samples)
+        return ((fm.sum(1, keepdim=True) - fm) / (samples - 1)).reshape(n)
+    return float(baseline or 0.0)
+
+
 # --------------------------------------------------------------------------- estimators
 
 
@@ -314,35 +351,13 @@ def score_function_gradient(
     """
     ps, single = _as_params(params)
     n = _check_counts(samples, trials)
-    loo = isinstance(baseline, str)
-    if loo and baseline != "leave_one_out":
-        raise ValueError(f"baseline must be None, a number or 'leave_one_out', got {baseline!r}")
-    if loo and samples < 2:
-        raise ValueError("the leave-one-out baseline needs samples >= 2 (it averages the others)")
-    if not loo and baseline is not None:
-        if isinstance(baseline, bool) or not isinstance(baseline, int | float):
-            raise ValueError(f"baseline must be None, a number or 'leave_one_out', got {baseline!r}")
-        if not math.isfinite(baseline):
-            raise ValueError(f"baseline must be finite, got {baseline!r}")
+    _check_baseline(baseline, samples)
     with torch.enable_grad(), _random_scope(seed, generator, ps[0].device):
         stacked = _stacked(ps, n)
         dist = _build_batched(make_dist, ps, stacked, n)
-        with torch.no_grad():
-            x = dist.sample()
-        try:
-            logq = dist.log_prob(x)
-        except NotImplementedError:
-            raise ValueError(
-                f"{type(dist).__name__} does not implement log_prob, which the score-function "
-                "estimator needs"
-            ) from None
-        logq = logq.reshape(n, -1).sum(1)
+        x, logq = _sample_with_log_prob(dist, n)
         fx = _apply_f(f, (x,), n, batched_f).detach()
-        if loo:
-            fm = fx.reshape(-1, samples)
-            b = ((fm.sum(1, keepdim=True) - fm) / (samples - 1)).reshape(n)
-        else:
-            b = float(baseline or 0.0)
+        b = _baseline_values(fx, baseline, samples, n)
         per = _per_sample_grads(((fx - b) * logq).sum(), stacked)
     return _summarise(per, fx, samples, trials, single)
 

@@ -465,6 +465,65 @@ def evaluate_model(
     ``progress(done, total)`` is called with the examples done (0 first, then after every batch of them, each
     batch all K draws), e.g. a :class:`vaekit.progress.Bar`.
     """
+    x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
+    ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
+                     memory_budget=memory_budget)
+    _plan(ev, device, batch_size)
+    passes = _run_passes(ev, progress, exact_limit, surgery_samples, data, class_labels)
+    return _summarise(ev, passes, per_example)
+
+
+#: The per-example statistics of :func:`log_weight_stats` that :func:`evaluate_model` averages.
+_STAT_KEYS = ("log_px", "elbo", "reconstruction", "kl", "ess")
+
+
+@dataclass
+class _Evaluation:
+    """What the steps of one :func:`evaluate_model` share: the model, the flat data and how they are batched."""
+
+    model: Any
+    x: torch.Tensor  # (N, D) on the CPU, dequantized for a bound
+    y: torch.Tensor | None  # (N,) labels of a conditional model; None otherwise
+    kind: str  # what log p(x) is: one of FIGURE_KINDS
+    levels: int | None  # grey levels L of the data (None: real-valued)
+    shift: float  # D log L nats, subtracted from log p, the ELBO and the reconstruction of a bound; 0 otherwise
+    k: int
+    seed: int
+    split: str
+    fast: bool
+    memory_budget: int
+    device: torch.device | None = None  # the model's, set by _plan
+    dtype: torch.dtype | None = None
+    batch_size: int = 0  # examples per batch B
+    k_chunk: int = 0  # draws per chunk
+    generator: torch.Generator | None = None
+    was_training: bool = False  # the model's mode before the evaluation, restored after it
+
+    @property
+    def n(self) -> int:
+        """The number of examples N."""
+        return self.x.shape[0]
+
+
+@dataclass
+class _Passes:
+    """What the passes over the data gathered: per-batch statistics (CPU, float64) and the whole-set extras."""
+
+    parts: dict[str, list[torch.Tensor]]  # _STAT_KEYS, "code" and "kl_units": one tensor per batch
+    groups: int | None = None  # G of one-hot categorical codes; None otherwise
+    seconds: float = 0.0  # of the importance-sampling passes
+    surgery: Any = None  # vaekit.surgery's result, or None
+    clusters: dict[str, Any] | None = None
+    floor: float | None = None  # the fraction of pixels at the learned variance's floor
+    exact: EnumeratedBound | None = None
+    exact_seconds: float = 0.0
+
+
+def _evaluation_data(model: Any, data: Any, k: int, seed: int, split: str, labels: Any,
+                     levels: int | None) -> tuple[torch.Tensor, torch.Tensor | None, str, int | None, float]:
+    """(x (N, D), the labels of a conditional model, what log p(x) is, the grey levels L, the shift D log L nats).
+    A density on L-level data is dequantized, x -> (k + u) / L with one u ~ U[0, 1)^D per example; the shift is 0
+    for the other kinds."""
     if k < 1:
         raise VaekitError(f"k must be >= 1, got {k}")
     x_all = _flat_data(data, split)
@@ -477,84 +536,85 @@ def evaluate_model(
     if kind == DEQUANTIZED:
         x_all = dequantize(x_all, levels, seed)
         shift = x_all.shape[1] * math.log(levels)
+    return x_all, y_all, kind, levels, shift
+
+
+def _plan(ev: _Evaluation, device: str | torch.device | None, batch_size: int | None) -> None:
+    """Move the model to ``device`` (when given) and into eval mode, and fill in ``ev``'s device, dtype, batch
+    size, draws per chunk (:func:`plan_chunks`) and the generator of the draws, seeded with ``ev.seed``."""
     if device is not None:
         if isinstance(device, str):
             device = resolve_device(device)
-        model = model.to(device)
-    dev, dtype = _model_device_dtype(model)
-    was_training = model.training
-    model.eval()
-    latent = int(model.latent_size)
-    bsz, k_chunk = plan_chunks(model, n, k, latent, batch_size, memory_budget, dev)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    keys = ("log_px", "elbo", "reconstruction", "kl", "ess")
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in (*keys, "code", "kl_units")}
-    groups: int | None = None
-    exact: EnumeratedBound | None = None
-    exact_seconds = 0.0
+        ev.model = ev.model.to(device)
+    ev.device, ev.dtype = _model_device_dtype(ev.model)
+    ev.was_training = ev.model.training
+    ev.model.eval()
+    latent = int(ev.model.latent_size)
+    ev.batch_size, ev.k_chunk = plan_chunks(ev.model, ev.n, ev.k, latent, batch_size, ev.memory_budget, ev.device)
+    ev.generator = torch.Generator(device=ev.device).manual_seed(int(ev.seed))
+
+
+def _run_passes(ev: _Evaluation, progress: Callable[[int, int], None] | None, exact_limit: int,
+                surgery_samples: int, data: Any, class_labels: Any) -> _Passes:
+    """Every pass over the data, in the model's frozen context where it has one (a VampPrior encodes its
+    pseudo-inputs once): the K draws per example, the ELBO surgery, the clustering and the variance floor; then
+    the exact sum over every code when the prior has at most ``exact_limit`` of them. The model's training mode
+    is restored after, whatever happens."""
     t0 = time.perf_counter()
-    frozen = getattr(model, "frozen", None)  # e.g. the VampPrior encodes its pseudo-inputs once
+    frozen = getattr(ev.model, "frozen", None)  # e.g. the VampPrior encodes its pseudo-inputs once
     try:
         with frozen() if frozen is not None else contextlib.nullcontext():
-            enumerable = exact_limit > 0 and is_enumerable(model, exact_limit)  # p(z) built in the frozen context
-            if progress is not None:
-                progress(0, n)  # the work starts: a bar shows now, not after the first batch
-            for start in range(0, n, bsz):
-                x = x_all[start : start + bsz].to(device=dev, dtype=dtype)
-                y = y_all[start : start + bsz].to(dev) if y_all is not None else None
-                stats = log_weight_stats(model, x, k, k_chunk, gen, fast, y)
-                for key in parts:
-                    if key in stats:
-                        parts[key].append(stats[key].detach().to("cpu", torch.float64))
-                if "groups" in stats:
-                    groups = int(stats["groups"])
-                if progress is not None:
-                    progress(min(n, start + bsz), n)
-            seconds = time.perf_counter() - t0
+            enumerable = exact_limit > 0 and is_enumerable(ev.model, exact_limit)  # p(z) built in the frozen context
+            passes = _draw_batches(ev, progress)
+            passes.seconds = time.perf_counter() - t0
             # in the same frozen prior (a VampPrior's components encoded once per evaluation)
-            surgery = _surgery(model, x_all, y_all, surgery_samples, seed, dev, dtype)
-            clusters = _clustering(model, x_all, y_all, data, split, class_labels, dev, dtype)
-            floor = _floor_fraction(model, parts["code"], y_all, dev, dtype)
+            passes.surgery = _surgery(ev.model, ev.x, ev.y, surgery_samples, ev.seed, ev.device, ev.dtype)
+            passes.clusters = _clustering(ev.model, ev.x, ev.y, data, ev.split, class_labels, ev.device, ev.dtype)
+            passes.floor = _floor_fraction(ev.model, passes.parts["code"], ev.y, ev.device, ev.dtype)
         if enumerable:  # every code decoded once for all examples
             t1 = time.perf_counter()
-            exact = enumerated_bound(model, x_all, y_all, memory_budget=memory_budget, fast=fast)
-            exact_seconds = time.perf_counter() - t1
+            passes.exact = enumerated_bound(ev.model, ev.x, ev.y, memory_budget=ev.memory_budget, fast=ev.fast)
+            passes.exact_seconds = time.perf_counter() - t1
     finally:
-        model.train(was_training)
-    arr = {key: torch.cat(parts[key]).numpy() for key in keys}
-    code = torch.cat(parts["code"])
-    if not np.isfinite(arr["log_px"]).all():
-        raise VaekitError(f"log p(x) is not finite for {int((~np.isfinite(arr['log_px'])).sum())} examples; "
-                          "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
-    for key in ("log_px", "elbo", "reconstruction") if shift else ():
-        arr[key] = arr[key] - shift  # the dequantized bound: E_u log p((k + u) / L) - D log L
-    gap = arr["log_px"] - arr["elbo"]
-    d = x_all.shape[1]
-    nll = -arr["log_px"]
-    latent_var = code.var(0, unbiased=False) if n > 1 else torch.zeros(code.shape[1], dtype=torch.float64)
-    if groups is not None:  # one-hot groups: the total variance of each group's class probabilities
-        latent_var = latent_var.reshape(groups, -1).sum(-1)
-    kl_per_dim: list[float] = []
-    kl_analytic = None
-    # per unit only where q(z|x) and p(z) factorise over units with a closed-form KL (distributions.kl);
-    # not with a flow, a mixture prior or a two-level model
-    if len(parts["kl_units"]) * bsz >= n and parts["kl_units"]:
-        per_dim = torch.cat(parts["kl_units"])
-        kl_per_dim = per_dim.mean(0).tolist()
-        kl_analytic = float(per_dim.sum(1).mean())
-    bpd = 1.0 / (d * math.log(2))
-    per = None
-    if per_example:
-        per = {"log_px": arr["log_px"], "elbo": arr["elbo"], "reconstruction": arr["reconstruction"],
-               "kl": arr["kl"], "gap": gap, "ess": arr["ess"],
-               "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
-               else np.full(n, np.nan)}
-    notes = _notes(model, arr["ess"], k, kind=kind, levels=levels, dim=d, seed=int(seed), floor=floor)
-    if getattr(getattr(model, "posterior_family", None), "autoencoder", False):
-        from vaekit.posthoc import proposal_note
+        ev.model.train(ev.was_training)
+    return passes
 
-        notes.insert(0, proposal_note(model))
-    fields = _exact_fields(exact, arr["log_px"], bpd, k, notes, shift)
+
+def _draw_batches(ev: _Evaluation, progress: Callable[[int, int], None] | None) -> _Passes:
+    """:func:`log_weight_stats` of every batch of examples, K draws each, gathered on the CPU in float64;
+    ``progress(done, N)`` is called with 0 first, then after every batch."""
+    n, bsz = ev.n, ev.batch_size
+    passes = _Passes({key: [] for key in (*_STAT_KEYS, "code", "kl_units")})
+    if progress is not None:
+        progress(0, n)  # the work starts: a bar shows now, not after the first batch
+    for start in range(0, n, bsz):
+        x = ev.x[start : start + bsz].to(device=ev.device, dtype=ev.dtype)
+        y = ev.y[start : start + bsz].to(ev.device) if ev.y is not None else None
+        stats = log_weight_stats(ev.model, x, ev.k, ev.k_chunk, ev.generator, ev.fast, y)
+        for key in passes.parts:
+            if key in stats:
+                passes.parts[key].append(stats[key].detach().to("cpu", torch.float64))
+        if "groups" in stats:
+            passes.groups = int(stats["groups"])
+        if progress is not None:
+            progress(min(n, start + bsz), n)
+    return passes
+
+
+def _summarise(ev: _Evaluation, passes: _Passes, per_example: bool) -> EvaluationResult:
+    """The :class:`EvaluationResult` of the gathered statistics: means over the examples and their standard
+    errors, nats per example; bits/dim = NLL / (D ln 2)."""
+    arr = _example_arrays(ev, passes.parts)
+    gap = arr["log_px"] - arr["elbo"]
+    d = ev.x.shape[1]
+    nll = -arr["log_px"]
+    latent_var = _latent_variance(passes.parts["code"], passes.groups, ev.n)
+    kl_per_dim, kl_analytic = _unit_kls(passes.parts["kl_units"], ev.batch_size, ev.n)
+    bpd = 1.0 / (d * math.log(2))
+    per = _per_example(arr, gap, ev.k, ev.n) if per_example else None
+    notes = _result_notes(ev, arr["ess"], passes.floor)
+    fields = _exact_fields(passes.exact, arr["log_px"], bpd, ev.k, notes, ev.shift)
+    exact, shift, surgery, seconds, n, k = passes.exact, ev.shift, passes.surgery, passes.seconds, ev.n, ev.k
     if per is not None and exact is not None:
         per |= {"exact_log_px": exact.log_px.cpu().numpy() - shift, "exact_elbo": exact.elbo.cpu().numpy() - shift,
                 "exact_gap": exact.gap.cpu().numpy()}
@@ -563,18 +623,73 @@ def evaluate_model(
         mutual_information=surgery.mutual_information if surgery else None,
         mutual_information_stderr=surgery.mutual_information_stderr if surgery else None,
         marginal_kl=surgery.marginal_kl if surgery else None,
-        marginal_kl_stderr=surgery.marginal_kl_stderr if surgery else None, clustering=clusters,
+        marginal_kl_stderr=surgery.marginal_kl_stderr if surgery else None, clustering=passes.clusters,
         elbo=float(arr["elbo"].mean()), reconstruction=float(arr["reconstruction"].mean()),
         kl=float(arr["kl"].mean()), nll=float(nll.mean()), nll_stderr=_stderr(nll),
         elbo_stderr=_stderr(arr["elbo"]), bits_per_dim=float(nll.mean() * bpd), gap=float(gap.mean()),
         gap_stderr=_stderr(gap), active_units=int((latent_var > ACTIVE_THRESHOLD).sum()), kl_per_dim=kl_per_dim,
         k=k, n=n, seconds=seconds, data_dim=d, bits_per_dim_stderr=_stderr(nll) * bpd, kl_analytic=kl_analytic,
         latent_variance=latent_var.tolist(), mean_ess=float(arr["ess"].mean()),
-        log_weights_per_second=n * k / seconds if seconds > 0 else math.inf, batch_size=bsz, k_chunk=k_chunk,
-        seed=int(seed), split=split, likelihood=str(getattr(getattr(model, "likelihood", None), "name", "")),
-        notes=notes, per_example=per, unit="group" if groups is not None else "unit", exact_seconds=exact_seconds,
-        log_px_kind=kind, levels=levels, dequantization_nats=shift, variance_floor_fraction=floor, **fields,
+        log_weights_per_second=n * k / seconds if seconds > 0 else math.inf, batch_size=ev.batch_size,
+        k_chunk=ev.k_chunk, seed=int(ev.seed), split=ev.split,
+        likelihood=str(getattr(getattr(ev.model, "likelihood", None), "name", "")), notes=notes, per_example=per,
+        unit="group" if passes.groups is not None else "unit", exact_seconds=passes.exact_seconds,
+        log_px_kind=ev.kind, levels=ev.levels, dequantization_nats=shift, variance_floor_fraction=passes.floor,
+        **fields,
     )
+
+
+def _example_arrays(ev: _Evaluation, parts: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
+    """The per-example log p(x), ELBO, reconstruction, KL (nats) and ESS, float64 arrays (N,); log p(x) must be
+    finite. For a dequantized bound the first three have D log L subtracted: E_u log p((k + u) / L) - D log L."""
+    arr = {key: torch.cat(parts[key]).numpy() for key in _STAT_KEYS}
+    if not np.isfinite(arr["log_px"]).all():
+        raise VaekitError(f"log p(x) is not finite for {int((~np.isfinite(arr['log_px'])).sum())} examples; "
+                          "the model or the data is broken (NaN weights, or data outside the likelihood's support)")
+    for key in ("log_px", "elbo", "reconstruction") if ev.shift else ():
+        arr[key] = arr[key] - ev.shift  # the dequantized bound: E_u log p((k + u) / L) - D log L
+    return arr
+
+
+def _latent_variance(codes: list[torch.Tensor], groups: int | None, n: int) -> torch.Tensor:
+    """Cov_x(E_q[z_j]) per unit over the N examples' point codes (0 for one example); for G groups of one-hot
+    codes the total variance of each group's class probabilities, (G,)."""
+    code = torch.cat(codes)
+    latent_var = code.var(0, unbiased=False) if n > 1 else torch.zeros(code.shape[1], dtype=torch.float64)
+    if groups is not None:  # one-hot groups: the total variance of each group's class probabilities
+        latent_var = latent_var.reshape(groups, -1).sum(-1)
+    return latent_var
+
+
+def _unit_kls(units: list[torch.Tensor], batch_size: int, n: int) -> tuple[list[float], float | None]:
+    """(the mean closed-form KL(q_j || p_j) per unit, or per group of one-hot codes; their sum KL(q || p(z))), nats;
+    ([], None) unless every batch has them."""
+    # per unit only where q(z|x) and p(z) factorise over units with a closed-form KL (distributions.kl);
+    # not with a flow, a mixture prior or a two-level model
+    if len(units) * batch_size >= n and units:
+        per_dim = torch.cat(units)
+        return per_dim.mean(0).tolist(), float(per_dim.sum(1).mean())
+    return [], None
+
+
+def _per_example(arr: dict[str, np.ndarray], gap: np.ndarray, k: int, n: int) -> dict[str, np.ndarray]:
+    """The per-example arrays of a result, nats: log p(x), ELBO, reconstruction, KL, gap, ESS and the Monte Carlo
+    standard error of log p(x), sqrt(1/ESS - 1/K) (NaN for K = 1)."""
+    return {"log_px": arr["log_px"], "elbo": arr["elbo"], "reconstruction": arr["reconstruction"],
+            "kl": arr["kl"], "gap": gap, "ess": arr["ess"],
+            "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
+            else np.full(n, np.nan)}
+
+
+def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list[str]:
+    """The caveats of :func:`_notes`, after a note on the proposal of an autoencoder's fitted density."""
+    notes = _notes(ev.model, ess, ev.k, kind=ev.kind, levels=ev.levels, dim=ev.x.shape[1], seed=int(ev.seed),
+                   floor=floor)
+    if getattr(getattr(ev.model, "posterior_family", None), "autoencoder", False):
+        from vaekit.posthoc import proposal_note
+
+        notes.insert(0, proposal_note(ev.model))
+    return notes
 
 
 def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int, device: torch.device,

@@ -26,6 +26,7 @@ import datetime as _dt
 import html
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,133 +220,213 @@ def write_report(
     loaded, the page is still written without the data parts and says why. ``progress(done, total)``
     follows the evaluation's examples (:func:`vaekit.evaluation.evaluate_model`).
     """
-    from vaekit import clustering, viz
-    from vaekit.data.base import class_interleaved_order
-    from vaekit.evaluation import (
-        check_shape,
-        evaluate_model,
-        limit_split,
-        load_model,
-        load_run_data,
-        read_run_config,
-        split_images,
-    )
-
     say = log or (lambda _msg: None)
     run = Path(run)
     path = check_report_path(Path(out) if out is not None else run / "report.html", own=out is None)  # before work
+    ctx = _open_run(run, device, split=split, seed=seed, k=k, say=say)
+    _load_split(ctx, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, limit=limit)
+    result = _evaluate(ctx, progress)
+    title = f"vaekit report: {run.resolve().name}"
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    mc = ctx.model.describe()
+    head = f"<h1>{html.escape(title)}</h1><p class='sub'>{_summary(ctx, mc)} &middot; written {stamp}</p>"
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>{GENERATOR}"
+            f"<style>{CSS}{EXPLORER_CSS}</style></head>"
+            f"<body><main>{head}{''.join(_sections(ctx, result, mc))}</main></body></html>\n")
+    _write_page(path, page, own=out is None)
+    return path
+
+
+@dataclass
+class _Report:
+    """What the parts of one report share: the run, its model and the evaluated split's images (``x`` and
+    ``labels`` None when the data set could not be loaded)."""
+
+    run: Path
+    model: Any
+    split: str
+    seed: int
+    k: int  # importance samples of the evaluation
+    say: Callable[[str], None]
+    cfg: dict[str, Any]  # config.json ({} when absent)
+    metrics: list[dict[str, Any]]  # metrics.jsonl's rows
+    latent: int  # the size of z (2L for a two-level model)
+    discrete: bool  # categorical or binary codes
+    clusters: int | None  # the number of clusters of a model with a cluster variable
+    notes: list[str] = field(default_factory=list)  # shown at the top of the page
+    ds: Any = None  # the loaded data set
+    x: torch.Tensor | None = None  # (N, C, H, W) in class-interleaved order
+    labels: torch.Tensor | None = None
+    class_names: Any = None
+
+
+def _open_run(run: Path, device: str | None, *, split: str, seed: int, k: int, say: Callable[[str], None]) -> _Report:
+    """The run's best model (on ``device``), its config and metrics, and what kind of latent space it has."""
+    from vaekit import clustering, viz
+    from vaekit.evaluation import load_model, read_run_config
+
     model = load_model(run, device)
     cfg = read_run_config(run)
     metrics, metrics_note = _read_metrics(run)
     latent = viz.latent_size(model)  # z = [z1, z2] (2L) for a two-level model
     discrete = viz.discrete_prior(model) is not None
     clusters = clustering.cluster_count(model)
-    notes: list[str] = []
+    ctx = _Report(run, model, split, seed, k, say, cfg, metrics, latent, discrete, clusters)
     if metrics_note:
-        notes.append(metrics_note)
+        ctx.notes.append(metrics_note)
+    return ctx
 
-    x = labels = None
-    class_names = None
+
+def _load_split(ctx: _Report, *, data_dir: str | None, dataset: Any, dataset_name: str | None,
+                limit: int | None) -> None:
+    """Load the images and labels of ``ctx.split`` into ``ctx`` (a class-balanced random subset of ``limit``
+    examples if given, drawn with ``ctx.seed``), in an order that interleaves the classes so that the first
+    few figures already show every class. When that fails a note says why and ``ctx.x`` stays None."""
+    from vaekit.data.base import class_interleaved_order
+    from vaekit.evaluation import check_shape, limit_split, load_run_data, split_images
+
+    split, seed = ctx.split, ctx.seed
     try:
-        ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
-        x, labels = split_images(ds, split, seed)
-        class_names = getattr(ds, "classes", None)
+        ctx.ds = load_run_data(ctx.run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
+        x, labels = split_images(ctx.ds, split, seed)
+        ctx.class_names = getattr(ctx.ds, "classes", None)
         if limit is not None:
             x, labels, subset = limit_split(x, labels, limit, seed, split)
-            notes.append(f"Evaluated on {subset}.")
+            ctx.notes.append(f"Evaluated on {subset}.")
         order = torch.from_numpy(class_interleaved_order(labels, seed, size=len(x)))  # figures: every class
         x, labels = x[order], (labels[order] if labels is not None else None)
-        check_shape(model, x, f"the {split} split")
+        check_shape(ctx.model, x, f"the {split} split")
         if len(x) == 0:
             raise VaekitError(f"the {split} split is empty")
+        ctx.x, ctx.labels = x, labels
     except VaekitError as exc:
-        notes.append(f"The data set could not be loaded, so the evaluation, reconstructions and interpolations "
-                     f"are missing: {exc}")
-        say(f"warning: {exc}")
-        x = labels = None
+        ctx.notes.append(f"The data set could not be loaded, so the evaluation, reconstructions and interpolations "
+                         f"are missing: {exc}")
+        ctx.say(f"warning: {exc}")
+        ctx.x = ctx.labels = None
 
-    sections: list[str] = []
-    result = None
-    if x is not None:
-        say(f"evaluating on {len(x)} {split} examples with K = {k} ...")
-        result = evaluate_model(model, x, k=k, seed=seed, split=split, per_example=False,
-                                labels=labels if getattr(model, "condition", 0) else None, progress=progress,
-                                levels=getattr(ds, "levels", None))
 
-    # -- the page --
-    title = f"vaekit report: {run.resolve().name}"
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    mc = model.describe()
-    level = int(mc.get("latent", latent))
-    summary = (f"{html.escape(str(cfg.get('dataset', '?')))} &middot; {html.escape(_networks(mc))} &middot; latent "
-               f"{html.escape(_latent_text(viz.discrete_prior(model), latent, level))} &middot; "
-               f"{html.escape(str(mc['likelihood'].get('name', '')))} likelihood &middot; "
-               f"{html.escape(str(mc['prior'].get('name', '')))} prior")
-    head = f"<h1>{html.escape(title)}</h1><p class='sub'>{summary} &middot; written {stamp}</p>"
-    for note in notes:
-        sections.append(f"<p class='note'>{html.escape(note)}</p>")
+def _evaluate(ctx: _Report, progress: Callable[[int, int], None] | None) -> Any:
+    """The evaluation of the loaded images with K = ``ctx.k`` importance samples
+    (:func:`vaekit.evaluation.evaluate_model`), or None without data."""
+    from vaekit.evaluation import evaluate_model
 
+    if ctx.x is None:
+        return None
+    ctx.say(f"evaluating on {len(ctx.x)} {ctx.split} examples with K = {ctx.k} ...")
+    return evaluate_model(ctx.model, ctx.x, k=ctx.k, seed=ctx.seed, split=ctx.split, per_example=False,
+                          labels=ctx.labels if getattr(ctx.model, "condition", 0) else None, progress=progress,
+                          levels=getattr(ctx.ds, "levels", None))
+
+
+def _summary(ctx: _Report, mc: dict[str, Any]) -> str:
+    """The page's subtitle (HTML): data set, networks, latent space, likelihood and prior."""
+    from vaekit import viz
+
+    level = int(mc.get("latent", ctx.latent))
+    return (f"{html.escape(str(ctx.cfg.get('dataset', '?')))} &middot; {html.escape(_networks(mc))} &middot; latent "
+            f"{html.escape(_latent_text(viz.discrete_prior(ctx.model), ctx.latent, level))} &middot; "
+            f"{html.escape(str(mc['likelihood'].get('name', '')))} likelihood &middot; "
+            f"{html.escape(str(mc['prior'].get('name', '')))} prior")
+
+
+def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
+    """The page's sections (HTML) in order: notes, evaluation, training curves, samples, the data's figures,
+    clusters, the latent space and the settings."""
+    from vaekit import viz
+
+    model, x, labels = ctx.model, ctx.x, ctx.labels
+    sections = [f"<p class='note'>{html.escape(note)}</p>" for note in ctx.notes]
     if result is not None:
-        block = [f"<h2>Evaluation on the {html.escape(split)} set (K = {k} importance samples)</h2>",
-                 _eval_table(result)]
-        block += [f"<p class='note'>Note: {html.escape(note)}.</p>" for note in result.notes]
-        if k < 5000:
-            block.append(f"<p class='sub'>K = {k} here for speed; the literature's protocol is K = 5000 "
-                         f"(<code>vaekit evaluate {html.escape(str(run))} --k 5000</code>). log p(x) estimates "
-                         "grow with K towards the true value.</p>")
-        if result.kl_per_dim:
-            block.append(_figure(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance, unit=result.unit),
-                                 "KL per unit", ("Closed-form KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) per group "
-                                                 "of the code (a categorical group or a binary unit), "
-                                                 if discrete else "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) "
-                                                 "per latent unit, ") + "averaged over the evaluated examples."))
-        sections.append("".join(block))
-
-    if metrics:
-        sections.append("<h2>Training curves</h2>" + _figure(
-            viz.training_curves_figure(metrics), "training curves",
-            f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
-            f"{len(metrics)} epochs from metrics.jsonl."))
-        autoencoder = any(isinstance(r, dict) and r.get("objective") == "autoencoder" for r in metrics)
-        rd = None if autoencoder else viz.rate_distortion_figure(
-            metrics, getattr(result, "rate", None), getattr(result, "distortion", None))
-        if rd is not None:
-            sections.append("<h2>Rate and distortion</h2>" + _figure(
-                rd, "rate and distortion",
-                "The run in the rate-distortion plane (Alemi et al., 2018): each epoch's validation rate R (the KL "
-                "term) and distortion D (minus the reconstruction term), nats per example; dashed lines have "
-                "constant R + D = -ELBO."))
-
+        sections.append(_evaluation_section(ctx, result))
+    if ctx.metrics:
+        sections += _training_sections(ctx.metrics, result)
     sections.append("<h2>Samples from the prior</h2>" + _figure(
-        viz.samples_figure(model, 64, seed), "samples",
+        viz.samples_figure(model, 64, ctx.seed), "samples",
         "z ~ p(z): left the decoded means E[x|z], right one draw x ~ p(x|z) per z."))
-
     if x is not None:
-        sections.append("<h2>Reconstructions</h2>" + _figure(
-            viz.reconstructions_figure(model, x, 32, split, labels), "reconstructions",
-            f"{min(32, len(x))} {html.escape(split)} images "
-            f"({'every class in turn' if labels is not None else 'at random'}) and the decoded means at their "
-            + ("most probable codes (argmax of q(z|x))." if discrete else "posterior means.")))
-        if discrete:
-            sections.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
-                            "the discrete codes this model decodes.</p>")
-        elif len(x) >= 2:
-            sections.append("<h2>Interpolations</h2>" + _figure(
-                viz.interpolations_figure(model, x, 6, 10, labels), "interpolations",
-                f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
-                f"posterior means of two {html.escape(split)} images, and the second image."))
-
-    if clusters is not None:
-        sections.append(_clusters_section(model, clusters, x, labels, split, class_names))
-
-    if discrete:
-        sections.append(_categories_section(model, x, labels, seed))
+        sections += _data_sections(ctx)
+    if ctx.clusters is not None:
+        sections.append(_clusters_section(model, ctx.clusters, x, labels, ctx.split, ctx.class_names))
+    if ctx.discrete:
+        sections.append(_categories_section(model, x, labels, ctx.seed))
         sections.append("<h2>The latent space</h2><p class='sub'>Latent traversals, the decoded manifold and the "
                         "scatter of posterior means move z continuously; they are left out for discrete codes "
                         "(the category panels above take their place).</p>")
     else:
-        sections += _continuous_sections(model, result, x, labels, class_names, split, latent, level)
+        level = int(mc.get("latent", ctx.latent))
+        sections += _continuous_sections(model, result, x, labels, ctx.class_names, ctx.split, ctx.latent, level)
+    sections.append(_settings_section(ctx.cfg, mc))
+    return sections
 
+
+def _evaluation_section(ctx: _Report, result: Any) -> str:
+    """The evaluation table, its notes, a word on K and the KL per unit."""
+    from vaekit import viz
+
+    k = ctx.k
+    block = [f"<h2>Evaluation on the {html.escape(ctx.split)} set (K = {k} importance samples)</h2>",
+             _eval_table(result)]
+    block += [f"<p class='note'>Note: {html.escape(note)}.</p>" for note in result.notes]
+    if k < 5000:
+        block.append(f"<p class='sub'>K = {k} here for speed; the literature's protocol is K = 5000 "
+                     f"(<code>vaekit evaluate {html.escape(str(ctx.run))} --k 5000</code>). log p(x) estimates "
+                     "grow with K towards the true value.</p>")
+    if result.kl_per_dim:
+        block.append(_figure(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance, unit=result.unit),
+                             "KL per unit", ("Closed-form KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) per group "
+                                             "of the code (a categorical group or a binary unit), "
+                                             if ctx.discrete else "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) "
+                                             "per latent unit, ") + "averaged over the evaluated examples."))
+    return "".join(block)
+
+
+def _training_sections(metrics: list[dict[str, Any]], result: Any) -> list[str]:
+    """The training curves of metrics.jsonl and, unless the run trained an autoencoder, the run in the
+    rate-distortion plane (with the evaluation's rate and distortion, nats, when there is one)."""
+    from vaekit import viz
+
+    out = ["<h2>Training curves</h2>" + _figure(
+        viz.training_curves_figure(metrics), "training curves",
+        f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
+        f"{len(metrics)} epochs from metrics.jsonl.")]
+    autoencoder = any(isinstance(r, dict) and r.get("objective") == "autoencoder" for r in metrics)
+    rd = None if autoencoder else viz.rate_distortion_figure(
+        metrics, getattr(result, "rate", None), getattr(result, "distortion", None))
+    if rd is not None:
+        out.append("<h2>Rate and distortion</h2>" + _figure(
+            rd, "rate and distortion",
+            "The run in the rate-distortion plane (Alemi et al., 2018): each epoch's validation rate R (the KL "
+            "term) and distortion D (minus the reconstruction term), nats per example; dashed lines have "
+            "constant R + D = -ELBO."))
+    return out
+
+
+def _data_sections(ctx: _Report) -> list[str]:
+    """Reconstructions of the loaded images and interpolations between them (left out, with a word, for
+    discrete codes)."""
+    from vaekit import viz
+
+    model, x, labels, split = ctx.model, ctx.x, ctx.labels, ctx.split
+    out = ["<h2>Reconstructions</h2>" + _figure(
+        viz.reconstructions_figure(model, x, 32, split, labels), "reconstructions",
+        f"{min(32, len(x))} {html.escape(split)} images "
+        f"({'every class in turn' if labels is not None else 'at random'}) and the decoded means at their "
+        + ("most probable codes (argmax of q(z|x))." if ctx.discrete else "posterior means."))]
+    if ctx.discrete:
+        out.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
+                   "the discrete codes this model decodes.</p>")
+    elif len(x) >= 2:
+        out.append("<h2>Interpolations</h2>" + _figure(
+            viz.interpolations_figure(model, x, 6, 10, labels), "interpolations",
+            f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
+            f"posterior means of two {html.escape(split)} images, and the second image."))
+    return out
+
+
+def _settings_section(cfg: dict[str, Any], mc: dict[str, Any]) -> str:
+    """The training settings that apply to the run (:func:`run_settings`) and the model's, side by side."""
     settings = "<h2>Settings</h2><div class='cols'>"
     shown, hidden = run_settings(cfg) if cfg else ({}, [])
     if cfg:
@@ -357,21 +438,19 @@ def write_report(
         settings += (f"<p class='sub'>Shown: the settings that apply to this run and differ from vaekit's defaults, "
                      f"and always {', '.join(k for k in CORE_SETTINGS if k in shown)}. Left out: {len(hidden)} at "
                      "their defaults or not used by this run (config.json holds them all).</p>")
-    sections.append(settings)
+    return settings
 
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>{GENERATOR}"
-            f"<style>{CSS}{EXPLORER_CSS}</style></head>"
-            f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
+
+def _write_page(path: Path, page: str, own: bool) -> None:
+    """Write ``page`` to ``path`` atomically, after checking again that it may take a report."""
+    from vaekit.io.checkpoint import atomic_write_text
+
     try:
-        from vaekit.io.checkpoint import atomic_write_text
-
-        check_report_path(path, own=out is None)  # nothing else has appeared there meanwhile
+        check_report_path(path, own=own)  # nothing else has appeared there meanwhile
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, page)
     except OSError as exc:
         raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,

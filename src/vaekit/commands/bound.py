@@ -233,6 +233,50 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    """The linear-Gaussian demo (no RUN), printed as tables unless --json; the summary without its working arrays."""
+    out = _linear_gaussian(args)
+    if not args.json:
+        print(f"Linear-Gaussian model: x = W z + b + N(0, 0.5^2 I), z ~ N(0, I_2), D = 16; {args.n} examples "
+              f"x ~ p(x); K = {args.k}. log p(x) exact = log N(x; b, W W^T + sigma^2 I).")
+        for name, title in (("exact_q", "q(z|x) = p(z|x), the exact posterior: every log w_i = log p(x), "
+                             "so ELBO = IWAE = log p(x)"),
+                            ("wrong_q", "a wrong q(z|x): gap = log p(x) - ELBO = KL(q || p(z|x)) "
+                             "(closed form, last column)")):
+            print(f"\n{title}")
+            _print_table(out[name]["_c"], out[name]["_kl"])
+            _print_checks(out[name]["checks"], args.n)
+    for name in ("exact_q", "wrong_q"):
+        out[name].pop("_c"), out[name].pop("_kl")
+    return out
+
+
+def _continuous_run(args: argparse.Namespace, model: Any, x: Any, values: str) -> dict[str, Any]:
+    """ELBO, IWAE_K and (for a 2-D latent space) the grid log p(x) of a run's test examples, printed unless
+    --json; the summary."""
+    from vaekit.exact import compare_bounds
+
+    c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
+    latent = c["latent"]
+    out: dict[str, Any] = {"run": str(args.run), "latent": latent, "k": args.k, "n": c["n"], "grid": "grid" in c,
+                           "means": c["means"], "checks": _checks(c), "examples": _examples(c),
+                           "values": values}
+    if not args.json:
+        print(f"{args.run}: {c['n']} test examples, latent {latent}, K = {args.k}")
+        if "grid" in c:
+            print(f"grid log p(x): fine {args.grid}x{args.grid} grid over each example's posterior box "
+                  "(grid error estimate in brackets)")
+        _print_table(c)
+        _print_checks(out["checks"], c["n"])
+        if "grid" not in c:
+            print(f"grid integration of log p(x) needs a 2-D latent space (this model has {latent}); "
+                  "the gap IWAE_K - ELBO is a lower estimate of KL(q(z|x) || p(z|x)).")
+        elif bool(c["grid_edge"].any()):
+            print("note: for some examples the posterior reaches the edge of the coarse grid; "
+                  "the grid value may miss mass there")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
     from vaekit.enumeration import is_enumerable
@@ -249,22 +293,9 @@ def _run(args: argparse.Namespace) -> int:
         load_run_data,
         split_images,
     )
-    from vaekit.exact import compare_bounds
 
     if args.run is None:
-        out = _linear_gaussian(args)
-        if not args.json:
-            print(f"Linear-Gaussian model: x = W z + b + N(0, 0.5^2 I), z ~ N(0, I_2), D = 16; {args.n} examples "
-                  f"x ~ p(x); K = {args.k}. log p(x) exact = log N(x; b, W W^T + sigma^2 I).")
-            for name, title in (("exact_q", "q(z|x) = p(z|x), the exact posterior: every log w_i = log p(x), "
-                                 "so ELBO = IWAE = log p(x)"),
-                                ("wrong_q", "a wrong q(z|x): gap = log p(x) - ELBO = KL(q || p(z|x)) "
-                                 "(closed form, last column)")):
-                print(f"\n{title}")
-                _print_table(out[name]["_c"], out[name]["_kl"])
-                _print_checks(out[name]["checks"], args.n)
-        for name in ("exact_q", "wrong_q"):
-            out[name].pop("_c"), out[name].pop("_kl")
+        out = _demo(args)
     else:
         model = load_model(args.run)
         ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset, split="test")
@@ -283,24 +314,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(json_safe(out)))
             return 0
-        c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
-        latent = c["latent"]
-        out = {"run": str(args.run), "latent": latent, "k": args.k, "n": c["n"], "grid": "grid" in c,
-               "means": c["means"], "checks": _checks(c), "examples": _examples(c),
-               "values": values}
-        if not args.json:
-            print(f"{args.run}: {c['n']} test examples, latent {latent}, K = {args.k}")
-            if "grid" in c:
-                print(f"grid log p(x): fine {args.grid}x{args.grid} grid over each example's posterior box "
-                      "(grid error estimate in brackets)")
-            _print_table(c)
-            _print_checks(out["checks"], c["n"])
-            if "grid" not in c:
-                print(f"grid integration of log p(x) needs a 2-D latent space (this model has {latent}); "
-                      "the gap IWAE_K - ELBO is a lower estimate of KL(q(z|x) || p(z|x)).")
-            elif bool(c["grid_edge"].any()):
-                print("note: for some examples the posterior reaches the edge of the coarse grid; "
-                      "the grid value may miss mass there")
+        out = _continuous_run(args, model, x, values)
     if args.json:
         print(json.dumps(out))
     return 0

@@ -142,6 +142,21 @@ def _tar_stream(f: io.BufferedReader) -> Iterator[tuple[Any, tarfile.TarFile]]:
             stream.close()
 
 
+def _check_member_size(size: int, short: str, where: str, strict: bool) -> None:
+    """A required member's size in bytes: at most :data:`META_CAP` for the class names; for a batch a whole number
+    of records, 1 to 10,000 of them (exactly 10,000 when ``strict``)."""
+    if short == META:
+        if size > META_CAP:
+            raise DataError(f"{where}: {size} bytes, more than {META_CAP} for the class names")
+        return
+    records, rest = divmod(size, RECORD_BYTES)
+    if rest or not 0 < records <= RECORDS_PER_BATCH or (strict and records != RECORDS_PER_BATCH):
+        expected = (f"{RECORDS_PER_BATCH * RECORD_BYTES} bytes ({RECORDS_PER_BATCH} records of "
+                    f"{RECORD_BYTES} bytes, as published)") if strict else (
+            f"a whole number of {RECORD_BYTES}-byte records, 1 to {RECORDS_PER_BATCH} of them")
+        raise DataError(f"{where}: {size} bytes, expected {expected}")
+
+
 def read_cifar_archive(
     path: str | os.PathLike[str], batches: Iterable[str] | None = None, *, strict: bool = False
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
@@ -172,18 +187,9 @@ def read_cifar_archive(
                 seen.add(name)
                 short = required[name]
                 where = f"{label}[{name}]"
-                if short == META:
-                    if member.size > META_CAP:
-                        raise DataError(f"{where}: {member.size} bytes, more than {META_CAP} for the class names")
-                else:
-                    records, rest = divmod(member.size, RECORD_BYTES)
-                    if rest or not 0 < records <= RECORDS_PER_BATCH or (strict and records != RECORDS_PER_BATCH):
-                        expected = (f"{RECORDS_PER_BATCH * RECORD_BYTES} bytes ({RECORDS_PER_BATCH} records of "
-                                    f"{RECORD_BYTES} bytes, as published)") if strict else (
-                            f"a whole number of {RECORD_BYTES}-byte records, 1 to {RECORDS_PER_BATCH} of them")
-                        raise DataError(f"{where}: {member.size} bytes, expected {expected}")
-                    if short not in wanted:
-                        continue
+                _check_member_size(member.size, short, where, strict)
+                if short != META and short not in wanted:
+                    continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
                 if len(data) != member.size:
@@ -240,6 +246,29 @@ def _check_download(rf: RemoteFile, path: Path, label: str) -> None:
     read_cifar_archive(path, (), strict=True)
 
 
+def _train_valid(batches: Mapping[str, tuple[np.ndarray, np.ndarray]], valid_size: int | float | None,
+                 seed: int) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The five training batches split into (train images, labels) and (valid images, labels): ``valid_size``
+    images (default one tenth) carved out with ``seed``; images as floats k / 255."""
+    xs = np.concatenate([batches[b][0] for b in TRAIN_BATCHES])
+    ys = np.concatenate([batches[b][1] for b in TRAIN_BATCHES])
+    n = len(xs)
+    v = resolve_size(valid_size, n, n // DEFAULT_VALID_FRACTION, "valid_size", f"the {NAME} training batches")
+    rest, carved = carve(n, v, seed)
+    return (to_float(xs[rest]), to_labels(ys[rest])), (to_float(xs[carved]), to_labels(ys[carved]))
+
+
+def _source(archive: Path, counts: Mapping[str, int]) -> str:
+    """``Dataset.source``: the archive's path, and the records per batch when they are not the published 10,000."""
+    source = str(archive)
+    odd = {b: c for b, c in counts.items() if c != RECORDS_PER_BATCH}
+    if odd:
+        held = (f"{next(iter(odd.values()))} records per batch" if len(set(counts.values())) == 1
+                else ", ".join(f"{b}: {c} records" for b, c in sorted(counts.items())))
+        source += f" (not the published archive: {held}; its batches hold {RECORDS_PER_BATCH})"
+    return source
+
+
 def load_cifar10(
     *,
     data_dir: str | os.PathLike[str] | None = None,
@@ -273,23 +302,12 @@ def load_cifar10(
     y = {s: to_labels(np.zeros(0, dtype=np.int64)) for s in SPLITS}
     counts = {b: len(v[1]) for b, v in batches.items()}
     if need_train:
-        xs = np.concatenate([batches[b][0] for b in TRAIN_BATCHES])
-        ys = np.concatenate([batches[b][1] for b in TRAIN_BATCHES])
-        n = len(xs)
-        v = resolve_size(valid_size, n, n // DEFAULT_VALID_FRACTION, "valid_size", f"the {NAME} training batches")
-        rest, carved = carve(n, v, seed)
-        x["train"], y["train"] = to_float(xs[rest]), to_labels(ys[rest])
-        x["valid"], y["valid"] = to_float(xs[carved]), to_labels(ys[carved])
+        (x["train"], y["train"]), (x["valid"], y["valid"]) = _train_valid(batches, valid_size, seed)
     elif valid_size is not None:
         resolve_size(valid_size, 2**62, 0, "valid_size", NAME)  # check the value alone
     if "test" in wanted:
         x["test"], y["test"] = to_float(batches[TEST_BATCH][0]), to_labels(batches[TEST_BATCH][1])
-    source = str(archive)
-    odd = {b: c for b, c in counts.items() if c != RECORDS_PER_BATCH}
-    if odd:
-        held = (f"{next(iter(odd.values()))} records per batch" if len(set(counts.values())) == 1
-                else ", ".join(f"{b}: {c} records" for b, c in sorted(counts.items())))
-        source += f" (not the published archive: {held}; its batches hold {RECORDS_PER_BATCH})"
+    source = _source(archive, counts)
     ds = Dataset(
         name=NAME,
         shape=SHAPE,
