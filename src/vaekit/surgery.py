@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from vaekit.components import IAFPosterior, PlanarPosterior
 from vaekit.distributions import DiagonalGaussianMixture, rsample, sample
 from vaekit.errors import VaekitError
 
@@ -52,11 +51,7 @@ class SurgeryResult:
 def supports_surgery(model: Any) -> bool:
     """Whether log q(z|x) can be evaluated at any z: not for distributions whose density comes only with their
     own draws (flows, the two-level posterior)."""
-    from vaekit.models import HierarchicalVAE
-
-    family = getattr(model, "posterior_family", None)
-    return hasattr(model, "posterior") and not isinstance(model, HierarchicalVAE) and \
-        not isinstance(family, (IAFPosterior, PlanarPosterior)) and not getattr(family, "autoencoder", False)
+    return bool(getattr(model, "supports_surgery", False))  # the model says so (vaekit.models.base)
 
 
 def _diagonal(q: Any) -> tuple[torch.Tensor, torch.Tensor] | None:

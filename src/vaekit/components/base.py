@@ -80,6 +80,8 @@ class Posterior(Component):
     discrete: bool = False
     #: Whether q(z|x) is a point mass (a deterministic autoencoder, which defines no ELBO).
     autoencoder: bool = False
+    #: Whether log q(z|x) can be evaluated at any z, not only at its own draws (a flow's density comes with them).
+    density_anywhere: bool = True
     #: The prior that the name ``standard`` means for codes of this family (N(0, I) for real-valued codes).
     default_prior: str = "standard"
 

@@ -127,6 +127,8 @@ class FlowPosterior(Posterior):
     """q(z|x): a diagonal Gaussian base q_0(z_0|x) followed by a flow; the encoder gives (N, 2L + context) =
     [mu, logvar, h(x)]. log q(z|x) = log q_0(z_0|x) - sum_t log|det| (see the module docstring)."""
 
+    density_anywhere = False  # log q(z|x) comes with the flow's own draws (the inverse is not computed)
+
     kind_of_flow = ""
 
     def __init__(self, latent: int, steps: int = 2, hidden: int = 320, layers: int = 2, context: int = 32,

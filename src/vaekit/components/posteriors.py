@@ -63,6 +63,7 @@ class DeltaPosterior(Posterior):
     """
 
     autoencoder = True
+    density_anywhere = False  # a point mass has no density
 
     def __init__(self, latent: int, latent_penalty: float = 0.0):
         super().__init__(latent)

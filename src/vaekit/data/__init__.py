@@ -72,6 +72,7 @@ from vaekit.errors import DataError
 __all__ = [
     "BINARIZE_MODES",
     "DATASETS",
+    "register_dataset",
     "FILE_KINDS",
     "SPLITS",
     "Dataset",
@@ -158,6 +159,19 @@ DATASETS: dict[str, DatasetEntry] = {
         load_digits,
     ),
 }
+
+
+
+def register_dataset(name: str, description: str, shape: tuple[int, int, int], labels: bool = False):
+    """Decorator: ``loader(data_dir=..., binarize=..., seed=..., **options) -> Dataset`` becomes the data set
+    ``name`` (``--dataset NAME``, ``load_dataset(NAME)``); registering a name again replaces it."""
+
+    def decorate(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS[name] = DatasetEntry(name, description, tuple(shape), bool(labels), loader)
+        return loader
+
+    return decorate
+
 
 _ALIASES = {
     "binary-mnist": "binarized-mnist",

@@ -112,6 +112,13 @@ class LatentVariableModel(nn.Module):
         return float(getattr(getattr(self, "posterior_family", None), "latent_penalty", 0.0))
 
     @property
+    def supports_surgery(self) -> bool:
+        """Whether log q(z|x) can be evaluated at any z (what the ELBO surgery and the aggregate posterior need):
+        not for flows, whose density comes with their own draws, nor for a point mass."""
+        family = getattr(self, "posterior_family", None)
+        return True if family is None else bool(family.density_anywhere)
+
+    @property
     def default_objective(self) -> str:
         """The registered objective that trains this model when none other is asked for."""
         return "autoencoder" if self.is_autoencoder else "elbo"

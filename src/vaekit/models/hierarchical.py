@@ -204,6 +204,11 @@ class HierarchicalVAE(LatentVariableModel):
         fz = self.q_z1_z2(z2)
         return self._gaussian(self.q_z1_joint(torch.cat([features.expand(*fz.shape[:-1], -1), fz], -1)))
 
+    @property
+    def supports_surgery(self) -> bool:
+        """No: the two-level q(z1, z2|x) is evaluated at its own draws only."""
+        return False
+
     def posterior(self, x: torch.Tensor, y: Any = None) -> TwoLevelPosterior:
         """q(z1, z2|x) = q(z2|x) q(z1|x, z2) over z = [z1, z2]."""
         self.conditioning(y)
