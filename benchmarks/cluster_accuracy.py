@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from vaekit.clustering import clustering_report
+from vaekit.analysis.clustering import clustering_report
 from vaekit.data.idx import load_idx_split
 from vaekit.evaluation import load_model
 

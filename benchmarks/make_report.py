@@ -259,7 +259,7 @@ cost its page faults every time: under the profiler the bias copy into it took 1
 sum_d x_d l_d as a product with the last layer's weights, and sums the softplus in place with one sigmoid pass
 (softplus(l) = relu(l) - log sigmoid(|l|), the logs taken of products of 32 factors). Against the previous kernel,
 median of 5 interleaved rounds at 2 threads: 0.83x the time (rounds 0.74-0.93x), the NLL the same to 2e-5 nats.
-The exact sum over discrete codes (`vaekit.enumeration`) has its own Bernoulli scorer; its softplus sum, which
+The exact sum over discrete codes (`vaekit.bounds.enumeration`) has its own Bernoulli scorer; its softplus sum, which
 depends on the codes only, is now taken once per chunk of codes instead of once per block of images.
 """
 

@@ -15,11 +15,11 @@ import torch
 
 import vaekit
 from cli_run import run_cli
+from vaekit.analysis.posthoc import with_standard_normal_prior
 from vaekit.config import from_dict
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation import evaluate_model, load_model, load_run_data, split_images
 from vaekit.objectives import elbo
-from vaekit.posthoc import with_standard_normal_prior
 
 SIZE = ["--dataset", "digits", "--binarize", "threshold", "--latent", "8", "--hidden", "128", "--epochs", "15"]
 
@@ -97,7 +97,7 @@ def test_impossible_autoencoder_settings_are_refused(bad, needle):
 
 
 def test_reports_draw_the_vae_in_the_rate_distortion_plane_and_work_for_the_autoencoder(runs, capsys):
-    from vaekit.viz import rate_distortion_figure
+    from vaekit.pages.viz import rate_distortion_figure
 
     for name in ("vae", "ae"):
         code, _, err = run_cli(["report", str(runs / name), "--k", "20"], capsys)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import vaekit.evaluation as ev
+import vaekit.evaluation.evaluator as ev  # the module that loads the data
 from synthetic import prototype_dataset
 from vaekit.cli import main
 from vaekit.config import TrainConfig

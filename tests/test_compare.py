@@ -13,9 +13,9 @@ from PIL import Image
 
 from cli_run import run_cli
 from headless import blank, needs_chromium, screenshot
-from vaekit.compare import curve_limits, differing_settings, flatten
 from vaekit.config import TrainConfig
 from vaekit.models import VAE
+from vaekit.pages.compare import curve_limits, differing_settings, flatten
 from vaekit.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

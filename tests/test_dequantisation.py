@@ -93,7 +93,7 @@ def test_the_correction_is_spelled_out_and_reproducible():
     assert a.to_dict()["dequantized"] is True and a.to_dict()["dequantization_nats"] == pytest.approx(D * math.log(256))
     table = format_table(a)
     assert "log P(x) bound" in table and "a lower bound" in table
-    from vaekit.report import _eval_table
+    from vaekit.pages.report import _eval_table
 
     assert "log P(x) bound, importance sampled" in _eval_table(a)
     # u ~ U[0, 1): each y lies in its value's bin [k / L, (k + 1) / L)
@@ -158,7 +158,7 @@ def test_a_variance_at_its_floor_is_flagged():
 def test_exact_enumeration_is_dequantised_too():
     """A discrete latent code with a Gaussian p(x|z): the exact log p(x) (a sum over codes) of the same
     dequantised images, with the same D log L subtracted."""
-    from vaekit.enumeration import enumerated_bound
+    from vaekit.bounds.enumeration import enumerated_bound
 
     torch.manual_seed(0)
     model = VAE(shape=SHAPE, latent=2, hidden=[8], posterior={"name": "categorical", "classes": 3},

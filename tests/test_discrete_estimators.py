@@ -24,7 +24,9 @@ import torch
 from scipy import stats
 
 from vaekit import VAE
-from vaekit.discrete_objectives import (
+from vaekit.analysis.gradient_variance import exact_gradient, exact_objective, summarize
+from vaekit.errors import ConfigError
+from vaekit.objectives.discrete import (
     ESTIMATORS,
     DiscreteEstimator,
     EstimatorSettings,
@@ -33,8 +35,6 @@ from vaekit.discrete_objectives import (
     is_discrete,
     latent_support_size,
 )
-from vaekit.errors import ConfigError
-from vaekit.gradient_variance import exact_gradient, exact_objective, summarize
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -148,7 +148,7 @@ def test_enumerate_is_the_exact_gradient_of_every_parameter(family: str) -> None
 
 @pytest.mark.parametrize("family", MODELS)
 def test_the_measurement_module_enumerates_the_same_objectives(family: str) -> None:
-    """vaekit.gradient_variance's exact ELBO / IWAE_K and their phi-gradients against the brute-force sums."""
+    """vaekit.analysis.gradient_variance's exact ELBO / IWAE_K and their phi-gradients against the brute-force sums."""
     model = MODELS[family]()
     phi = model.inference_parameters()
     n_phi = sum(p.numel() for p in phi)
@@ -174,7 +174,7 @@ def test_the_measurement_module_enumerates_the_same_objectives(family: str) -> N
 
 def _trained_nvil(model: VAE) -> DiscreteEstimator:
     """NVIL with a baseline fitted briefly (120 Adam steps on the baseline alone) at the model's weights."""
-    from vaekit.gradient_variance import fit_baseline
+    from vaekit.analysis.gradient_variance import fit_baseline
 
     est = _estimator("nvil")
     first, last = fit_baseline(model, est, X.repeat(16, 1, 1, 1), steps=120, lr=1e-2, seed=3)
@@ -242,7 +242,7 @@ def test_vimco_is_unbiased_for_iwae_not_for_the_elbo() -> None:
 @pytest.mark.parametrize("name", ["gumbel", "straight-through"])
 def test_relaxation_bias_shrinks_with_the_temperature(family: str, name: str) -> None:
     """bias^2 = (1/P) ||E[g] - g*||^2 against the exact discrete ELBO gradient (all parameters), estimated from T
-    trials with the noise V/T taken out and a jackknife SE (vaekit.gradient_variance.summarize): it is positive
+    trials with the noise V/T taken out and a jackknife SE (vaekit.analysis.gradient_variance.summarize): it is positive
     at tau = 1 and smaller at tau = 0.1 by more than 4 combined standard errors."""
     model = MODELS[family]()
     exact = _flat(brute_elbo(model, X).mean(), list(model.parameters()))

@@ -16,9 +16,9 @@ from torch.distributions import kl_divergence
 
 import vaekit
 from cli_run import run_cli
-from vaekit.enumeration import code_chunk, enumerated_bound, enumerated_log_marginal, is_enumerable
+from vaekit.bounds.enumeration import code_chunk, enumerated_bound, enumerated_log_marginal, is_enumerable
 from vaekit.evaluation import evaluate_model
-from vaekit.exact import compare_bounds, compare_enumerated
+from vaekit.evaluation.exact import compare_bounds, compare_enumerated
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -208,7 +208,7 @@ def test_gaussian_mixture_vae_trains_and_its_cluster_posterior_is_exact(tmp_path
 
 
 def test_a_mixture_trained_as_a_vae_starts_from_training_images_with_the_exact_posterior():
-    from vaekit.enumeration import enumerated_bound
+    from vaekit.bounds.enumeration import enumerated_bound
     from vaekit.train import model_for
 
     cfg = from_dict({"family": "bernoulli-mixture", "components": 6})

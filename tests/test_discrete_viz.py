@@ -13,8 +13,7 @@ from torch import nn
 
 from cli_run import run_cli
 from synthetic import prototype_dataset
-from vaekit import viz
-from vaekit.clustering import (
+from vaekit.analysis.clustering import (
     cluster_assignments,
     cluster_count,
     clustering_accuracy,
@@ -25,7 +24,8 @@ from vaekit.config import from_dict
 from vaekit.data.base import subset_indices
 from vaekit.errors import VaekitError
 from vaekit.models import VAE
-from vaekit.report import write_report
+from vaekit.pages import viz
+from vaekit.pages.report import write_report
 from vaekit.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -16,7 +16,7 @@ from torch.distributions import kl_divergence
 
 from cli_run import run_cli
 from vaekit.distributions import DiagonalNormal
-from vaekit.exact import LinearGaussian
+from vaekit.evaluation.exact import LinearGaussian
 from vaekit.models import VAE
 from vaekit.objectives import elbo, iwae_terms
 from vaekit.train import LossModule

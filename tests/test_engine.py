@@ -15,8 +15,8 @@ from vaekit.config import from_dict, training_keys
 from vaekit.errors import ConfigError
 from vaekit.models import FAMILIES
 from vaekit.objectives import OBJECTIVES, build_objective
+from vaekit.pages.viz import rate_distortion_figure
 from vaekit.train import model_for, objective_for, read_metrics
-from vaekit.viz import rate_distortion_figure
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:

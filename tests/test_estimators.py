@@ -1,4 +1,4 @@
-"""Tests for vaekit.estimators.
+"""Tests for vaekit.analysis.estimators.
 
 Statistical tolerances: a Monte Carlo mean is accepted within 4 of its standard errors
 (SE = sample std / sqrt(m), which the estimators return as ``stderr``); a sample variance of
@@ -25,7 +25,7 @@ from torch.distributions import (
     Uniform,
 )
 
-from vaekit.estimators import (
+from vaekit.analysis.estimators import (
     ESTIMATORS,
     GradientEstimate,
     pathwise_gradient,

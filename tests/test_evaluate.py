@@ -235,7 +235,7 @@ def test_other_priors_architectures_and_likelihoods(kwargs):
 
 
 def test_notes_flag_unreliable_estimates_and_densities():
-    from vaekit.exact import LinearGaussian
+    from vaekit.evaluation.exact import LinearGaussian
 
     lg = LinearGaussian.random(data_dim=8, latent=2, sigma=0.5, seed=0)
     xx = lg.sample_data(10, seed=1)

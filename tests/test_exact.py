@@ -12,7 +12,7 @@ import torch
 from synthetic import prototype_dataset
 from vaekit.config import TrainConfig
 from vaekit.evaluation import evaluate_model
-from vaekit.exact import LinearGaussian, compare_bounds, grid_log_marginal
+from vaekit.evaluation.exact import LinearGaussian, compare_bounds, grid_log_marginal
 from vaekit.models import VAE
 from vaekit.objectives import log_importance_weights
 from vaekit.train import train

@@ -12,10 +12,10 @@ import torch
 
 from headless import DevTools, needs_chromium
 from synthetic import prototype_dataset
-from vaekit import explorer
 from vaekit.config import TrainConfig
 from vaekit.models import VAE
-from vaekit.report import write_report
+from vaekit.pages import explorer
+from vaekit.pages.report import write_report
 from vaekit.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -21,7 +21,7 @@ from vaekit.config import TrainConfig, from_dict
 from vaekit.distributions import DiagonalNormal, rsample_and_log_prob
 from vaekit.distributions.kl import closed_form_kl
 from vaekit.errors import ConfigError
-from vaekit.exact import grid_log_marginal
+from vaekit.evaluation.exact import grid_log_marginal
 from vaekit.models import VAE
 from vaekit.objectives import elbo
 from vaekit.train import read_metrics, train

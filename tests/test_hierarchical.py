@@ -19,7 +19,7 @@ from vaekit.distributions.kl import closed_form_kl
 from vaekit.models import VAE
 from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.objectives import elbo, iwae_bound
-from vaekit.report import write_report
+from vaekit.pages.report import write_report
 from vaekit.train import read_metrics, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -276,7 +276,7 @@ def test_cli_train_evaluate_and_report_on_digits(tmp_path, capsys):
 def test_vaekit_grid_integration_uses_the_hierarchical_prior(prior):
     """exact.grid_log_marginal (behind 'vaekit bound') integrates log p(x|z) + log p(z2) + log p(z1|z2) for a
     1+1-D model: it must equal this file's independent 800x800 grid within both grids' errors."""
-    from vaekit.exact import grid_log_marginal
+    from vaekit.evaluation.exact import grid_log_marginal
 
     model = tiny_model(prior)
     x = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""vaekit.info against scipy and torch.distributions, with property tests."""
+"""vaekit.analysis.info against scipy and torch.distributions, with property tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence
 
-from vaekit import info
+from vaekit.analysis import info
 
 RNG = np.random.default_rng(0)
 

@@ -146,8 +146,8 @@ def test_cli_limit_on_digits_names_the_subset(tmp_path, capsys):
 
 
 def test_report_figures_show_every_class(trained, monkeypatch, tmp_path):
-    from vaekit import viz
-    from vaekit.report import write_report
+    from vaekit.pages import viz
+    from vaekit.pages.report import write_report
 
     run, ds = trained
     seen = {}

@@ -12,13 +12,13 @@ import torch
 
 from cli_run import run_cli
 from vaekit.config import from_dict
-from vaekit.discrete_objectives import is_discrete
-from vaekit.em import e_step, fit_em, initial_responsibilities, log_prior, m_step, train_em
 from vaekit.errors import CheckpointError, DataError, VaekitError
 from vaekit.evaluation import load_model
 from vaekit.io.runs import read_metrics
 from vaekit.models import BernoulliMixture
 from vaekit.models.persistence import load_model as load_model_dir
+from vaekit.objectives.discrete import is_discrete
+from vaekit.training.em import e_step, fit_em, initial_responsibilities, log_prior, m_step, train_em
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -46,7 +46,7 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
         cfg.likelihood_settings["channels"] = 8
         assert model_for(cfg, shape, True).likelihood.config()["layers"] == cfg.likelihood_settings["layers"]
     if cfg.fit == "em":  # the mixture of Bernoullis by exact EM: its own loop, the same kind of run folder
-        from vaekit.em import train_em
+        from vaekit.training.em import train_em
 
         cfg.em_iterations = 1
         result = train_em(cfg, tmp_path / "run", dataset=ds, log=None, progress=False)

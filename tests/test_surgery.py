@@ -21,8 +21,8 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from vaekit.analysis.surgery import elbo_surgery
 from vaekit.models.linear_gaussian import LinearGaussian
-from vaekit.surgery import elbo_surgery
 
 
 def _closed_forms(model: LinearGaussian) -> tuple[float, float]:

@@ -25,13 +25,13 @@ SCRIPT = r"""
 import json, sys
 import matplotlib
 set_ = matplotlib.get_backend()
-import vaekit, vaekit.viz, vaekit.report, vaekit.compare, vaekit.explorer
+import vaekit, vaekit.pages.viz, vaekit.pages.report, vaekit.pages.compare, vaekit.pages.explorer
 import vaekit.commands.gradients, vaekit.commands.gradients_run, vaekit.cli
 after_import = matplotlib.get_backend()
 
 import torch
 from matplotlib.figure import Figure
-from vaekit import viz
+from vaekit.pages import viz
 from vaekit.cli import main
 from vaekit.models import VAE
 
@@ -73,7 +73,7 @@ def test_importing_and_drawing_keep_the_backend(tmp_path):
 def test_pyplot_still_works_after_vaekit(tmp_path):
     """A notebook's own pyplot figure after importing vaekit: the chosen backend, and it draws."""
     backend = _backend()
-    script = ("import matplotlib, vaekit.viz, vaekit.report\n"
+    script = ("import matplotlib, vaekit.pages.viz, vaekit.pages.report\n"
               "import matplotlib.pyplot as plt\n"
               "fig, ax = plt.subplots(); ax.plot([1, 2, 3])\n"
               "fig.savefig(__import__('sys').argv[1]); print(matplotlib.get_backend())\n")

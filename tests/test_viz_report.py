@@ -1,4 +1,4 @@
-"""vaekit.viz figures and the self-contained HTML report, rendered in headless Chromium when installed."""
+"""vaekit.pages.viz figures and the self-contained HTML report, rendered in headless Chromium when installed."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from PIL import Image
 
 from headless import blank, needs_chromium, screenshot
 from synthetic import prototype_dataset
-from vaekit import viz
 from vaekit.config import TrainConfig
 from vaekit.errors import DataError
 from vaekit.models import VAE
-from vaekit.report import write_report
+from vaekit.pages import viz
+from vaekit.pages.report import write_report
 from vaekit.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -98,7 +98,7 @@ def test_report_is_self_contained(run2d, ds):
 
 
 def test_report_without_data_still_shows_the_model(run2d, monkeypatch, tmp_path):
-    import vaekit.evaluation as ev
+    import vaekit.evaluation.evaluator as ev  # the module that loads the data
 
     def broken(*_a, **_k):
         raise DataError("digits.npz not found in /nowhere; pass --data-dir")
@@ -216,7 +216,7 @@ def _config(**changes) -> dict:
 
 
 def test_the_settings_table_lists_what_applies_to_the_run():
-    from vaekit.report import CORE_SETTINGS, run_settings
+    from vaekit.pages.report import CORE_SETTINGS, run_settings
 
     shown, hidden = run_settings(_config(epochs=7))
     assert {"dataset", "family", "objective", "epochs", "batch_size", "lr", "seed"} <= set(shown) <= set(CORE_SETTINGS)

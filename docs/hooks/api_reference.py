@@ -24,15 +24,14 @@ PREFIX = "reference"
 #: Nav sections and the top-level modules (or packages) each holds, in reading order. A module not named here is
 #: listed under the last section.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Information and gradients": ("info", "estimators"),
+    "Information and gradients": ("analysis",),
     "Distributions and networks": ("distributions", "nn"),
     "Models": ("components", "models", "registry"),
-    "Objectives and training": ("objectives", "discrete_objectives", "training", "train", "config", "em"),
-    "Evaluation and exact checks": ("evaluation", "exact", "enumeration", "surgery", "posthoc", "clustering",
-                                    "gradient_variance"),
+    "Objectives and training": ("objectives", "training", "train", "config"),
+    "Evaluation and bounds": ("evaluation", "bounds"),
     "Data": ("data",),
-    "Pictures and pages": ("viz", "report", "explorer", "compare", "sweep"),
-    "Runs, devices and files": ("runtime", "loggers", "progress", "io", "resources", "sizing", "errors"),
+    "Pictures and pages": ("pages",),
+    "Runs, devices and files": ("runtime", "loggers", "progress", "io", "resources", "errors"),
 }
 OTHER = "More modules"
 SKIP = {"cli", "commands", "__main__"}

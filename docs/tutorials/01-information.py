@@ -10,7 +10,7 @@
 # - the **KL divergence** D(p‖q) = Σ p_i log(p_i / q_i) = H(p, q) − H(p): the surprise we pay extra for
 #   expecting the wrong distribution. It is ≥ 0, zero only when p = q, and **not symmetric**.
 #
-# All values are in nats (natural logarithms); `base=2` gives bits. `vaekit.info` computes them for numpy
+# All values are in nats (natural logarithms); `base=2` gives bits. `vaekit.analysis.info` computes them for numpy
 # arrays (numpy out) and torch tensors (torch out, differentiable).
 
 # %%
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from vaekit import info
+from vaekit.analysis import info
 
 p = np.array([0.5, 0.5])
 q = np.array([0.1, 0.9])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from vaekit import estimators
+from vaekit.analysis import estimators
 
 theta = torch.tensor(1.5)
 

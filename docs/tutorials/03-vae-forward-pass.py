@@ -18,8 +18,8 @@ import torch
 from torch.distributions import kl_divergence
 
 import vaekit
-from vaekit import info
-from vaekit.viz import image_grid
+from vaekit.analysis import info
+from vaekit.pages.viz import image_grid
 
 torch.manual_seed(0)
 ds = vaekit.load_dataset("digits", binarize="threshold")  # 8x8 digits, pixels 0 or 1, embedded (no download)

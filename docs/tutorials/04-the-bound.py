@@ -13,7 +13,7 @@
 # ## A linear-Gaussian model
 #
 # p(z) = N(0, I), p(x|z) = N(W z + b, σ² I): probabilistic PCA. Its log p(x) = log N(x; b, W Wᵀ + σ² I) and
-# its posterior p(z|x) are Gaussian, in closed form. `vaekit.exact.LinearGaussian` gives it a linear
+# its posterior p(z|x) are Gaussian, in closed form. `vaekit.evaluation.exact.LinearGaussian` gives it a linear
 # encoder q(z|x) that can be set to the exact posterior or to a wrong one.
 
 # %%
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import vaekit
-from vaekit import exact
+from vaekit.evaluation import exact
 
 model = exact.LinearGaussian.random(data_dim=8, latent=2, sigma=0.5, seed=0)  # W with orthogonal columns
 x = model.sample_data(200, seed=1)  # 200 points x ~ p(x), (200, 8)
@@ -89,7 +89,7 @@ assert abs(linear_shortfall[1000].mean()) < 4 * linear_shortfall[1000].std(ddof=
 # ## A model with discrete latents
 #
 # With z = 10 binary units there are 2¹⁰ = 1,024 codes, and log p(x) = log Σ_z p(x|z) p(z) is a finite
-# sum. vaekit computes it exactly (`vaekit.exact.compare_enumerated`), and with it the exact ELBO and the
+# sum. vaekit computes it exactly (`vaekit.evaluation.exact.compare_enumerated`), and with it the exact ELBO and the
 # exact gap KL(q(z|x) ‖ p(z|x)) by the same sum. Train such a model on the digits for a second (the encoder
 # with NVIL's score-function gradients), then compare:
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import vaekit
-from vaekit import info
+from vaekit.analysis import info
 from vaekit.models import ShapeError
-from vaekit.viz import image_grid
+from vaekit.pages.viz import image_grid
 
 SIZE = 6
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import vaekit
-from vaekit.viz import image_grid
+from vaekit.pages.viz import image_grid
 
 SIZE = 12
 rng = np.random.default_rng(0)

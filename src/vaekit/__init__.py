@@ -7,18 +7,20 @@ Build a model from parts, train it, measure it::
     vaekit.fit(model, x_train, x_valid, out="runs/mine", epochs=20)
     result = vaekit.evaluate(model, x_test, k=1000)      # result.nll, result.nll_stderr, result.gap (nats)
 
-Packages and modules, one idea each (lower layers never import higher ones):
+Packages, one wing of the architecture each (lower layers never import higher ones):
 
-- :mod:`vaekit.info`, :mod:`vaekit.estimators`  information theory; pathwise and score-function gradients
 - :mod:`vaekit.distributions`  vaekit's own ``torch.distributions`` and their closed-form KL terms
 - :mod:`vaekit.nn`             network building blocks (MLP, gated, conv, MADE, PixelCNN)
 - :mod:`vaekit.components`     posteriors q(z|x), priors p(z), likelihoods p(x|z), each registered by name
-- :mod:`vaekit.models`         the model protocol; the VAE, the two-level VAE, the linear-Gaussian model
-- :mod:`vaekit.objectives`     ELBO and the importance-weighted bound
-- :mod:`vaekit.train`          :func:`fit` and the config-driven trainer: checkpoints, resume, DDP
-- :mod:`vaekit.evaluation`     honest log-likelihoods: importance-sampled NLL, the gap, active units
-- :mod:`vaekit.exact`          grid integration and closed-form checks of the bound
-- :mod:`vaekit.data`           data sets: binarized MNIST, the IDX family, digits, your images
+- :mod:`vaekit.models`         the model protocol (facts and hooks); the VAE, the two-level VAE, the linear-Gaussian
+  model; the registered families
+- :mod:`vaekit.bounds`         exact enumeration of discrete codes; the sizing of importance-sampling chunks
+- :mod:`vaekit.objectives`     the ELBO, IWAE and the registered objectives; the discrete gradient estimators
+- :mod:`vaekit.analysis`       information theory, gradient estimators and their variance, surgery, clustering
+- :mod:`vaekit.training`       :func:`fit` and the config-driven trainer: the loop, callbacks, run folders, EM
+- :mod:`vaekit.evaluation`     honest log-likelihoods: importance-sampled NLL, the gap, exact checks of the bounds
+- :mod:`vaekit.pages`          figures, the report, the comparison page, the sweep, the latent explorer
+- :mod:`vaekit.data`           data sets: binarized MNIST, the IDX family, CIFAR-10, digits, your images
 """
 
 from __future__ import annotations

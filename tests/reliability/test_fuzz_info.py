@@ -1,4 +1,4 @@
-"""Property-based tests of vaekit.info: random arrays (NaN, inf, negative, huge, subnormal, empty, any
+"""Property-based tests of vaekit.analysis.info: random arrays (NaN, inf, negative, huge, subnormal, empty, any
 shape and axis, any base) give either a ValueError or values that agree with scipy - never another
 exception, a NaN, or a silently wrong number.
 
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vaekit import info
+from vaekit.analysis import info
 
 SETTINGS = settings(deadline=None, derandomize=True, database=None, max_examples=300,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

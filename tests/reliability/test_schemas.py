@@ -163,7 +163,7 @@ _value = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.fl
                                                   "valid_reconstruction"]), _value, max_size=5), max_size=6))
 def test_training_curves_never_crash_on_any_rows(rows):
     """Rows as any JSON could give them (also what read_metrics would skip): never an exception."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
     png = viz.figure_png(viz.training_curves_figure(rows), dpi=10)
     assert png.startswith(b"\x89PNG")
@@ -174,8 +174,8 @@ def test_training_curves_never_crash_on_any_rows(rows):
 
 @pytest.mark.parametrize("names", [["$^$", "$\\frac{$", "a$b"], ["$x$", "$$", "\\$"], ["$" * 3, "_^", "{}"]])
 def test_latent_scatter_legend_survives_mathtext_class_names(names):
-    from vaekit import viz
     from vaekit.models import VAE
+    from vaekit.pages import viz
 
     torch.manual_seed(0)
     model = VAE(shape=(1, 4, 4), latent=2, hidden=(8,))

@@ -129,7 +129,7 @@ def _print_checks(ch: dict[str, Any], n: int) -> None:
 
 
 def _linear_gaussian(args: argparse.Namespace) -> dict[str, Any]:
-    from vaekit.exact import LinearGaussian, compare_bounds
+    from vaekit.evaluation.exact import LinearGaussian, compare_bounds
 
     lg = LinearGaussian.random(data_dim=16, latent=2, sigma=0.5, seed=args.seed).set_exact_posterior()
     x = lg.sample_data(args.n, seed=args.seed + 1)
@@ -195,7 +195,7 @@ def _print_discrete(c: dict[str, Any], checks: dict[str, Any]) -> None:
 
 
 def _discrete_run(args: argparse.Namespace, model: Any, x: Any, y: Any) -> dict[str, Any]:
-    from vaekit.exact import compare_enumerated
+    from vaekit.evaluation.exact import compare_enumerated
 
     c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y)
     checks = _discrete_checks(c)
@@ -254,7 +254,7 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
 def _continuous_run(args: argparse.Namespace, model: Any, x: Any, values: str) -> dict[str, Any]:
     """ELBO, IWAE_K and (for a 2-D latent space) the grid log p(x) of a run's test examples, printed unless
     --json; the summary."""
-    from vaekit.exact import compare_bounds
+    from vaekit.evaluation.exact import compare_bounds
 
     c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
     latent = c["latent"]
@@ -278,8 +278,8 @@ def _continuous_run(args: argparse.Namespace, model: Any, x: Any, values: str) -
 
 
 def _run(args: argparse.Namespace) -> int:
+    from vaekit.bounds.enumeration import is_enumerable
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
-    from vaekit.enumeration import is_enumerable
     from vaekit.errors import DataError
     from vaekit.evaluation import (
         CROSS_ENTROPY,

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit.compare import compare_runs
+    from vaekit.pages.compare import compare_runs
 
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = compare_runs(args.runs, args.out, k=args.k, n_samples=args.n_samples, seed=args.seed,

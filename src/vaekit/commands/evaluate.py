@@ -65,7 +65,7 @@ def _limit(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit.enumeration import DEFAULT_LIMIT
+    from vaekit.bounds.enumeration import DEFAULT_LIMIT
     from vaekit.evaluation import evaluate_run, format_table
     from vaekit.progress import Bar, enabled
 

@@ -3,11 +3,11 @@
 Without RUN: x = theta + eps, eps ~ N(0, 1), f(x) = x^2, true gradient d/dtheta E[x^2] = 2 theta.
 For each estimator and sample count m, ``trials`` independent m-sample estimates give the
 measured mean and variance, compared with the analytic variance
-(:func:`vaekit.estimators.worked_example_variance`).
+(:func:`vaekit.analysis.estimators.worked_example_variance`).
 
 With RUN (a model with a discrete q(z|x)): the discrete estimators' gradients of the mean objective with
 respect to the inference parameters, at the run's best weights, on a fixed batch
-(:mod:`vaekit.gradient_variance`); see :mod:`vaekit.commands.gradients_run`.
+(:mod:`vaekit.analysis.gradient_variance`); see :mod:`vaekit.commands.gradients_run`.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _plot(rows: list[Any], theta: float, trials: int, path: str) -> None:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from vaekit.estimators import ESTIMATORS, worked_example_variance
+    from vaekit.analysis.estimators import ESTIMATORS, worked_example_variance
 
     fig = Figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)  # pyplot-free: the matplotlib backend stays as it is
     ax = fig.subplots()
@@ -153,7 +153,7 @@ def _plot(rows: list[Any], theta: float, trials: int, path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from vaekit.estimators import worked_example_experiment
+    from vaekit.analysis.estimators import worked_example_experiment
 
     if args.run is not None:
         from vaekit.commands.gradients_run import run_measurement

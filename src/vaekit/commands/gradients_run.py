@@ -2,7 +2,8 @@
 
 At the run's best weights, on the first N examples of a split, for each estimator and each S (samples per
 example averaged inside one estimate; for vimco the S of the bound IWAE_S), T independent estimates of the
-gradient of the mean objective with respect to the inference parameters phi give (:mod:`vaekit.gradient_variance`)
+gradient of the mean objective with respect to the inference parameters phi give
+(:mod:`vaekit.analysis.gradient_variance`)
 
     variance = mean over the P parameters of the per-coordinate variance across the T trials,
     bias^2   = mean over the P parameters of (mean estimate - exact)^2, minus its noise variance / T,
@@ -55,7 +56,7 @@ def check_plot_path(plot: str | None) -> None:
 
 def _estimators(text: str | None) -> tuple[list[str], bool]:
     """(the estimators asked for, whether they were named), in order, without repeats."""
-    from vaekit.discrete_objectives import ESTIMATORS
+    from vaekit.objectives.discrete import ESTIMATORS
 
     if text is None:
         return list(ESTIMATORS), False
@@ -95,9 +96,9 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], list[int], bool]:
 
 
 def run_measurement(args: argparse.Namespace) -> int:
-    from vaekit.discrete_objectives import MAX_ENUMERATED, is_discrete, latent_support_size
+    from vaekit.analysis.gradient_variance import measure
     from vaekit.evaluation import check_shape, load_model, load_run_data, split_images
-    from vaekit.gradient_variance import measure
+    from vaekit.objectives.discrete import MAX_ENUMERATED, is_discrete, latent_support_size
 
     estimators, samples, named = _settings(args)
     model = load_model(args.run, args.device)
@@ -152,7 +153,7 @@ def _describe_latent(model: Any, size: int | None) -> str:
 
 
 def _as_dict(result: Any, args: argparse.Namespace, model: Any) -> dict[str, Any]:
-    from vaekit.gradient_variance import TARGETS
+    from vaekit.analysis.gradient_variance import TARGETS
 
     out = {
         "run": str(args.run), "split": args.split, "n": result.n, "trials": result.trials, "seed": args.seed,

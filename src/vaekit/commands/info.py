@@ -52,7 +52,7 @@ def _unit(base: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit import info
+    from vaekit.analysis import info
 
     if len(args.p) != len(args.q):
         raise VaekitError(

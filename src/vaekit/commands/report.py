@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaekit.pages.report import write_report
     from vaekit.progress import Bar, enabled
-    from vaekit.report import write_report
 
     show = not args.quiet and enabled(True if args.progress else None)
     with Bar(f"log p(x), K = {args.k}", "examples", enabled=show) as progress:

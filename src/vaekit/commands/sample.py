@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaekit import viz
     from vaekit.errors import VaekitError
     from vaekit.evaluation import load_model
     from vaekit.io.files import check_output
+    from vaekit.pages import viz
 
     if args.n > 4096:
         raise VaekitError(f"-n {args.n} is too many for one picture; use at most 4096")

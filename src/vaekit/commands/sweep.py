@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.commands import train as train_cmd
     from vaekit.config import read_config_file, resolve
     from vaekit.errors import ConfigError
-    from vaekit.sweep import sweep
+    from vaekit.pages.sweep import sweep
 
     for flag in args.train_flags:
         if flag.split("=", 1)[0] in OWN_FLAGS:

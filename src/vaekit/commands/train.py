@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if cfg.fit == "em":  # the mixture of Bernoullis by exact EM: its own loop, the same run folder
-            from vaekit.em import train_em
+            from vaekit.training.em import train_em
 
             result = train_em(cfg, args.out, log=log, progress=False if quiet else None, resume=args.resume,
                               overwrite=args.overwrite)

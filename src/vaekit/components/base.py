@@ -76,7 +76,7 @@ class Posterior(Component):
     size of the code z the decoder is given (the same for real-valued z; G * K for G one-hot K-way variables)."""
 
     kind = "posterior"
-    #: Whether z is discrete (no reparameterization; training needs an estimator, vaekit.discrete_objectives).
+    #: Whether z is discrete (no reparameterization; training needs an estimator, vaekit.objectives.discrete).
     discrete: bool = False
     #: Whether q(z|x) is a point mass (a deterministic autoencoder, which defines no ELBO).
     autoencoder: bool = False

@@ -11,7 +11,7 @@
 
 The KL of a discrete q to its prior is in closed form (:mod:`vaekit.distributions.kl`); the mixture's is
 estimated by Monte Carlo, as the VampPrior's. Training a discrete q needs an estimator
-(:mod:`vaekit.discrete_objectives`).
+(:mod:`vaekit.objectives.discrete`).
 """
 
 from __future__ import annotations

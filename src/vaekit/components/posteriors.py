@@ -58,7 +58,7 @@ class DeltaPosterior(Posterior):
     """q(z|x) = delta(z - f(x)); the encoder gives f(x), (N, L).
 
     Trained on the reconstruction minus (lambda / 2) ||f(x)||^2 (the regularised autoencoder of Ghosh et al.,
-    2020); it defines no density until one is fitted to its codes (:mod:`vaekit.posthoc`), which also sets the
+    2020); it defines no density until one is fitted to its codes (:mod:`vaekit.analysis.posthoc`), which also sets the
     width of the importance-sampling proposal kept here (``proposal_log_scale``; ``proposal_fitted`` is 1 once set).
     """
 

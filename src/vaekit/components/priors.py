@@ -113,7 +113,7 @@ class FittedMixtureConfig:
 
 
 @PRIORS.register("fitted-gmm", FittedMixtureConfig, prefix="gmm",
-                 help="a Gaussian mixture fitted after training to an autoencoder's codes (vaekit.posthoc)")
+                 help="a Gaussian mixture fitted after training to an autoencoder's codes (vaekit.analysis.posthoc)")
 class FittedMixturePrior(Prior):
     """p(z) = sum_c pi_c N(z; m_c, diag v_c), fitted to the training codes after training (not trained by
     gradient; scikit-learn's ``GaussianMixture``, as pythae's GMM sampler and the RAE paper do). Until it is
@@ -139,5 +139,6 @@ class FittedMixturePrior(Prior):
 
     def distribution(self) -> DiagonalGaussianMixture:
         if not self.fitted:
-            raise RuntimeError("the fitted-gmm prior has not been fitted yet (vaekit.posthoc.fit_code_density)")
+            raise RuntimeError("the fitted-gmm prior has not been fitted yet "
+                               "(vaekit.analysis.posthoc.fit_code_density)")
         return DiagonalGaussianMixture(self.loc, self.logvar, self.logits)

@@ -39,7 +39,7 @@ def rsample_and_log_prob(q: Distribution, sample_shape: torch.Size | tuple = (),
     """(z, log q(z)) with z = q.rsample(sample_shape), in one pass where ``q`` offers one (flows).
 
     A discrete ``q`` (no ``rsample``) gives z = q.sample(sample_shape), which carries no gradient: what the
-    evaluator needs; training a discrete q goes through an estimator (:mod:`vaekit.discrete_objectives`).
+    evaluator needs; training a discrete q goes through an estimator (:mod:`vaekit.objectives.discrete`).
 
     ``generator`` is used where the distribution accepts one (vaekit's do); a plain ``torch.distributions``
     object draws from the global random state.

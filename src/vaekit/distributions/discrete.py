@@ -6,7 +6,7 @@
                             log q(z) = sum_j [z_j l_j - softplus(l_j)]
 
 Neither has ``rsample``: a discrete draw carries no gradient. Training goes through an estimator
-(:mod:`vaekit.discrete_objectives`): exact enumeration (``enumerate_support``, K^G or 2^d configurations), the
+(:mod:`vaekit.objectives.discrete`): exact enumeration (``enumerate_support``, K^G or 2^d configurations), the
 score function, or the relaxations :meth:`relaxed_rsample` (Gumbel-softmax / binary Concrete, Jang et al. 2017;
 Maddison et al. 2017), with ``hard=True`` the straight-through variant (a discrete value forward, the relaxed
 gradient backward). Every sampler takes a ``generator``.

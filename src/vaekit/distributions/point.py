@@ -3,7 +3,7 @@
 It has no density (log q is +infinity at f(x)), so it enters no ELBO and no importance-sampled log p(x).
 The autoencoder's objective is the reconstruction log p(x | f(x)) minus an optional latent penalty
 (lambda / 2) ||f(x)||^2 (the regularised autoencoder of Ghosh et al., 2020). A density on z fitted after
-training (:mod:`vaekit.posthoc`) makes "decoder + fitted density" a latent-variable model with a log p(x); its
+training (:mod:`vaekit.analysis.posthoc`) makes "decoder + fitted density" a latent-variable model with a log p(x); its
 importance sampling then uses the :meth:`PointMass.proposal` N(f(x), diag s^2), with s set by that fit.
 """
 

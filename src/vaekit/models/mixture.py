@@ -10,7 +10,7 @@ model implements the whole protocol of :mod:`vaekit.models.base` with the EXACT 
 ``posterior(x)`` is p(z|x) (the responsibilities), for which the ELBO is log p(x) itself and every
 importance weight p(x, z) / p(z|x) equals p(x). ``decode(z)`` is ``z @ l``, the Bernoulli logits of the
 component (a probability vector z gives the weighted mean of the components' logits). It is fitted by
-exact EM (:mod:`vaekit.em`); all densities are in nats.
+exact EM (:mod:`vaekit.training.em`); all densities are in nats.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def elbo(
     if analytic_kl and not closed:
         raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form registered "
                           "(torch.distributions.register_kl); use analytic_kl=False")
-    if closed:  # a discrete q (no rsample) gives the value; its gradient needs vaekit.discrete_objectives
+    if closed:  # a discrete q (no rsample) gives the value; its gradient needs vaekit.objectives.discrete
         z = rsample(q, shape, generator) if q.has_rsample else sample(q, shape, generator)
         reconstruction = model.log_likelihood(x, z, y)
         kl = kl_divergence(q, p)

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from vaekit.config import TrainConfig, check_model_size
-from vaekit.discrete_objectives import DiscreteEstimator, EstimatorSettings, check_estimator, default_estimator
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import LatentVariableModel, load_model
 from vaekit.models.families import FAMILIES
 from vaekit.objectives import Objective, Score, build_objective
+from vaekit.objectives.discrete import DiscreteEstimator, EstimatorSettings, check_estimator, default_estimator
 
 
 def selection(objective: Objective, select_by: str = "objective") -> tuple[str, Score]:

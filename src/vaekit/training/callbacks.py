@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
+from vaekit.analysis.posthoc import fit_run_density
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import MultiLogger
-from vaekit.posthoc import fit_run_density
 from vaekit.training.reporting import _log_epoch
 
 
@@ -117,7 +117,7 @@ class OnEpoch(Callback):
 
 class CodeDensity(Callback):
     """After an autoencoder's training: a Gaussian mixture fitted to its training codes, the density on z that makes
-    "decoder + density" a model of x (:func:`vaekit.posthoc.fit_run_density`)."""
+    "decoder + density" a model of x (:func:`vaekit.analysis.posthoc.fit_run_density`)."""
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say

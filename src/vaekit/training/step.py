@@ -8,11 +8,11 @@ import torch
 
 from vaekit import runtime as D
 from vaekit.config import TrainConfig
-from vaekit.discrete_objectives import DiscreteEstimator
 from vaekit.errors import VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.models import LatentVariableModel
 from vaekit.objectives import Objective, build_objective
+from vaekit.objectives.discrete import DiscreteEstimator
 
 #: Steps between the loop's looks at the losses (one wait for the device each time, none in between): a NaN or
 #: infinite loss stops training at most this many steps after it, named by its own epoch and step.

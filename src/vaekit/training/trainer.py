@@ -14,12 +14,12 @@ import torch
 
 from vaekit import runtime as D
 from vaekit.config import TrainConfig, from_dict, training_keys
-from vaekit.discrete_objectives import ESTIMATORS
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import Logger
 from vaekit.models import LatentVariableModel
+from vaekit.objectives.discrete import ESTIMATORS
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
 from vaekit.progress import enabled as progress_enabled
 from vaekit.progress import notebook_log
@@ -117,8 +117,8 @@ def train(
     ``log`` None: the per-epoch lines are printed in a notebook, said nowhere otherwise."""
 
     if cfg.fit == "em":
-        raise ConfigError("fit em (the exact EM of the mixture of Bernoullis) is trained by vaekit.em.train_em(cfg, "
-                          "out), or vaekit train --family bernoulli-mixture --fit em")
+        raise ConfigError("fit em (the exact EM of the mixture of Bernoullis) is trained by "
+                          "vaekit.training.em.train_em(cfg, out), or vaekit train --family bernoulli-mixture --fit em")
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         condition = _classes(ds) if cfg.conditional else 0
@@ -168,7 +168,7 @@ def fit(
     by default the model's own (the ELBO, or an autoencoder's reconstruction objective). ``settings`` are further
     training keys (:func:`vaekit.config.training_keys`): ``lr_schedule``, ``weight_decay``, ``clip_grad``,
     ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``, ``device``, ``precision``, ``threads``,
-    ``compile``, for a discrete q(z|x) the ``estimator`` (see :mod:`vaekit.discrete_objectives`) with
+    ``compile``, for a discrete q(z|x) the ``estimator`` (see :mod:`vaekit.objectives.discrete`) with
     ``temperature``, ``temperature_min``, ``anneal_rate``, and the flat settings of the objectives. The model's
     own settings are its business: it is saved as it is (``model.json``, with user networks recorded by class
     name only).

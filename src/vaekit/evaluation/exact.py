@@ -27,7 +27,7 @@ over a grid of z: a coarse 200 x 200 grid over [-R, R]^2 finds where the posteri
 of the fine grid (a grid with 4 times the cell area) gives an estimate of the grid error.
 
 For a model with discrete latents (categorical or binary codes) log p(x) is a finite sum, computed exactly by
-:func:`enumerated_log_marginal` (:mod:`vaekit.enumeration`), and :func:`compare_enumerated` sets it beside
+:func:`enumerated_log_marginal` (:mod:`vaekit.bounds.enumeration`), and :func:`compare_enumerated` sets it beside
 IWAE_K for several K and the exact ELBO: E[IWAE_1] = ELBO <= E[IWAE_K] <= E[IWAE_2K] <= log p(x), with
 log p(x) - ELBO = KL(q(z|x) || p(z|x)) exactly.
 """
@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaekit.bounds.enumeration import EnumeratedBound, enumerated_bound, enumerated_log_marginal, is_enumerable
 from vaekit.distributions import point, rsample_and_log_prob
-from vaekit.enumeration import EnumeratedBound, enumerated_bound, enumerated_log_marginal, is_enumerable
-from vaekit.evaluation import (
+from vaekit.evaluation.evaluator import (
     DEFAULT_MEMORY_BUDGET,
     _model_device_dtype,
     bytes_per_row,

@@ -1,6 +1,6 @@
 """The variance and bias of the discrete estimators' gradients, measured at a model's fixed weights.
 
-For a batch x of N examples and an estimator (:mod:`vaekit.discrete_objectives`) with S samples per example
+For a batch x of N examples and an estimator (:mod:`vaekit.objectives.discrete`) with S samples per example
 averaged inside one estimate, T independent estimates g_1..g_T of the gradient of the mean objective with
 respect to the inference parameters phi (P coordinates) give
 
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit.discrete_objectives import DiscreteEstimator, check_estimator, latent_support_size
 from vaekit.distributions import sample
 from vaekit.errors import VaekitError
+from vaekit.objectives.discrete import DiscreteEstimator, check_estimator, latent_support_size
 
 #: The most (example, S-tuple of codes) pairs summed for the exact gradient of IWAE_S.
 MAX_TUPLE_ROWS = 2**24
@@ -264,7 +264,7 @@ def measure(model: Any, x: torch.Tensor, estimators: list[str], samples: list[in
 
 def _measure(model: Any, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int, seed: int,
              temperature: float, baseline_steps: int) -> Measurement:
-    from vaekit.discrete_objectives import MAX_ENUMERATED, EstimatorSettings
+    from vaekit.objectives.discrete import MAX_ENUMERATED, EstimatorSettings
 
     size = latent_support_size(model)
     enumerable = size is not None and size <= MAX_ENUMERATED

@@ -5,7 +5,7 @@ table (test ELBO and its terms, the importance-sampled log p(x) with K samples, 
 active units; K is stated on the page), samples from the prior, reconstructions, interpolations,
 traversals of the most active latent units and, for a 2-D latent space, the decoded manifold and a
 scatter plot of the test set's posterior means, and the interactive latent explorer
-(:mod:`vaekit.explorer`: the decoder runs in the page, under the pointer). Images are embedded as base64
+(:mod:`vaekit.pages.explorer`: the decoder runs in the page, under the pointer). Images are embedded as base64
 PNG (pictures of images enlarged by whole factors and shown at their own size), the explorer's weights
 as base64 too, so the file can be mailed or archived on its own and works without JavaScript (the
 explorer aside). Latent units are named z_1 ... z_L, from 1; the settings table lists the settings that
@@ -15,13 +15,12 @@ Discrete codes (categorical, binary) get the decoded mean of every category of t
 of the traversals (the other groups held at the most probable code of the first evaluated image, or at a
 draw from p(z) without data); interpolations and the manifold, which move z continuously, are left out
 with a note. A model with a cluster variable (one categorical group, a mixture of Bernoullis, the
-Gaussian-mixture prior) gets its clustering accuracy against the labels (:mod:`vaekit.clustering`), and
+Gaussian-mixture prior) gets its clustering accuracy against the labels (:mod:`vaekit.analysis.clustering`), and
 the Gaussian-mixture VAE its decoded cluster means.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import math
@@ -33,35 +32,12 @@ from typing import Any
 import torch
 
 from vaekit.errors import CheckpointError, VaekitError
-from vaekit.explorer import CSS as EXPLORER_CSS
+from vaekit.pages.explorer import CSS as EXPLORER_CSS
+from vaekit.pages.kit import CSS, page_figure, read_run_metrics, settings_table
 
 #: Default number of importance samples for the report's evaluation (modest, so the page is quick).
 REPORT_K = 500
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0;
-       background: #f6f7f9; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #ddd; }
-p.sub { color: #666; margin: 6px 0 16px; font-size: 14px; }
-table { border-collapse: collapse; font-size: 14px; }
-td, th { padding: 4px 12px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
-th { background: #f0f2f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
-.cols { display: flex; flex-wrap: wrap; gap: 32px; align-items: flex-start; }
-figure { margin: 8px 0 16px; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figure.px { overflow-x: auto; }
-figure.px img { max-width: none; image-rendering: pixelated; }
-figcaption { color: #555; font-size: 13px; margin-top: 4px; max-width: 1000px; }
-.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; font-size: 14px; }
-code { font-family: ui-monospace, Menlo, monospace; font-size: 13px; }
-"""
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def _networks(spec: dict[str, Any]) -> str:
@@ -80,36 +56,6 @@ def _networks(spec: dict[str, Any]) -> str:
         else:
             parts.append(str(net.get("name")))
     return parts[0] if len(set(parts)) == 1 else ", ".join(parts)
-
-
-def _figure(fig: Any, alt: str, caption: str) -> str:
-    """A figure (a matplotlib Figure, or PNG bytes) and its caption. The <img> states the PNG's own size; a
-    picture of images (:class:`vaekit.viz.PixelFigure`, enlarged by a whole factor) is shown at exactly that
-    size, pixelated, scrolling sideways where the page is narrower: the browser never resamples it."""
-    from vaekit import viz
-
-    pixels = isinstance(fig, viz.PixelFigure)
-    png = fig if isinstance(fig, bytes) else viz.figure_png(fig)
-    w, h = viz.png_size(png)
-    img = _img(png, alt).replace("<img ", f'<img width="{w}" height="{h}" ', 1)
-    tag = "<figure class='px'>" if pixels else "<figure>"
-    return f"{tag}{img}<figcaption>{caption}</figcaption></figure>"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}" if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_fmt(x) for x in v)
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    return str(v)
-
-
-def _settings_table(title: str, values: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td><code>{html.escape(_fmt(v))}</code></td></tr>"
-                   for k, v in values.items())
-    return f'<div><table><tr><th colspan="2">{html.escape(title)}</th></tr>{rows}</table></div>'
 
 
 #: Training settings the report shows wherever they apply, even at their defaults (the others only where they
@@ -263,12 +209,13 @@ class _Report:
 
 def _open_run(run: Path, device: str | None, *, split: str, seed: int, k: int, say: Callable[[str], None]) -> _Report:
     """The run's best model (on ``device``), its config and metrics, and what kind of latent space it has."""
-    from vaekit import clustering, viz
+    from vaekit.analysis import clustering
     from vaekit.evaluation import load_model, read_run_config
+    from vaekit.pages import viz
 
     model = load_model(run, device)
     cfg = read_run_config(run)
-    metrics, metrics_note = _read_metrics(run)
+    metrics, metrics_note = read_run_metrics(run)
     latent = viz.latent_size(model)  # z = [z1, z2] (2L) for a two-level model
     discrete = viz.discrete_prior(model) is not None
     clusters = clustering.cluster_count(model)
@@ -322,7 +269,7 @@ def _evaluate(ctx: _Report, progress: Callable[[int, int], None] | None) -> Any:
 
 def _summary(ctx: _Report, mc: dict[str, Any]) -> str:
     """The page's subtitle (HTML): data set, networks, latent space, likelihood and prior."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
     level = int(mc.get("latent", ctx.latent))
     return (f"{html.escape(str(ctx.cfg.get('dataset', '?')))} &middot; {html.escape(_networks(mc))} &middot; latent "
@@ -334,7 +281,7 @@ def _summary(ctx: _Report, mc: dict[str, Any]) -> str:
 def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
     """The page's sections (HTML) in order: notes, evaluation, training curves, samples, the data's figures,
     clusters, the latent space and the settings."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
     model, x, labels = ctx.model, ctx.x, ctx.labels
     sections = [f"<p class='note'>{html.escape(note)}</p>" for note in ctx.notes]
@@ -342,7 +289,7 @@ def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
         sections.append(_evaluation_section(ctx, result))
     if ctx.metrics:
         sections += _training_sections(ctx.metrics, result)
-    sections.append("<h2>Samples from the prior</h2>" + _figure(
+    sections.append("<h2>Samples from the prior</h2>" + page_figure(
         viz.samples_figure(model, 64, ctx.seed), "samples",
         "z ~ p(z): left the decoded means E[x|z], right one draw x ~ p(x|z) per z."))
     if x is not None:
@@ -363,7 +310,7 @@ def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
 
 def _evaluation_section(ctx: _Report, result: Any) -> str:
     """The evaluation table, its notes, a word on K and the KL per unit."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
     k = ctx.k
     block = [f"<h2>Evaluation on the {html.escape(ctx.split)} set (K = {k} importance samples)</h2>",
@@ -374,7 +321,7 @@ def _evaluation_section(ctx: _Report, result: Any) -> str:
                      f"(<code>vaekit evaluate {html.escape(str(ctx.run))} --k 5000</code>). log p(x) estimates "
                      "grow with K towards the true value.</p>")
     if result.kl_per_dim:
-        block.append(_figure(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance, unit=result.unit),
+        block.append(page_figure(viz.kl_per_unit_figure(result.kl_per_dim, result.latent_variance, unit=result.unit),
                              "KL per unit", ("Closed-form KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) per group "
                                              "of the code (a categorical group or a binary unit), "
                                              if ctx.discrete else "Closed-form KL(q(z<sub>j</sub>|x) || N(0, 1)) "
@@ -385,9 +332,9 @@ def _evaluation_section(ctx: _Report, result: Any) -> str:
 def _training_sections(metrics: list[dict[str, Any]], result: Any) -> list[str]:
     """The training curves of metrics.jsonl and, unless the run trained an autoencoder, the run in the
     rate-distortion plane (with the evaluation's rate and distortion, nats, when there is one)."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
-    out = ["<h2>Training curves</h2>" + _figure(
+    out = ["<h2>Training curves</h2>" + page_figure(
         viz.training_curves_figure(metrics), "training curves",
         f"Per-epoch averages over the training set (solid) and the validation set (dashed), nats per example; "
         f"{len(metrics)} epochs from metrics.jsonl.")]
@@ -395,7 +342,7 @@ def _training_sections(metrics: list[dict[str, Any]], result: Any) -> list[str]:
     rd = None if autoencoder else viz.rate_distortion_figure(
         metrics, getattr(result, "rate", None), getattr(result, "distortion", None))
     if rd is not None:
-        out.append("<h2>Rate and distortion</h2>" + _figure(
+        out.append("<h2>Rate and distortion</h2>" + page_figure(
             rd, "rate and distortion",
             "The run in the rate-distortion plane (Alemi et al., 2018): each epoch's validation rate R (the KL "
             "term) and distortion D (minus the reconstruction term), nats per example; dashed lines have "
@@ -406,10 +353,10 @@ def _training_sections(metrics: list[dict[str, Any]], result: Any) -> list[str]:
 def _data_sections(ctx: _Report) -> list[str]:
     """Reconstructions of the loaded images and interpolations between them (left out, with a word, for
     discrete codes)."""
-    from vaekit import viz
+    from vaekit.pages import viz
 
     model, x, labels, split = ctx.model, ctx.x, ctx.labels, ctx.split
-    out = ["<h2>Reconstructions</h2>" + _figure(
+    out = ["<h2>Reconstructions</h2>" + page_figure(
         viz.reconstructions_figure(model, x, 32, split, labels), "reconstructions",
         f"{min(32, len(x))} {html.escape(split)} images "
         f"({'every class in turn' if labels is not None else 'at random'}) and the decoded means at their "
@@ -418,7 +365,7 @@ def _data_sections(ctx: _Report) -> list[str]:
         out.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
                    "the discrete codes this model decodes.</p>")
     elif len(x) >= 2:
-        out.append("<h2>Interpolations</h2>" + _figure(
+        out.append("<h2>Interpolations</h2>" + page_figure(
             viz.interpolations_figure(model, x, 6, 10, labels), "interpolations",
             f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
             f"posterior means of two {html.escape(split)} images, and the second image."))
@@ -430,8 +377,8 @@ def _settings_section(cfg: dict[str, Any], mc: dict[str, Any]) -> str:
     settings = "<h2>Settings</h2><div class='cols'>"
     shown, hidden = run_settings(cfg) if cfg else ({}, [])
     if cfg:
-        settings += _settings_table("training (config.json)", shown)
-    settings += _settings_table("model (model.json)", {k: v for k, v in mc.items()
+        settings += settings_table("training (config.json)", shown)
+    settings += settings_table("model (model.json)", {k: v for k, v in mc.items()
                                                        if k != "format" and not (k == "condition" and not v)})
     settings += "</div>"
     if hidden:
@@ -456,8 +403,8 @@ def _write_page(path: Path, page: str, own: bool) -> None:
 def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,
                          class_names: Any, split: str, latent: int, level: int) -> list[str]:
     """Traversals of the most active units, for a 2-D latent space the manifold and the scatter, and the
-    interactive explorer (:mod:`vaekit.explorer`)."""
-    from vaekit import explorer, viz
+    interactive explorer (:mod:`vaekit.pages.explorer`)."""
+    from vaekit.pages import explorer, viz
 
     out: list[str] = []
     activity = result.latent_variance if result is not None else None
@@ -467,7 +414,7 @@ def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels
         with torch.inference_mode():
             base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
     unit_labels = [viz.unit_name(j) + (f" ({activity[j]:.2f})" if activity else "") for j in units]
-    out.append("<h2>Latent traversals</h2>" + _figure(
+    out.append("<h2>Latent traversals</h2>" + page_figure(
         viz.traversals_figure(model, units, base, 9, unit_labels), "traversals",
         "One row per latent unit"
         + (", the most active first (in brackets: Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>])" if activity else "")
@@ -479,11 +426,11 @@ def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels
            "z2." if latent != level else "")))
 
     if latent == 2:
-        parts = [_figure(viz.manifold_figure(model, 20), "manifold",
+        parts = [page_figure(viz.manifold_figure(model, 20), "manifold",
                          "Decoded means over a 20 x 20 grid of prior quantiles (Kingma &amp; Welling, 2014).")]
         if x is not None:
             scatter = viz.latent_scatter_figure(model, x, labels, class_names, split)
-            parts.append(_figure(scatter, "scatter",
+            parts.append(page_figure(scatter, "scatter",
                                  "Posterior means of the evaluated examples" + (", coloured by label." if labels
                                                                                 is not None else ".")))
         out.append("<h2>The 2-D latent space</h2><div class='cols'>" + "".join(parts) + "</div>")
@@ -496,7 +443,7 @@ def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels
 
 def _latent_text(prior: Any, latent: int, level: int) -> str:
     """The latent space in a few words: "3 x 10-way categorical", "16 binary units", "2 + 2 (two levels)";
-    ``prior`` is p(z) for discrete codes (:func:`vaekit.viz.discrete_prior`), else None."""
+    ``prior`` is p(z) for discrete codes (:func:`vaekit.pages.viz.discrete_prior`), else None."""
     if hasattr(prior, "classes"):
         return f"{prior.groups} x {prior.classes}-way categorical (one-hot code of {latent})"
     if prior is not None:
@@ -505,8 +452,8 @@ def _latent_text(prior: Any, latent: int, level: int) -> str:
 
 
 def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor | None, seed: int) -> str:
-    """The decoded mean of every category of the first groups (:func:`vaekit.viz.category_figure`)."""
-    from vaekit import viz
+    """The decoded mean of every category of the first groups (:func:`vaekit.pages.viz.category_figure`)."""
+    from vaekit.pages import viz
 
     base, held = None, f"a draw z ~ p(z) (seed {seed})"
     if x is not None:
@@ -522,18 +469,19 @@ def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor
                + (f"; the first {shown} of {groups} groups, the other groups held at {held}." if groups > 1
                   else "."))
     fig = viz.category_figure(model, None, base, seed, held)
-    return "<h2>Categories</h2>" + _figure(fig, "categories", html.escape(caption))
+    return "<h2>Categories</h2>" + page_figure(fig, "categories", html.escape(caption))
 
 
 def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels: torch.Tensor | None,
                       split: str, class_names: Any) -> str:
     """The cluster means of a Gaussian-mixture VAE and the clustering accuracy against the labels."""
-    from vaekit import clustering, viz
+    from vaekit.analysis import clustering
+    from vaekit.pages import viz
 
     block = ["<h2>Clusters</h2>"]
     if clustering.is_gaussian_mixture(model):
         draws = 7 if clusters <= 20 else 0
-        block.append(_figure(viz.cluster_means_figure(model, draws), "cluster means",
+        block.append(page_figure(viz.cluster_means_figure(model, draws), "cluster means",
                              f"The {clusters} components of the mixture prior: the decoded mean E[x | z = m<sub>c"
                              "</sub>] of each" + (f", then {draws} decoded draws z ~ N(m<sub>c</sub>, "
                                                   "v<sub>c</sub>); in brackets the weight &pi;<sub>c</sub>."
@@ -558,7 +506,7 @@ def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels:
     names = [class_names[int(v)] if class_names is not None and isinstance(v, int) and 0 <= v < len(class_names)
              else v for v in rep["labels"]]
     fig = viz.contingency_figure(rep["table"], names, f"{split} examples per cluster (rows) and label (columns)")
-    block.append(_figure(fig, "contingency table",
+    block.append(page_figure(fig, "contingency table",
                          "Examples of each label assigned to each cluster."))
     return "".join(block)
 
@@ -580,14 +528,3 @@ def check_report_path(path: Path, own: bool = False) -> Path:
     return check_output(path, ".html", None if own else _looks_like_report, "an HTML report")
 
 
-def _read_metrics(run: Path) -> tuple[list[dict[str, Any]], str | None]:
-    from vaekit.io.files import exists_or_link
-    from vaekit.io.runs import read_metrics_checked
-
-    if not exists_or_link(run / "metrics.jsonl"):
-        return [], "No metrics.jsonl in the run directory, so there are no training curves."
-    try:
-        rows, bad = read_metrics_checked(run)
-    except VaekitError as exc:
-        return [], f"{' '.join(str(exc).split())[:300]}; so there are no training curves."
-    return rows, (f"{bad} unreadable lines in metrics.jsonl were skipped." if bad else None)

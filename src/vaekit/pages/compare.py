@@ -8,7 +8,7 @@ Metrics, nats per test example, from :func:`vaekit.evaluation.evaluate_run` with
 
     ELBO = reconstruction - KL = -(R + D),   R = E_x KL(q(z|x) || p(z)),   D = -E_x E_q log p(x|z)
     NLL  = -log p(x) ~ -(logsumexp_i log w_i - log K)      (IWAE_K, biased high by O(1/K))
-    R    = I_q(x; z) + KL(q(z) || p(z))                    (ELBO surgery, vaekit.surgery)
+    R    = I_q(x; z) + KL(q(z) || p(z))                    (ELBO surgery, vaekit.analysis.surgery)
 
 each with its standard error over the test examples. On the R-D plane a run is the point (R, D); the dashed
 line R + D = c through it (c = -ELBO) holds every model with the same ELBO, so runs on one line are equally
@@ -43,7 +43,7 @@ COMPARE_K = 200
 COMPARE_SAMPLES = 64
 #: What marks a page as a vaekit comparison (an existing file is replaced only when it carries it).
 GENERATOR = "<meta name='generator' content='vaekit compare'>"
-#: The report's style (vaekit.report.CSS) and, for tables of several runs, numbers that do not wrap.
+#: The report's style (vaekit.pages.report.CSS) and, for tables of several runs, numbers that do not wrap.
 EXTRA_CSS = "td.num { white-space: nowrap; }"
 #: Settings that say where and how fast a run was computed, or where it reported, not what it is; left out of the
 #: settings table.
@@ -201,7 +201,7 @@ def is_autoencoder(model: Any, config: dict[str, Any], metrics: Sequence[dict[st
 def load_runs(paths: Sequence[str | Path], device: str | None = None) -> list[RunSummary]:
     """Load the runs (best weights, config.json, metrics.jsonl); at least two, all on data of one shape."""
     from vaekit.evaluation import load_model, read_run_config
-    from vaekit.report import _read_metrics
+    from vaekit.pages.kit import read_run_metrics
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -212,7 +212,7 @@ def load_runs(paths: Sequence[str | Path], device: str | None = None) -> list[Ru
     for name, path in zip(run_names(paths), paths):
         model = load_model(path, device)
         cfg = read_run_config(path)
-        metrics, note = _read_metrics(path)
+        metrics, note = read_run_metrics(path)
         runs.append(RunSummary(name, path, model, cfg, metrics, autoencoder=is_autoencoder(model, cfg, metrics),
                                notes=[note] if note and (path / "metrics.jsonl").exists() else []))
     shapes = {r.name: tuple(getattr(r.model, "shape", None) or ()) for r in runs}
@@ -293,7 +293,7 @@ def _device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
 
 
 def _label(text: str) -> str:
-    from vaekit.viz import plain_text
+    from vaekit.pages.viz import plain_text
 
     return plain_text(text, 40)
 
@@ -315,7 +315,7 @@ def curve_limits(curves: Sequence[Sequence[float]], q: float = 5.0) -> tuple[flo
 
 def curves_figure(runs: Sequence[RunSummary]) -> Any:
     """The validation ELBO (an autoencoder: its objective) per epoch, one line per run, nats per example."""
-    from vaekit.viz import _plottable, new_figure
+    from vaekit.pages.viz import _plottable, new_figure
 
     fig = new_figure(8.5, 3.8)
     ax = fig.subplots()
@@ -364,7 +364,7 @@ def rate_distortion_figure(runs: Sequence[RunSummary]) -> Any:
     horizontal lines at their distortion."""
     import matplotlib
 
-    from vaekit.viz import new_figure
+    from vaekit.pages.viz import new_figure
 
     fig = new_figure(7.5, 5.0)
     ax = fig.subplots()
@@ -425,7 +425,7 @@ def standard_normal_codes(latent: int, n: int, seed: int = 0) -> torch.Tensor:
 def standard_normal_means(model: Any, n: int, seed: int = 0) -> torch.Tensor:
     """E[x|z] = ``model.likelihood.mean(model.decode(z))`` for z ~ N(0, I) of the model's latent size, as
     images (n, C, H, W); ValueError for discrete codes, which N(0, I) draws are not."""
-    from vaekit.viz import decode_means, discrete_prior
+    from vaekit.pages.viz import decode_means, discrete_prior
 
     if discrete_prior(model) is not None or bool(getattr(getattr(model, "posterior_family", None), "discrete",
                                                          False)):
@@ -436,7 +436,7 @@ def standard_normal_means(model: Any, n: int, seed: int = 0) -> torch.Tensor:
 
 def panels_figure(images: Sequence[torch.Tensor], titles: Sequence[str], suptitle: str) -> Any:
     """Image grids side by side, one per run."""
-    from vaekit.viz import image_grid, panels
+    from vaekit.pages.viz import image_grid, panels
 
     grids = [image_grid(im, max(1, int(math.ceil(math.sqrt(len(im)))))) for im in images]
     return panels(grids, [_label(t) for t in titles], suptitle)
@@ -527,14 +527,14 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], notes: bool = Fal
 
 def settings_section(runs: Sequence[RunSummary]) -> str:
     """The settings that differ between the runs, one column per run; the common ones folded away."""
-    from vaekit.report import _fmt
+    from vaekit.pages.kit import fmt
 
     configs = [r.config for r in runs]
     diff = differing_settings(configs)
     names = [html.escape(r.name) for r in runs]
     out = ["<h2>Settings that differ</h2>"]
     if diff:
-        rows = [[f"<code>{html.escape(k)}</code>", *(f"<code>{html.escape(_fmt(v))}</code>" for v in vs)]
+        rows = [[f"<code>{html.escape(k)}</code>", *(f"<code>{html.escape(fmt(v))}</code>" for v in vs)]
                 for k, vs in diff.items()]
         th = "".join(f"<th>{h}</th>" for h in ["setting", *names])
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -547,7 +547,7 @@ def settings_section(runs: Sequence[RunSummary]) -> str:
     common = {k: v for k, v in flatten(configs[0]).items() if k not in diff and k not in HARDWARE_KEYS} \
         if configs[0] else {}
     if common:
-        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(_fmt(v))}</code></td></tr>"
+        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(fmt(v))}</code></td></tr>"
                        for k, v in common.items())
         out.append(f"<details><summary>the {len(common)} settings they share</summary><table>{rows}</table>"
                    "</details>")
@@ -557,8 +557,8 @@ def settings_section(runs: Sequence[RunSummary]) -> str:
 def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_SAMPLES, seed: int = 0,
                split: str = "test") -> str:
     """The HTML page of a comparison of evaluated runs (images embedded as base64 PNG)."""
-    from vaekit import viz
-    from vaekit.report import CSS, _figure
+    from vaekit.pages import viz
+    from vaekit.pages.kit import CSS, page_figure
 
     names = [r.name for r in runs]
     title = f"vaekit compare: {len(runs)} runs"
@@ -580,7 +580,7 @@ def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_S
     sections.append("".join(block))
 
     if any(r.metrics for r in runs):
-        sections.append("<h2>Training curves</h2>" + _figure(
+        sections.append("<h2>Training curves</h2>" + page_figure(
             viz.figure_png(curves_figure(runs)), "training curves",
             "Validation ELBO per epoch (nats per example), one line per run; the y-axis starts at the higher of "
             "the 5th percentile of all the values and the lowest value after each run's first epoch, so a poor "
@@ -594,7 +594,7 @@ def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_S
                   "ELBO, so runs on one line are equally good density models however they split the nats.")
     if any(r.autoencoder for r in runs):
         rd_caption += " A deterministic autoencoder has no rate (no density q(z|x)): a dotted line at its distortion."
-    rd = "<h2>The rate-distortion plane</h2>" + _figure(viz.figure_png(rate_distortion_figure(runs)),
+    rd = "<h2>The rate-distortion plane</h2>" + page_figure(viz.figure_png(rate_distortion_figure(runs)),
                                                          "rate-distortion plane", rd_caption)
     if points:
         rd += _table(["run", "R (nats)", "D (nats)", "R + D = &minus;ELBO (nats)"],
@@ -614,7 +614,7 @@ def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_S
 
 
 def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
-    from vaekit.report import _figure
+    from vaekit.pages.kit import page_figure
 
     images, titles, notes = [], [], []
     for r in runs:
@@ -626,7 +626,7 @@ def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
             notes.append(f"{r.name}: no samples ({' '.join(str(exc).split())[:160]})")
     out = "<h2>Samples from each run's own prior</h2>"
     if images:
-        out += _figure(panels_figure(images, titles, f"{n} samples per run, z ~ p(z) (seed {seed})"),
+        out += page_figure(panels_figure(images, titles, f"{n} samples per run, z ~ p(z) (seed {seed})"),
                        "samples from the priors",
                        "Decoded means E[x|z] of codes z drawn from each run's own prior p(z) (for an autoencoder, "
                        "the density fitted to its training codes).")
@@ -635,7 +635,7 @@ def _samples_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
 
 
 def _standard_normal_section(runs: Sequence[RunSummary], n: int, seed: int) -> str:
-    from vaekit.report import _figure
+    from vaekit.pages.kit import page_figure
 
     images, titles, notes = [], [], []
     for r in runs:
@@ -646,7 +646,7 @@ def _standard_normal_section(runs: Sequence[RunSummary], n: int, seed: int) -> s
             notes.append(f"{r.name}: left out, {' '.join(str(exc).split())[:160]}")
     out = "<h2>The decoder on z ~ N(0, I)</h2>"
     if images:
-        out += _figure(panels_figure(images, titles, f"decoder applied to {n} codes z ~ N(0, I) (seed {seed})"),
+        out += page_figure(panels_figure(images, titles, f"decoder applied to {n} codes z ~ N(0, I) (seed {seed})"),
                        "decoder on standard normal codes",
                        "E[x|z] = likelihood mean of decode(z) for the same standard normal codes z in every run of "
                        "one latent size. A VAE trained with p(z) = N(0, I) decodes such codes into data-like images; "

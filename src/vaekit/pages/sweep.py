@@ -1,7 +1,7 @@
 """A beta sweep: one run per KL weight beta, then their comparison page (``vaekit sweep``).
 
 For each beta the objective E_q[log p(x|z)] - beta KL(q(z|x) || p(z)) is trained into ``OUT/beta-<beta>`` with
-otherwise the same settings, by :func:`vaekit.train.train`; then :func:`vaekit.compare.compare_runs` writes
+otherwise the same settings, by :func:`vaekit.train.train`; then :func:`vaekit.pages.compare.compare_runs` writes
 ``OUT/compare.html``, whose rate-distortion plane shows what beta buys: beta < 1 moves a run to a higher rate R
 and a lower distortion D, beta > 1 the other way. At its optimum a run minimises D + beta R, a point of the
 rate-distortion curve where its slope is -beta; the iso-ELBO lines R + D = c have slope -1, so the curve touches
@@ -62,7 +62,7 @@ class SweepRun:
 @dataclass
 class SweepResult:
     runs: list[SweepRun]
-    comparison: Any  # vaekit.compare.Comparison
+    comparison: Any  # vaekit.pages.compare.Comparison
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": [{"beta": r.beta, "run": str(r.path), "action": r.action, "epochs": r.epochs}
@@ -79,8 +79,8 @@ def _epochs_done(run: Path) -> int:
 
 def _other_settings(run: Path, cfg: TrainConfig) -> str | None:
     """The first setting (flattened) in which the run's config.json differs from ``cfg``, described; else None."""
-    from vaekit.compare import MISSING, flatten
     from vaekit.evaluation import read_run_config
+    from vaekit.pages.compare import MISSING, flatten
 
     theirs, mine = flatten(read_run_config(run)), flatten(cfg.to_dict())
     for key in [*mine, *(k for k in theirs if k not in mine)]:
@@ -132,7 +132,7 @@ def sweep(
 
     ``explicit``, ``check_model`` and ``notice`` are passed to :func:`vaekit.train.train` (as ``vaekit train``
     does); ``beta`` always counts as chosen."""
-    from vaekit.compare import COMPARE_K, COMPARE_SAMPLES, check_page_path, compare_runs
+    from vaekit.pages.compare import COMPARE_K, COMPARE_SAMPLES, check_page_path, compare_runs
     from vaekit.train import train
 
     say = log or (lambda _msg: None)

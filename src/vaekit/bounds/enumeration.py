@@ -13,7 +13,7 @@ of the batch is scored against it; running logsumexp values and q-weighted sums 
 a Bernoulli likelihood the score of a block of B examples is one matrix product,
 log p(x|z) = x . l(z) - sum_d softplus(l_d(z)), x (B, D), logits l (C, D); other likelihoods broadcast
 ``likelihood.log_prob`` over (C, B). Memory stays within ``memory_budget`` bytes of decoder activations
-(:mod:`vaekit.sizing`, the convention of the importance sampler): C * bytes_per_row <= budget, and the
+(:mod:`vaekit.bounds.sizing`, the convention of the importance sampler): C * bytes_per_row <= budget, and the
 (C, B) score block (B * C * D elements for a generic likelihood) fits it too. Cost: S decoder rows for
 S codes, whatever the number of examples, plus N * S * D multiply-adds to score them.
 
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution
 
+from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row, model_device_dtype
 from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical, support_size
 from vaekit.errors import VaekitError
-from vaekit.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row, model_device_dtype
 
 __all__ = ["DEFAULT_LIMIT", "EnumeratedBound", "code_chunk", "enumerated_bound", "enumerated_log_marginal",
            "is_enumerable", "latent_codes"]

@@ -45,7 +45,8 @@ from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.models.mixture import BernoulliMixture
 from vaekit.runtime import resolve_device
-from vaekit.train import TrainResult, load_data
+from vaekit.training.data import load_data
+from vaekit.training.trainer import TrainResult
 
 __all__ = ["EMFit", "EStep", "PSEUDO_COUNT", "TOLERANCE", "e_step", "fit_em", "initial_responsibilities",
            "log_prior", "m_step", "train_em"]

@@ -16,7 +16,7 @@ at large K; the per-example error of log p(x) is sqrt(1/ESS - 1/K), ESS = (sum w
 
 Discrete latents: when the prior has a finite support of at most ``exact_limit`` codes (2^16 by default),
 log p(x) = logsumexp_z [log p(x|z) + log p(z)], the ELBO and the gap KL(q(z|x) || p(z|x)) are also computed
-exactly, by a sum over every code (:mod:`vaekit.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
+exactly, by a sum over every code (:mod:`vaekit.bounds.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
 For G groups of K-way one-hot codes, ``kl_per_dim`` and ``latent_variance`` have one entry per group (G,
 not G * K): KL(q_g || p_g), and the total variance sum_k Cov_x(E_q[z_gk]) of its class probabilities, which
 is what the active-unit count (> 0.01) uses; binary units count one by one.
@@ -65,9 +65,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vaekit.bounds.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
+from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
+from vaekit.bounds.sizing import model_device_dtype as _model_device_dtype
 from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_prob
 from vaekit.distributions.kl import kl_per_unit
-from vaekit.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
 from vaekit.errors import CheckpointError, DataError, VaekitError
 from vaekit.objectives.figures import (  # noqa: F401 - public here too, as before
     CROSS_ENTROPY,
@@ -82,8 +84,6 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     on_grid,
 )
 from vaekit.runtime import resolve_device
-from vaekit.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
-from vaekit.sizing import model_device_dtype as _model_device_dtype
 
 #: Default number of importance samples per example (Burda et al.'s protocol).
 DEFAULT_K = 5000
@@ -142,12 +142,12 @@ class EvaluationResult:
     # rate R = E_x KL(q(z|x) || p(z)) and distortion D = -E_x E_q log p(x|z) (Alemi et al. 2018): ELBO = -(R + D)
     rate_stderr: float = math.nan
     distortion_stderr: float = math.nan
-    # ELBO surgery (vaekit.surgery): rate = I_q(x; z) + KL(q(z) || p(z)); None where not estimated
+    # ELBO surgery (vaekit.analysis.surgery): rate = I_q(x; z) + KL(q(z) || p(z)); None where not estimated
     mutual_information: float | None = None
     mutual_information_stderr: float | None = None
     marginal_kl: float | None = None
     marginal_kl_stderr: float | None = None
-    # the cluster variable of a mixture model against the data's labels (vaekit.clustering.clustering_report)
+    # the cluster variable of a mixture model against the data's labels (vaekit.analysis.clustering.clustering_report)
     clustering: dict[str, Any] | None = None
     selected_by: str | None = None  # what chose the evaluated weights (a run's kept epoch)
     # what log p(x) (nll, bits_per_dim, elbo) is: one of FIGURE_KINDS (see the module docstring); "" unknown
@@ -381,7 +381,7 @@ def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generato
         if not q.has_proposal or getattr(model.prior, "fitted", True) is False:
             raise VaekitError("this autoencoder defines no density log p(x): q(z|x) is a point mass and no density "
                               "has been fitted to its codes (vaekit train fits one at the end of training; for an "
-                              "older run, vaekit.posthoc.fit_run_density(RUN, training images))")
+                              "older run, vaekit.analysis.posthoc.fit_run_density(RUN, training images))")
         q = q.proposal()
     prior = model.prior_distribution()
     loglik = log_likelihood_kernel(model, x, fast, y)
@@ -458,9 +458,9 @@ def evaluate_model(
     (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
     see the module docstring. Deterministic for a given seed, batch size and memory budget. When the
     prior has at most ``exact_limit`` codes (discrete latents; 0: never), also the exact log p(x), ELBO and
-    gap by a sum over every code (:mod:`vaekit.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
+    gap by a sum over every code (:mod:`vaekit.bounds.enumeration`): ``nll_exact``, ``elbo_exact``, ``gap_exact``.
     The rate (the KL term) splits into I_q(x; z) and KL(q(z) || p(z)) by ELBO surgery over these examples
-    (:mod:`vaekit.surgery`, ``surgery_samples`` draws; 0: not estimated). With ``class_labels`` (N,) (the data
+    (:mod:`vaekit.analysis.surgery`, ``surgery_samples`` draws; 0: not estimated). With ``class_labels`` (N,) (the data
     set's labels by default) a model with a cluster variable also reports its clustering accuracy.
     ``progress(done, total)`` is called with the examples done (0 first, then after every batch of them, each
     batch all K draws), e.g. a :class:`vaekit.progress.Bar`.
@@ -512,7 +512,7 @@ class _Passes:
     parts: dict[str, list[torch.Tensor]]  # _STAT_KEYS, "code" and "kl_units": one tensor per batch
     groups: int | None = None  # G of one-hot categorical codes; None otherwise
     seconds: float = 0.0  # of the importance-sampling passes
-    surgery: Any = None  # vaekit.surgery's result, or None
+    surgery: Any = None  # vaekit.analysis.surgery's result, or None
     clusters: dict[str, Any] | None = None
     floor: float | None = None  # the fraction of pixels at the learned variance's floor
     exact: EnumeratedBound | None = None
@@ -686,7 +686,7 @@ def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list
     notes = _notes(ev.model, ess, ev.k, kind=ev.kind, levels=ev.levels, dim=ev.x.shape[1], seed=int(ev.seed),
                    floor=floor)
     if getattr(getattr(ev.model, "posterior_family", None), "autoencoder", False):
-        from vaekit.posthoc import proposal_note
+        from vaekit.analysis.posthoc import proposal_note
 
         notes.insert(0, proposal_note(ev.model))
     return notes
@@ -695,7 +695,7 @@ def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list
 def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int, device: torch.device,
              dtype: torch.dtype) -> Any:
     """ELBO surgery on the evaluated examples, or None (disabled, a flow, one example)."""
-    from vaekit.surgery import elbo_surgery, supports_surgery
+    from vaekit.analysis.surgery import elbo_surgery, supports_surgery
 
     if samples <= 0 or x.shape[0] < 2 or not supports_surgery(model):
         return None
@@ -705,7 +705,7 @@ def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, 
 def _clustering(model: Any, x: torch.Tensor, y: torch.Tensor | None, data: Any, split: str, labels: Any,
                 device: torch.device, dtype: torch.dtype) -> dict[str, Any] | None:
     """The clustering accuracy of a model's cluster variable against the class labels, when both exist."""
-    from vaekit.clustering import cluster_count, clustering_report
+    from vaekit.analysis.clustering import cluster_count, clustering_report
 
     if cluster_count(model) is None:
         return None
@@ -1058,7 +1058,7 @@ def format_table(r: EvaluationResult) -> str:
     ]
     if r.kl_per_dim:
         top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
-        name = "group " if group else "z_"  # numbered from 1, as on the report's pages (vaekit.viz.unit_name)
+        name = "group " if group else "z_"  # numbered from 1, as on the report's pages (vaekit.pages.viz.unit_name)
         lines.append(f"  {f'KL per {r.unit} (largest)':<24} " + ", ".join(f"{name}{j + 1}: {r.kl_per_dim[j]:.2f}"
                                                                            for j in top))
     lines += [f"note: {note}" for note in r.notes]

@@ -206,7 +206,7 @@ def kl_closed_form(q: Distribution, p: Distribution) -> torch.Tensor:
     except NotImplementedError:
         raise NotImplementedError(
             f"no closed-form KL registered for {type(q).__name__} || {type(p).__name__}; "
-            "use vaekit.info.kl_monte_carlo"
+            "use vaekit.analysis.info.kl_monte_carlo"
         ) from None
 
 

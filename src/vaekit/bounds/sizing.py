@@ -4,7 +4,7 @@
 codes with forward hooks; a chunk of ``memory_budget // bytes_per_row`` codes then stays within the budget
 (:data:`DEFAULT_MEMORY_BUDGET`, 256 MB of activations). On the CPU a chunk is further capped at
 :data:`CPU_ROWS` rows, which keeps it in the cache. Used by the importance sampler
-(:mod:`vaekit.evaluation`), the sum over every discrete code (:mod:`vaekit.enumeration`) and grid integration.
+(:mod:`vaekit.evaluation`), the sum over every discrete code (:mod:`vaekit.bounds.enumeration`) and grid integration.
 """
 
 from __future__ import annotations
