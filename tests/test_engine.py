@@ -113,3 +113,34 @@ def test_fit_takes_the_training_keys_derived_from_the_config():
     keys = set(training_keys())
     assert {"lr_schedule", "patience", "estimator", "select_by", "log_images_every"} <= keys
     assert not keys & {"dataset", "hidden", "latent", "posterior", "family", "log", "prior_settings"}
+
+
+def test_fast_kernels_are_registered_by_network_and_likelihood_and_agree_with_the_model():
+    from vaekit.bounds.kernels import _KERNELS, find_kernel, likelihood_kernel, register_kernel
+    from vaekit.components.likelihoods import BernoulliLikelihood
+    from vaekit.nn import MLP
+
+    torch.manual_seed(0)
+    model = vaekit.VAE(shape=(1, 4, 4), latent=2, hidden=[8])
+    x, z = _images(5).reshape(5, -1), torch.randn(3, 5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(likelihood_kernel(model, x)(z), model.log_likelihood(x, z))
+
+    class MyMLP(MLP):
+        pass
+
+    assert find_kernel(MyMLP, BernoulliLikelihood) is find_kernel(MLP, BernoulliLikelihood)  # by the MRO
+    calls = []
+
+    @register_kernel(MyMLP, BernoulliLikelihood)
+    def mine(decoder, likelihood, x):
+        calls.append(decoder)
+        return lambda z: torch.zeros(z.shape[:-1])
+
+    try:
+        model.decoder.__class__ = MyMLP
+        assert torch.equal(likelihood_kernel(model, x)(z), torch.zeros(3, 5)) and calls == [model.decoder]
+        assert likelihood_kernel(model, x, fast=False)(z).abs().min() > 0  # the model's own
+    finally:
+        _KERNELS.pop((MyMLP, BernoulliLikelihood))
+    assert not vaekit.VAE(shape=(1, 4, 4), latent=2, hidden=[8], condition=3).decodes_directly

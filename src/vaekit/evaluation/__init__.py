@@ -3,6 +3,9 @@ the ELBO and its terms, exact values where the latent space can be enumerated, t
 result schema :class:`EvaluationResult` (:mod:`~vaekit.evaluation.evaluator`), and the exact checks of the bounds
 against closed forms and grids (:mod:`~vaekit.evaluation.exact`)."""
 
+from vaekit.bounds.kernels import likelihood_kernel as log_likelihood_kernel
+from vaekit.bounds.kernels import softplus_sum_
+from vaekit.bounds.weights import log_weight_stats
 from vaekit.evaluation.evaluator import (
     CROSS_ENTROPY,
     DENSITY,
@@ -22,11 +25,8 @@ from vaekit.evaluation.evaluator import (
     limit_split,
     load_model,
     load_run_data,
-    log_likelihood_kernel,
-    log_weight_stats,
     plan_chunks,
     read_run_config,
-    softplus_sum_,
     split_images,
 )
 

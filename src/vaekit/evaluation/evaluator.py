@@ -53,23 +53,20 @@ hidden layer), which leaves one matrix product and one softplus per logit.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vaekit.bounds.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
 from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
 from vaekit.bounds.sizing import model_device_dtype as _model_device_dtype
-from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_prob
-from vaekit.distributions.kl import kl_per_unit
+from vaekit.bounds.weights import log_weight_stats
 from vaekit.errors import CheckpointError, DataError, VaekitError
 from vaekit.objectives.figures import (  # noqa: F401 - public here too, as before
     CROSS_ENTROPY,
@@ -96,6 +93,10 @@ ACTIVE_THRESHOLD = 0.01
 # -- the result ----------------------------------------------------------------------------------
 
 
+#: The metadata of a field of :class:`EvaluationResult` that says how it was computed, not what was found.
+DETAIL = {"detail": True}
+
+
 @dataclass
 class EvaluationResult:
     """Test-set averages (nats per example unless said otherwise) with standard errors over examples."""
@@ -114,19 +115,20 @@ class EvaluationResult:
     k: int
     n: int
     seconds: float
-    data_dim: int = 0
+    data_dim: int = field(default=0, metadata=DETAIL)
     bits_per_dim_stderr: float = math.nan
-    kl_analytic: float | None = None  # mean closed-form KL(q || p(z)) when the prior has one
-    latent_variance: list[float] = field(default_factory=list)  # Cov_x(E_q[z_j]) per unit (group: summed over k)
+    # mean closed-form KL(q || p(z)) when the prior has one; Cov_x(E_q[z_j]) per unit (group: summed over k)
+    kl_analytic: float | None = field(default=None, metadata=DETAIL)
+    latent_variance: list[float] = field(default_factory=list, metadata=DETAIL)
     mean_ess: float = math.nan  # mean effective sample size (sum w)^2 / sum w^2 of the K draws
     log_weights_per_second: float = math.nan
-    batch_size: int = 0
-    k_chunk: int = 0
-    seed: int = 0
+    batch_size: int = field(default=0, metadata=DETAIL)
+    k_chunk: int = field(default=0, metadata=DETAIL)
+    seed: int = field(default=0, metadata=DETAIL)
     split: str | None = None
-    likelihood: str = ""
+    likelihood: str = field(default="", metadata=DETAIL)
     notes: list[str] = field(default_factory=list)  # caveats for the reader (low ESS, densities)
-    per_example: dict[str, np.ndarray] | None = None
+    per_example: dict[str, np.ndarray] | None = field(default=None, metadata={"json": False})
     # what an entry of kl_per_dim and latent_variance is: a latent "unit", or a "group" of one-hot categorical codes
     unit: str = "unit"
     # exact values by a sum over every code, for an enumerable (discrete) latent space; None otherwise
@@ -134,11 +136,11 @@ class EvaluationResult:
     nll_exact_stderr: float | None = None
     bits_per_dim_exact: float | None = None
     elbo_exact: float | None = None
-    elbo_exact_stderr: float | None = None
+    elbo_exact_stderr: float | None = field(default=None, metadata=DETAIL)
     gap_exact: float | None = None  # mean exact KL(q(z|x) || p(z|x))
-    gap_exact_stderr: float | None = None
+    gap_exact_stderr: float | None = field(default=None, metadata=DETAIL)
     exact_codes: int = 0  # the number of codes summed over (0: no exact values)
-    exact_seconds: float = 0.0
+    exact_seconds: float = field(default=0.0, metadata=DETAIL)
     # rate R = E_x KL(q(z|x) || p(z)) and distortion D = -E_x E_q log p(x|z) (Alemi et al. 2018): ELBO = -(R + D)
     rate_stderr: float = math.nan
     distortion_stderr: float = math.nan
@@ -183,34 +185,27 @@ class EvaluationResult:
         """The mean importance-sampled log p(x), nats (= -nll)."""
         return -self.nll
 
+    #: Figures derived from the fields, written with them.
+    DERIVED = ("rate", "distortion", "dequantized")
+
     def to_dict(self, per_example: bool = False) -> dict[str, Any]:
-        """A JSON-ready dict (non-finite numbers become None); per-example arrays as lists if asked."""
-        out: dict[str, Any] = {
-            "split": self.split, "k": self.k, "n": self.n, "elbo": self.elbo, "elbo_stderr": self.elbo_stderr,
-            "reconstruction": self.reconstruction, "kl": self.kl, "kl_analytic": self.kl_analytic,
-            "nll": self.nll, "nll_stderr": self.nll_stderr, "bits_per_dim": self.bits_per_dim,
-            "bits_per_dim_stderr": self.bits_per_dim_stderr, "gap": self.gap, "gap_stderr": self.gap_stderr,
-            "active_units": self.active_units, "kl_per_dim": list(self.kl_per_dim),
-            "latent_variance": list(self.latent_variance), "mean_ess": self.mean_ess, "data_dim": self.data_dim,
-            "seconds": self.seconds, "log_weights_per_second": self.log_weights_per_second,
-            "batch_size": self.batch_size, "k_chunk": self.k_chunk, "seed": self.seed,
-            "likelihood": self.likelihood, "notes": list(self.notes), "unit": self.unit,
-            "nll_exact": self.nll_exact, "nll_exact_stderr": self.nll_exact_stderr,
-            "bits_per_dim_exact": self.bits_per_dim_exact, "elbo_exact": self.elbo_exact,
-            "elbo_exact_stderr": self.elbo_exact_stderr, "gap_exact": self.gap_exact,
-            "gap_exact_stderr": self.gap_exact_stderr, "exact_codes": self.exact_codes,
-            "rate": self.rate, "rate_stderr": self.rate_stderr, "distortion": self.distortion,
-            "distortion_stderr": self.distortion_stderr, "mutual_information": self.mutual_information,
-            "mutual_information_stderr": self.mutual_information_stderr, "marginal_kl": self.marginal_kl,
-            "marginal_kl_stderr": self.marginal_kl_stderr, "clustering": self.clustering,
-            "selected_by": self.selected_by,
-            "exact_seconds": self.exact_seconds, "log_px_kind": self.log_px_kind, "levels": self.levels,
-            "dequantized": self.dequantized, "dequantization_nats": self.dequantization_nats,
-            "variance_floor_fraction": self.variance_floor_fraction,
-        }
+        """A JSON-ready dict of every field and :data:`DERIVED` figure (non-finite numbers become None);
+        per-example arrays as lists if asked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.metadata.get("json", True):
+                value = getattr(self, f.name)
+                out[f.name] = list(value) if isinstance(value, list) else value
+        out.update({name: getattr(self, name) for name in self.DERIVED})
         if per_example and self.per_example is not None:
             out["per_example"] = {k: v.tolist() for k, v in self.per_example.items()}
         return json_safe(out)
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the details of how it was computed (fields marked ``DETAIL``): what
+        ``vaekit evaluate --json`` prints."""
+        details = {f.name for f in fields(self) if f.metadata.get("detail")}
+        return {key: value for key, value in self.to_dict().items() if key not in details}
 
 
 def json_safe(value: Any) -> Any:
@@ -244,172 +239,6 @@ def plan_chunks(model: Any, n: int, k: int, latent: int, batch_size: int | None 
     b = max(1, min(batch_size, rows_budget, max(1, n)))
     k_chunk = max(1, min(k, rows // b))
     return b, k_chunk
-
-
-def _bernoulli_mlp_kernel(model: Any, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """log p(x|z) for an MLP decoder with a Bernoulli likelihood, or None when that is not the model.
-
-    log p(x|z) = sum_d [x_d l_d - softplus(l_d)], l = W h + b, and sum_d x_d l_d = h . (W^T x) + b . x,
-    so only the softplus needs all D logits. Without gradients each layer's output for a chunk (the logits
-    included) is written into a buffer reused by every chunk (a fresh one per chunk costs its page faults), and
-    the logits are reduced in place by :func:`softplus_sum_`.
-    """
-    from vaekit.components.likelihoods import BernoulliLikelihood
-    from vaekit.models import VAE
-    from vaekit.nn import MLP
-
-    if not isinstance(model, VAE) or type(model.likelihood) is not BernoulliLikelihood or model.condition:
-        return None
-    decoder = model.decoder
-    if type(decoder) is not MLP or not isinstance(decoder[-1], torch.nn.Linear):
-        return None
-    layers = list(decoder)
-    body, last = torch.nn.Sequential(*layers[:-1]), layers[-1]
-    weight, bias = last.weight, last.bias
-    xw = x @ weight  # (B, H)
-    xb = x @ bias if bias is not None else torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-    buffers = _Buffers()
-
-    def kernel(z: torch.Tensor) -> torch.Tensor:
-        lead = z.shape[:-1]
-        in_place = not torch.is_grad_enabled() and z.dtype in (torch.float32, torch.float64)
-        if in_place:
-            flat = _layers_in_place(layers[:-1], z.reshape(-1, z.shape[-1]), buffers)
-            logits = _linear_into(last, flat, buffers.get(len(layers) - 1, flat.shape[0], weight.shape[0], flat))
-            softplus = softplus_sum_(logits)
-        else:
-            flat = body(z).reshape(-1, weight.shape[1])
-            logits = torch.addmm(bias, flat, weight.t()) if bias is not None else flat @ weight.t()
-            softplus = F.softplus(logits).sum(-1)
-        h = flat.reshape(*lead, -1)
-        return torch.einsum("...bh,bh->...b", h, xw) + xb - softplus.reshape(lead)  # h . (W^T x): a bmm
-
-    return kernel
-
-
-class _Buffers:
-    """Output buffers of a chunked no-gradient computation, one per layer, reused from chunk to chunk (a partial
-    last chunk uses the first rows); a fresh tensor per chunk would cost its page faults every time."""
-
-    def __init__(self) -> None:
-        self.slots: dict[int, torch.Tensor] = {}
-
-    def get(self, slot: int, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-        buf = self.slots.get(slot)
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.dtype != like.dtype \
-                or buf.device != like.device:
-            buf = self.slots[slot] = torch.empty(rows, cols, device=like.device, dtype=like.dtype)
-        return buf[:rows]
-
-
-def _linear_into(layer: torch.nn.Linear, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``layer(h)`` for a flat batch h (N, in), written into ``out`` (N, out)."""
-    if layer.bias is not None:
-        return torch.addmm(layer.bias, h, layer.weight.t(), out=out)
-    return torch.mm(h, layer.weight.t(), out=out)
-
-
-_IN_PLACE_ACTIVATIONS = {torch.nn.ReLU: torch.relu_, torch.nn.Tanh: torch.tanh_, torch.nn.Sigmoid: torch.sigmoid_}
-
-
-def _layers_in_place(layers: list[torch.nn.Module], h: torch.Tensor, buffers: _Buffers) -> torch.Tensor:
-    """The layers applied in turn to a flat batch h (N, F) without gradients: Linear layers write into reused
-    buffers and ReLU / tanh / sigmoid act in place; any other layer is called as it is."""
-    for i, layer in enumerate(layers):
-        if type(layer) is torch.nn.Linear:
-            h = _linear_into(layer, h, buffers.get(i, h.shape[0], layer.out_features, h))
-        elif type(layer) in _IN_PLACE_ACTIVATIONS and i > 0 and type(layers[i - 1]) is torch.nn.Linear:
-            _IN_PLACE_ACTIVATIONS[type(layer)](h)  # h is the buffer the Linear before it wrote
-        else:
-            h = layer(h)
-    return h
-
-
-#: Factors multiplied together by :func:`softplus_sum_` before one log: each is in [1/2, 1], so a product of 32
-#: stays above 2**-32, far from underflow in float32.
-_PRODUCT_GROUP = 32
-
-
-def softplus_sum_(logits: torch.Tensor) -> torch.Tensor:
-    """sum_d softplus(l_d) over the last dimension of ``logits`` (N, D), which it overwrites; float32 or float64.
-
-    softplus(l) = relu(l) - log sigmoid(|l|), relu(l) = (l + |l|) / 2, and the logs of the sigmoids are summed
-    as the logs of products of :data:`_PRODUCT_GROUP` of them: one transcendental pass (the sigmoid) where
-    ``F.softplus`` takes two (exp and log1p), and no temporary as large as the logits. The products' rounding
-    (a relative 2**-24 per factor) is of the order of the float32 sum's own.
-    """
-    d = logits.shape[-1]
-    total = logits.sum(-1)
-    logits.abs_()
-    total += logits.sum(-1)
-    total *= 0.5  # sum_d relu(l_d)
-    logits.sigmoid_()  # sigmoid(|l|), in [1/2, 1]
-    whole = d - d % _PRODUCT_GROUP
-    if whole:
-        total -= logits[:, :whole].reshape(logits.shape[0], -1, _PRODUCT_GROUP).prod(-1).log_().sum(-1)
-    if whole < d:
-        total -= logits[:, whole:].prod(-1).log_()
-    return total
-
-
-def log_likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True,
-                          y: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function z (..., B, L) -> log p(x|z) (..., B) for the flat batch x (B, D) (and labels y)."""
-    kernel = _bernoulli_mlp_kernel(model, x) if fast and y is None else None
-    if kernel is not None:
-        return kernel
-    if y is None:
-        return lambda z: model.log_likelihood(x, z)
-    return lambda z: model.log_likelihood(x, z, y)
-
-
-# -- the estimator --------------------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generator: torch.Generator,
-                     fast: bool = True, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-example statistics of K importance weights for a flat batch x (B, D), drawn k_chunk at a time.
-
-    Returns (B,) tensors: ``log_px`` = logsumexp log w - log K, ``elbo`` = mean log w, ``reconstruction``
-    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2; the point codes
-    ``code`` (B, L) of q(z|x) and, where q and p(z) factorise with a closed form per unit, ``kl_units`` (B, L);
-    for G groups of one-hot categorical codes ``kl_units`` is (B, G), one KL per group, and ``groups`` = G.
-    """
-    q = model.posterior(x) if y is None else model.posterior(x, y)
-    if getattr(q, "is_point_mass", False):  # an autoencoder: "decoder + fitted density", with its proposal
-        if not q.has_proposal or getattr(model.prior, "fitted", True) is False:
-            raise VaekitError("this autoencoder defines no density log p(x): q(z|x) is a point mass and no density "
-                              "has been fitted to its codes (vaekit train fits one at the end of training; for an "
-                              "older run, vaekit.analysis.posthoc.fit_run_density(RUN, training images))")
-        q = q.proposal()
-    prior = model.prior_distribution()
-    loglik = log_likelihood_kernel(model, x, fast, y)
-    b = x.shape[0]
-    lse = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
-    lse2 = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
-    sum_rec = torch.zeros(b, device=x.device, dtype=torch.float64)
-    sum_kl = torch.zeros(b, device=x.device, dtype=torch.float64)
-    for start in range(0, k, k_chunk):
-        kc = min(k_chunk, k - start)
-        z, log_q = rsample_and_log_prob(q, (kc,), generator)  # (kc, B, L), (kc, B)
-        rec = loglik(z)
-        kl = log_q - prior.log_prob(z)
-        log_w = rec - kl
-        lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-        lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-        sum_rec += rec.sum(0, dtype=torch.float64)
-        sum_kl += kl.sum(0, dtype=torch.float64)
-    rec_mean, kl_mean = sum_rec / k, sum_kl / k
-    out = {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
-           "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "code": point(q)}
-    groups = getattr(q, "groups", None) if isinstance(q, FactorizedCategorical) else None
-    if groups is not None:
-        out["groups"] = torch.tensor(int(groups))
-    units = kl_per_unit(q, prior)
-    if units is not None and (units.shape == out["code"].shape or units.shape == (b, groups)):
-        out["kl_units"] = units
-    return out
 
 
 def _flat_data(data: Any, split: str = "test") -> torch.Tensor:
@@ -833,21 +662,9 @@ def _condition_labels(model: Any, data: Any, split: str, labels: Any, n: int) ->
 
 def read_run_config(run: str | Path) -> dict[str, Any]:
     """The training config of a run (``RUN/config.json``) as a dict; {} when it is absent."""
-    from vaekit.io.files import JSON_CAP, exists_or_link, read_text_capped
+    from vaekit.io.runfolder import RunFolder
 
-    path = Path(run) / "config.json"
-    if not exists_or_link(path):
-        return {}
-    try:
-        data = json.loads(read_text_capped(path, JSON_CAP, "config file"))
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({' '.join(str(exc).split())[:200]}); "
-                              "it should be the JSON written by 'vaekit train'") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
-    return data
+    return RunFolder(run).read_config(resuming=False)
 
 
 def load_model(run: str | Path, device: str | torch.device | None = None) -> Any:

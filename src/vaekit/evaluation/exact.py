@@ -42,13 +42,13 @@ import numpy as np
 import torch
 
 from vaekit.bounds.enumeration import EnumeratedBound, enumerated_bound, enumerated_log_marginal, is_enumerable
+from vaekit.bounds.kernels import likelihood_kernel as log_likelihood_kernel
 from vaekit.distributions import point, rsample_and_log_prob
 from vaekit.evaluation.evaluator import (
     DEFAULT_MEMORY_BUDGET,
     _model_device_dtype,
     bytes_per_row,
     evaluate_model,
-    log_likelihood_kernel,
 )
 from vaekit.models.linear_gaussian import FixedGaussianLikelihood, LinearGaussian
 

@@ -119,6 +119,12 @@ class LatentVariableModel(nn.Module):
         return True if family is None else bool(family.density_anywhere)
 
     @property
+    def decodes_directly(self) -> bool:
+        """Whether p(x|z) = likelihood(decoder(z)) with nothing in between (a fast kernel may then compute it from
+        the decoder and likelihood alone; :mod:`vaekit.bounds.kernels`). No by default."""
+        return False
+
+    @property
     def default_objective(self) -> str:
         """The registered objective that trains this model when none other is asked for."""
         return "autoencoder" if self.is_autoencoder else "elbo"

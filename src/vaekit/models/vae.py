@@ -184,6 +184,12 @@ class VAE(LatentVariableModel):
     def latent_size(self) -> int:
         return self.posterior_family.code_size
 
+    @property
+    def decodes_directly(self) -> bool:
+        """p(x|z) = likelihood(decoder(z)) with nothing in between (no conditioning): what a registered fast kernel
+        (:mod:`vaekit.bounds.kernels`) may compute from the decoder and the likelihood alone."""
+        return self.condition == 0
+
     def _mixture_table(self) -> nn.Linear | None:
         """The decoder's table when this VAE is a mixture of Bernoullis (one K-way categorical z, a decoder that is
         one linear layer giving one logit per pixel: component k's logits are its column k), else None."""

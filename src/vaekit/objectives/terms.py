@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.distributions import kl_divergence
 
+from vaekit.bounds.weights import draw_log_weights
 from vaekit.distributions import rsample, rsample_and_log_prob, sample
 from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import VaekitError
@@ -104,8 +105,8 @@ def sampled_terms(
     With ``encoder_input`` x~ the proposal is q(z|x~) (see :func:`elbo`); the bound still holds.
     """
     x, x_enc = _inputs(model, x, encoder_input)
-    z, log_q = rsample_and_log_prob(model.posterior(x_enc, y), (k,), generator)  # (k, N, L), (k, N)
-    return model.log_likelihood(x, z, y), log_q - model.log_prior(z)
+    return draw_log_weights(model.posterior(x_enc, y), model.log_prior, lambda z: model.log_likelihood(x, z, y), k,
+                            generator)  # the log-weight engine, (k, N) each
 
 
 def log_importance_weights(
