@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -24,10 +25,37 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def _flag(help: str, parse: str = "str") -> dict[str, str]:
-    """A setting's metadata: its help text and the parser of its ``--flag`` (a function of
-    ``vaekit.commands._args`` by name, or ``str``); the flags of ``vaekit train`` are made from these."""
-    return {"help": help, "parse": parse}
+def _flag(help: str, parse: str = "str", *, core: bool = False,
+          applies: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """A setting's metadata: its help text and the parser of its ``--flag`` (a function of ``vaekit.commands._args``
+    by name, or ``str``), from which the flags of ``vaekit train`` are made; whether a run's page always shows it
+    (``core``) and when it does anything at all (``applies``: the run's config.json -> bool; a setting that does
+    not apply is never shown)."""
+    return {"help": help, "parse": parse, "core": core, "applies": applies}
+
+
+def _named(c: dict[str, Any], kind: str) -> str | None:
+    """The name of the ``kind`` (family, objective) a run's config.json gives, written plain or as a table."""
+    value = c.get(kind)
+    return value.get("name") if isinstance(value, dict) else value
+
+
+def _family_fact(c: dict[str, Any], fact: str, default: Any) -> Any:
+    from vaekit.models.families import FAMILIES
+
+    name = _named(c, "family") or "vae"
+    return getattr(FAMILIES.entry(name).cls, fact, default) if name in FAMILIES else default
+
+
+def _by_gradient(c: dict[str, Any]) -> bool:
+    """The trainer's settings apply (not exact EM, which uses none of them)."""
+    return c.get("fit") != "em"
+
+
+def _tempered(c: dict[str, Any]) -> bool:
+    from vaekit.objectives.discrete import TEMPERED
+
+    return c.get("estimator") in TEMPERED
 
 
 #: The component kinds a model is made of, in the order they are settled.
@@ -42,7 +70,7 @@ class TrainConfig:
     # data
     dataset: str = field(default="digits", metadata=_flag(
         "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, cifar10, "
-        "images:DIR, npz:FILE (vaekit data --help lists them all)", "str"))
+        "images:DIR, npz:FILE (vaekit data --help lists them all)", "str", core=True))
     data_dir: str | None = field(default=None, metadata=_flag(
         "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)", "str"))
     binarize: str | None = field(default=None, metadata=_flag(
@@ -51,7 +79,7 @@ class TrainConfig:
         "condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)", "store_true"))
     # model: the family, networks (model = mlp | conv), sizes, and the three components (names + settings)
     family: str = field(default="vae", metadata=_flag(
-        "model family: {families} (default vae; bernoulli-mixture: --components K, --fit em|vae)", "str"))
+        "model family: {families} (default vae; bernoulli-mixture: --components K, --fit em|vae)", "str", core=True))
     family_settings: dict[str, Any] = field(default_factory=dict)
     model: str = field(default="mlp", metadata=_flag("mlp or conv", "str"))
     hidden: list[int] = field(default_factory=lambda: [400], metadata=_flag(
@@ -72,61 +100,80 @@ class TrainConfig:
     prior_settings: dict[str, Any] = field(default_factory=dict)
     likelihood_settings: dict[str, Any] = field(default_factory=dict)
     components: int | None = field(default=None, metadata=_flag(
-        "bernoulli-mixture: mixture components K (default 10)", "positive_int"))
+        "bernoulli-mixture: mixture components K (default 10)", "positive_int",
+        core=True, applies=lambda c: _family_fact(c, "takes_components", False)))
     fit: str = field(default="vae", metadata=_flag(
-        "bernoulli-mixture: vae (an amortized q(z|x), trained like any model; default) or em (exact EM)", "str"))
+        "bernoulli-mixture: vae (an amortized q(z|x), trained like any model; default) or em (exact EM)", "str",
+        core=True, applies=lambda c: len(_family_fact(c, "fitters", ("vae",))) > 1))
     em_iterations: int = field(default=100, metadata=_flag(
-        "--fit em: the most EM iterations (default 100)", "positive_int"))
+        "--fit em: the most EM iterations (default 100)", "positive_int",
+        core=True, applies=lambda c: c.get("fit") == "em"))
     # objective
     objective: str = field(default="elbo", metadata=_flag(
-        "the training objective: {objectives} (default elbo; an autoencoder's own otherwise)", "str"))
+        "the training objective: {objectives} (default elbo; an autoencoder's own otherwise)", "str",
+        core=True, applies=_by_gradient))
     objective_settings: dict[str, Any] = field(default_factory=dict)
     estimator: str | None = field(default=None, metadata=_flag(
         "discrete latents: enumerate, score, nvil, vimco (with --objective iwae), gumbel or straight-through "
-        "(default: enumerate for at most 4,096 codes, else gumbel)", "str"))
+        "(default: enumerate for at most 4,096 codes, else gumbel)", "str",
+        core=True, applies=lambda c: c.get("estimator") is not None))
     temperature: float = field(default=1.0, metadata=_flag(
-        "gumbel / straight-through: the starting temperature (default 1)", "positive_float"))
+        "gumbel / straight-through: the starting temperature (default 1)", "positive_float",
+        core=True, applies=_tempered))
     temperature_min: float = field(default=0.5, metadata=_flag(
-        "gumbel / straight-through: the lowest temperature (default 0.5)", "positive_float"))
+        "gumbel / straight-through: the lowest temperature (default 0.5)", "positive_float",
+        core=True, applies=_tempered))
     anneal_rate: float = field(default=1e-4, metadata=_flag(
-        "gumbel / straight-through: r in tau = max(tau_min, tau_0 exp(-r step)) (default 1e-4)", "finite_float"))
-    k: int = field(default=1, metadata=_flag("samples per example (IWAE k, or ELBO samples)", "positive_int"))
-    beta: float = field(default=1.0, metadata=_flag("weight of the KL term (default 1)", "finite_float"))
-    warmup: int = field(default=0, metadata=_flag("KL warm-up epochs (default 0)", "nonnegative_int"))
+        "gumbel / straight-through: r in tau = max(tau_min, tau_0 exp(-r step)) (default 1e-4)", "finite_float",
+        core=True, applies=_tempered))
+    k: int = field(default=1, metadata=_flag(
+        "samples per example (IWAE k, or ELBO samples)", "positive_int", applies=_by_gradient))
+    beta: float = field(default=1.0, metadata=_flag(
+        "weight of the KL term (default 1)", "finite_float", applies=_by_gradient))
+    warmup: int = field(default=0, metadata=_flag(
+        "KL warm-up epochs (default 0)", "nonnegative_int", applies=_by_gradient))
     encoder_noise: float = field(default=0.0, metadata=_flag(
-        "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)", "finite_float"))
+        "denoising encoder: train it on x + N(0, sigma^2) noise (default 0)", "finite_float", applies=_by_gradient))
     init_from: str | None = field(default=None, metadata=_flag(
-        "start from this run's best weights (same architecture, e.g. --config RUN/config.json)", "str"))
+        "start from this run's best weights (same architecture, e.g. --config RUN/config.json)", "str",
+        applies=_by_gradient))
     train_only: str = field(default="all", metadata=_flag(
-        "all (default) or encoder: train q(z|x) alone, p(z) p(x|z) fixed (needs --init-from)", "str"))
+        "all (default) or encoder: train q(z|x) alone, p(z) p(x|z) fixed (needs --init-from)", "str",
+        applies=lambda c: c.get("init_from") is not None))
     # optimisation
-    epochs: int = field(default=10, metadata=_flag("number of epochs (default 10)", "positive_int"))
-    batch_size: int = field(default=100, metadata=_flag("minibatch size (default 100)", "positive_int"))
-    lr: float = field(default=1e-3, metadata=_flag("Adam learning rate (default 1e-3)", "positive_float"))
-    lr_schedule: str = field(default="none", metadata=_flag("none, cosine or plateau", "str"))
-    weight_decay: float = field(default=0.0, metadata=_flag("Adam weight decay (default 0)", "finite_float"))
+    epochs: int = field(default=10, metadata=_flag(
+        "number of epochs (default 10)", "positive_int", core=True, applies=_by_gradient))
+    batch_size: int = field(default=100, metadata=_flag(
+        "minibatch size (default 100)", "positive_int", core=True, applies=_by_gradient))
+    lr: float = field(default=1e-3, metadata=_flag(
+        "Adam learning rate (default 1e-3)", "positive_float", core=True, applies=_by_gradient))
+    lr_schedule: str = field(default="none", metadata=_flag("none, cosine or plateau", "str", applies=_by_gradient))
+    weight_decay: float = field(default=0.0, metadata=_flag(
+        "Adam weight decay (default 0)", "finite_float", applies=_by_gradient))
     clip_grad: float | None = field(default=None, metadata=_flag(
-        "clip the gradient norm at this value", "positive_float"))
+        "clip the gradient norm at this value", "positive_float", applies=_by_gradient))
     patience: int | None = field(default=None, metadata=_flag(
-        "stop after this many epochs without a better validation score", "nonnegative_int"))
+        "stop after this many epochs without a better validation score", "nonnegative_int", applies=_by_gradient))
     select_by: str = field(default="objective", metadata=_flag(
         "what chooses the kept epoch: objective (the training objective on the validation set: the IWAE "
-        "bound, the beta-weighted ELBO; default) or elbo (the ELBO, whatever the objective)", "str"))
+        "bound, the beta-weighted ELBO; default) or elbo (the ELBO, whatever the objective)", "str",
+        applies=_by_gradient))
     eval_batch_size: int = field(default=1000, metadata=_flag(
-        "batch size for validation (default 1000)", "positive_int"))
+        "batch size for validation (default 1000)", "positive_int", applies=_by_gradient))
     # reproducibility and hardware
-    seed: int = field(default=0, metadata=_flag("random seed (default 0)", "seed_int"))
+    seed: int = field(default=0, metadata=_flag("random seed (default 0)", "seed_int", core=True))
     device: str = field(default="auto", metadata=_flag("auto, cpu, cuda or mps", "str"))
-    precision: str = field(default="fp32", metadata=_flag("fp32, tf32 or bf16", "str"))
+    precision: str = field(default="fp32", metadata=_flag("fp32, tf32 or bf16", "str", applies=_by_gradient))
     threads: int | None = field(default=None, metadata=_flag("CPU threads for torch", "positive_int"))
-    compile: bool = field(default=False, metadata=_flag("use torch.compile", "store_true"))
+    compile: bool = field(default=False, metadata=_flag("use torch.compile", "store_true", applies=_by_gradient))
     # reporting (not the run's arithmetic): loggers besides metrics.jsonl (vaekit.loggers), and their sample grids
     log: list[str] = field(default_factory=list, metadata=_flag(
         "loggers besides RUN/metrics.jsonl, comma-separated: csv (RUN/metrics.csv), tensorboard "
-        "(RUN/tensorboard/), mlflow, wandb; none: no other (default none; a resume keeps the run's)", "str"))
+        "(RUN/tensorboard/), mlflow, wandb; none: no other (default none; a resume keeps the run's)", "str",
+        applies=_by_gradient))
     log_images_every: int = field(default=5, metadata=_flag(
         "a grid of decoded samples z ~ p(z) to the image loggers every N epochs and at the last (default 5; "
-        "0: never)", "nonnegative_int"))
+        "0: never)", "nonnegative_int", applies=lambda c: bool(c.get("log"))))
 
     CHOICES = {
         "fit": ("vae", "em"),

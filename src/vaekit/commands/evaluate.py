@@ -85,15 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
     if args.json:
-        d = result.to_dict()
-        keys = ("split", "k", "elbo", "reconstruction", "kl", "nll", "nll_stderr", "bits_per_dim", "gap",
-                "active_units", "n", "elbo_stderr", "gap_stderr", "bits_per_dim_stderr", "kl_per_dim", "mean_ess",
-                "seconds", "log_weights_per_second", "notes", "unit", "nll_exact", "nll_exact_stderr",
-                "bits_per_dim_exact", "elbo_exact", "gap_exact", "exact_codes", "rate", "rate_stderr",
-                "distortion", "distortion_stderr", "mutual_information", "mutual_information_stderr",
-                "marginal_kl", "marginal_kl_stderr", "clustering", "selected_by", "log_px_kind", "levels",
-                "dequantized", "dequantization_nats", "variance_floor_fraction")
-        print(json.dumps({key: d[key] for key in keys}))
+        print(json.dumps(result.summary()))
     else:
         print(format_table(result))
     return 0

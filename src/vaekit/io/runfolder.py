@@ -18,7 +18,7 @@ from typing import Any
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io import contract
-from vaekit.io.files import JSON_CAP, read_text_capped
+from vaekit.io.files import JSON_CAP, exists_or_link, read_text_capped
 from vaekit.io.runs import METRICS_FILE, append_metrics, run_lock, trim_metrics
 
 CONFIG_FILE = "config.json"
@@ -79,17 +79,30 @@ class RunFolder:
                                   "or choose another --out")
         return resume and self.has_checkpoint
 
-    def read_config(self) -> dict[str, Any]:
-        """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
+    def read_config(self, resuming: bool = True) -> dict[str, Any]:
+        """The run's settings (config.json) as a dict: for a resume a missing or corrupt file is one line saying
+        the run cannot be resumed; otherwise (``resuming`` False: evaluate, report, compare) a missing file is {}
+        and a corrupt one is one line."""
         path = self.path / CONFIG_FILE
+        if not resuming and not exists_or_link(path):
+            return {}
         try:
             saved = json.loads(read_text_capped(path, JSON_CAP, "config file"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ckpt.one_line(exc)[:160]
-            raise CheckpointError(f"{path} is missing or corrupt ({reason}); cannot resume") from None
+            if resuming:
+                raise CheckpointError(f"{path} is missing or corrupt ({reason}); cannot resume") from None
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise CheckpointError(f"{path} is corrupt ({' '.join(str(exc).split())[:200]}); "
+                                  "it should be the JSON written by 'vaekit train'") from None
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path} is corrupt: expected a JSON object of settings")
         return saved
+
+    def update_config(self, changed: dict[str, Any]) -> None:
+        """Write ``changed`` settings into the run's config.json (the loggers a resume chose, say)."""
+        self.write_config({**self.read_config(), **changed})
 
     def write_config(self, settings: dict[str, Any]) -> None:
         path = self.path / CONFIG_FILE

@@ -51,6 +51,8 @@ ESTIMATORS = {
 }
 #: Estimators whose decoder sees relaxed (non-discrete) codes in training.
 RELAXED = ("gumbel",)
+#: Estimators with a temperature (the Gumbel-softmax relaxation's, also used by straight-through's backward pass).
+TEMPERED = ("gumbel", "straight-through")
 #: The most codes the enumerate estimator sums over per example in training.
 MAX_ENUMERATED = 4096
 
@@ -150,7 +152,7 @@ class DiscreteEstimator(nn.Module):
         self.temperature.fill_(self.temperature_at(step))
 
     def describe(self) -> str:
-        if self.name in ("gumbel", "straight-through"):
+        if self.name in TEMPERED:
             return f"{self.name} (temperature {float(self.temperature):.3g})"
         return self.name
 
@@ -173,7 +175,7 @@ class DiscreteEstimator(nn.Module):
         if self.name == "enumerate":
             return self._enumerate(model, x, y, q, p, beta, closed)
         shape = (k,) if k > 1 else ()
-        if self.name in ("gumbel", "straight-through"):
+        if self.name in TEMPERED:
             if not closed:
                 raise ConfigError(f"{self.name} needs the KL of q to the prior in closed form; "
                                   f"none is registered for {type(q).__name__} and {type(p).__name__}")

@@ -23,6 +23,7 @@ class IWAE(Objective):
 
     discrete_target = "iwae"
     bounds = ("iwae",)
+    core_settings = ("k",)
 
     def selection(self) -> tuple[str, Score]:
         return f"valid IWAE bound (k = {self.k})", lambda v: v["iwae"]

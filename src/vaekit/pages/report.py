@@ -60,31 +60,29 @@ def _networks(spec: dict[str, Any]) -> str:
 
 #: Training settings the report shows wherever they apply, even at their defaults (the others only where they
 #: apply and differ from the defaults): what a reader asks first about a run of its kind.
-CORE_SETTINGS = ("dataset", "family", "fit", "components", "em_iterations", "objective", "estimator", "temperature",
-                 "temperature_min", "anneal_rate", "epochs", "batch_size", "lr", "seed")
+def _field_rules() -> tuple[tuple[str, ...], dict[str, Callable[[dict[str, Any]], bool]]]:
+    """(the settings always shown, when each setting applies), from TrainConfig's field metadata."""
+    import dataclasses
+
+    from vaekit.config import TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    return (tuple(f.name for f in fields if f.metadata.get("core")),
+            {f.name: f.metadata["applies"] for f in fields if f.metadata.get("applies") is not None})
 
 
-def _estimator_is(*names: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda c: c.get("estimator") in names
+#: The settings a run's page always shows (when they apply), and when a training setting does anything at all
+#: (config.json -> bool; one that does not is never shown): both from TrainConfig's field metadata.
+CORE_SETTINGS, APPLIES = _field_rules()
 
 
-#: When a training setting does anything at all (config.json -> bool); one that does not is never shown.
-APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "fit": lambda c: c.get("family") == "bernoulli-mixture",
-    "components": lambda c: c.get("family") == "bernoulli-mixture",
-    "em_iterations": lambda c: c.get("fit") == "em",
-    "estimator": lambda c: c.get("estimator") is not None,  # discrete latents only
-    "temperature": _estimator_is("gumbel", "straight-through"),
-    "temperature_min": _estimator_is("gumbel", "straight-through"),
-    "anneal_rate": _estimator_is("gumbel", "straight-through"),
-    "train_only": lambda c: c.get("init_from") is not None,
-    "log_images_every": lambda c: bool(c.get("log")),
-    # the trainer's settings: exact EM (fit em) uses none of them
-    **{k: (lambda c: c.get("fit") != "em") for k in ("objective", "k", "beta", "warmup", "encoder_noise",
-                                                     "init_from", "epochs", "batch_size", "lr", "lr_schedule",
-                                                     "weight_decay", "clip_grad", "patience", "select_by",
-                                                     "eval_batch_size", "precision", "compile", "log")},
-}
+def _objective_core(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The settings the run's objective always shows (IWAE's k), from the objective's class."""
+    from vaekit.objectives import OBJECTIVES
+
+    name = cfg.get("objective")
+    name = name.get("name") if isinstance(name, dict) else name
+    return OBJECTIVES.entry(name).cls.core_settings if isinstance(name, str) and name in OBJECTIVES else ()
 
 
 def run_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -101,7 +99,7 @@ def run_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
     defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
                 for f in dataclasses.fields(TrainConfig)}
-    core = set(CORE_SETTINGS) | ({"k"} if cfg.get("objective") == "iwae" else set())
+    core = set(CORE_SETTINGS) | set(_objective_core(cfg))
     shown, hidden = {}, []
     for key, value in cfg.items():
         if key == "model":

@@ -15,7 +15,13 @@ from vaekit.errors import ConfigError, VaekitError
 from vaekit.models import LatentVariableModel, load_model
 from vaekit.models.families import FAMILIES
 from vaekit.objectives import Objective, Score, build_objective
-from vaekit.objectives.discrete import DiscreteEstimator, EstimatorSettings, check_estimator, default_estimator
+from vaekit.objectives.discrete import (
+    TEMPERED,
+    DiscreteEstimator,
+    EstimatorSettings,
+    check_estimator,
+    default_estimator,
+)
 
 
 def selection(objective: Objective, select_by: str = "objective") -> tuple[str, Score]:
@@ -110,7 +116,7 @@ def _estimator_fields(estimator: DiscreteEstimator | None) -> dict[str, Any]:
     if estimator is None:
         return {}
     out: dict[str, Any] = {"estimator": estimator.name}
-    if estimator.name in ("gumbel", "straight-through"):
+    if estimator.name in TEMPERED:
         out["temperature"] = float(estimator.temperature)
     if estimator.relaxed:
         out["train_bound"] = "relaxed"

@@ -4,7 +4,6 @@ grids, and which logging settings a resume keeps."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ import torch
 
 from vaekit.config import TrainConfig
 from vaekit.errors import ConfigError
-from vaekit.io import checkpoint as ckpt
 from vaekit.io.runs import read_metrics
 from vaekit.loggers import Logger, MultiLogger, check_names, image_grid, open_loggers
 from vaekit.models import LatentVariableModel
@@ -60,24 +58,17 @@ def _logging_given(cfg: TrainConfig, explicit: Collection[str] | None, names: li
     return frozenset(given | ({"log"} if names is not None else set()))
 
 
-def _resume_logging(saved: TrainConfig, cfg: TrainConfig, opts: Any, config_path: Path | None) -> None:
+def _resume_logging(saved: TrainConfig, cfg: TrainConfig, opts: Any, folder: Any = None) -> None:
     """On resume: the run's loggers continue, unless this call chose others; a choice is written to the run's
-    config.json (``config_path``; None on the ranks that write nothing), so that later resumes keep it."""
+    config.json (``folder``, a :class:`~vaekit.io.runfolder.RunFolder`; None on the ranks that write nothing), so
+    that later resumes keep it."""
     changed = {name: getattr(cfg, name) for name in opts.logging if getattr(cfg, name) != getattr(saved, name)}
     if not changed:
         return
     for name, value in changed.items():
         setattr(saved, name, value)
-    if config_path is None:
-        return
-    from vaekit.io.files import JSON_CAP, read_text_capped
-
-    try:
-        written = json.loads(read_text_capped(config_path, JSON_CAP, "config file"))
-        written.update(changed)
-        ckpt.atomic_write_text(config_path, json.dumps(written, indent=2) + "\n")
-    except OSError as exc:
-        raise ckpt.write_failed(config_path, exc) from None
+    if folder is not None:
+        folder.update_config(changed)
 
 
 def _start_loggers(cfg: TrainConfig, run: Path, opts: Any, epochs_done: int) -> MultiLogger | None:

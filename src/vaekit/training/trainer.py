@@ -315,7 +315,6 @@ def _open_run(cfg: TrainConfig, folder: RunFolder, resume: bool, ctx: D.DistCont
         if resume:
             say(f"no checkpoint in {folder.path}: starting a new run")
         return cfg, False
-    config_path = folder / "config.json"
     saved_cfg = _saved_config(folder)
     saved_cfg.epochs, saved_cfg.patience = cfg.epochs, cfg.patience  # the run may be extended
     for hardware in ("device", "threads", "compile"):
@@ -326,7 +325,7 @@ def _open_run(cfg: TrainConfig, folder: RunFolder, resume: bool, ctx: D.DistCont
         if name in explicit and mine != theirs:
             (opts.notice or say)(f"resuming with --{name.replace('_', '-')} {mine} instead of the run's {theirs}")
             setattr(saved_cfg, name, mine)
-    _resume_logging(saved_cfg, cfg, opts, config_path if ctx.is_main else None)
+    _resume_logging(saved_cfg, cfg, opts, folder if ctx.is_main else None)
     return saved_cfg, True
 
 
