@@ -264,6 +264,29 @@ depends on the codes only, is now taken once per chunk of codes instead of once 
 """
 
 
+def ab_section(results: list[dict]) -> str:
+    """The training epoch of this code against an earlier revision (benchmarks/bench_ab.py), side by side."""
+    lines = ["## The training step across the engine redesign\n",
+             "vaekit's epoch (the model above, no validation) at this code and at the revision before the training "
+             "engine became objects (registered objectives and families, the loop with callbacks, one run folder), "
+             "in fresh processes, in turn within each round, each beside the plain PyTorch loop as a yardstick of the "
+             "machine's speed at that moment. Seconds per epoch are medians over the epochs of a run after its first.\n",
+             "| threads | rounds | new / base (median, range) | vaekit / plain loop: base | new | load average |",
+             "|---|---|---|---|---|---|"]
+    for res in results:
+        r = [row["new_over_base"] for row in res["rounds"]]
+        load = res["rounds"][-1].get("load")
+        lines.append(f"| {res['threads']} | {len(r)} x {res['epochs']} epochs | {res['median_new_over_base']:.3f} "
+                     f"({min(r):.2f} to {max(r):.2f}) | {res['median_base_over_plain']:.3f} | "
+                     f"{res['median_new_over_plain']:.3f} | {load} |")
+    commands = "; ".join(f"`python benchmarks/bench_ab.py --base {res['base']} --threads {res['threads']} --epochs "
+                         f"{res['epochs']} --rounds {len(res['rounds'])} --json benchmarks/results/engine-ab-"
+                         f"{res['threads']}thread{'s' if res['threads'] > 1 else ''}.json`" for res in results)
+    lines.append(f"\n{commands}. Nothing else ran on the machine: the load average is the benchmark's own processes; the "
+                 "spread of a round's ratio is wider than the differences between the medians.\n")
+    return "\n".join(lines)
+
+
 def main() -> None:
     t2, t1 = load("train-2threads.json"), load("train-1thread.json")
     n2, n1 = load("nll-2threads.json"), load("nll-1thread.json")
@@ -373,6 +396,9 @@ Training steps only (no validation), {recipes['threads']} thread(s) on the 2-cor
                "cli_epochs": cli["epochs"] if cli else 3,
                "jax_lim2": fmt(ratio(t2, "jax-scan/limit")), "jax_lim1": fmt(ratio(t1, "jax-scan/limit"))}
     parts.append(NOTES.format(**fields))
+    ab = [res for res in (load("engine-ab-2threads.json"), load("engine-ab-1thread.json")) if res]
+    if ab:
+        parts.append(ab_section(ab))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
 

@@ -19,12 +19,15 @@ T[c, y] = #{i : c_i = c, y_i = y}:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vaekit.errors import DataError, VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: The matching rules of :func:`clustering_accuracy`.
 MATCHINGS = ("hungarian", "many-to-one")
@@ -32,14 +35,14 @@ MATCHINGS = ("hungarian", "many-to-one")
 _CHUNK = 1000  # examples per forward pass
 
 
-def is_gaussian_mixture(model: Any) -> bool:
+def is_gaussian_mixture(model: LatentVariableModel) -> bool:
     """Whether the model has the Gaussian-mixture prior (the Gaussian-mixture VAE)."""
     from vaekit.components.discrete import GaussianMixturePrior
 
     return isinstance(getattr(model, "prior", None), GaussianMixturePrior)
 
 
-def cluster_count(model: Any) -> int | None:
+def cluster_count(model: LatentVariableModel) -> int | None:
     """The number of values of the model's cluster variable, or None when it has none."""
     if is_gaussian_mixture(model):
         return int(model.prior.clusters)
@@ -54,14 +57,14 @@ def cluster_count(model: Any) -> int | None:
     return None
 
 
-def _no_clusters(model: Any) -> VaekitError:
+def _no_clusters(model: LatentVariableModel) -> VaekitError:
     return VaekitError(f"this model ({type(model).__name__}) has no cluster variable: clusters come from a "
                        "categorical latent with one group (--latent 1), a mixture of Bernoullis, or the "
                        "Gaussian-mixture prior (--prior mixture)")
 
 
 @torch.inference_mode()
-def cluster_probabilities(model: Any, x: torch.Tensor, y: Any = None, samples: int = 0,
+def cluster_probabilities(model: LatentVariableModel, x: torch.Tensor, y: Any = None, samples: int = 0,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """(N, C) probabilities of the cluster variable for each example (see the module docstring); CPU float."""
     from vaekit import distributions as vd
@@ -96,7 +99,7 @@ def cluster_probabilities(model: Any, x: torch.Tensor, y: Any = None, samples: i
     return torch.cat(out)
 
 
-def cluster_assignments(model: Any, x: torch.Tensor, y: Any = None, samples: int = 0,
+def cluster_assignments(model: LatentVariableModel, x: torch.Tensor, y: Any = None, samples: int = 0,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """(N,) int64: the most probable value of the cluster variable for each example (module docstring).
 
@@ -158,7 +161,7 @@ def clustering_accuracy(assignments: Any, labels: Any, matching: str = "hungaria
     return _accuracy(table, matching)[0]
 
 
-def clustering_report(model: Any, x: torch.Tensor, labels: Any, y: Any = None, samples: int = 0,
+def clustering_report(model: LatentVariableModel, x: torch.Tensor, labels: Any, y: Any = None, samples: int = 0,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
     """The clusters of ``model`` on ``x`` against ``labels``, as a JSON-ready dict:
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ import torch
 from vaekit.distributions import sample
 from vaekit.errors import VaekitError
 from vaekit.objectives.discrete import DiscreteEstimator, check_estimator, latent_support_size
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: The most (example, S-tuple of codes) pairs summed for the exact gradient of IWAE_S.
 MAX_TUPLE_ROWS = 2**24
@@ -101,7 +104,7 @@ def _flat_grad(value: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.T
 
 
 @torch.no_grad()
-def joint_log_prob(model: Any, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def joint_log_prob(model: LatentVariableModel, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """log p(x|z) + log p(z) for every code, (C, N) nats, without gradients; codes (C, 1, L), in chunks."""
     n = x.shape[0]
     prior = model.prior_distribution()
@@ -111,14 +114,14 @@ def joint_log_prob(model: Any, x: torch.Tensor, codes: torch.Tensor) -> torch.Te
     return torch.cat(parts, 0)
 
 
-def _codes(model: Any) -> torch.Tensor:
+def _codes(model: LatentVariableModel) -> torch.Tensor:
     size = latent_support_size(model)
     if size is None:
         raise VaekitError("the exact gradient needs a latent space whose codes can be enumerated")
     return model.prior_distribution().enumerate_support(expand=False).reshape(size, 1, -1)
 
 
-def exact_objective(model: Any, x: torch.Tensor, objective: str = "elbo", k: int = 1) -> torch.Tensor:
+def exact_objective(model: LatentVariableModel, x: torch.Tensor, objective: str = "elbo", k: int = 1) -> torch.Tensor:
     """The exact per-example ELBO (``elbo``) or IWAE_k (``iwae``), (N,) nats, differentiable in phi only."""
     codes = _codes(model)
     a = joint_log_prob(model, x, codes).T  # (N, C), constant in phi
@@ -141,12 +144,12 @@ def exact_objective(model: Any, x: torch.Tensor, objective: str = "elbo", k: int
     return total
 
 
-def can_enumerate_iwae(model: Any, n: int, k: int) -> bool:
+def can_enumerate_iwae(model: LatentVariableModel, n: int, k: int) -> bool:
     size = latent_support_size(model)
     return size is not None and size**k * n <= MAX_TUPLE_ROWS
 
 
-def exact_gradient(model: Any, x: torch.Tensor, objective: str = "elbo", k: int = 1) -> torch.Tensor:
+def exact_gradient(model: LatentVariableModel, x: torch.Tensor, objective: str = "elbo", k: int = 1) -> torch.Tensor:
     """grad_phi of the mean exact objective over the batch, flat over ``model.inference_parameters()``."""
     params = model.inference_parameters()
     with torch.enable_grad():
@@ -160,7 +163,8 @@ def _objective(name: str) -> str:
     return "iwae" if name == "vimco" else "elbo"
 
 
-def estimate_gradients(model: Any, estimator: DiscreteEstimator, x: torch.Tensor, samples: int, trials: int,
+def estimate_gradients(model: LatentVariableModel, estimator: DiscreteEstimator, x: torch.Tensor, samples: int,
+                       trials: int,
                        seed: int) -> torch.Tensor:
     """(T, P): T independent estimates of grad_phi of the mean objective, S = ``samples`` per example each
     (vimco: the IWAE_S bound; the others: S draws averaged inside the estimate)."""
@@ -175,7 +179,7 @@ def estimate_gradients(model: Any, estimator: DiscreteEstimator, x: torch.Tensor
     return torch.stack(out)
 
 
-def _learning_signal(model: Any, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _learning_signal(model: LatentVariableModel, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The score-function learning signal at one draw z ~ q(z|x) per example, as the nvil surrogate takes it:
     f = log p(x|z) when KL(q || p) is in closed form, else log p(x|z) - log q(z|x) + log p(z); (N,) nats."""
     from vaekit.distributions.kl import has_closed_form_kl
@@ -187,7 +191,8 @@ def _learning_signal(model: Any, x: torch.Tensor, generator: torch.Generator) ->
         return f if has_closed_form_kl(q, p) else f - q.log_prob(z) + p.log_prob(z)
 
 
-def fit_baseline(model: Any, estimator: DiscreteEstimator, x: torch.Tensor, steps: int = 300, lr: float = 3e-3,
+def fit_baseline(model: LatentVariableModel, estimator: DiscreteEstimator, x: torch.Tensor, steps: int = 300,
+                 lr: float = 3e-3,
                  seed: int = 0) -> tuple[float, float]:
     """Fit NVIL's baseline b(x) and running mean c on the batch x at the model's fixed weights: ``steps`` Adam
     steps on the squared error (f - c - b(x))^2 alone, one draw per example each (the model is not changed).
@@ -241,7 +246,8 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
 
 
-def measure(model: Any, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int, seed: int = 0,
+def measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int,
+            seed: int = 0,
             temperature: float = 0.5, baseline_steps: int = 300) -> Measurement:
     """Variance and bias of each estimator's gradient of the mean objective w.r.t. phi on the batch x,
     for each S in ``samples`` (vimco: S >= 2 only; enumerate: one row), ``trials`` estimates each.
@@ -262,7 +268,8 @@ def measure(model: Any, x: torch.Tensor, estimators: list[str], samples: list[in
             p.requires_grad_(flag)
 
 
-def _measure(model: Any, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int, seed: int,
+def _measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int,
+             seed: int,
              temperature: float, baseline_steps: int) -> Measurement:
     from vaekit.objectives.discrete import MAX_ENUMERATED, EstimatorSettings
 

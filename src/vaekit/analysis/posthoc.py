@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vaekit.errors import VaekitError
 
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
+
 #: Components of the fitted mixture (the RAE paper's choice).
 DEFAULT_COMPONENTS = 10
 
 
-def is_autoencoder(model: Any) -> bool:
+def is_autoencoder(model: LatentVariableModel) -> bool:
     return bool(getattr(getattr(model, "posterior_family", None), "autoencoder", False))
 
 
 @torch.no_grad()
-def training_codes(model: Any, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def training_codes(model: LatentVariableModel, data: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """f(x_n) for every training example, (N, L)."""
     model.eval()
     dtype = next(model.parameters()).dtype
@@ -41,7 +44,8 @@ def training_codes(model: Any, data: torch.Tensor, batch_size: int = 1000) -> to
     return torch.cat(parts).double()
 
 
-def fit_code_density(model: Any, data: torch.Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> Any:
+def fit_code_density(model: LatentVariableModel, data: torch.Tensor, components: int = DEFAULT_COMPONENTS,
+                     seed: int = 0) -> Any:
     """Fit the Gaussian mixture to the training codes of an autoencoder and make it the model's prior (the
     ``fitted-gmm`` component), setting the proposal width; returns the fitted scikit-learn mixture."""
     from sklearn.mixture import GaussianMixture
@@ -82,7 +86,7 @@ PROPOSAL_FACTORS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 
 
 @torch.no_grad()
-def _proposal_elbo(model: Any, x: torch.Tensor, seed: int, k: int = 16) -> float:
+def _proposal_elbo(model: LatentVariableModel, x: torch.Tensor, seed: int, k: int = 16) -> float:
     """The mean ELBO of the proposal on ``x`` (k draws each): E[log p(x|z) + log g(z) - log q(z|x)], nats."""
     from vaekit.distributions import rsample_and_log_prob
 
@@ -106,7 +110,7 @@ def fit_run_density(run: str | Path, data: torch.Tensor, components: int = DEFAU
     return model
 
 
-def proposal_note(model: Any) -> str:
+def proposal_note(model: LatentVariableModel) -> str:
     """What an autoencoder's evaluated log p(x) is the likelihood of, in one line."""
     s = model.posterior_family.proposal_log_scale.exp()
     if getattr(model.prior, "name", "") == "fitted-gmm":
@@ -118,7 +122,7 @@ def proposal_note(model: Any) -> str:
             f"N(f(x), diag s^2), s = {float(s.mean()):.3g} on average; its ELBO and KL are those of that proposal")
 
 
-def with_standard_normal_prior(model: Any) -> Any:
+def with_standard_normal_prior(model: LatentVariableModel) -> Any:
     """A copy of an autoencoder whose density on z is N(0, I): "the decoder applied to z ~ N(0, I)", which is
     how a VAE is sampled and where an autoencoder's codes show that nothing made them fill N(0, I)."""
     import copy

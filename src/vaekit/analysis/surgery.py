@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaekit.distributions import DiagonalGaussianMixture, rsample, sample
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 @dataclass
@@ -48,7 +51,7 @@ class SurgeryResult:
         return {**asdict(self), "mutual_information_bound": self.mutual_information_bound}
 
 
-def supports_surgery(model: Any) -> bool:
+def supports_surgery(model: LatentVariableModel) -> bool:
     """Whether log q(z|x) can be evaluated at any z: not for distributions whose density comes only with their
     own draws (flows, the two-level posterior)."""
     return bool(getattr(model, "supports_surgery", False))  # the model says so (vaekit.models.base)
@@ -74,7 +77,8 @@ def _log_densities(posteriors: list[Any], z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def elbo_surgery(model: Any, data: torch.Tensor, samples: int = 10_000, seed: int = 0, batch_size: int = 1000,
+def elbo_surgery(model: LatentVariableModel, data: torch.Tensor, samples: int = 10_000, seed: int = 0,
+                 batch_size: int = 1000,
                  y: Any = None) -> SurgeryResult:
     """Estimate I_q(x; z) and KL(q(z) || p(z)) for ``model`` on ``data`` (the N examples, (N, ...)).
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from torch.distributions import Distribution
 from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row, model_device_dtype
 from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical, support_size
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 __all__ = ["DEFAULT_LIMIT", "EnumeratedBound", "code_chunk", "enumerated_bound", "enumerated_log_marginal",
            "is_enumerable", "latent_codes"]
@@ -58,7 +61,7 @@ class EnumeratedBound:
         return self.log_px - self.elbo
 
 
-def latent_codes(model: Any) -> int | None:
+def latent_codes(model: LatentVariableModel) -> int | None:
     """The number of codes z of the model's prior when its support can be enumerated, else None."""
     prior_of = getattr(model, "prior_distribution", None)
     if prior_of is None:
@@ -71,7 +74,7 @@ def latent_codes(model: Any) -> int | None:
     return size if size is not None and not prior.batch_shape else None
 
 
-def is_enumerable(model: Any, limit: int = DEFAULT_LIMIT) -> bool:
+def is_enumerable(model: LatentVariableModel, limit: int = DEFAULT_LIMIT) -> bool:
     """Whether log p(x) of ``model`` can be summed over every code: a prior with at most ``limit`` codes."""
     size = latent_codes(model)
     return size is not None and size <= limit
@@ -94,13 +97,13 @@ def code_chunk(prior: Distribution, start: int, stop: int) -> torch.Tensor:
     return codes.reshape(codes.shape[0], -1)[start:stop]
 
 
-def _bernoulli_pixels(model: Any) -> bool:
+def _bernoulli_pixels(model: LatentVariableModel) -> bool:
     from vaekit.components.likelihoods import BernoulliLikelihood
 
     return type(getattr(model, "likelihood", None)) is BernoulliLikelihood
 
 
-def _scorer(model: Any, fast: bool) -> Any:
+def _scorer(model: LatentVariableModel, fast: bool) -> Any:
     """A function of the decoded params of a chunk of codes (C, *param_shape), once per chunk, that returns the
     scorer of that chunk: x block (B, D) -> log p(x|z) (B, C)."""
     if fast and _bernoulli_pixels(model):
@@ -137,7 +140,7 @@ def _log_q_form(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
 ENCODE_ROWS = 1024
 
 
-def _posterior(model: Any, xf: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
+def _posterior(model: LatentVariableModel, xf: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
     """(None, (A, a)) of :func:`_log_q_form` for all examples, encoded :data:`ENCODE_ROWS` at a time;
     (q, None) for another family (q of all examples at once)."""
     parts = []
@@ -151,7 +154,7 @@ def _posterior(model: Any, xf: torch.Tensor, labels: torch.Tensor | None) -> tup
     return None, (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
-def _plan(model: Any, n: int, size: int, d: int, fast: bool, chunk: int | None, batch_size: int | None,
+def _plan(model: LatentVariableModel, n: int, size: int, d: int, fast: bool, chunk: int | None, batch_size: int | None,
           memory_budget: int) -> tuple[int, int]:
     """(codes per chunk C, examples per block B) within the memory budget."""
     device, dtype = model_device_dtype(model)
@@ -170,7 +173,7 @@ def _plan(model: Any, n: int, size: int, d: int, fast: bool, chunk: int | None, 
     return c, b
 
 
-def _labels(model: Any, y: Any, n: int, device: torch.device) -> torch.Tensor | None:
+def _labels(model: LatentVariableModel, y: Any, n: int, device: torch.device) -> torch.Tensor | None:
     """The class labels of the ``n`` examples as int64 (n,) on ``device`` for a conditional model, else None."""
     if not getattr(model, "condition", 0):
         return None
@@ -183,7 +186,7 @@ def _labels(model: Any, y: Any, n: int, device: torch.device) -> torch.Tensor | 
 
 
 @torch.inference_mode()
-def enumerated_bound(model: Any, x: torch.Tensor, y: Any = None, *, posterior: bool = True,
+def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, posterior: bool = True,
                      chunk: int | None = None, batch_size: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET, fast: bool = True) -> EnumeratedBound:
     """Exact log p(x), ELBO, reconstruction and KL per example (see the module docstring); x (N, ...) -> (N,).
@@ -241,7 +244,7 @@ def enumerated_bound(model: Any, x: torch.Tensor, y: Any = None, *, posterior: b
     return EnumeratedBound(log_px=lse, elbo=rec - kl, reconstruction=rec, kl=kl, codes=size)
 
 
-def enumerated_log_marginal(model: Any, x: torch.Tensor, y: Any = None, *, chunk: int | None = None,
+def enumerated_log_marginal(model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, chunk: int | None = None,
                             batch_size: int | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                             fast: bool = True) -> torch.Tensor:
     """Exact log p(x) = logsumexp_z [log p(x|z) + log p(z)] per example, (N,) float64 nats, for a model whose

@@ -10,13 +10,16 @@ Every kernel must give the same numbers as the model to float rounding (tests ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from vaekit.components.likelihoods import BernoulliLikelihood
 from vaekit.nn import MLP
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 Kernel = Callable[[torch.Tensor], torch.Tensor]
 _KERNELS: dict[tuple[type, type], Callable[..., Kernel | None]] = {}
@@ -42,7 +45,7 @@ def find_kernel(network: type, likelihood: type) -> Callable[..., Kernel | None]
     return _KERNELS[best]
 
 
-def likelihood_kernel(model: Any, x: torch.Tensor, fast: bool = True,
+def likelihood_kernel(model: LatentVariableModel, x: torch.Tensor, fast: bool = True,
                       y: torch.Tensor | None = None) -> Kernel:
     """A function z (..., B, L) -> log p(x|z) (..., B) for the flat batch x (B, D) (and labels y): a registered
     kernel where one applies (``fast``, no labels, a model that decodes directly), else the model's own."""

@@ -9,9 +9,12 @@ codes with forward hooks; a chunk of ``memory_budget // bytes_per_row`` codes th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: Default memory budget for the decoder activations of one chunk, bytes.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -29,7 +32,7 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
 
 
 @torch.inference_mode()
-def bytes_per_row(model: Any, latent: int) -> int:
+def bytes_per_row(model: LatentVariableModel, latent: int) -> int:
     """Bytes of decoder activations (every module's output, plus one more logit-sized temporary)
     for one latent code, measured by running the decoder on a probe with forward hooks. A likelihood
     with networks of its own (the autoregressive ``pixelcnn``) is probed too, by one log p(x|z) call."""

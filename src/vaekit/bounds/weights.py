@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,6 +15,9 @@ from vaekit.bounds.kernels import likelihood_kernel
 from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_prob
 from vaekit.distributions.kl import kl_per_unit
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 def draw_log_weights(q: Any, log_prior: Callable[[torch.Tensor], torch.Tensor],
@@ -27,7 +30,7 @@ def draw_log_weights(q: Any, log_prior: Callable[[torch.Tensor], torch.Tensor],
 
 
 @torch.inference_mode()
-def log_weight_stats(model: Any, x: torch.Tensor, k: int, k_chunk: int, generator: torch.Generator,
+def log_weight_stats(model: LatentVariableModel, x: torch.Tensor, k: int, k_chunk: int, generator: torch.Generator,
                      fast: bool = True, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-example statistics of K importance weights for a flat batch x (B, D), drawn k_chunk at a time.
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaekit.commands._args import grid_points, importance_samples, positive_int, seed_int
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 DESCRIPTION = """\
 Compare the ELBO, the importance-sampled log p(x) (IWAE_K, with its Monte Carlo standard error
@@ -194,7 +197,7 @@ def _print_discrete(c: dict[str, Any], checks: dict[str, Any]) -> None:
           f"{yes[checks['error_shrinks']]}")
 
 
-def _discrete_run(args: argparse.Namespace, model: Any, x: Any, y: Any) -> dict[str, Any]:
+def _discrete_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, y: Any) -> dict[str, Any]:
     from vaekit.evaluation.exact import compare_enumerated
 
     c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y)
@@ -251,7 +254,7 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _continuous_run(args: argparse.Namespace, model: Any, x: Any, values: str) -> dict[str, Any]:
+def _continuous_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, values: str) -> dict[str, Any]:
     """ELBO, IWAE_K and (for a 2-D latent space) the grid log p(x) of a run's test examples, printed unless
     --json; the summary."""
     from vaekit.evaluation.exact import compare_bounds

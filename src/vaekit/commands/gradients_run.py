@@ -21,9 +21,12 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 DEFAULT_SAMPLES = [1, 2, 5, 10, 20]
 DEFAULT_TRIALS = 50
@@ -143,7 +146,7 @@ def run_measurement(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_latent(model: Any, size: int | None) -> str:
+def _describe_latent(model: LatentVariableModel, size: int | None) -> str:
     family = model.posterior_family
     if family.name == "categorical":
         what = f"categorical, {family.latent} groups of {family.classes} classes"
@@ -152,7 +155,7 @@ def _describe_latent(model: Any, size: int | None) -> str:
     return f"{what}: {size:,} codes" if size is not None else what
 
 
-def _as_dict(result: Any, args: argparse.Namespace, model: Any) -> dict[str, Any]:
+def _as_dict(result: Any, args: argparse.Namespace, model: LatentVariableModel) -> dict[str, Any]:
     from vaekit.analysis.gradient_variance import TARGETS
 
     out = {

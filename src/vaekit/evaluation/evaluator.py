@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     on_grid,
 )
 from vaekit.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: Default number of importance samples per example (Burda et al.'s protocol).
 DEFAULT_K = 5000
@@ -222,7 +225,7 @@ def json_safe(value: Any) -> Any:
 # -- memory and the log-likelihood kernel --------------------------------------------------------
 
 
-def plan_chunks(model: Any, n: int, k: int, latent: int, batch_size: int | None = None,
+def plan_chunks(model: LatentVariableModel, n: int, k: int, latent: int, batch_size: int | None = None,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, device: torch.device | None = None) -> tuple[int, int]:
     """(examples per batch B, draws per chunk k_chunk) so that k_chunk * B decoder rows fit the budget.
 
@@ -259,7 +262,7 @@ def _stderr(values: np.ndarray) -> float:
 
 
 def evaluate_model(
-    model: Any,
+    model: LatentVariableModel,
     data: Any,
     k: int = DEFAULT_K,
     batch_size: int | None = None,
@@ -310,7 +313,7 @@ _STAT_KEYS = ("log_px", "elbo", "reconstruction", "kl", "ess")
 class _Evaluation:
     """What the steps of one :func:`evaluate_model` share: the model, the flat data and how they are batched."""
 
-    model: Any
+    model: LatentVariableModel
     x: torch.Tensor  # (N, D) on the CPU, dequantized for a bound
     y: torch.Tensor | None  # (N,) labels of a conditional model; None otherwise
     kind: str  # what log p(x) is: one of FIGURE_KINDS
@@ -348,7 +351,7 @@ class _Passes:
     exact_seconds: float = 0.0
 
 
-def _evaluation_data(model: Any, data: Any, k: int, seed: int, split: str, labels: Any,
+def _evaluation_data(model: LatentVariableModel, data: Any, k: int, seed: int, split: str, labels: Any,
                      levels: int | None) -> tuple[torch.Tensor, torch.Tensor | None, str, int | None, float]:
     """(x (N, D), the labels of a conditional model, what log p(x) is, the grey levels L, the shift D log L nats).
     A density on L-level data is dequantized, x -> (k + u) / L with one u ~ U[0, 1)^D per example; the shift is 0
@@ -521,7 +524,8 @@ def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list
     return notes
 
 
-def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int, device: torch.device,
+def _surgery(model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int,
+             device: torch.device,
              dtype: torch.dtype) -> Any:
     """ELBO surgery on the evaluated examples, or None (disabled, a flow, one example)."""
     from vaekit.analysis.surgery import elbo_surgery, supports_surgery
@@ -531,7 +535,7 @@ def _surgery(model: Any, x: torch.Tensor, y: torch.Tensor | None, samples: int, 
     return elbo_surgery(model, x.to(device=device, dtype=dtype), samples=samples, seed=seed, y=y)
 
 
-def _clustering(model: Any, x: torch.Tensor, y: torch.Tensor | None, data: Any, split: str, labels: Any,
+def _clustering(model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | None, data: Any, split: str, labels: Any,
                 device: torch.device, dtype: torch.dtype) -> dict[str, Any] | None:
     """The clustering accuracy of a model's cluster variable against the class labels, when both exist."""
     from vaekit.analysis.clustering import cluster_count, clustering_report
@@ -582,7 +586,8 @@ def _exact_fields(exact: EnumeratedBound | None, iwae: np.ndarray, bpd: float, k
 LOW_ESS = 10.0
 
 
-def _notes(model: Any, ess: np.ndarray, k: int, *, kind: str = "", levels: int | None = None, dim: int = 0,
+def _notes(model: LatentVariableModel, ess: np.ndarray, k: int, *, kind: str = "", levels: int | None = None,
+           dim: int = 0,
            seed: int = 0, floor: float | None = None) -> list[str]:
     """Caveats for the reader: a low ESS, what log p(x) is (a density, a dequantised bound, a cross-entropy),
     a Gaussian variance at its floor."""
@@ -627,7 +632,7 @@ FLOOR_EXAMPLES = 256
 
 
 @torch.inference_mode()
-def _floor_fraction(model: Any, codes: list[torch.Tensor], y: torch.Tensor | None, device: torch.device,
+def _floor_fraction(model: LatentVariableModel, codes: list[torch.Tensor], y: torch.Tensor | None, device: torch.device,
                     dtype: torch.dtype) -> float | None:
     """The likelihood's :meth:`~vaekit.components.base.Likelihood.floor_fraction` on the decoded point codes of
     the first :data:`FLOOR_EXAMPLES` examples; None for a likelihood without a scale floor."""
@@ -641,7 +646,7 @@ def _floor_fraction(model: Any, codes: list[torch.Tensor], y: torch.Tensor | Non
     return lik.floor_fraction(model.decode(z, yb) if yb is not None else model.decode(z))
 
 
-def _condition_labels(model: Any, data: Any, split: str, labels: Any, n: int) -> torch.Tensor | None:
+def _condition_labels(model: LatentVariableModel, data: Any, split: str, labels: Any, n: int) -> torch.Tensor | None:
     """The labels a conditional model is evaluated with, (N,) int64; None for other models."""
     if not getattr(model, "condition", 0):
         return None
@@ -739,7 +744,7 @@ def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Ten
     return x, y
 
 
-def check_shape(model: Any, x: torch.Tensor, where: str = "the data") -> None:
+def check_shape(model: LatentVariableModel, x: torch.Tensor, where: str = "the data") -> None:
     shape = tuple(getattr(model, "shape", None) or ())
     if shape and tuple(x.shape[1:]) != shape and math.prod(x.shape[1:]) != math.prod(shape):
         raise DataError(f"{where} has images of shape {tuple(x.shape[1:])} but the model was trained on {shape}; "
@@ -806,7 +811,7 @@ def selected_by(run: str | Path) -> str | None:
     return "valid ELBO"
 
 
-def evaluate(model: Any, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
+def evaluate(model: LatentVariableModel, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
              per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
              exact_limit: int = DEFAULT_LIMIT, class_labels: Any = None,

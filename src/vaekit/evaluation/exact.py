@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from vaekit.evaluation.evaluator import (
     evaluate_model,
 )
 from vaekit.models.linear_gaussian import FixedGaussianLikelihood, LinearGaussian
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 __all__ = ["EnumeratedBound", "FixedGaussianLikelihood", "GridResult", "LinearGaussian", "compare_bounds",
            "compare_enumerated", "enumerated_bound", "enumerated_log_marginal", "grid_log_marginal", "is_enumerable"]
@@ -82,7 +85,7 @@ def _cell_centres(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _log_joint(model: Any, x: torch.Tensor, z: torch.Tensor, rows: int) -> torch.Tensor:
+def _log_joint(model: LatentVariableModel, x: torch.Tensor, z: torch.Tensor, rows: int) -> torch.Tensor:
     """log p(x|z) + log p(z) for z (G, B, 2) -> (G, B), in chunks of at most ``rows`` decoder rows."""
     kernel = log_likelihood_kernel(model, x)
     g, b = z.shape[:2]
@@ -95,7 +98,7 @@ def _log_joint(model: Any, x: torch.Tensor, z: torch.Tensor, rows: int) -> torch
 
 
 @torch.inference_mode()
-def grid_log_marginal(model: Any, x: torch.Tensor, n: int = 200, radius: float = 6.0, coarse: int = 200,
+def grid_log_marginal(model: LatentVariableModel, x: torch.Tensor, n: int = 200, radius: float = 6.0, coarse: int = 200,
                       threshold: float = 30.0, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> GridResult:
     """log p(x) by numerical integration over z in R^2 (see the module docstring), x (B, D) -> (B,).
 
@@ -146,7 +149,7 @@ def grid_log_marginal(model: Any, x: torch.Tensor, n: int = 200, radius: float =
 # -- the comparison behind 'vaekit bound' ----------------------------------------------------------
 
 
-def compare_bounds(model: Any, x: torch.Tensor, k: int = 5000, seed: int = 0, grid: int = 200,
+def compare_bounds(model: LatentVariableModel, x: torch.Tensor, k: int = 5000, seed: int = 0, grid: int = 200,
                    exact: torch.Tensor | None = None) -> dict[str, Any]:
     """Per example: ELBO, IWAE_K (with its Monte Carlo SE), grid log p(x) for a continuous 2-D latent space,
     and the exact log p(x) when given (or, for discrete latents, summed over every code); numpy arrays
@@ -176,7 +179,8 @@ def compare_bounds(model: Any, x: torch.Tensor, k: int = 5000, seed: int = 0, gr
 # -- discrete latents: the exact sum beside IWAE_K for several K --------------------------------------
 
 
-def compare_enumerated(model: Any, x: torch.Tensor, ks: tuple[int, ...] | list[int] = DEFAULT_KS, seed: int = 0,
+def compare_enumerated(model: LatentVariableModel, x: torch.Tensor, ks: tuple[int, ...] | list[int] = DEFAULT_KS,
+                       seed: int = 0,
                        y: Any = None) -> dict[str, Any]:
     """For a model with an enumerable latent space, per example (numpy arrays, nats): the exact ``exact``
     log p(x), ELBO, its terms and the gap KL(q(z|x) || p(z|x)) (``elbo``, ``reconstruction``, ``kl``, ``gap``),

@@ -8,10 +8,13 @@ on log p(x); the kept epoch is chosen by the validation reconstruction (or by th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaekit.errors import ConfigError
 from vaekit.objectives.base import OBJECTIVES, Objective, Score
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 @OBJECTIVES.register("autoencoder", help="a deterministic autoencoder's reconstruction - latent penalty "
@@ -25,7 +28,7 @@ class Autoencoder(Objective):
         super().__init__(k, beta, warmup, data_size)
         self.latent_penalty = 0.0
 
-    def check(self, model: Any) -> None:
+    def check(self, model: LatentVariableModel) -> None:
         if not getattr(model, "is_autoencoder", False):
             raise ConfigError("objective autoencoder trains a deterministic autoencoder (posterior delta); this "
                               "model's q(z|x) is a density: train it with objective elbo")

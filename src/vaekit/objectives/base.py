@@ -24,13 +24,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaekit.errors import ConfigError
 from vaekit.objectives.terms import ElboTerms, elbo, kl_weight
 from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: The registered objectives: name -> class and settings dataclass (``--objective NAME``).
 OBJECTIVES = Registry("objective")
@@ -69,13 +72,13 @@ class Objective:
         self.k, self.beta, self.warmup, self.data_size = int(k), float(beta), int(warmup), int(data_size)
 
     # -- facts ----------------------------------------------------------------------------------------------
-    def check(self, model: Any) -> None:
+    def check(self, model: LatentVariableModel) -> None:
         """Refuse, in one line, a model this objective cannot train (default: any model with a density q(z|x))."""
         if getattr(model, "is_autoencoder", False) and not self.trains_autoencoders:
             raise ConfigError(f"objective {self.name} needs a density q(z|x); this model is an autoencoder "
                               "(posterior delta): train it with objective elbo (its reconstruction objective)")
 
-    def for_model(self, model: Any) -> Objective:
+    def for_model(self, model: LatentVariableModel) -> Objective:
         """The objective that trains ``model`` for this one (itself, once :meth:`check` accepts the model)."""
         self.check(model)
         return self
@@ -97,7 +100,7 @@ class Objective:
         return {}
 
     # -- the work -------------------------------------------------------------------------------------------
-    def loss(self, model: Any, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
+    def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
         """The loss of a batch x: -mean_x [E_q[log p(x|z)] - beta KL(q(z|x) || p(z))], with ``k`` draws per
         example; a discrete q(z|x) trains through its ``estimator``'s surrogate (same value, its gradient)."""
@@ -108,7 +111,7 @@ class Objective:
         terms = elbo(model, x, y, samples=self.k, encoder_input=encoder_input)
         return Loss(-(terms.reconstruction - beta * terms.kl).mean(), terms)
 
-    def validation_sums(self, model: Any, x: torch.Tensor, y: Any, generator: torch.Generator,
+    def validation_sums(self, model: LatentVariableModel, x: torch.Tensor, y: Any, generator: torch.Generator,
                         batch_size: int, autocast: contextlib.AbstractContextManager | None = None
                         ) -> dict[str, torch.Tensor]:
         """Figures this objective adds to the validation ELBO terms, as sums over ``x`` (float64 scalars); the

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ from vaekit.distributions import sample, support_size
 from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import ConfigError
 from vaekit.objectives import ElboTerms
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: The estimators by name, with a one-line description each.
 ESTIMATORS = {
@@ -77,25 +80,25 @@ class EstimatorSettings:
             raise ConfigError(f"baseline_hidden must be an integer from 1 to 65536, got {self.baseline_hidden}")
 
 
-def is_discrete(model: Any) -> bool:
+def is_discrete(model: LatentVariableModel) -> bool:
     """Whether the model's q(z|x) is discrete (its posterior family says so)."""
     family = getattr(model, "posterior_family", None)
     return bool(getattr(family, "discrete", False))
 
 
-def default_estimator(model: Any) -> str:
+def default_estimator(model: LatentVariableModel) -> str:
     """``enumerate`` when the latent space has at most :data:`MAX_ENUMERATED` codes, else ``gumbel``."""
     size = latent_support_size(model)
     return "enumerate" if size is not None and size <= MAX_ENUMERATED else "gumbel"
 
 
-def latent_support_size(model: Any) -> int | None:
+def latent_support_size(model: LatentVariableModel) -> int | None:
     """The number of codes z of a model with a discrete prior that can be enumerated, else None."""
     prior = model.prior_distribution()
     return support_size(prior)
 
 
-def check_estimator(model: Any, name: str, objective: str, k: int) -> None:
+def check_estimator(model: LatentVariableModel, name: str, objective: str, k: int) -> None:
     """Refuse an estimator that cannot train this model with this objective, in one line saying why."""
     if name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
@@ -157,7 +160,8 @@ class DiscreteEstimator(nn.Module):
         return self.name
 
     # -- the surrogates -----------------------------------------------------------------------------------
-    def surrogate(self, model: Any, x: torch.Tensor, y: Any = None, *, objective: str = "elbo", k: int = 1,
+    def surrogate(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, objective: str = "elbo",
+                  k: int = 1,
                   beta: float = 1.0, encoder_input: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, ElboTerms, torch.Tensor | None]:
         """(surrogate (N,), ELBO terms (N,), the K-sample bound (N,) or None) for a batch x.
@@ -224,7 +228,7 @@ class DiscreteEstimator(nn.Module):
                 self.signal_seen.add_(1)
         return centred, baseline_loss
 
-    def _enumerate(self, model: Any, x: torch.Tensor, y: Any, q: Any, p: Any, beta: float,
+    def _enumerate(self, model: LatentVariableModel, x: torch.Tensor, y: Any, q: Any, p: Any, beta: float,
                    closed: bool) -> tuple[torch.Tensor, ElboTerms, None]:
         codes = q.enumerate_support(expand=False)  # (S, 1, L): decoded once, scored against every x
         if y is not None:
@@ -235,7 +239,7 @@ class DiscreteEstimator(nn.Module):
         kl = kl_divergence(q, p) if closed else (weights * (log_q - p.log_prob(codes))).sum(0)
         return rec - beta * kl, ElboTerms(rec - kl, rec, kl), None
 
-    def _vimco(self, model: Any, x: torch.Tensor, y: Any, q: Any, p: Any, k: int,
+    def _vimco(self, model: LatentVariableModel, x: torch.Tensor, y: Any, q: Any, p: Any, k: int,
                generator: torch.Generator | None) -> tuple[torch.Tensor, ElboTerms, torch.Tensor]:
         z = sample(q, (k,), generator)  # (K, N, L), no gradient
         log_q = q.log_prob(z)

@@ -8,9 +8,12 @@ The KL is taken in closed form where one is registered, by Monte Carlo otherwise
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vaekit.objectives.base import OBJECTIVES, Objective
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 @OBJECTIVES.register("elbo", help="the ELBO, E_q[log p(x|z)] - beta KL(q(z|x) || p(z)) (default)")
@@ -20,7 +23,7 @@ class ELBO(Objective):
 
     trains_autoencoders = True
 
-    def for_model(self, model: Any) -> Objective:
+    def for_model(self, model: LatentVariableModel) -> Objective:
         own = getattr(model, "default_objective", self.name)
         if own == self.name:
             return super().for_model(model)

@@ -14,12 +14,15 @@ evaluation both ask here, so that a run's figures are the same quantity wherever
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vaekit.errors import DataError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: What log p(x) is (``EvaluationResult.log_px_kind``; the module docstring).
 LOG_PROBABILITY, DEQUANTIZED, DENSITY, CROSS_ENTROPY = "log-probability", "dequantized-bound", "density", \
@@ -39,7 +42,8 @@ def on_grid(x: torch.Tensor, levels: int) -> bool:
     return bool(((k - k.round()).abs() <= 1e-3).all() and (k >= -1e-3).all() and (k <= levels - 1 + 1e-3).all())
 
 
-def figure_kind(model: Any, x: torch.Tensor, data: Any = None, levels: int | None = None) -> tuple[str, int | None]:
+def figure_kind(model: LatentVariableModel, x: torch.Tensor, data: Any = None,
+                levels: int | None = None) -> tuple[str, int | None]:
     """(what log p(x) is, the data's grey levels L) for ``model``'s likelihood on images x (N, D) in [0, 1].
 
     L is ``levels``, else the data set's ``levels``, else 2 when every value is 0 or 1, else None (real values;
@@ -85,7 +89,7 @@ def dequantization_nats(shape: tuple[int, ...], levels: int) -> float:
     return math.prod(shape) * math.log(levels)
 
 
-def dequantizes(model: Any, levels: int | None) -> bool:
+def dequantizes(model: LatentVariableModel, levels: int | None) -> bool:
     """Whether ``model``'s figures on data of ``levels`` grey levels are dequantised bounds: a density likelihood
     (no ``levels`` of its own) on integer data of more than two levels."""
     return getattr(getattr(model, "likelihood", None), "levels", 0) is None and levels is not None and levels > 2

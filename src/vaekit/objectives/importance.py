@@ -9,12 +9,15 @@ validation IWAE_k, reported as ``valid_iwae`` beside the ELBO and its terms from
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score
 from vaekit.objectives.terms import iwae_terms
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 @OBJECTIVES.register("iwae", help="the importance-weighted bound IWAE_k (--k draws per example)")
@@ -28,14 +31,14 @@ class IWAE(Objective):
     def selection(self) -> tuple[str, Score]:
         return f"valid IWAE bound (k = {self.k})", lambda v: v["iwae"]
 
-    def loss(self, model: Any, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
+    def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
         if estimator is not None:
             return super().loss(model, x, y, beta=beta, encoder_input=encoder_input, estimator=estimator)
         bound, terms = iwae_terms(model, x, self.k, encoder_input=encoder_input, y=y)
         return Loss(-bound.mean(), terms)
 
-    def validation_sums(self, model: Any, x: torch.Tensor, y: Any, generator: torch.Generator,
+    def validation_sums(self, model: LatentVariableModel, x: torch.Tensor, y: Any, generator: torch.Generator,
                         batch_size: int, autocast: contextlib.AbstractContextManager | None = None
                         ) -> dict[str, torch.Tensor]:
         """sum_x IWAE_k(x) over chunks of 8 x ``batch_size`` (example, draw) pairs, so memory stays bounded."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.distributions import kl_divergence
@@ -26,6 +26,9 @@ from vaekit.bounds.weights import draw_log_weights
 from vaekit.distributions import rsample, rsample_and_log_prob, sample
 from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 
 @dataclass
@@ -37,14 +40,15 @@ class ElboTerms:
     kl: torch.Tensor
 
 
-def _inputs(model: Any, x: torch.Tensor, encoder_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(model: LatentVariableModel, x: torch.Tensor,
+            encoder_input: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, the encoder's input) as batches of the model's data shape; no encoder_input means x."""
     x = model.as_data(x)
     return x, (x if encoder_input is None else encoder_input.reshape(x.shape))
 
 
 def elbo(
-    model: Any,
+    model: LatentVariableModel,
     x: torch.Tensor,
     y: Any = None,
     *,
@@ -87,7 +91,7 @@ def elbo(
     return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
-def autoencoder_terms(model: Any, x: torch.Tensor, q: Any, y: Any = None) -> ElboTerms:
+def autoencoder_terms(model: LatentVariableModel, x: torch.Tensor, q: Any, y: Any = None) -> ElboTerms:
     """A deterministic autoencoder's objective in the ELBO's place (it has none: a point mass has no density):
     reconstruction = log p(x | f(x)), ``kl`` = the latent penalty (lambda / 2) ||f(x)||^2, ``elbo`` =
     reconstruction - penalty, the quantity trained, which is not a bound on log p(x)."""
@@ -97,7 +101,7 @@ def autoencoder_terms(model: Any, x: torch.Tensor, q: Any, y: Any = None) -> Elb
 
 
 def sampled_terms(
-    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None,
+    model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None,
     encoder_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For k draws z_i ~ q(z|x): log p(x|z_i) and log q(z_i|x) - log p(z_i), each (k, N), nats.
@@ -110,14 +114,14 @@ def sampled_terms(
 
 
 def log_importance_weights(
-    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None
+    model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None = None, y: Any = None
 ) -> torch.Tensor:
     """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x); shape (k, N), nats."""
     rec, kl = sampled_terms(model, x, k, generator, y)
     return rec - kl
 
 
-def iwae_bound(model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+def iwae_bound(model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
                y: Any = None) -> torch.Tensor:
     """IWAE_k(x) = log (1/k) sum_i w_i, per example (N,), nats; computed with logsumexp."""
     if k < 1:
@@ -127,7 +131,7 @@ def iwae_bound(model: Any, x: torch.Tensor, k: int, generator: torch.Generator |
 
 
 def iwae_terms(
-    model: Any, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+    model: LatentVariableModel, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
     encoder_input: torch.Tensor | None = None, y: Any = None,
 ) -> tuple[torch.Tensor, ElboTerms]:
     """The IWAE_k bound and, from the same k draws, the Monte Carlo ELBO and its terms.

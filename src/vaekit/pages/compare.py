@@ -30,12 +30,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vaekit.errors import CheckpointError, DataError, VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: Default importance samples per example of the comparison's evaluation (small, so the page is quick).
 COMPARE_K = 200
@@ -61,7 +64,7 @@ class RunSummary:
 
     name: str
     path: Path
-    model: Any
+    model: LatentVariableModel
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     evaluation: Any = None  # vaekit.evaluation.EvaluationResult
@@ -188,7 +191,7 @@ def run_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def is_autoencoder(model: Any, config: dict[str, Any], metrics: Sequence[dict[str, Any]]) -> bool:
+def is_autoencoder(model: LatentVariableModel, config: dict[str, Any], metrics: Sequence[dict[str, Any]]) -> bool:
     """Whether the run is a deterministic autoencoder (a point-mass q(z|x), which has no ELBO)."""
     if bool(getattr(getattr(model, "posterior_family", None), "autoencoder", False)):
         return True
@@ -265,7 +268,8 @@ def evaluate_runs(runs: Sequence[RunSummary], *, k: int = COMPARE_K, seed: int =
 
 
 @torch.inference_mode()
-def autoencoder_distortion(model: Any, ds: Any, split: str = "test", seed: int = 0) -> tuple[float, float]:
+def autoencoder_distortion(model: LatentVariableModel, ds: Any, split: str = "test",
+                           seed: int = 0) -> tuple[float, float]:
     """D = -E_x log p(x | f(x)) of a deterministic autoencoder (f(x) its code), nats, with its standard error."""
     from vaekit.evaluation import check_shape, split_images
 
@@ -284,7 +288,7 @@ def autoencoder_distortion(model: Any, ds: Any, split: str = "test", seed: int =
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
 
 
-def _device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
+def _device_dtype(model: LatentVariableModel) -> tuple[torch.device, torch.dtype]:
     p = next(model.parameters())
     return p.device, p.dtype
 
@@ -402,14 +406,14 @@ def rate_distortion_figure(runs: Sequence[RunSummary]) -> Any:
     return fig
 
 
-def _condition_labels(model: Any, n: int) -> torch.Tensor | None:
+def _condition_labels(model: LatentVariableModel, n: int) -> torch.Tensor | None:
     if not getattr(model, "condition", 0):
         return None
     return torch.arange(n, device=_device_dtype(model)[0]) % model.condition
 
 
 @torch.inference_mode()
-def prior_sample_means(model: Any, n: int, seed: int = 0) -> torch.Tensor:
+def prior_sample_means(model: LatentVariableModel, n: int, seed: int = 0) -> torch.Tensor:
     """Decoded means E[x|z] of n codes z ~ p(z), the model's own prior, as images (n, C, H, W) in [0, 1]."""
     gen = torch.Generator(device=_device_dtype(model)[0]).manual_seed(seed)
     s = model.sample(n, y=_condition_labels(model, n), generator=gen)
@@ -422,7 +426,7 @@ def standard_normal_codes(latent: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def standard_normal_means(model: Any, n: int, seed: int = 0) -> torch.Tensor:
+def standard_normal_means(model: LatentVariableModel, n: int, seed: int = 0) -> torch.Tensor:
     """E[x|z] = ``model.likelihood.mean(model.decode(z))`` for z ~ N(0, I) of the model's latent size, as
     images (n, C, H, W); ValueError for discrete codes, which N(0, I) draws are not."""
     from vaekit.pages.viz import decode_means, discrete_prior

@@ -24,11 +24,14 @@ import json
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: Weights are embedded as float32 while they take at most this many bytes, as float16 beyond.
 FLOAT32_BYTES = 1 << 20
@@ -101,7 +104,7 @@ def _mean_op(likelihood: Any) -> str:
     raise Unsupported(f"the page has no JavaScript for the mean of the {name} likelihood")
 
 
-def export_decoder(model: Any, float32_bytes: int = FLOAT32_BYTES,
+def export_decoder(model: LatentVariableModel, float32_bytes: int = FLOAT32_BYTES,
                    max_bytes: int = MAX_BYTES) -> tuple[dict[str, Any], np.ndarray]:
     """The decoder of ``model`` as a program for the page, and the weights as stored there (float64 copies of
     the float32 or float16 values). Raises :class:`Unsupported` for what the page cannot run."""
@@ -201,11 +204,11 @@ def run_program(program: dict[str, Any], weights: np.ndarray, z: np.ndarray,
 # -- the data of the page ------------------------------------------------------------------------------
 
 
-def _device(model: Any) -> torch.device:
+def _device(model: LatentVariableModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def _condition_labels(model: Any, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+def _condition_labels(model: LatentVariableModel, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
     if not getattr(model, "condition", 0):
         return None
     if labels is not None:
@@ -214,7 +217,7 @@ def _condition_labels(model: Any, n: int, labels: torch.Tensor | None) -> torch.
 
 
 @torch.inference_mode()
-def _codes(model: Any, x: torch.Tensor, labels: torch.Tensor | None, batch: int = 500) -> np.ndarray:
+def _codes(model: LatentVariableModel, x: torch.Tensor, labels: torch.Tensor | None, batch: int = 500) -> np.ndarray:
     """Posterior means (the codes pictures use) of the images ``x``, (N, L) float64."""
     out = []
     for i in range(0, len(x), batch):
@@ -225,7 +228,7 @@ def _codes(model: Any, x: torch.Tensor, labels: torch.Tensor | None, batch: int 
 
 
 @torch.inference_mode()
-def _prior_stats(model: Any, seed: int, n: int = 4000) -> tuple[np.ndarray, np.ndarray, bool]:
+def _prior_stats(model: LatentVariableModel, seed: int, n: int = 4000) -> tuple[np.ndarray, np.ndarray, bool]:
     """(mean of p(z) (L,), n draws (n, L), whether the mean is estimated from the draws)."""
     from vaekit import distributions as vd
 
@@ -255,7 +258,7 @@ def _extent(values: list[np.ndarray]) -> list[float]:
 
 
 @torch.inference_mode()
-def _torch_means(model: Any, z: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
+def _torch_means(model: LatentVariableModel, z: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
     """E[x|z] of the model itself, (N, C*H*W), clamped to [0, 1] as the report's pictures are."""
     param = next(model.parameters())
     zt = torch.as_tensor(z, dtype=param.dtype, device=param.device)
@@ -266,7 +269,7 @@ def _torch_means(model: Any, z: np.ndarray, labels: Sequence[int] | None = None)
     return out.reshape(len(z), -1).to("cpu", torch.float64).numpy()
 
 
-def explorer_data(model: Any, x: torch.Tensor | None, labels: torch.Tensor | None, class_names: Any,
+def explorer_data(model: LatentVariableModel, x: torch.Tensor | None, labels: torch.Tensor | None, class_names: Any,
                   activity: Sequence[float] | None, split: str = "test", seed: int = 0,
                   max_points: int = MAX_POINTS, float32_bytes: int = FLOAT32_BYTES) -> dict[str, Any]:
     """Everything the page's explorer reads: the decoder program, the plane (units, extent, encoded images),
@@ -395,7 +398,7 @@ def explorer_html(data: dict[str, Any], split: str = "test") -> str:
             f"<script>{JS}</script>")
 
 
-def explorer_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor | None, class_names: Any,
+def explorer_section(model: LatentVariableModel, x: torch.Tensor | None, labels: torch.Tensor | None, class_names: Any,
                      activity: Sequence[float] | None, split: str = "test", seed: int = 0) -> str:
     """The report's section "Latent explorer": the explorer, or one line saying why this model has none."""
     head = "<h2>Latent explorer</h2>"

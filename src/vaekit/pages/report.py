@@ -27,13 +27,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaekit.errors import CheckpointError, VaekitError
 from vaekit.pages.explorer import CSS as EXPLORER_CSS
 from vaekit.pages.kit import CSS, page_figure, read_run_metrics, settings_table
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: Default number of importance samples for the report's evaluation (modest, so the page is quick).
 REPORT_K = 500
@@ -188,7 +191,7 @@ class _Report:
     ``labels`` None when the data set could not be loaded)."""
 
     run: Path
-    model: Any
+    model: LatentVariableModel
     split: str
     seed: int
     k: int  # importance samples of the evaluation
@@ -398,7 +401,7 @@ def _write_page(path: Path, page: str, own: bool) -> None:
         raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from None
 
 
-def _continuous_sections(model: Any, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,
+def _continuous_sections(model: LatentVariableModel, result: Any, x: torch.Tensor | None, labels: torch.Tensor | None,
                          class_names: Any, split: str, latent: int, level: int) -> list[str]:
     """Traversals of the most active units, for a 2-D latent space the manifold and the scatter, and the
     interactive explorer (:mod:`vaekit.pages.explorer`)."""
@@ -449,7 +452,8 @@ def _latent_text(prior: Any, latent: int, level: int) -> str:
     return f"{level} + {level} (two levels)" if latent != level else str(latent)
 
 
-def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor | None, seed: int) -> str:
+def _categories_section(model: LatentVariableModel, x: torch.Tensor | None, labels: torch.Tensor | None,
+                        seed: int) -> str:
     """The decoded mean of every category of the first groups (:func:`vaekit.pages.viz.category_figure`)."""
     from vaekit.pages import viz
 
@@ -470,7 +474,7 @@ def _categories_section(model: Any, x: torch.Tensor | None, labels: torch.Tensor
     return "<h2>Categories</h2>" + page_figure(fig, "categories", html.escape(caption))
 
 
-def _clusters_section(model: Any, clusters: int, x: torch.Tensor | None, labels: torch.Tensor | None,
+def _clusters_section(model: LatentVariableModel, clusters: int, x: torch.Tensor | None, labels: torch.Tensor | None,
                       split: str, class_names: Any) -> str:
     """The cluster means of a Gaussian-mixture VAE and the clustering accuracy against the labels."""
     from vaekit.analysis import clustering

@@ -25,13 +25,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
+
+if TYPE_CHECKING:
+    from vaekit.models.base import LatentVariableModel
 
 #: The width (pixels) that the images of one picture may fill together when enlarged; and the largest factor.
 IMAGE_WIDTH = 1000
@@ -234,16 +237,16 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 # -- the model's pictures -------------------------------------------------------------------------
 
 
-def _shape(model: Any) -> tuple[int, int, int]:
+def _shape(model: LatentVariableModel) -> tuple[int, int, int]:
     return tuple(model.shape)  # type: ignore[return-value]
 
 
-def latent_size(model: Any) -> int:
+def latent_size(model: LatentVariableModel) -> int:
     """The size of the codes the model decodes: ``model.latent_size`` (2L for a two-level model)."""
     return int(model.latent_size)
 
 
-def _labels_for(model: Any, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+def _labels_for(model: LatentVariableModel, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
     """Labels for a conditional model's pictures: the given ones, else classes 0, 1, 2, ... in turn."""
     if not getattr(model, "condition", 0):
         return None
@@ -252,11 +255,11 @@ def _labels_for(model: Any, n: int, labels: torch.Tensor | None = None) -> torch
     return torch.arange(n, device=_device(model)) % model.condition
 
 
-def _device(model: Any) -> torch.device:
+def _device(model: LatentVariableModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def discrete_prior(model: Any) -> Any:
+def discrete_prior(model: LatentVariableModel) -> Any:
     """p(z) when the codes are discrete (a ``FactorizedCategorical`` or ``FactorizedBernoulli``), else None."""
     from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical
 
@@ -267,13 +270,13 @@ def discrete_prior(model: Any) -> Any:
     return prior if isinstance(prior, (FactorizedCategorical, FactorizedBernoulli)) else None
 
 
-def _continuous_only(model: Any, what: str) -> None:
+def _continuous_only(model: LatentVariableModel, what: str) -> None:
     if discrete_prior(model) is not None:
         raise ValueError(f"{what} moves z continuously and needs a continuous latent space; this model's codes "
                          "are discrete (see category_figure)")
 
 
-def mode_code(model: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+def mode_code(model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """The code that stands for q(z|x) in pictures: for discrete codes the most probable one (the argmax class
     of each group, one-hot; the units with q(z_j = 1|x) > 1/2), else ``model.code(x)`` (the mean)."""
     from vaekit.distributions import FactorizedBernoulli, FactorizedCategorical
@@ -290,7 +293,7 @@ def mode_code(model: Any, x: torch.Tensor, y: torch.Tensor | None = None) -> tor
 
 
 @torch.inference_mode()
-def decode_means(model: Any, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+def decode_means(model: LatentVariableModel, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """E[x|z] as images (N, C, H, W) (for a conditional model, given labels y; default: classes in turn)."""
     z = z.to(_device(model), dtype=next(model.parameters()).dtype)
     y = _labels_for(model, z.shape[0], y)
@@ -298,7 +301,7 @@ def decode_means(model: Any, z: torch.Tensor, y: torch.Tensor | None = None) -> 
 
 
 @torch.inference_mode()
-def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
+def samples_figure(model: LatentVariableModel, n: int = 64, seed: int = 0) -> Figure:
     """Samples z ~ p(z): the decoded means E[x|z] and draws x ~ p(x|z), two panels."""
     gen = torch.Generator(device=_device(model)).manual_seed(seed)
     s = model.sample(n, y=_labels_for(model, n), generator=gen)
@@ -313,7 +316,7 @@ def samples_figure(model: Any, n: int = 64, seed: int = 0) -> Figure:
 
 
 @torch.inference_mode()
-def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str = "test",
+def reconstructions_figure(model: LatentVariableModel, x: torch.Tensor, n: int = 32, split: str = "test",
                            labels: torch.Tensor | None = None) -> Figure:
     """Images of a split and their reconstructions E[x | z = mu(x)], same layout side by side."""
     x = x[:n]
@@ -328,7 +331,7 @@ def reconstructions_figure(model: Any, x: torch.Tensor, n: int = 32, split: str 
 
 
 @torch.inference_mode()
-def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: int = 10,
+def interpolations_figure(model: LatentVariableModel, x: torch.Tensor, pairs: int = 6, steps: int = 10,
                           labels: torch.Tensor | None = None) -> Figure:
     """Rows of decoded means along straight lines mu(x_a) -> mu(x_b) between posterior means of test
     images; the first and last columns are the two images themselves."""
@@ -348,7 +351,8 @@ def interpolations_figure(model: Any, x: torch.Tensor, pairs: int = 6, steps: in
 
 
 @torch.inference_mode()
-def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | None = None, steps: int = 9,
+def traversals_figure(model: LatentVariableModel, units: Sequence[int], base: torch.Tensor | None = None,
+                      steps: int = 9,
                       labels: Sequence[str] | None = None) -> Figure:
     """One row per latent unit: the decoded means as that unit sweeps the prior's quantiles
     Phi^-1(0.05..0.95), the others fixed at ``base`` (a latent code, default 0)."""
@@ -368,7 +372,7 @@ def traversals_figure(model: Any, units: Sequence[int], base: torch.Tensor | Non
 
 
 @torch.inference_mode()
-def manifold_figure(model: Any, n: int = 20) -> Figure:
+def manifold_figure(model: LatentVariableModel, n: int = 20) -> Figure:
     """For a 2-D latent space: decoded means over the grid z = (Phi^-1(u1), Phi^-1(u2)), u in [0.05, 0.95]^2
     (Kingma & Welling, 2014, Fig. 4); rows run from high z2 (top) to low z2."""
     _continuous_only(model, "the manifold plot")
@@ -387,7 +391,7 @@ def manifold_figure(model: Any, n: int = 20) -> Figure:
 
 
 @torch.inference_mode()
-def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | None = None,
+def latent_scatter_figure(model: LatentVariableModel, x: torch.Tensor, labels: torch.Tensor | None = None,
                           class_names: Sequence[str] | None = None, split: str = "test") -> Figure:
     """Posterior means mu(x) of a split's images in a 2-D latent space, coloured by label."""
     mu = model.code(x.to(_device(model)), _labels_for(model, len(x), labels)).cpu().numpy()
@@ -418,13 +422,13 @@ def latent_scatter_figure(model: Any, x: torch.Tensor, labels: torch.Tensor | No
 MAX_GROUPS = 8
 
 
-def _panel_labels(model: Any, n: int) -> torch.Tensor | None:
+def _panel_labels(model: LatentVariableModel, n: int) -> torch.Tensor | None:
     """Labels for a conditional model's panels: class 0 throughout (so that only the code changes)."""
     return torch.zeros(n, dtype=torch.long) if getattr(model, "condition", 0) else None
 
 
 @torch.inference_mode()
-def category_images(model: Any, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
+def category_images(model: LatentVariableModel, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
                     seed: int = 0) -> torch.Tensor:
     """E[x|z] for every value of each of the ``groups``: (len(groups), K, C, H, W).
 
@@ -460,7 +464,7 @@ def category_images(model: Any, groups: Sequence[int] | None = None, base: torch
     return dec.reshape(len(groups), k, *_shape(model))
 
 
-def category_figure(model: Any, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
+def category_figure(model: LatentVariableModel, groups: Sequence[int] | None = None, base: torch.Tensor | None = None,
                     seed: int = 0, base_text: str | None = None) -> Figure:
     """:func:`category_images` as one grid: a row per group (K images), or for one group of many classes
     K images in rows of 10. ``base_text`` says in the title where the other groups are held."""
@@ -484,7 +488,7 @@ def category_figure(model: Any, groups: Sequence[int] | None = None, base: torch
     return pixel_figure([Panel(grid, plain_text(title, 110), yticks=[] if wrap else _row_ticks(rows, hh, names))])
 
 
-def _mixture_prior(model: Any) -> Any:
+def _mixture_prior(model: LatentVariableModel) -> Any:
     from vaekit.components.discrete import GaussianMixturePrior
 
     prior = getattr(model, "prior", None)
@@ -494,7 +498,7 @@ def _mixture_prior(model: Any) -> Any:
 
 
 @torch.inference_mode()
-def cluster_mean_images(model: Any, draws: int = 0, seed: int = 0) -> torch.Tensor:
+def cluster_mean_images(model: LatentVariableModel, draws: int = 0, seed: int = 0) -> torch.Tensor:
     """The Gaussian-mixture VAE's clusters as images, (C, 1 + draws, C_img, H, W): column 0 is E[x | z = m_c],
     the others E[x|z] at ``draws`` codes z ~ N(m_c, diag v_c) (generator seeded with ``seed``)."""
     prior = _mixture_prior(model)
@@ -507,7 +511,7 @@ def cluster_mean_images(model: Any, draws: int = 0, seed: int = 0) -> torch.Tens
     return dec.reshape(z.shape[0], z.shape[1], *_shape(model))
 
 
-def cluster_means_figure(model: Any, draws: int = 0, seed: int = 0) -> Figure:
+def cluster_means_figure(model: LatentVariableModel, draws: int = 0, seed: int = 0) -> Figure:
     """The decoded cluster means m_c of the Gaussian-mixture prior, with the weights pi_c; with ``draws`` a
     row per cluster: the mean, then decoded draws z ~ N(m_c, v_c)."""
     images = cluster_mean_images(model, draws, seed)
