@@ -403,7 +403,7 @@ def _validate_family(cfg: TrainConfig) -> None:
         raise ConfigError("components is the number of mixture components of family bernoulli-mixture; for the "
                           "Gaussian-mixture VAE give clusters (--clusters), for the VampPrior vamp_components")
     family.check(cfg)
-    if cfg.posterior == "delta":
+    if _registry("posterior").entry(cfg.posterior).cls.autoencoder:  # a point mass q: an autoencoder
         if not _registry("objective").entry(cfg.objective).cls.trains_autoencoders:
             raise ConfigError(f"an autoencoder (posterior delta) has no density for objective {cfg.objective}: "
                               "train it with objective elbo (its reconstruction objective)")

@@ -215,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{result.valid_elbo:.3f} nats, exact (best {result.best_valid_elbo:.3f} at iteration "
                   f"{result.best_epoch})" + (" - converged" if result.stopped_early else ""))
         else:
-            what = "valid objective (reconstruction - penalty)" if cfg.posterior == "delta" else "valid ELBO"
+            autoencoder = getattr(result.model, "is_autoencoder", False)  # the model says what it is
+            what = "valid objective (reconstruction - penalty)" if autoencoder else "valid ELBO"
             print(f"trained {result.epochs} epochs in {result.seconds:.1f} s: {what} {result.valid_elbo:.3f} "
                   f"nats ({kept})" + (" - stopped early" if result.stopped_early else ""))
         print(f"run written to {result.run}  (next: vaekit evaluate {result.run})", file=sys.stdout)
