@@ -67,6 +67,8 @@ class _Options:
 
 @dataclass
 class TrainResult:
+    """What a training run ended with: its folder, epochs, the last and the kept epoch's figures (nats)."""
+
     run: Path
     epochs: int
     train_elbo: float
@@ -78,15 +80,16 @@ class TrainResult:
     best_valid_iwae: float | None = None  # the kept epoch's validation IWAE_k bound (IWAE objective only)
     selected_by: str = "valid ELBO"  # the validation score that chose the kept epoch
     best_score: float = math.nan  # its value at the kept epoch
-    model: Any = dataclasses.field(default=None, repr=False, compare=False)  # the trained model (last epoch)
+    model: LatentVariableModel | None = dataclasses.field(default=None, repr=False, compare=False,
+                                                          metadata={"json": False})  # the trained model (last epoch)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"run": str(self.run), "epochs": self.epochs, "train_elbo": self.train_elbo,
-               "valid_elbo": self.valid_elbo, "best_valid_elbo": self.best_valid_elbo,
-               "best_epoch": self.best_epoch, "seconds": self.seconds, "stopped_early": self.stopped_early}
-        if self.best_valid_iwae is not None:
-            out["best_valid_iwae"] = self.best_valid_iwae
-        out["selected_by"], out["best_score"] = self.selected_by, self.best_score
+        """The fields as JSON-ready values (the model left out, ``best_valid_iwae`` only where there is one)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("json", True) and not (f.name == "best_valid_iwae" and value is None):
+                out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
 
