@@ -1,5 +1,6 @@
 """Objectives: the bounds and their terms (:mod:`vaekit.objectives.terms`), and the registered objectives that
-train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae`` and ``autoencoder``.
+train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, and for disentangling
+``beta-tcvae``, ``dip-vae-i``, ``dip-vae-ii`` and ``annealed-capacity``.
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -9,7 +10,14 @@ For one example x, with z ~ q(z|x) drawn by reparameterization:
 in nats per example. A new objective is one class plus one registration in :data:`OBJECTIVES`.
 """
 
-from vaekit.objectives import autoencoder, evidence, importance  # noqa: F401 - the built-in registrations
+from vaekit.objectives import (  # noqa: F401 - the built-in registrations
+    autoencoder,
+    beta_tcvae,
+    capacity,
+    dip_vae,
+    evidence,
+    importance,
+)
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score, build_objective
 from vaekit.objectives.terms import (
     ElboTerms,

@@ -83,6 +83,9 @@ class Objective:
         self.check(model)
         return self
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the loop before each training epoch (0-based), for objectives with a schedule (nothing here)."""
+
     def beta_at(self, epoch: int) -> float:
         """The KL weight at ``epoch`` (0-based): beta * min(1, (epoch + 1) / warmup)."""
         return kl_weight(epoch, self.beta, self.warmup)

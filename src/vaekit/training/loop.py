@@ -85,6 +85,7 @@ class Loop:
                 self.stopped_early = True
                 break
             t0 = time.perf_counter()
+            self.objective.start_epoch(self.epoch)
             beta = self.objective.beta_at(self.epoch)
             train = self.train_epoch(beta)
             valid = self.validate()
