@@ -250,6 +250,7 @@ def _registry(kind: str):
 
         return OBJECTIVES
     if kind == "family":
+        import vaekit.objectives  # noqa: F401 - objectives may register families of their own (factorvae)
         from vaekit.models.families import FAMILIES
 
         return FAMILIES

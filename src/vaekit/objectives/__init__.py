@@ -1,6 +1,6 @@
 """Objectives: the bounds and their terms (:mod:`vaekit.objectives.terms`), and the registered objectives that
 train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, and for disentangling
-``beta-tcvae``, ``dip-vae-i``, ``dip-vae-ii`` and ``annealed-capacity``.
+``beta-tcvae``, ``dip-vae-i``, ``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family).
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -16,6 +16,7 @@ from vaekit.objectives import (  # noqa: F401 - the built-in registrations
     capacity,
     dip_vae,
     evidence,
+    factorvae,
     importance,
 )
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score, build_objective
