@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +162,42 @@ def test_a_user_built_factorvae_trains_its_discriminator_through_fit(tmp_path):
     result = vaekit.fit(model, _images(100), out=tmp_path / "fit", epochs=2, progress=False)
     assert result.epochs == 2 and all(math.isfinite(r["train_elbo"]) for r in read_metrics(tmp_path / "fit"))
     assert not all(torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
+
+
+def test_evaluate_scores_disentanglement_against_known_factors_and_refuses_data_without(tmp_path, capsys):
+    """A model whose code is the two factors themselves (an identity encoder on 'images' that are the factors) scores
+    near the top on every metric; a run on digits (no factors) gets one line."""
+    import types
+
+    from vaekit.evaluation.disentanglement import SCORES, disentanglement_scores
+
+    class Grid:
+        factor_sizes = [4, 5]
+
+        def sample(self, n, fixed=None, rng=None):
+            f = np.stack([rng.integers(0, s, n) for s in self.factor_sizes], 1)
+            if fixed is not None:
+                f[:, fixed[0]] = fixed[1]
+            return f, f.astype(np.float32).reshape(n, 1, 1, 2)
+
+    rng = np.random.default_rng(0)
+    classes = np.stack([rng.integers(0, 4, 600), rng.integers(0, 5, 600)], 1)
+    images = torch.as_tensor(classes, dtype=torch.float32).reshape(-1, 1, 1, 2)
+    factors = types.SimpleNamespace(split=lambda name: classes[:400] if name == "train" else classes[400:])
+    ds = types.SimpleNamespace(name="grid", train=images[:400], test=images[400:], factors=factors, sampler=Grid)
+    identity = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 4))
+    with torch.no_grad():
+        identity[1].weight.copy_(torch.cat([torch.eye(2), torch.zeros(2, 2)]))
+        identity[1].bias.zero_()
+        identity[1].bias[2:] = -8.0  # log-variances: the code is the mean
+    model = vaekit.VAE(identity, torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Unflatten(1, (1, 1, 2))),
+                       latent=2, shape=(1, 1, 2), likelihood="gaussian")
+    scores = disentanglement_scores(model, ds, train_points=400, test_points=200, resamples=2)
+    assert set(scores) == {n for key in SCORES for n in (key, f"{key}_stderr")}
+    assert scores["mig"] > 0.9 and scores["dci_disentanglement"] > 0.9 and scores["factor_vae_score"] > 0.95
+    assert scores["beta_vae_score"] > 0.95 and scores["modularity"] > 0.9 and scores["explicitness"] > 0.95
+    run = tmp_path / "digits"
+    assert run_cli(["train", "--dataset", "digits", "--binarize", "dynamic", "--latent", "2", "--hidden", "8",
+                    "--epochs", "1", "--out", str(run), "--quiet", "--threads", "1"], capsys)[0] == 0
+    code, _, err = run_cli(["evaluate", str(run), "--disentanglement", "--k", "5"], capsys)
+    assert code == 2 and "no known factors" in err and len(err.strip().splitlines()) == 1

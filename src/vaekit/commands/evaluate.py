@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--surgery-samples", type=nonnegative_int, default=10_000,
                         help="Monte Carlo draws splitting the rate into I_q(x; z) and KL(q(z) || p(z)) "
                         "(default 10000; 0: not estimated)")
+    parser.add_argument("--disentanglement", action="store_true",
+                        help="also score the codes against the data set's known factors (MIG, SAP, DCI, modularity "
+                        "and explicitness, the beta-VAE and FactorVAE scores), each with its standard error; for a "
+                        "data set with factors (dsprites)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (by default one on stderr when it is a terminal: examples done, "
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     set_precision(device, args.precision)
+    scores = _disentanglement(args, device) if args.disentanglement else None
     with progress, autocast_context(device, args.precision):
         result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                               device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
@@ -85,7 +90,24 @@ def run(args: argparse.Namespace) -> int:
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
     if args.json:
-        print(json.dumps(result.summary()))
+        print(json.dumps({**result.summary(), **(scores or {})}))
     else:
         print(format_table(result))
+        for name, value in (scores or {}).items():
+            if not name.endswith("_stderr") and value is not None:
+                print(f"{name:<22} {value:8.4f} +- {scores[name + '_stderr']:.4f}")
     return 0
+
+
+def _disentanglement(args: argparse.Namespace, device) -> dict:
+    """The disentanglement scores of the run's kept model on its data set's factors (one line if it has none)."""
+    from vaekit.evaluation import load_model, load_run_data
+    from vaekit.evaluation.disentanglement import disentanglement_scores
+
+    ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
+    if getattr(ds, "factors", None) is None:
+        from vaekit.errors import DataError
+
+        raise DataError(f"{ds.name} has no known factors, so --disentanglement has nothing to score against; use a "
+                        "run trained on a data set with factors (e.g. --dataset dsprites)")
+    return disentanglement_scores(load_model(args.run, device), ds, split=args.split, seed=args.seed)
