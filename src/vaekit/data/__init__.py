@@ -6,7 +6,7 @@
 
 ``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``mnist-grey``,
 ``fashion-mnist``, ``kmnist``, the ``-t10k`` variants ``mnist-t10k``, ``fashion-mnist-t10k``,
-``kmnist-t10k``, ``cifar10``, ``digits``) or the user's own data: ``images:DIR``,
+``kmnist-t10k``, ``cifar10``, ``digits``, ``dsprites``) or the user's own data: ``images:DIR``,
 ``npy:FILE``, ``npz:FILE``.
 
 MNIST grey levels and the test files alone: ``mnist`` keeps the 8-bit grey levels unless a
@@ -47,6 +47,7 @@ from vaekit.data.base import (
     BINARIZE_MODES,
     SPLITS,
     Dataset,
+    Factors,
     check_splits,
     class_interleaved_order,
     keep_splits,
@@ -55,6 +56,7 @@ from vaekit.data.base import (
 from vaekit.data.cifar import load_cifar10, read_cifar_archive, write_cifar_archive
 from vaekit.data.digits import load_digits
 from vaekit.data.download import MissingFilesError, cache_root, dataset_dir
+from vaekit.data.dsprites import DSpritesSampler, load_dsprites, render_dsprites
 from vaekit.data.files import load_file_dataset, read_images_dir
 from vaekit.data.idx import (
     IDX_SETS,
@@ -77,11 +79,14 @@ __all__ = [
     "SPLITS",
     "Dataset",
     "DatasetEntry",
+    "DSpritesSampler",
+    "Factors",
     "MissingFilesError",
     "cache_root",
     "class_interleaved_order",
     "dataset_dir",
     "load_dataset",
+    "load_dsprites",
     "load_idx_split",
     "parse_amat",
     "read_amat",
@@ -90,6 +95,7 @@ __all__ = [
     "read_idx_images",
     "read_idx_labels",
     "read_images_dir",
+    "render_dsprites",
     "subset_indices",
     "write_amat",
     "write_cifar_archive",
@@ -157,6 +163,14 @@ DATASETS: dict[str, DatasetEntry] = {
         (1, 8, 8),
         True,
         load_digits,
+    ),
+    "dsprites": DatasetEntry(
+        "dsprites",
+        "dSprites factor grid rendered by vaekit: 737,280 binary 64x64 images, 5 factors (shape 3, scale 6, "
+        "orientation 40, x 32, y 32); not pixel-identical to the published file",
+        (1, 64, 64),
+        False,
+        load_dsprites,
     ),
 }
 

@@ -51,6 +51,78 @@ TEST_SEED = 1_000_003
 _VALID_BINARIZE_OFFSET = 7_919
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class Factors:
+    """The known generative factors of a data set's images (e.g. dSprites' shape, scale, orientation, x, y).
+
+    Factor k has ``sizes[k]`` classes 0..sizes[k]-1 whose values are ``values[k]`` (1-D float64 of that length);
+    ``train`` / ``valid`` / ``test`` are (N, K) int64 class indices, row i the factors of image i of that split
+    (read-only copies; a split that was not loaded has none). ``Dataset.factors`` is ``None`` for data sets
+    without known factors.
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    values: tuple[np.ndarray, ...]
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n) for n in self.names)
+        sizes = tuple(int(s) for s in self.sizes)
+        if not names or len(sizes) != len(names) or len(self.values) != len(names) or min(sizes) < 1:
+            raise DataError(f"factors: names {names}, sizes {sizes} and {len(self.values)} value arrays must "
+                            "match, one per factor, each factor with at least one class")
+        values = []
+        for name, size, v in zip(names, sizes, self.values):
+            arr = np.array(v, dtype=np.float64)
+            if arr.shape != (size,):
+                raise DataError(f"factors: the values of {name!r} must be 1-D of length {size}, got {arr.shape}")
+            arr.setflags(write=False)
+            values.append(arr)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "values", tuple(values))
+        for s in SPLITS:
+            object.__setattr__(self, s, _factor_classes(getattr(self, s), sizes, s))
+
+    def split(self, name: str) -> np.ndarray:
+        """The (N, K) int64 factor classes of split ``name``."""
+        if name not in SPLITS:
+            raise ConfigError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def split_values(self, name: str) -> np.ndarray:
+        """The (N, K) float64 factor values of split ``name`` (``values[k][class]``)."""
+        classes = self.split(name)
+        if not len(classes):
+            return np.zeros((0, len(self.names)))
+        return np.stack([v[classes[:, k]] for k, v in enumerate(self.values)], axis=1)
+
+    def __repr__(self) -> str:
+        grid = ", ".join(f"{n} {s}" for n, s in zip(self.names, self.sizes))
+        sizes = "/".join(str(len(self.split(s))) for s in SPLITS)
+        return f"Factors({grid}; train/valid/test={sizes})"
+
+
+def _factor_classes(classes: Any, sizes: tuple[int, ...], split: str) -> np.ndarray:
+    """``classes`` as a read-only (N, K) int64 copy, every entry a class of its factor."""
+    arr = np.asarray(classes)
+    if arr.size == 0:
+        arr = arr.reshape(0, len(sizes))
+    if arr.ndim != 2 or arr.shape[1] != len(sizes) or (arr.size and arr.dtype.kind not in "iu"):
+        raise DataError(f"factors: the {split} classes must be an (N, {len(sizes)}) integer array, got "
+                        f"{arr.dtype} {arr.shape}")
+    arr = np.array(arr, dtype=np.int64)
+    bad = (arr < 0) | (arr >= np.asarray(sizes, dtype=np.int64))
+    if bad.any():
+        row, k = np.argwhere(bad)[0]
+        raise DataError(f"factors: {split} row {row} has class {arr[row, k]} for a factor of {sizes[k]} classes")
+    arr.setflags(write=False)
+    return arr
+
+
 @dataclass(eq=False, repr=False)
 class Dataset:
     """Train / validation / test splits of images, values float32 in [0, 1], shape (N, C, H, W).
@@ -78,6 +150,10 @@ class Dataset:
     classes: tuple[str, ...] | None = None
     not_loaded: tuple[str, ...] = ()
     levels: int | None = None
+    factors: Factors | None = None
+    #: For a data set with factors that can render (or look up) images of chosen factors: () -> a factor sampler
+    #: (:class:`vaekit.analysis.disentanglement.FactorSampler`), which the intervention scores need; else None.
+    sampler: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.levels is None and self.binary:
