@@ -253,6 +253,8 @@ class FactorObjective(Objective):
     """-mean_x [ELBO(x) - gamma (D_0(z) - D_1(z))]; the discriminator's loss is its cross-entropy on z (class 0)
     and on the permuted codes (class 1), reported as the auxiliary loss ``discriminator``."""
 
+    auxiliary = ("discriminator",)  # the loss for the model's auxiliary optimizer of that name
+
     def loss(self, model, x, y=None, *, beta=1.0, encoder_input=None, estimator=None) -> Loss:
         x = model.as_data(x)
         q = model.posterior(x, y)

@@ -43,7 +43,7 @@ COMMAND_FLAGS = {
              "--download", "--json"],
     "train": [*TRAIN_FLAGS, "--config", "--resume", "--quiet", "--json"],
     "evaluate": ["--split", "--k", "--batch-size", "--seed", "--data-dir", "--dataset", "--limit", "--device",
-                 "--json"],
+                 "--disentanglement", "--json"],
     "sample": ["-n", "--out", "--seed"],
     "report": ["--k", "--split", "--limit", "--seed", "--data-dir", "--dataset", "--out"],
     "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--json"],
@@ -92,7 +92,9 @@ GOOD = {"--base": ["2", "10", "0.5"], "--p": ["0.1,0.9", "1,0", "0.25,0.25,0.5"]
         "--theta": ["0", "-2.5", "1e3"], "--samples": ["1", "2,7", "1,1"], "--trials": ["2", "3"], "--seed": ["7", "0"],
         "--binarize": ["dynamic", "threshold", "none"], "--valid-size": ["10", "0"], "--test-size": ["5"],
         "--dataset": ["digits"], "--model": ["conv", "mlp"], "--prior": ["vamp"], "--vamp-components": ["3"],
-        "--objective": ["iwae"], "--k": ["2"], "--beta": ["0", "2.5"], "--warmup": ["2"], "--batch-size": ["500"],
+        "--objective": ["iwae", "beta-tcvae", "dip-vae-ii", "annealed-capacity"], "--family": ["factorvae", "gmvae"],
+        "--discriminator-hidden": ["4"], "--discriminator-layers": ["1"], "--k": ["2"], "--beta": ["0", "2.5"],
+        "--warmup": ["2"], "--batch-size": ["500"],
         "--lr": ["0.01"], "--lr-schedule": ["cosine", "plateau"], "--weight-decay": ["0.1"], "--clip-grad": ["1"],
         "--patience": ["0"], "--eval-batch-size": ["7"], "--precision": ["bf16"], "--likelihood": ["gaussian",
         "continuous-bernoulli", "bernoulli"], "--activation": ["tanh", "elu"], "--hidden": ["4,4"],
@@ -108,7 +110,7 @@ def argvs(draw, command: str, files):
         for _ in range(draw(st.integers(1, 2))):
             flag = draw(st.sampled_from(COMMAND_FLAGS[command]))
             takes_value = not flag.startswith("--json") and flag not in ("--normalize", "--download", "--resume",
-                                                                          "--quiet")
+                                                                          "--quiet", "--disentanglement")
             good = st.sampled_from(GOOD[flag]) if flag in GOOD else values
             value = draw(st.integers(0, 2).flatmap(lambda i, good=good: good if i else values))
             tokens += [flag, value] if takes_value else [flag]

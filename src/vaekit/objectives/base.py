@@ -63,6 +63,9 @@ class Objective:
     #: Those of its validation figures (:meth:`validation_sums`) that are bounds on log p(x), in nats: on integer
     #: data under a density they are dequantised bounds, shifted by D log L as the ELBO is.
     bounds: tuple[str, ...] = ()
+    #: The auxiliary losses it gives (by name), one for each of the model's auxiliary optimizers (FactorVAE's
+    #: discriminator).
+    auxiliary: tuple[str, ...] = ()
     #: Settings a run's page shows even at their defaults (IWAE's k).
     core_settings: tuple[str, ...] = ()
     #: Whether it trains a deterministic autoencoder (a point-mass q(z|x), which has no density).

@@ -137,6 +137,8 @@ class FactorVAEFamily(Family):
 class FactorVAEObjective(Objective):
     """loss_VAE for the model's optimizer and loss_D (``discriminator``) for D's; see the module docstring."""
 
+    auxiliary = ("discriminator",)
+
     def check(self, model: LatentVariableModel) -> None:
         super().check(model)
         if not isinstance(getattr(model, "discriminator", None), nn.Module) or model.is_discrete:

@@ -375,6 +375,10 @@ def _restore_or_start(loop: Loop, cfg: TrainConfig, folder: RunFolder, ctx: D.Di
     started: config.json written, old metrics cleared). Returns the model's auxiliary optimizers."""
     model, estimator = loop.model, loop.estimator
     auxiliary = model.auxiliary_optimizers(cfg.lr)
+    if set(auxiliary) != set(loop.objective.auxiliary):  # before any file of the run is written
+        raise ConfigError(f"objective {loop.objective.name} gives the auxiliary losses "
+                          f"{sorted(loop.objective.auxiliary)}, but the model trains {sorted(auxiliary)} by optimizers "
+                          f"of their own; use the model's own objective ({model.default_objective})")
     trainable = _trainable_parameters(model, cfg.train_only, auxiliary)
     if estimator is not None:
         trainable += list(estimator.parameters())  # NVIL's baseline
