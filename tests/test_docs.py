@@ -49,3 +49,17 @@ def test_discrete_latents_page_trains_a_categorical_vae_and_reports_the_exact_nl
     # the importance-sampled NLL estimates the exact one from above (IWAE_K <= log p(x)), within its error
     assert result.nll_exact <= result.nll + 3 * result.nll_stderr
     assert (tmp_path / "runs" / "cat" / "model.safetensors").is_file()
+
+
+def test_disentanglement_page_trains_a_beta_tcvae_on_dsprites_and_scores_it(tmp_path, monkeypatch, capsys):
+    (code,) = python_blocks(DOCS / "disentanglement.md")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "__docs__"}
+    exec(compile(code, "disentanglement.md", "exec"), scope)
+    scores, ds = scope["scores"], scope["ds"]
+    assert ds.factors.split("train").shape == (2400, 5) and len(ds.train) == 2400
+    assert all(0 <= scores[n] <= 1 and scores[n + "_stderr"] >= 0 for n in ("mig", "sap", "dci_disentanglement",
+                                                                           "factor_vae_score", "beta_vae_score"))
+    assert "mig" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "dsprites-tc" / "model.safetensors").is_file()
+

@@ -53,9 +53,11 @@ def _pairs(ds: Any, split: str, train_points: int, test_points: int, seed: int) 
 
 def disentanglement_scores(model: LatentVariableModel, ds: Any, split: str = "test", seed: int = 0,
                            train_points: int = 10000, test_points: int = 5000,
-                           resamples: int = dm.DEFAULT_RESAMPLES) -> dict[str, Any]:
+                           resamples: int = dm.DEFAULT_RESAMPLES, dci_estimators: int = 100) -> dict[str, Any]:
     """Every score of :data:`SCORES` the data allow, with ``NAME_stderr``; the intervention scores (beta-VAE,
-    FactorVAE) need ``ds.sampler()`` (a :class:`~vaekit.analysis.disentanglement.FactorSampler`), else None."""
+    FactorVAE) need ``ds.sampler()`` (a :class:`~vaekit.analysis.disentanglement.FactorSampler`), else None.
+    ``dci_estimators``: boosting stages of DCI's classifiers (disentanglement_lib's 100; the cost of DCI grows
+    with it and with the classes of a factor: dSprites' orientation has 40)."""
     train_x, train_f, test_x, test_f = _pairs(ds, split, train_points, test_points, seed)
     z_train, z_test = _codes(model, train_x), _codes(model, test_x)
     out: dict[str, Any] = {}
@@ -65,7 +67,7 @@ def disentanglement_scores(model: LatentVariableModel, ds: Any, split: str = "te
 
     put("mig", dm.mig(z_test, test_f, resamples=resamples, seed=seed))
     put("sap", dm.sap(z_train, train_f, z_test, test_f, resamples=resamples, seed=seed))
-    d = dm.dci(z_train, train_f, z_test, test_f, resamples=resamples, seed=seed)
+    d = dm.dci(z_train, train_f, z_test, test_f, n_estimators=dci_estimators, resamples=resamples, seed=seed)
     put("dci_disentanglement", d.disentanglement)
     put("dci_completeness", d.completeness)
     put("dci_informativeness", d.informativeness)
