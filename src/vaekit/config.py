@@ -34,17 +34,16 @@ def _flag(help: str, parse: str = "str", *, core: bool = False,
     return {"help": help, "parse": parse, "core": core, "applies": applies}
 
 
-def _named(c: dict[str, Any], kind: str) -> str | None:
+def named(c: dict[str, Any], kind: str) -> str | None:
     """The name of the ``kind`` (family, objective) a run's config.json gives, written plain or as a table."""
     value = c.get(kind)
     return value.get("name") if isinstance(value, dict) else value
 
 
 def _family_fact(c: dict[str, Any], fact: str, default: Any) -> Any:
-    from vaekit.models.families import FAMILIES
-
-    name = _named(c, "family") or "vae"
-    return getattr(FAMILIES.entry(name).cls, fact, default) if name in FAMILIES else default
+    families = _registry("family")
+    name = named(c, "family") or "vae"
+    return getattr(families.entry(name).cls, fact, default) if name in families else default
 
 
 def _by_gradient(c: dict[str, Any]) -> bool:
@@ -60,8 +59,8 @@ def _tempered(c: dict[str, Any]) -> bool:
 
 #: The component kinds a model is made of, in the order they are settled.
 KINDS = ("posterior", "prior", "likelihood")
-#: Every registered kind a run names with its settings (``NAME`` + ``NAME_settings``): the components and the
-#: objective.
+#: Every registered kind a run names with its settings (``NAME`` + ``NAME_settings``): the family, the components
+#: and the objective.
 NAMED_KINDS = ("family", *KINDS, "objective")
 
 

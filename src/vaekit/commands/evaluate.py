@@ -100,14 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _disentanglement(args: argparse.Namespace, device) -> dict:
-    """The disentanglement scores of the run's kept model on its data set's factors (one line if it has none)."""
+    """The disentanglement scores of the run's kept model on its data set's factors (one line if it has none:
+    :func:`~vaekit.evaluation.disentanglement.disentanglement_scores` refuses before any work)."""
     from vaekit.evaluation import load_model, load_run_data
     from vaekit.evaluation.disentanglement import disentanglement_scores
 
     ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
-    if getattr(ds, "factors", None) is None:
-        from vaekit.errors import DataError
-
-        raise DataError(f"{ds.name} has no known factors, so --disentanglement has nothing to score against; use a "
-                        "run trained on a data set with factors (e.g. --dataset dsprites)")
     return disentanglement_scores(load_model(args.run, device), ds, split=args.split, seed=args.seed)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from vaekit.analysis import disentanglement as dm
+from vaekit.analysis.posthoc import training_codes
 from vaekit.errors import DataError
 
 if TYPE_CHECKING:
@@ -23,15 +24,9 @@ SCORES = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentangleme
           "dci_informativeness", "modularity", "explicitness")
 
 
-@torch.no_grad()
-def _codes(model: LatentVariableModel, images: Any, batch_size: int = 1000) -> np.ndarray:
-    """The posterior means (N, L) of images (N, C, H, W), float64."""
-    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    parameter = next(model.parameters())
-    model.eval()
-    parts = [model.code(images[i : i + batch_size].to(parameter.device, parameter.dtype)).double().cpu()
-             for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(parts).numpy()
+def _codes(model: LatentVariableModel, images: Any) -> np.ndarray:
+    """The posterior means (N, L) of images (N, C, H, W), float64 (:func:`vaekit.analysis.posthoc.training_codes`)."""
+    return training_codes(model, torch.as_tensor(images)).numpy()
 
 
 def _subset(n: int, most: int, seed: int) -> np.ndarray:

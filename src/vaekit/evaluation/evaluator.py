@@ -806,7 +806,9 @@ def selected_by(run: str | Path) -> str | None:
         cfg = read_run_config(path)
     except VaekitError:
         cfg = {}
-    if cfg.get("objective") == "iwae":
+    from vaekit.config import named
+
+    if named(cfg, "objective") == "iwae":
         return f"valid IWAE bound (k = {cfg.get('k')})"
     return "valid ELBO"
 

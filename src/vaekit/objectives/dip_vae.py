@@ -72,9 +72,9 @@ class DIPVAE(Objective):
 
     def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
-        terms = elbo(model, x, y, samples=self.k, encoder_input=encoder_input)
         source = model.as_data(x) if encoder_input is None else encoder_input.reshape(model.as_data(x).shape)
-        q = model.posterior(source, y)
+        q = model.posterior(source, y)  # once: the ELBO and the penalty share it
+        terms = elbo(model, x, y, samples=self.k, posterior=q)
         penalty = dip_penalty(q.mean, q.variance if self.second_kind else None, self.offdiagonal, self.diagonal)
         return Loss(-(terms.reconstruction - beta * terms.kl).mean() + penalty, terms)
 

@@ -23,17 +23,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import kl_divergence
 
-from vaekit.distributions import rsample
-from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import ConfigError
 from vaekit.models.base import LatentVariableModel, register_model
 from vaekit.models.families import FAMILIES, Family
 from vaekit.models.persistence import check_spec
 from vaekit.models.vae import VAE
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective
-from vaekit.objectives.terms import ElboTerms
+from vaekit.objectives.terms import elbo
 from vaekit.resources import mlp_parameters, spec_parameters
 
 
@@ -147,12 +144,8 @@ class FactorVAEObjective(Objective):
 
     def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
-        x = model.as_data(x)
-        q = model.posterior(x if encoder_input is None else encoder_input.reshape(x.shape), y)
-        p = model.prior_distribution()
-        z = rsample(q)
-        rec = model.log_likelihood(x, z, y)
-        kl = kl_divergence(q, p) if has_closed_form_kl(q, p) else q.log_prob(z) - p.log_prob(z)
+        terms = elbo(model, x, y, encoder_input=encoder_input)  # one draw z ~ q(z|x), kept in the terms
+        z, rec, kl = terms.z, terms.reconstruction, terms.kl
         logits = model.discriminator(z)
         tc = logits[:, 0] - logits[:, 1]
         codes = z.detach()
@@ -160,5 +153,4 @@ class FactorVAEObjective(Objective):
                                 for j in range(codes.shape[1])], 1)
         labels = torch.cat([torch.zeros(len(codes)), torch.ones(len(codes))]).long().to(codes.device)
         d_loss = nn.functional.cross_entropy(model.discriminator(torch.cat([codes, permuted])), labels)
-        return Loss(-(rec - beta * kl - model.factor.gamma * tc).mean(), ElboTerms(rec - kl, rec, kl),
-                    {"discriminator": d_loss})
+        return Loss(-(rec - beta * kl - model.factor.gamma * tc).mean(), terms, {"discriminator": d_loss})

@@ -16,7 +16,7 @@ log q(z|x) - log p(z) at the same draws, otherwise (as Pyro's TraceMeanField_ELB
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,11 +33,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class ElboTerms:
-    """Per-example ELBO and its two terms (nats): elbo = reconstruction - kl."""
+    """Per-example ELBO and its two terms (nats): elbo = reconstruction - kl; ``z``: the draws they were taken at
+    (where :func:`elbo` drew them), for objectives that use the codes too (a discriminator on them)."""
 
     elbo: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    z: torch.Tensor | None = field(default=None, repr=False)
 
 
 def _inputs(model: LatentVariableModel, x: torch.Tensor,
@@ -56,6 +58,7 @@ def elbo(
     analytic_kl: bool | None = None,
     generator: torch.Generator | None = None,
     encoder_input: torch.Tensor | None = None,
+    posterior: Any = None,
 ) -> ElboTerms:
     """Monte Carlo ELBO with ``samples`` reparameterized draws per example.
 
@@ -65,10 +68,11 @@ def elbo(
 
     ``encoder_input`` (same shape as x, e.g. a noisy copy x~) makes the encoder see x~ while the decoder still
     scores x: E_q(z|x~)[log p(x|z)] - KL(q(z|x~) || p(z)). That is still a lower bound on log p(x), since
-    q(z|x~) is just another distribution over z (the denoising VAE of Shu et al., 2018).
+    q(z|x~) is just another distribution over z (the denoising VAE of Shu et al., 2018). ``posterior``: q(z|x) when
+    the caller has it already (then the encoder is not run again and ``encoder_input`` is not used).
     """
     x, x_enc = _inputs(model, x, encoder_input)
-    q = model.posterior(x_enc, y)
+    q = model.posterior(x_enc, y) if posterior is None else posterior
     if getattr(q, "is_point_mass", False):
         return autoencoder_terms(model, x, q, y)
     p = model.prior_distribution()
@@ -88,7 +92,7 @@ def elbo(
     if samples > 1:
         reconstruction = reconstruction.mean(0)
         kl = kl.mean(0) if kl.dim() > 1 else kl
-    return ElboTerms(reconstruction - kl, reconstruction, kl)
+    return ElboTerms(reconstruction - kl, reconstruction, kl, z)
 
 
 def autoencoder_terms(model: LatentVariableModel, x: torch.Tensor, q: Any, y: Any = None) -> ElboTerms:

@@ -104,8 +104,10 @@ class RunSummary:
         from vaekit.evaluation import json_safe
 
         ev = self.evaluation.to_dict() if self.evaluation is not None else {}
+        from vaekit.config import named
+
         out: dict[str, Any] = {"name": self.name, "run": str(self.path),
-                               "objective": "autoencoder" if self.autoencoder else self.config.get("objective")}
+                               "objective": "autoencoder" if self.autoencoder else named(self.config, "objective")}
         out.update({key: ev.get(key) for key in EVALUATION_KEYS})
         if self.autoencoder:
             out.update(distortion=self.distortion, distortion_stderr=self.distortion_stderr,

@@ -81,10 +81,10 @@ CORE_SETTINGS, APPLIES = _field_rules()
 
 def _objective_core(cfg: dict[str, Any]) -> tuple[str, ...]:
     """The settings the run's objective always shows (IWAE's k), from the objective's class."""
+    from vaekit.config import named
     from vaekit.objectives import OBJECTIVES
 
-    name = cfg.get("objective")
-    name = name.get("name") if isinstance(name, dict) else name
+    name = named(cfg, "objective")
     return OBJECTIVES.entry(name).cls.core_settings if isinstance(name, str) and name in OBJECTIVES else ()
 
 

@@ -68,6 +68,7 @@ class Loop:
     progress: bool | None = None  # the progress bar (None: tqdm decides)
     stopped_early: bool = False
     rng: dict[str, torch.Tensor] = field(default_factory=dict)  # the RNG states after the last epoch (all ranks)
+    batches: _BatchBuffer | None = field(default=None, repr=False)  # the training batches' reused buffer
 
     def __post_init__(self) -> None:
         self.selected_by, self.score_of = selection(self.objective, self.cfg.select_by)
@@ -80,6 +81,7 @@ class Loop:
         """Train until ``cfg.epochs`` or a callback stops it; each epoch ends with :meth:`end_epoch`."""
         if self.sound_epoch is not None:
             self.sound_epoch = self.epoch
+        self.batches = _BatchBuffer(self.data.train, self.cfg.batch_size)
         while self.epoch < self.cfg.epochs:
             if any(cb.should_stop(self) for cb in self.callbacks):
                 self.stopped_early = True
@@ -106,10 +108,10 @@ class Loop:
         bar = bar_class()(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                           disable=None if self.progress is None else not self.progress)
         losses = torch.empty(steps, dtype=torch.float32, device=data.train.device)  # looked at every CHECK_EVERY
-        batches, checked = self._batches(bs), 0
+        checked = 0
         for step in range(steps):
             idx = perm[step * bs : (step + 1) * bs]
-            x = batches.take(idx)
+            x = self.batches.take(idx)
             if data.dynamic:
                 x = torch.bernoulli(x)
             elif data.shift:
@@ -129,11 +131,6 @@ class Loop:
         bar.close()
         means = (D.all_reduce_sum(sums, ctx) / (n * ctx.world_size)).tolist()
         return [means[0] - data.shift, means[1] - data.shift, means[2]]  # ELBO and reconstruction: log p figures
-
-    def _batches(self, rows: int) -> _BatchBuffer:
-        if getattr(self, "_buffer", None) is None:
-            self._buffer = _BatchBuffer(self.data.train, rows)
-        return self._buffer
 
     def _look(self, losses: torch.Tensor, checked: int, step: int, bar: Any) -> None:
         """Stop, naming the epoch and step, at the first non-finite loss of steps ``checked..step``."""

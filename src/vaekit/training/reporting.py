@@ -16,14 +16,7 @@ from vaekit.errors import ConfigError
 from vaekit.io.runs import read_metrics
 from vaekit.loggers import Logger, MultiLogger, check_names, image_grid, open_loggers
 from vaekit.models import LatentVariableModel
-
-
-def _differing_from_defaults(cfg: TrainConfig, names: Collection[str] = ("precision", "eval_batch_size")
-                             ) -> frozenset[str]:
-    """Those of the settings ``names`` whose value in ``cfg`` is not the default."""
-    default = TrainConfig(dataset=cfg.dataset)
-    return frozenset(name for name in names if getattr(cfg, name) != getattr(default, name))
-
+from vaekit.training.state import _differing_from_defaults
 
 #: The settings of how a run reports (not its arithmetic): a resume keeps the run's unless others are chosen.
 LOG_SETTINGS = ("log", "log_images_every")

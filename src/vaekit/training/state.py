@@ -4,6 +4,7 @@ checks of a resumed state, and what is kept when training diverges."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ from vaekit.errors import CheckpointError, VaekitError
 class TrainingDiverged(VaekitError):
     """The loss became NaN or infinite, or the weights absurdly large; the message says which checkpoint (one
     whose weights were all finite and below :data:`WEIGHT_LIMIT`) is kept, or that none is."""
+
+
+#: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
+#: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
+RUN_ARITHMETIC = ("precision", "eval_batch_size")
+
+
+def _differing_from_defaults(cfg: TrainConfig, names: Collection[str] = RUN_ARITHMETIC) -> frozenset[str]:
+    """Those of the settings ``names`` whose value in ``cfg`` is not the default."""
+    default = TrainConfig(dataset=cfg.dataset)
+    return frozenset(name for name in names if getattr(cfg, name) != getattr(default, name))
+
 
 #: Weights of larger magnitude than this mean a diverged run: such weights are never written as a checkpoint.
 WEIGHT_LIMIT = 1e15

@@ -40,18 +40,21 @@ from vaekit.training.data import IN_MEMORY, _classes, _labels, in_memory_dataset
 from vaekit.training.loop import Loop, TrainData
 from vaekit.training.reporting import (
     _close_loggers,
-    _differing_from_defaults,
     _logging_given,
     _resume_logging,
     _split_loggers,
     _start_loggers,
 )
-from vaekit.training.state import _check_resumed_state, _make_scheduler, _rank_rng, _set_rng_state, _weights_unsound
+from vaekit.training.state import (
+    RUN_ARITHMETIC,
+    _check_resumed_state,
+    _differing_from_defaults,
+    _make_scheduler,
+    _rank_rng,
+    _set_rng_state,
+    _weights_unsound,
+)
 from vaekit.training.step import LossModule, _compiled, _fused_if_supported, _make_step
-
-#: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
-#: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
-RUN_ARITHMETIC = ("precision", "eval_batch_size")
 
 
 @dataclass
@@ -132,7 +135,7 @@ def train(
         cfg = dataclasses.replace(cfg, log=names)
     opts = _Options(overwrite, None if explicit is None else frozenset(explicit), check_model, notice,
                     _logging_given(cfg, explicit, names), objects)
-    return _run(cfg, RunFolder(out).path, resume, dataset, progress, on_epoch, log, build, opts=opts)
+    return _run(cfg, RunFolder(out), resume, dataset, progress, on_epoch, log, build, opts=opts)
 
 
 def fit(
@@ -193,7 +196,7 @@ def fit(
         return model
 
     opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
-    return _run(cfg, RunFolder(out).path, resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+    return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
 
 
 def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
@@ -218,7 +221,7 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
     return cfg
 
 
-def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
+def _run(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
          opts: _Options | None = None) -> TrainResult:
     opts = opts or _Options()
     progress = progress_enabled(progress)  # None: a terminal or a notebook
@@ -230,7 +233,6 @@ def _run(cfg, run, resume, dataset, progress, on_epoch, log, build, user_model: 
         device = torch.device("cuda", ctx.local_rank)
     joined = ctx.enabled and not torch.distributed.is_initialized()
     D.setup(ctx, device)
-    folder = RunFolder(run)
     args = (cfg, folder, resume, dataset, progress, on_epoch, say, ctx, device, build, user_model, opts)
 
     def locked() -> TrainResult:
