@@ -76,6 +76,7 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     FIGURE_KINDS,
     LOG_PROBABILITY,
     _is_binary,
+    dequantization_nats,
     dequantize,
     figure_kind,
     on_grid,
@@ -367,7 +368,7 @@ def _evaluation_data(model: LatentVariableModel, data: Any, k: int, seed: int, s
     shift = 0.0  # D log L, subtracted from log p, the ELBO and the reconstruction of a dequantized bound
     if kind == DEQUANTIZED:
         x_all = dequantize(x_all, levels, seed)
-        shift = x_all.shape[1] * math.log(levels)
+        shift = dequantization_nats(tuple(x_all.shape[1:]), levels)
     return x_all, y_all, kind, levels, shift
 
 

@@ -57,7 +57,7 @@ def figure_kind(model: LatentVariableModel, x: torch.Tensor, data: Any = None,
     want = getattr(lik, "levels", None)
     name = getattr(lik, "name", "") or type(lik).__name__
     if want is None:  # a density
-        if levels is not None and levels > 2:
+        if dequantizes(model, levels):
             if not on_grid(x, levels):
                 raise DataError(f"the data are said to have {levels} grey levels but are not on the grid k / "
                                 f"{levels - 1}; give their true levels")
@@ -92,4 +92,4 @@ def dequantization_nats(shape: tuple[int, ...], levels: int) -> float:
 def dequantizes(model: LatentVariableModel, levels: int | None) -> bool:
     """Whether ``model``'s figures on data of ``levels`` grey levels are dequantised bounds: a density likelihood
     (no ``levels`` of its own) on integer data of more than two levels."""
-    return getattr(getattr(model, "likelihood", None), "levels", 0) is None and levels is not None and levels > 2
+    return getattr(getattr(model, "likelihood", None), "levels", None) is None and levels is not None and levels > 2
