@@ -89,6 +89,10 @@ class Objective:
     def start_epoch(self, epoch: int) -> None:
         """Called by the loop before each training epoch (0-based), for objectives with a schedule (nothing here)."""
 
+    def set_step(self, step: int, steps_per_epoch: int) -> None:
+        """Called by the loop before each training step with the 0-based step count since training began, for
+        objectives whose schedule moves per iteration (nothing here)."""
+
     def beta_at(self, epoch: int) -> float:
         """The KL weight at ``epoch`` (0-based): beta * min(1, (epoch + 1) / warmup)."""
         return kl_weight(epoch, self.beta, self.warmup)

@@ -116,6 +116,7 @@ class Loop:
                 x = torch.bernoulli(x)
             elif data.shift:
                 x = data.dequantize_batch(x)
+            self.objective.set_step(epoch * steps + step, steps)
             if self.estimator is not None:
                 self.estimator.set_step(epoch * steps + step)
             losses[step], stats = self.step(x, beta, data.train_labels[idx] if data.train_labels is not None else None)
