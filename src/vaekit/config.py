@@ -76,6 +76,11 @@ class TrainConfig:
         "none, static, dynamic or threshold (grey-level data: dynamic or threshold)", "str"))
     conditional: bool = field(default=False, metadata=_flag(
         "condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)", "store_true"))
+    image_size: int | None = field(default=None, metadata=_flag(
+        "images:DIR: resize the images to PX x PX (named data sets keep their native size)", "positive_int"))
+    limit: int | None = field(default=None, metadata=_flag(
+        "a data set drawn from a factor grid (dsprites, shapes3d): use a fixed random subset of N of its images "
+        "(the splits are carved from it)", "positive_int", core=True, applies=lambda c: c.get("limit") is not None))
     # model: the family, networks (model = mlp | conv), sizes, and the three components (names + settings)
     family: str = field(default="vae", metadata=_flag(
         "model family: {families} (default vae; bernoulli-mixture: --components K, --fit em|vae)", "str", core=True))
@@ -187,10 +192,10 @@ class TrainConfig:
         "precision": ("fp32", "tf32", "bf16"),
     }
     POSITIVE = ("latent", "levels", "k", "epochs", "batch_size", "eval_batch_size", "threads", "components",
-                "em_iterations")
+                "em_iterations", "image_size", "limit")
     NONNEGATIVE = ("warmup", "patience", "seed", "log_images_every")
     #: Upper bounds of the integer settings (2**31 - 1 unless listed): beyond them torch overflows.
-    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "components": 2**20}
+    MAXIMUM = {"seed": 2**32 - 1, "threads": 1024, "levels": 2, "components": 2**20, "image_size": 4096}
 
     def __post_init__(self) -> None:
         try:
@@ -222,7 +227,7 @@ class TrainConfig:
 #: The generic model settings, flat in TrainConfig and under [model] in a file (``model`` itself is [model] arch).
 MODEL_KEYS = ("hidden", "latent", "levels", "activation", "conv_channels")
 #: The settings of the data, first in config.json.
-DATA_KEYS = ("dataset", "data_dir", "binarize", "conditional")
+DATA_KEYS = ("dataset", "data_dir", "binarize", "conditional", "image_size", "limit")
 #: The settings of a model family and its fitting (exact EM) besides the family's own table.
 FAMILY_KEYS = ("family", "components", "fit", "em_iterations")
 
@@ -293,9 +298,22 @@ def validate(cfg: TrainConfig) -> None:
     _validate_log(cfg)
     _validate_networks(cfg)
     _validate_combinations(cfg)
+    _validate_data_options(cfg)
     shape = _known_shape(cfg.dataset)
     if shape is not None:
         check_model_size(cfg, shape)
+
+
+def _validate_data_options(cfg: TrainConfig) -> None:
+    """``limit`` only where the data set's loader subsets it, ``image_size`` only for images:DIR (before a run
+    folder is made)."""
+    from vaekit.data import DATASETS, _canonical, _check_limit
+
+    if cfg.image_size is not None and not cfg.dataset.startswith("images:"):
+        raise ConfigError(f"image_size resizes a folder of images (dataset images:DIR); {cfg.dataset} has its "
+                          "native size: leave image_size out")
+    entry = DATASETS.get(_canonical(cfg.dataset))
+    _check_limit(cfg.dataset, cfg.limit, entry.loader if entry is not None else None)
 
 
 def _validate_named(cfg: TrainConfig) -> None:

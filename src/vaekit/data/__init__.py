@@ -36,6 +36,7 @@ of ``.amat`` files.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ from vaekit.data.idx import (
     read_idx_labels,
     write_idx,
 )
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 
 __all__ = [
     "BINARIZE_MODES",
@@ -214,6 +215,7 @@ def load_dataset(
     download: bool = True,
     splits: Iterable[str] | None = None,
     cache: bool = True,
+    limit: int | None = None,
 ) -> Dataset:
     """Load ``spec`` (a name in :data:`DATASETS`, or ``images:DIR`` / ``npy:FILE`` /
     ``npz:FILE``) as a :class:`Dataset`.
@@ -224,12 +226,15 @@ def load_dataset(
     ``image_size``: resize ``images:DIR`` (an int or (H, W)). ``seed``: chooses the
     validation split (the test split never depends on it). ``download``: fetch missing files.
     ``splits``: load only these splits (the others are empty). ``cache``: use the parse cache.
+    ``limit``: for a data set drawn from a factor grid (its loader takes ``limit``: dsprites, shapes3d), a fixed
+    random subset of that many images, from which the splits are carved.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data set spec must be a non-empty string, got {spec!r}")
     wanted = check_splits(splits)
     kind, sep, _ = spec.partition(":")
     if sep and kind in FILE_KINDS:
+        _check_limit(spec, limit, None)
         ds = load_file_dataset(
             spec,
             valid_size=valid_size,
@@ -243,6 +248,7 @@ def load_dataset(
     name = _canonical(spec)
     if name not in DATASETS:
         raise DataError(_unknown_message(spec))
+    options = _check_limit(name, limit, DATASETS[name].loader)
     ds = DATASETS[name].loader(
         data_dir=data_dir,
         valid_size=valid_size,
@@ -253,8 +259,20 @@ def load_dataset(
         download=download,
         splits=wanted,
         cache=cache,
+        **options,
     )
     return keep_splits(ds, wanted)
+
+
+def _check_limit(name: str, limit: int | None, loader: Callable[..., Dataset] | None) -> dict[str, int]:
+    """``{"limit": limit}`` for a loader that subsets its data set, ``{}`` without a limit; else a ConfigError."""
+    if limit is None:
+        return {}
+    if loader is None or "limit" not in inspect.signature(loader).parameters:
+        takers = ", ".join(n for n, e in DATASETS.items() if "limit" in inspect.signature(e.loader).parameters)
+        raise ConfigError(f"limit applies to the data sets drawn from a factor grid ({takers}); {name} has its own "
+                          "splits: leave limit out")
+    return {"limit": limit}
 
 
 def _unknown_message(spec: str) -> str:

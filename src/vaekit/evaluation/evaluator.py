@@ -688,12 +688,21 @@ def load_model(run: str | Path, device: str | torch.device | None = None) -> Any
 
 
 def _load_dataset(spec: str, data_dir: str | None, binarize: str | None, seed: int,
-                  splits: tuple[str, ...] | None = None) -> Any:
-    """``vaekit.data.load_dataset`` of ``splits`` only (all when None): a separate function so that tests can
-    replace it."""
+                  splits: tuple[str, ...] | None = None, **options: Any) -> Any:
+    """``vaekit.data.load_dataset`` of ``splits`` only (all when None), with the run's ``image_size`` and
+    ``limit`` when it set them: a separate function so that tests can replace it."""
     from vaekit.data import load_dataset
 
-    return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed, splits=splits)
+    return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed, splits=splits, **options)
+
+
+def _data_options(cfg: dict[str, Any], cfg_path: Path) -> dict[str, int]:
+    """The run's ``image_size`` and ``limit`` (those it set), checked."""
+    options = {key: cfg[key] for key in ("image_size", "limit") if cfg.get(key) is not None}
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{cfg_path} is corrupt: {key} is {str(value)[:40]!r}, expected a whole number >= 1")
+    return options
 
 
 def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any = None,
@@ -726,9 +735,10 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
         raise CheckpointError(f"{run} was trained by vaekit.fit on data held in memory; pass --dataset NAME "
                               "(and --data-dir), or evaluate it in Python: vaekit.evaluate(model, x)")
     where = data_dir if data_dir is not None else cfg.get("data_dir")
+    options = _data_options(cfg, cfg_path) if name == cfg.get("dataset") else {}
     if split is None:
-        return _load_dataset(name, where, cfg.get("binarize"), seed)
-    return _load_dataset(name, where, cfg.get("binarize"), seed, splits=(split,))
+        return _load_dataset(name, where, cfg.get("binarize"), seed, **options)
+    return _load_dataset(name, where, cfg.get("binarize"), seed, splits=(split,), **options)
 
 
 def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:

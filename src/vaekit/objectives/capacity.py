@@ -3,9 +3,10 @@
     loss = -E_x [ E_q log p(x|z) - gamma |KL(q(z|x) || p(z)) - C| ],
 
 the KL held near a target capacity C (nats) raised linearly from 0 to ``max`` over the iterations of the first
-``epochs`` epochs, so that the code takes on information gradually. The objective is not a bound on log p(x): the kept epoch is chosen by
-the validation ELBO. gamma = 1000 and C up to 25 nats are the paper's dSprites settings (per image; C moves at every
-iteration, as in the paper, and a metrics row reports the C of its epoch's last step).
+``epochs`` epochs, so that the code takes on information gradually. The objective is not a bound on log p(x):
+the kept epoch is chosen by the validation ELBO. gamma = 1000 and C up to 25 nats are the paper's dSprites
+settings (per image; C moves at every iteration, as in the paper, and a metrics row reports the C of its epoch's
+last step).
 """
 
 from __future__ import annotations

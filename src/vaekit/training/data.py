@@ -19,7 +19,8 @@ IN_MEMORY = "in-memory"
 def load_data(cfg: TrainConfig):
     from vaekit.data import load_dataset
 
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarize=cfg.binarize, seed=cfg.seed)
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarize=cfg.binarize, seed=cfg.seed,
+                        image_size=cfg.image_size, limit=cfg.limit)
 
 
 def _as_images(data: Any, what: str) -> torch.Tensor:
