@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 10000; 0: not estimated)")
     parser.add_argument("--disentanglement", action="store_true",
                         help="also score the codes against the data set's known factors (MIG, SAP, DCI, modularity "
-                        "and explicitness, the beta-VAE and FactorVAE scores), each with its standard error; for a "
-                        "data set with factors (dsprites)")
+                        "and explicitness, the beta-VAE and FactorVAE scores), each with its standard error, and the "
+                        "mutual information I(z_j; v_k) of every unit with every factor (nats); for a data set with "
+                        "factors (dsprites). The result (what --json prints) is also kept in RUN/disentanglement.json, "
+                        "which 'vaekit report' and 'vaekit compare' show")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (by default one on stderr when it is a terminal: examples done, "
@@ -70,7 +72,7 @@ def _limit(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.bounds.enumeration import DEFAULT_LIMIT
-    from vaekit.evaluation import evaluate_run, format_table
+    from vaekit.evaluation import evaluate_run, format_table, json_safe
     from vaekit.progress import Bar, enabled
 
     show = not args.quiet and enabled(True if args.progress else None)
@@ -89,21 +91,43 @@ def run(args: argparse.Namespace) -> int:
                               surgery_samples=args.surgery_samples)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
+    summary = json_safe({**result.summary(), **(scores or {})})
+    saved = None if scores is None else _save(args.run, summary)
     if args.json:
-        print(json.dumps({**result.summary(), **(scores or {})}))
+        print(json.dumps(summary))
     else:
         print(format_table(result))
-        for name, value in (scores or {}).items():
-            if not name.endswith("_stderr") and value is not None:
-                print(f"{name:<22} {value:8.4f} +- {scores[name + '_stderr']:.4f}")
+        if scores is not None:
+            _print_scores(scores)
+            print(f"saved to {saved}")
     return 0
 
 
-def _disentanglement(args: argparse.Namespace, device) -> dict:
-    """The disentanglement scores of the run's kept model on its data set's factors (one line if it has none:
-    :func:`~vaekit.evaluation.disentanglement.disentanglement_scores` refuses before any work)."""
-    from vaekit.evaluation import load_model, load_run_data
-    from vaekit.evaluation.disentanglement import disentanglement_scores
+def _save(run: str, summary: dict) -> str:
+    from vaekit.evaluation.disentanglement import save_scores
 
+    return str(save_scores(run, summary))
+
+
+def _print_scores(scores: dict) -> None:
+    """One line per score of :data:`vaekit.evaluation.disentanglement.SCORES` that the data allowed: value +- stderr."""
+    from vaekit.evaluation.disentanglement import SCORES
+
+    for name in SCORES:
+        value, stderr = scores.get(name), scores.get(name + "_stderr")
+        if value is not None:
+            print(f"{name:<22} {value:8.4f} +- {stderr if stderr is not None else float('nan'):.4f}")
+
+
+def _disentanglement(args: argparse.Namespace, device) -> dict:
+    """The disentanglement scores of the run's kept model on its data set's factors and the matrix I(z_j; v_k)
+    (nats; :func:`~vaekit.evaluation.disentanglement.unit_factor_information`), one dict (one line if the data
+    set has no factors: :func:`~vaekit.evaluation.disentanglement.disentanglement_scores` refuses before any work)."""
+    from vaekit.evaluation import load_model, load_run_data
+    from vaekit.evaluation.disentanglement import disentanglement_scores, scores_path, unit_factor_information
+
+    model = load_model(args.run, device)
+    scores_path(args.run)  # RUN/disentanglement.json: a link or a special file there is refused before any work
     ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
-    return disentanglement_scores(load_model(args.run, device), ds, split=args.split, seed=args.seed)
+    scores = disentanglement_scores(model, ds, split=args.split, seed=args.seed)
+    return {**scores, **unit_factor_information(model, ds, seed=args.seed).summary()}

@@ -17,6 +17,14 @@ draw from p(z) without data); interpolations and the manifold, which move z cont
 with a note. A model with a cluster variable (one categorical group, a mixture of Bernoullis, the
 Gaussian-mixture prior) gets its clustering accuracy against the labels (:mod:`vaekit.analysis.clustering`), and
 the Gaussian-mixture VAE its decoded cluster means.
+
+A run whose data set has known factors (``Dataset.factors``, e.g. dSprites) gets a section "Disentanglement": the
+heat map of I(z_j; v_k) (nats) of its active units against the factors, as ``vaekit evaluate RUN --disentanglement``
+kept it in ``RUN/disentanglement.json`` (over training images) when that file is newer than the model, else from the
+posterior means of at most :data:`~vaekit.evaluation.disentanglement.INFORMATION_POINTS` images of the training split
+when it is loaded, or of the evaluated split (one encoder pass: the report loads no other split); a traversal of
+each active unit labelled with the factor it informs most; and the scores of ``RUN/disentanglement.json`` (the page
+computes none of them).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +182,7 @@ def write_report(
     ctx = _open_run(run, device, split=split, seed=seed, k=k, say=say)
     _load_split(ctx, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, limit=limit)
     result = _evaluate(ctx, progress)
+    _factor_information(ctx)
     title = f"vaekit report: {run.resolve().name}"
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     mc = ctx.model.describe()
@@ -206,6 +216,12 @@ class _Report:
     x: torch.Tensor | None = None  # (N, C, H, W) in class-interleaved order
     labels: torch.Tensor | None = None
     class_names: Any = None
+    factor_info: Any = None  # I(z_j; v_k) (UnitFactorInformation) when the data set has factors
+    factor_note: str | None = None  # why a data set with factors has no factor_info
+    factor_kept: bool = False  # factor_info is the one RUN/disentanglement.json holds
+    saved: dict[str, Any] | None = None  # RUN/disentanglement.json's object, for a data set with factors
+    saved_note: str | None = None  # why RUN/disentanglement.json could not be read
+    saved_stale: bool = False  # RUN/disentanglement.json is older than RUN/model.safetensors
 
 
 def _open_run(run: Path, device: str | None, *, split: str, seed: int, k: int, say: Callable[[str], None]) -> _Report:
@@ -305,6 +321,8 @@ def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
     else:
         level = int(mc.get("latent", ctx.latent))
         sections += _continuous_sections(model, result, x, labels, ctx.class_names, ctx.split, ctx.latent, level)
+    if ctx.factor_info is not None or ctx.factor_note is not None:
+        sections.append(_disentanglement_section(ctx, result))
     sections.append(_settings_section(ctx.cfg, mc))
     return sections
 
@@ -410,10 +428,7 @@ def _continuous_sections(model: LatentVariableModel, result: Any, x: torch.Tenso
     out: list[str] = []
     activity = result.latent_variance if result is not None else None
     units = sorted(range(latent), key=lambda j: -activity[j])[:10] if activity else list(range(min(latent, 10)))
-    base = None
-    if x is not None:
-        with torch.inference_mode():
-            base = model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
+    base = _first_code(model, x, labels)
     unit_labels = [viz.unit_name(j) + (f" ({activity[j]:.2f})" if activity else "") for j in units]
     out.append("<h2>Latent traversals</h2>" + page_figure(
         viz.traversals_figure(model, units, base, 9, unit_labels), "traversals",
@@ -440,6 +455,16 @@ def _continuous_sections(model: LatentVariableModel, result: Any, x: torch.Tenso
                    f"space; this model has {latent} dimensions (the explorer below shows the two most active).</p>")
     out.append(explorer.explorer_section(model, x, labels, class_names, activity, split))
     return out
+
+
+def _first_code(model: LatentVariableModel, x: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """The posterior mean of the first loaded image (the code traversals hold the other units at), or None."""
+    from vaekit.pages import viz
+
+    if x is None:
+        return None
+    with torch.inference_mode():
+        return model.code(x[:1].to(next(model.parameters()).device), viz._labels_for(model, 1, labels))[0]
 
 
 def _latent_text(prior: Any, latent: int, level: int) -> str:
@@ -511,6 +536,140 @@ def _clusters_section(model: LatentVariableModel, clusters: int, x: torch.Tensor
     block.append(page_figure(fig, "contingency table",
                          "Examples of each label assigned to each cluster."))
     return "".join(block)
+
+
+#: The most rows of the disentanglement section's traversals (one per active unit, the most informative first).
+MAX_FACTOR_TRAVERSALS = 16
+
+
+def _factor_information(ctx: _Report) -> None:
+    """For a data set with factors: ``ctx.saved`` (``RUN/disentanglement.json``, when there is one) and
+    ``ctx.factor_info`` = I(z_j; v_k) (nats), the saved matrix when the file is newer than the model and fits it, else
+    :func:`~vaekit.evaluation.disentanglement.unit_factor_information` over at most
+    :data:`~vaekit.evaluation.disentanglement.INFORMATION_POINTS` images of the training split when it is loaded,
+    else of the evaluated split, drawn with ``ctx.seed``; a failure sets ``ctx.factor_note``. Nothing without
+    factors."""
+    from vaekit.evaluation import disentanglement as ed
+
+    factors = getattr(ctx.ds, "factors", None)
+    if factors is None or ctx.x is None:
+        return
+    try:
+        ctx.saved = ed.read_scores(ctx.run)
+    except VaekitError as exc:
+        ctx.saved_note = str(exc)
+    ctx.saved_stale = ctx.saved is not None and _older_than_model(ctx.run / ed.SCORES_FILE, ctx.run)
+    kept = ed.UnitFactorInformation.from_summary(ctx.saved) if ctx.saved is not None and not ctx.saved_stale else None
+    if kept is not None and kept.matrix.shape[0] == ctx.latent and kept.factor_names == tuple(factors.names):
+        ctx.factor_info, ctx.factor_kept = kept, True
+        return
+    split = "train" if len(factors.split("train")) >= 2 else ctx.split
+    try:
+        ctx.say(f"mutual information of the units with the factors ({split} images) ...")
+        ctx.factor_info = ed.unit_factor_information(ctx.model, ctx.ds, split=split, seed=ctx.seed)
+    except VaekitError as exc:
+        ctx.factor_note = f"I(z_j; v_k) could not be computed: {exc}"
+        ctx.say(f"warning: {exc}")
+
+
+def _active_units(ctx: _Report, result: Any, latent: int) -> tuple[list[int], str]:
+    """(the active units, Cov_x E_q[z_j] > ACTIVE_THRESHOLD over the evaluated images as in the evaluation table,
+    the rule in words); every unit where the evaluation has no per-unit figure or none is active."""
+    from vaekit.evaluation.evaluator import ACTIVE_THRESHOLD
+
+    activity = getattr(result, "latent_variance", None)
+    if not activity or len(activity) != latent or getattr(result, "unit", "unit") != "unit":
+        return list(range(latent)), f"all {latent} units"
+    units = [j for j in range(latent) if activity[j] > ACTIVE_THRESHOLD]
+    if not units:
+        return list(range(latent)), (f"all {latent} units (none is active: Cov<sub>x</sub> E<sub>q</sub>"
+                                     f"[z<sub>j</sub>] &le; {ACTIVE_THRESHOLD} for every one)")
+    return units, (f"the {len(units)} active units of {latent} (Cov<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>] &gt; "
+                   f"{ACTIVE_THRESHOLD} over the evaluated {html.escape(ctx.split)} images)")
+
+
+def _disentanglement_section(ctx: _Report, result: Any) -> str:
+    """The heat map of I(z_j; v_k) over the active units, their traversals labelled with the factor each informs
+    most, and the scores of ``RUN/disentanglement.json`` (or how to get them)."""
+    from vaekit.pages import viz
+
+    block = ["<h2>Disentanglement</h2>"]
+    info = ctx.factor_info
+    if info is None:
+        block.append(f"<p class='note'>{html.escape(str(ctx.factor_note))}</p>")
+        return "".join(block + [_saved_scores(ctx)])
+    mi = info.matrix
+    units, rule = _active_units(ctx, result, mi.shape[0])
+    order = sorted(units, key=lambda j: (int(mi[j].argmax()), -float(mi[j].max())))  # grouped by their top factor
+    columns = [f"{name} (H {h:.2f})" for name, h in zip(info.factor_names, info.factor_entropy)]
+    block.append(page_figure(
+        viz.information_figure(mi[order], [viz.unit_name(j) for j in order], columns,
+                               "I(z_j; v_k), nats (not normalised)"), "mutual information of units and factors",
+        f"I(z<sub>j</sub>; v<sub>k</sub>) in nats, not normalised: the plug-in mutual information between unit j's "
+        f"posterior mean E<sub>q</sub>[z<sub>j</sub>|x], cut into {info.bins} equal-width bins, and the class of "
+        f"factor k, over {info.points:,} {html.escape(info.split)} images (a uniform random subset, seed {info.seed}"
+        + ("; as vaekit evaluate --disentanglement kept it in disentanglement.json" if ctx.factor_kept else "")
+        + "). A column is at most the factor's entropy H(v<sub>k</sub>), in brackets after its name. Columns: "
+        + html.escape(", ".join(columns))
+        + f". Rows: {rule}, grouped by the factor each informs most, the most informative first."))
+    block.append(_factor_traversals(ctx, order, info))
+    block.append(_saved_scores(ctx))
+    return "".join(block)
+
+
+def _factor_traversals(ctx: _Report, order: list[int], info: Any) -> str:
+    """A traversal of each unit of ``order`` (at most :data:`MAX_FACTOR_TRAVERSALS`), labelled with the factor of
+    highest I(z_j; v_k) and that information in nats; a word instead for discrete codes."""
+    from vaekit.pages import viz
+
+    if ctx.discrete:
+        return "<p class='sub'>No traversals: they move z continuously, and this model's codes are discrete.</p>"
+    shown = order[:MAX_FACTOR_TRAVERSALS]
+    top = [int(info.matrix[j].argmax()) for j in shown]
+    labels = [f"{viz.unit_name(j)}: {info.factor_names[k]} ({info.matrix[j, k]:.2f} nats)"
+              for j, k in zip(shown, top)]
+    base = _first_code(ctx.model, ctx.x, ctx.labels)
+    more = f" The first {len(shown)} of {len(order)} units." if len(order) > len(shown) else ""
+    return page_figure(
+        viz.traversals_figure(ctx.model, shown, base, 9, labels), "traversals by factor",
+        "One row per unit of the heat map, in its order, labelled with the factor v<sub>k</sub> of highest "
+        "I(z<sub>j</sub>; v<sub>k</sub>) and that information (nats); the unit sweeps the prior's 5%..95% quantiles "
+        f"while the others stay at the posterior mean of the first {html.escape(ctx.split)} image.{more} Rows: "
+        + "; ".join(html.escape(label) for label in labels) + ".")
+
+
+def _saved_scores(ctx: _Report) -> str:
+    """The scores of ``RUN/disentanglement.json`` (value &plusmn; one standard error), or one line saying how to get
+    them; a word when the file is older than the kept model."""
+    from vaekit.evaluation.disentanglement import SCORES, SCORES_FILE
+
+    command = f"<code>vaekit evaluate {html.escape(str(ctx.run))} --disentanglement</code>"
+    saved = ctx.saved
+    if ctx.saved_note is not None:
+        return f"<p class='note'>{html.escape(ctx.saved_note)}</p>"
+    if saved is None:
+        return (f"<p class='sub'>No scores yet: {command} computes MIG, SAP, DCI, modularity, explicitness and the "
+                f"beta-VAE and FactorVAE scores and keeps them in {SCORES_FILE}, which this page then shows.</p>")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    rows = "".join(f"<tr><td>{name}</td><td class='num'>"
+                   + (_pm(saved[name], saved.get(f"{name}_stderr") if number(saved.get(f"{name}_stderr")) else None)
+                      if number(saved.get(name)) else "n/a") + "</td></tr>" for name in SCORES)
+    split = html.escape(str(saved.get("split", "?")))
+    note = f"From {SCORES_FILE} ({command}), on the {split} split; &plusmn; is one standard error; n/a: not computed."
+    if ctx.saved_stale:
+        note += " It was written before the current model.safetensors: run the command again to score this model."
+    return f"<table><tr><th>score</th><th>value</th></tr>{rows}</table><p class='sub'>{note}</p>"
+
+
+def _older_than_model(path: Path, run: Path) -> bool:
+    """``path`` was modified before ``RUN/model.safetensors`` (False when either cannot be looked at)."""
+    try:
+        return os.lstat(path).st_mtime < os.lstat(run / "model.safetensors").st_mtime
+    except OSError:
+        return False
 
 
 #: What marks a page as a vaekit report (an existing file is replaced only when it carries it).

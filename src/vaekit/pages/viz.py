@@ -5,6 +5,7 @@ Discrete latent codes (categorical, binary) have pictures of their own: the deco
 category of a group (:func:`category_figure`); the Gaussian-mixture VAE's decoded cluster means
 (:func:`cluster_means_figure`); the contingency table of clusters against labels (:func:`contingency_figure`).
 Interpolations, traversals and the 2-D manifold move z continuously and refuse discrete codes (ValueError).
+For data with known factors, :func:`information_figure` draws the mutual information of each unit with each factor.
 
 Images are tensors (N, C, H, W) with values in [0, 1] (C = 1 grey, C = 3 colour). Every figure
 function returns a ``matplotlib.figure.Figure`` made with matplotlib's object API: importing this module
@@ -554,6 +555,33 @@ def contingency_figure(table: Any, labels: Sequence[Any] | None = None, title: s
                     ax.text(j, r, f"{int(t[r, j])}", ha="center", va="center", fontsize=6,
                             color="white" if t[r, j] > 0.6 * top else "black")
     ax.set_title(plain_text(title or "examples per cluster and label", 90), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def information_figure(matrix: Any, units: Sequence[str], factors: Sequence[str], title: str | None = None) -> Figure:
+    """The mutual information I(z_j; v_k) (nats) of latent units (rows, named ``units``) against factors (columns,
+    named ``factors``) as a heat map from 0 (white) up, the values written in the cells when there are at most
+    20 x 20 of them."""
+    t = np.asarray(matrix, dtype=float).reshape(len(units), len(factors))
+    rows, cols = t.shape
+    fig = new_figure(min(12.0, 2.6 + 0.9 * cols), min(14.0, 1.4 + 0.32 * rows))
+    ax = fig.subplots()
+    top = float(t.max()) if t.size and t.max() > 0 else 1.0
+    im = ax.imshow(t, cmap="Blues", vmin=0.0, vmax=top, aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="nats")
+    ax.set_xticks(range(cols))
+    ax.set_xticklabels([plain_text(v, 24) for v in factors], fontsize=8)
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels([plain_text(v, 24) for v in units], fontsize=8 if rows <= 30 else 6)
+    ax.set_xlabel("factor v_k")
+    ax.set_ylabel("latent unit z_j")
+    if rows <= 20 and cols <= 20:
+        for r in range(rows):
+            for k in range(cols):
+                ax.text(k, r, f"{t[r, k]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if t[r, k] > 0.6 * top else "black")
+    ax.set_title(plain_text(title or "I(z_j; v_k), nats", 90), fontsize=10)
     fig.tight_layout()
     return fig
 
