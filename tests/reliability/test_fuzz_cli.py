@@ -33,14 +33,14 @@ JUNK = ["", " ", ",", "abc", "1,2", "0.5,0.5", "0.2,0.8", "1,,2", "0,0", "☃", 
 WORDS = ["mlp", "conv", "vamp", "standard", "iwae", "elbo", "cosine", "plateau", "none", "bf16", "tf32", "fp32",
          "cpu", "cuda", "auto", "dynamic", "threshold", "static", "gaussian", "bernoulli", "continuous-bernoulli",
          "tanh", "gelu", "train", "valid", "test"]
-DATASETS = ["digits", "mnist", "binarized-mnist", "fashion-mnist", "kmnist", "nope", "npy:/nonexistent.npy",
-            "npz:", "images:", "digits:"]
+DATASETS = ["digits", "mnist", "binarized-mnist", "fashion-mnist", "kmnist", "shapes3d", "nope",
+            "npy:/nonexistent.npy", "npz:", "images:", "digits:"]
 
 COMMAND_FLAGS = {
     "info": ["--p", "--q", "--base", "--normalize", "--json"],
     "gradients": ["--theta", "--samples", "--trials", "--seed", "--plot", "--json"],
     "data": ["--dataset", "--data-dir", "--binarize", "--valid-size", "--test-size", "--image-size", "--seed",
-             "--download", "--json"],
+             "--limit", "--download", "--json"],
     "train": [*TRAIN_FLAGS, "--config", "--resume", "--quiet", "--json"],
     "evaluate": ["--split", "--k", "--batch-size", "--seed", "--data-dir", "--dataset", "--limit", "--device",
                  "--disentanglement", "--json"],

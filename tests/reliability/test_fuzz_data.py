@@ -1,10 +1,11 @@
 """Fuzzing the data-file parsers (vaekit.data): random and randomly damaged .amat, IDX (plain and gzip),
-.npy, .npz and PNG bytes give either the right array or a DataError naming the file - never another
-exception, a hang, or an array that differs from what the bytes say.
+.npy, .npz, PNG and HDF5 (shapes3d's 3dshapes.h5) bytes give either the right array or a DataError naming the
+file - never another exception, a hang, or an array that differs from what the bytes say.
 
 "The right array" is checked by a round trip: what vaekit parsed, written back in the format, must give
 the input bytes again (amat, IDX), or equal an independent decoding of the same bytes (npy), or - where
-the format has checksums (gzip, zip, PNG) - the undamaged original.
+the format has checksums (gzip, zip, PNG, HDF5 with checksummed metadata and Fletcher-32) - the undamaged
+original.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import zipfile
 import zlib
 
 import numpy as np
+import pytest
+import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 from reliability_helpers import assert_one_line_error, run_cli
 
-from vaekit.data import load_dataset
+from vaekit.data import load_dataset, shapes3d
 from vaekit.data.amat import parse_amat, read_amat, write_amat
 from vaekit.data.files import read_images_dir
 from vaekit.data.idx import IDX_TYPES, parse_idx, read_idx
@@ -278,3 +281,60 @@ def test_a_decompression_bomb_png_is_refused_before_decoding(tmp_path):
     (tmp_path / "bomb" / "a.png").write_bytes(bomb)
     code, _, err = run_cli(["data", "--dataset", f"images:{tmp_path / 'bomb'}"])
     assert_one_line_error(code, err, "a.png")
+
+
+# -- HDF5 (shapes3d's 3dshapes.h5) ---------------------------------------------------------------
+
+#: A grid of 6 images in 3dshapes.h5's layout (a 75 kB file).
+TINY_SHAPES = shapes3d.Shapes3DGrid((1, 1, 1, 1, 2, 3))
+
+
+def shapes3d_bytes(checksums: bool) -> tuple[bytes, np.ndarray]:
+    """(a 3dshapes.h5 of TINY_SHAPES, its images). ``checksums``: HDF5's checksummed metadata (libver latest)
+    and Fletcher-32 on every chunk; else the plain layout, as DeepMind's file has no checksums."""
+    h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install 'vaekit[shapes3d]')")
+    images = np.random.default_rng(0).integers(0, 256, size=(TINY_SHAPES.count, 64, 64, 3), dtype=np.uint8)
+    labels = TINY_SHAPES.classes(np.arange(TINY_SHAPES.count)) * 0.5
+    buf = io.BytesIO()
+    extra = {"fletcher32": True} if checksums else {}
+    with h5py.File(buf, "w", **({"libver": "latest"} if checksums else {})) as f:
+        f.create_dataset("images", data=images, **({"chunks": (1, 64, 64, 3)} if checksums else {}), **extra)
+        f.create_dataset("labels", data=labels, **({"chunks": labels.shape} if checksums else {}), **extra)
+    return buf.getvalue(), images
+
+
+def load_shapes3d_bytes(tmp_path, raw: bytes):
+    """Load ``raw`` as 3dshapes.h5: the data set, or None after a one-line DataError naming the file."""
+    folder = tmp_path / "shapes3d-fuzz"
+    folder.mkdir(exist_ok=True)
+    (folder / shapes3d.FILE).write_bytes(raw)
+    try:
+        return timed(shapes3d.load_shapes3d, data_dir=folder, grid=TINY_SHAPES, valid_size=1, test_size=1)
+    except DataError as exc:
+        assert shapes3d.FILE in str(exc) and "\n" not in str(exc), str(exc)
+        return None
+
+
+@settings(SETTINGS, max_examples=200)
+@given(st.data())
+def test_checksummed_h5_is_the_original_or_a_data_error(tmp_path, data):
+    raw, images = shapes3d_bytes(checksums=True)
+    ds = load_shapes3d_bytes(tmp_path, data.draw(damaged(raw)))
+    if ds is not None:  # HDF5's metadata checksums and Fletcher-32 guard the rest
+        for s in ("train", "valid", "test"):
+            rows = images[TINY_SHAPES.index(ds.factors.split(s))]
+            assert torch.equal(ds.split(s), torch.from_numpy(rows / np.float32(255)).permute(0, 3, 1, 2))
+
+
+@settings(SETTINGS, max_examples=100)
+@given(st.data())
+def test_damaged_plain_h5_gives_8_bit_images_in_grid_order_or_a_data_error(tmp_path, data):
+    """Without checksums a damaged file may hold other pixels, but never anything but 8-bit images whose
+    labels form the grid, and never another exception."""
+    raw, _ = shapes3d_bytes(checksums=False)
+    ds = load_shapes3d_bytes(tmp_path, data.draw(damaged(raw)))
+    if ds is not None:
+        x = torch.cat([ds.train, ds.valid, ds.test])
+        assert x.shape == (TINY_SHAPES.count, 3, 64, 64) and torch.equal(torch.round(x * 255) / 255, x)
+        assert sorted(TINY_SHAPES.index(np.concatenate([ds.factors.split(s) for s in ("train", "valid", "test")]))) \
+            == list(range(TINY_SHAPES.count))

@@ -6,7 +6,7 @@
 
 ``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``mnist-grey``,
 ``fashion-mnist``, ``kmnist``, the ``-t10k`` variants ``mnist-t10k``, ``fashion-mnist-t10k``,
-``kmnist-t10k``, ``cifar10``, ``digits``, ``dsprites``) or the user's own data: ``images:DIR``,
+``kmnist-t10k``, ``cifar10``, ``digits``, ``dsprites``, ``shapes3d``) or the user's own data: ``images:DIR``,
 ``npy:FILE``, ``npz:FILE``.
 
 MNIST grey levels and the test files alone: ``mnist`` keeps the 8-bit grey levels unless a
@@ -70,6 +70,7 @@ from vaekit.data.idx import (
     read_idx_labels,
     write_idx,
 )
+from vaekit.data.shapes3d import Shapes3DSampler, load_shapes3d
 from vaekit.errors import ConfigError, DataError
 
 __all__ = [
@@ -97,6 +98,8 @@ __all__ = [
     "read_idx_labels",
     "read_images_dir",
     "render_dsprites",
+    "Shapes3DSampler",
+    "load_shapes3d",
     "subset_indices",
     "write_amat",
     "write_cifar_archive",
@@ -172,6 +175,15 @@ DATASETS: dict[str, DatasetEntry] = {
         (1, 64, 64),
         False,
         load_dsprites,
+    ),
+    "shapes3d": DatasetEntry(
+        "shapes3d",
+        "DeepMind's 3D Shapes from 3dshapes.h5 in the data folder (not downloaded; needs h5py): 480,000 RGB 64x64 "
+        "images at 8-bit values, 6 factors (floor_hue 10, wall_hue 10, object_hue 10, scale 8, shape 4, "
+        "orientation 15)",
+        (3, 64, 64),
+        False,
+        load_shapes3d,
     ),
 }
 

@@ -453,6 +453,36 @@ def _to_tensor(images: Callable[[np.ndarray], np.ndarray], indices: np.ndarray) 
     return out
 
 
+def _indices(valid_size: Any, test_size: Any, binarize: Any, image_size: Any, seed: int, splits: Any,
+             limit: int | None, grid: DSpritesGrid) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The options checked; the grid indices of each split (empty for a split not wanted) and the wanted splits."""
+    if binarize not in (None, "none"):
+        raise ConfigError(f"{NAME} is binary already; binarize={binarize!r} does not apply: leave it unset")
+    check_native_size(NAME, image_size, (SIZE, SIZE))
+    seed, wanted = check_seed(seed), check_splits(splits)
+    idx = _split(_pool(grid, limit), valid_size, test_size, seed)
+    return {s: (i if s in wanted else i[:0]) for s, i in idx.items()}, wanted
+
+
+def _published(directory: Path, grid: DSpritesGrid) -> _Source | None:
+    """DeepMind's file in ``directory`` (read and checked), or None when it is not there."""
+    published = directory / PUBLISHED_FILE
+    if not published.is_file():
+        return None
+    imgs, values = read_published(published, grid)
+    return _Source(f"DeepMind's dSprites file {published}", values, lambda i: imgs[i])
+
+
+def _dataset(x: dict[str, torch.Tensor], idx: dict[str, np.ndarray], source: _Source, limit: int | None,
+             grid: DSpritesGrid) -> Dataset:
+    description = source.description
+    if limit is not None:
+        description += "; " + describe_subset(None, int(limit), grid.count, TEST_SEED, "grid")
+    factors = Factors(FACTOR_NAMES, grid.sizes, source.values, **{s: grid.classes(i) for s, i in idx.items()})
+    return Dataset(name=NAME, shape=(1, SIZE, SIZE), binary=True, dynamic=False, **x, source=description,
+                   levels=2, factors=factors, sampler=functools.partial(DSpritesSampler, grid))
+
+
 def load_dsprites(
     *,
     data_dir: str | os.PathLike[str] | None = None,
@@ -472,29 +502,41 @@ def load_dsprites(
     ``limit``: use a fixed uniformly random subset of that many grid images (seed TEST_SEED; rendered on demand
     when no cache is there, and no cache is written). ``grid``: the factor grid (dSprites' by default).
     ``cache=False`` neither reads nor writes the rendered cache. Nothing is downloaded (``download`` is unused)."""
-    if binarize not in (None, "none"):
-        raise ConfigError(f"{NAME} is binary already; binarize={binarize!r} does not apply: leave it unset")
-    check_native_size(NAME, image_size, (SIZE, SIZE))
-    seed, wanted = check_seed(seed), check_splits(splits)
-    idx = _split(_pool(grid, limit), valid_size, test_size, seed)
-    idx = {s: (i if s in wanted else i[:0]) for s, i in idx.items()}
+    idx, wanted = _indices(valid_size, test_size, binarize, image_size, seed, splits, limit, grid)
     directory = dataset_dir(FOLDER, data_dir)
-    published = directory / PUBLISHED_FILE
-    source = None
-    if published.is_file():
-        imgs, values = read_published(published, grid)
-        source = _Source(f"DeepMind's dSprites file {published}", values, lambda i: imgs[i])
+    source = _published(directory, grid)
     _check_memory(sum(len(i) for i in idx.values()))
     if source is None:
         source = _rendered(directory, grid, cache, whole=limit is None)
-    description = source.description
-    if limit is not None:
-        description += "; " + describe_subset(None, int(limit), grid.count, TEST_SEED, "grid")
     x = {s: _to_tensor(source.images, i) if s in wanted else empty_like_split((1, SIZE, SIZE)) for s, i in idx.items()}
-    factors = Factors(FACTOR_NAMES, grid.sizes, source.values, **{s: grid.classes(i) for s, i in idx.items()})
-    ds = Dataset(name=NAME, shape=(1, SIZE, SIZE), binary=True, dynamic=False, **x, source=description,
-                 levels=2, factors=factors, sampler=functools.partial(DSpritesSampler, grid))
-    return keep_splits(ds, wanted)
+    return keep_splits(_dataset(x, idx, source, limit, grid), wanted)
+
+
+def describe_dsprites(
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    valid_size: int | float | None = None,
+    test_size: int | float | None = None,
+    binarize: str | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    splits: tuple[str, ...] | None = None,
+    cache: bool = True,
+    limit: int | None = None,
+    grid: DSpritesGrid = GRID,
+    **_unused: Any,
+) -> tuple[dict[str, Any], Factors]:
+    """What :func:`load_dsprites` with these options would give, without rendering or holding the images:
+    (``Dataset.info()`` with the split sizes, the factors). A valid cache is read (its checksum checked), never
+    written; DeepMind's file, when present, is read and checked as the loader does."""
+    idx, wanted = _indices(valid_size, test_size, binarize, image_size, seed, splits, limit, grid)
+    directory = dataset_dir(FOLDER, data_dir)
+    source = _published(directory, grid) or _rendered(directory, grid, cache, whole=False)
+    ds = _dataset({s: empty_like_split((1, SIZE, SIZE)) for s in idx}, idx, source, limit, grid)
+    info = ds.info()
+    info["splits"] = {s: int(len(i)) for s, i in idx.items()}
+    info["not_loaded"] = [s for s in idx if s not in wanted]
+    return info, ds.factors  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- sampling for the metrics
