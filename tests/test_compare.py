@@ -62,6 +62,8 @@ def test_compare_writes_one_self_contained_page(runs, tmp_path, capsys):
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     assert 'src="http' not in page and not re.search(r"\w\.png\b", page)
     assert len(_images(page)) == 4  # curves, R-D plane, prior samples, the decoder on N(0, I)
+    # one seed per setting and no disentanglement.json: no groups across seeds, no scores
+    assert "Across seeds" not in page and "<h2>Disentanglement" not in page
     for needle in ("beta-one", "beta-half", "The rate-distortion plane", "Samples from each run's own prior",
                    "The decoder on z ~ N(0, I)", "NLL, importance sampled (K = 20)", "Training curves",
                    "valid beta-ELBO (beta = 0.5)"):
@@ -78,6 +80,7 @@ def test_json_metrics_match_vaekit_evaluate(runs, tmp_path, capsys):
     result = json.loads(stdout)
     assert result["k"] == 20 and result["page"] == str(tmp_path / "c.html")
     assert [r["name"] for r in result["runs"]] == ["beta-one", "beta-half"]
+    assert result["groups"] == [] and all(r["mig"] is None for r in result["runs"])
     for run, got in zip(runs, result["runs"]):
         code, stdout, err = run_cli(["evaluate", str(run), "--json", "--k", "20", "--seed", "3"], capsys)
         assert code == 0, err

@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rate-distortion plane with the iso-ELBO lines R + D = -ELBO, samples from each run's own prior and the "
         "decoder applied to z ~ N(0, I) in every run. Cost: K decoder passes per test example and run (the "
         "default K = 200 takes about a second per small digits run on a 2-core CPU). A deterministic autoencoder "
-        "has no ELBO or NLL (shown as n/a, no density). Prints the path of the page. "
+        "has no ELBO or NLL (shown as n/a, no density). Runs whose settings (config.json) differ only by seed are "
+        "also grouped: each metric's mean +- SD (sample SD, n stated) across the seeds. A run folder holding "
+        "disentanglement.json (written by 'vaekit evaluate RUN --disentanglement') adds its disentanglement scores "
+        "(value +- standard error; in a group, mean +- SD). Prints the path of the page. "
         "Example: vaekit compare runs/beta-1 runs/beta-4 --out beta.html",
     )
     parser.add_argument("runs", metavar="RUN", nargs="+", help="run directories written by 'vaekit train' (2 or more)")
@@ -35,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, then MPS, then the CPU), cpu, cuda or mps")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (the page's path and the metrics of every run) instead of the path")
+                        help="print one JSON object instead of the path: the page's path, the metrics of every run "
+                        "(with its disentanglement scores, null where it has none) and the groups of runs that differ "
+                        "only by seed (each metric's mean, SD and n)")
     parser.set_defaults(func=run)
 
 

@@ -18,6 +18,11 @@ A deterministic autoencoder (``posterior = delta``) has no density q(z|x), hence
 says "n/a, no density" there, and shows its distortion D = -E_x log p(x | f(x)) as a dotted line on the
 R-D plane. Its curves are its own objective (reconstruction minus the latent penalty), labelled so.
 
+Runs whose settings differ only by ``seed`` are also grouped (:mod:`vaekit.pages.seeds`): a table gives each
+metric's mean and sample standard deviation across a group's seeds, with n, next to the table of the runs. A run
+folder that holds ``disentanglement.json`` (``vaekit evaluate RUN --disentanglement``) adds its disentanglement
+scores, each with its standard error (:mod:`vaekit.pages.disentanglement`), to the page, the groups and the JSON.
+
 Cost: the evaluation decodes K codes per test example and run (K = 200 by default: the test split of
 ``digits`` takes about a second per small run on a 2-core CPU; K = 5000 is the protocol for published numbers).
 """
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.pages.disentanglement import FIELDS as SCORE_FIELDS
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -73,6 +79,7 @@ class RunSummary:
     fitted: Any = None  # an autoencoder's evaluation as "decoder + the density fitted to its codes", or None
     distortion_stderr: float | None = None
     notes: list[str] = field(default_factory=list)
+    disentanglement: dict[str, float | None] | None = None  # RUN/disentanglement.json (vaekit.pages.disentanglement)
 
     @property
     def train_seconds(self) -> float:
@@ -116,6 +123,7 @@ class RunSummary:
                 out.update(fitted_density_nll=self.fitted.nll, fitted_density_nll_stderr=self.fitted.nll_stderr)
         out.update(train_seconds=self.train_seconds, epochs=self.epochs, kept_epoch=self.kept_epoch,
                    notes=list(self.notes) + list(getattr(self.evaluation, "notes", []) or []))
+        out.update({name: (self.disentanglement or {}).get(name) for name in SCORE_FIELDS})
         return json_safe(out)
 
 
@@ -206,6 +214,7 @@ def is_autoencoder(model: LatentVariableModel, config: dict[str, Any], metrics: 
 def load_runs(paths: Sequence[str | Path], device: str | None = None) -> list[RunSummary]:
     """Load the runs (best weights, config.json, metrics.jsonl); at least two, all on data of one shape."""
     from vaekit.evaluation import load_model, read_run_config
+    from vaekit.pages.disentanglement import read_scores
     from vaekit.pages.kit import read_run_metrics
 
     paths = [Path(p) for p in paths]
@@ -218,8 +227,10 @@ def load_runs(paths: Sequence[str | Path], device: str | None = None) -> list[Ru
         model = load_model(path, device)
         cfg = read_run_config(path)
         metrics, note = read_run_metrics(path)
+        scores, score_note = read_scores(path)
+        notes = [note] if note and (path / "metrics.jsonl").exists() else []
         runs.append(RunSummary(name, path, model, cfg, metrics, autoencoder=is_autoencoder(model, cfg, metrics),
-                               notes=[note] if note and (path / "metrics.jsonl").exists() else []))
+                               notes=notes + ([score_note] if score_note else []), disentanglement=scores))
     shapes = {r.name: tuple(getattr(r.model, "shape", None) or ()) for r in runs}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{n} {s}" for n, s in shapes.items())
@@ -531,6 +542,53 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], notes: bool = Fal
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def disentanglement_section(runs: Sequence[RunSummary]) -> str:
+    """The runs' disentanglement scores side by side (value &plusmn; its standard error), from each run's
+    disentanglement.json; empty when no run has one."""
+    from vaekit.pages.disentanglement import FILE, score_rows
+
+    rows = score_rows([r.disentanglement for r in runs])
+    if not rows:
+        return ""
+    return ("<h2>Disentanglement</h2>" + _table(["score", *(html.escape(r.name) for r in runs)],
+                                                [[label, *cells] for label, cells in rows])
+            + f"<p class='sub'>From each run's <code>{FILE}</code> (<code>vaekit evaluate RUN --disentanglement</code>"
+            "); &plusmn; is the score's standard error, n/a where a run has no score.</p>")
+
+
+#: The metrics of a group of runs (key of :meth:`RunSummary.to_dict`, quantity, notes), K filled in.
+GROUP_METRICS = (
+    ("elbo", "ELBO", "nats per test example"),
+    ("nll", "NLL, importance sampled (K = {k})", "nats"),
+    ("nll_exact", "NLL, exact (sum over every code)", "nats"),
+    ("fitted_density_nll", "NLL, decoder + density fitted to its codes", "nats; autoencoders"),
+    ("rate", "rate R", "nats"),
+    ("distortion", "distortion D", "nats"),
+    ("mutual_information", "I<sub>q</sub>(x; z)", "nats"),
+    ("marginal_kl", "KL(q(z) || p(z))", "nats"),
+    ("active_units", "active units", ""),
+    ("train_seconds", "training time", "seconds"),
+)
+
+
+def group_metrics(k: int) -> list[tuple[str, str, str]]:
+    """(key, quantity, notes) of every metric a group of runs shows: :data:`GROUP_METRICS`, then the scores of
+    disentanglement.json."""
+    from vaekit.pages.disentanglement import LABELS
+
+    return [(key, quantity.format(k=k), note) for key, quantity, note in GROUP_METRICS] + \
+        [(key, label, "disentanglement.json") for key, label in LABELS.items()]
+
+
+def run_groups(runs: Sequence[RunSummary]) -> list[Any]:
+    """The runs grouped by their settings but the seed (and the hardware), each metric's mean and SD across a
+    group (:func:`vaekit.pages.seeds.seed_groups`)."""
+    from vaekit.pages.seeds import seed_groups
+
+    return seed_groups([r.name for r in runs], [flatten(r.config) for r in runs], [r.to_dict() for r in runs],
+                       [key for key, _, _ in group_metrics(0)], ignore=HARDWARE_KEYS)
+
+
 def settings_section(runs: Sequence[RunSummary]) -> str:
     """The settings that differ between the runs, one column per run; the common ones folded away."""
     from vaekit.pages.kit import fmt
@@ -560,11 +618,26 @@ def settings_section(runs: Sequence[RunSummary]) -> str:
     return "".join(out)
 
 
+def metrics_section(runs: Sequence[RunSummary], k: int, split: str) -> str:
+    """The metrics of every run side by side (value &plusmn; standard error) and the runs' notes."""
+    rows = metrics_rows(runs, k)
+    block = [f"<h2>Metrics on the {html.escape(split)} set (K = {k} importance samples)</h2>",
+             _table(["quantity", *(html.escape(r.name) for r in runs), "notes"],
+                    [[q, *cells, note] for q, cells, note in rows], notes=True)]
+    block.append(f"<p class='sub'>&plusmn; is one standard error over the {html.escape(split)} examples. K = {k} "
+                 "for speed (the evaluation decodes K codes per example); the literature's protocol is K = 5000 "
+                 "(<code>vaekit evaluate RUN --k 5000</code>), and log p(x) estimates grow with K towards the "
+                 "true value.</p>")
+    block += [f"<p class='note'>{html.escape(who)}: {html.escape(note)}.</p>" for note, who in grouped_notes(runs)]
+    return "".join(block)
+
+
 def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_SAMPLES, seed: int = 0,
                split: str = "test") -> str:
     """The HTML page of a comparison of evaluated runs (images embedded as base64 PNG)."""
     from vaekit.pages import viz
     from vaekit.pages.kit import CSS, page_figure
+    from vaekit.pages.seeds import grouped, groups_section
 
     names = [r.name for r in runs]
     title = f"vaekit compare: {len(runs)} runs"
@@ -572,18 +645,10 @@ def build_page(runs: Sequence[RunSummary], *, k: int, n_samples: int = COMPARE_S
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     head = (f"<h1>{html.escape(title)}</h1><p class='sub'>{', '.join(html.escape(n) for n in names)} &middot; "
             f"{html.escape(', '.join(datasets))} &middot; written {stamp}</p>")
-    sections = [settings_section(runs)]
-
-    rows = metrics_rows(runs, k)
-    block = [f"<h2>Metrics on the {html.escape(split)} set (K = {k} importance samples)</h2>",
-             _table(["quantity", *(html.escape(n) for n in names), "notes"],
-                    [[q, *cells, note] for q, cells, note in rows], notes=True)]
-    block.append(f"<p class='sub'>&plusmn; is one standard error over the {html.escape(split)} examples. K = {k} "
-                 "for speed (the evaluation decodes K codes per example); the literature's protocol is K = 5000 "
-                 "(<code>vaekit evaluate RUN --k 5000</code>), and log p(x) estimates grow with K towards the "
-                 "true value.</p>")
-    block += [f"<p class='note'>{html.escape(who)}: {html.escape(note)}.</p>" for note, who in grouped_notes(runs)]
-    sections.append("".join(block))
+    sections = [settings_section(runs), metrics_section(runs, k, split), disentanglement_section(runs)]
+    groups = run_groups(runs)
+    if grouped(groups):
+        sections.append(groups_section(groups, group_metrics(k)))
 
     if any(r.metrics for r in runs):
         sections.append("<h2>Training curves</h2>" + page_figure(
@@ -687,8 +752,15 @@ class Comparison:
     split: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The page, the evaluation's settings, each run's metrics and, where runs differ only by seed, their
+        groups (each metric's mean and SD across the seeds; empty when no group holds two runs)."""
+        from vaekit.evaluation import json_safe
+        from vaekit.pages.seeds import grouped
+
+        groups = run_groups(self.runs)
         return {"page": str(self.page), "k": self.k, "seed": self.seed, "split": self.split,
-                "runs": [r.to_dict() for r in self.runs]}
+                "runs": [r.to_dict() for r in self.runs],
+                "groups": [json_safe(g.to_dict()) for g in groups] if grouped(groups) else []}
 
 
 def compare_runs(paths: Sequence[str | Path], out: str | Path = "compare.html", *, k: int = COMPARE_K,
