@@ -1,0 +1,143 @@
+"""The disentanglement comparison of RESULTS.md on dSprites: six methods x three seeds, the same data, conv networks
+and number of steps (the recipes in ``configs/disentanglement/``), every metric as mean +- SD over the seeds.
+
+    python benchmarks/dsprites_disentanglement.py --out runs/dsprites [--seeds 0,1,2] [--workers 2]
+        [--train-points 1000] [--test-points 500]
+
+Each run trains with ``vaekit train --config configs/disentanglement/METHOD.toml --seed S --threads 1`` (a finished
+run is kept, an unfinished one resumed), then is scored by
+:func:`vaekit.evaluation.disentanglement.disentanglement_scores` on its test split, one thread each, ``--workers``
+processes at a time. The scores use fewer points than disentanglement_lib (its 10,000 / 5,000) so that scoring a
+run takes minutes on a CPU: the intervention scores (beta-VAE, FactorVAE) encode ``64 x (train + test points)``
+images; no bootstrap within a run (``resamples=0``): the spread reported is the SD over seeds. Writes
+OUT/METHOD-seed-S/scores.json, the summary benchmarks/results/dsprites-disentanglement.json, and
+prints the table in Markdown with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("beta-vae-1", "beta-vae-4", "annealed-capacity", "beta-tcvae", "factorvae", "dip-vae-ii")
+METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
+           "dci_informativeness", "modularity", "explicitness")
+SUMMARY = ROOT / "benchmarks" / "results" / "dsprites-disentanglement.json"
+
+
+def _vaekit() -> str:
+    return str(Path(sys.executable).with_name("vaekit"))
+
+
+def _finished(run: Path, epochs: int) -> bool:
+    rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    return len(rows) >= epochs and (run / "model.json").is_file()
+
+
+def train(method: str, seed: int, out: Path, epochs: int) -> Path:
+    run = out / f"{method}-seed-{seed}"
+    if _finished(run, epochs):
+        return run
+    cmd = [_vaekit(), "train", "--config", str(ROOT / "configs" / "disentanglement" / f"{method}.toml"),
+           "--seed", str(seed), "--threads", "1", "--out", str(run), "--quiet"]
+    if (run / "config.json").is_file():
+        cmd.append("--resume")
+    subprocess.run(cmd, check=True)
+    return run
+
+
+def score(run: Path, train_points: int, test_points: int) -> dict:
+    """The scores of one run, computed in a process of its own (one thread)."""
+    path = run / "scores.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    code = ("import json, sys, time, torch; torch.set_num_threads(1)\n"
+            "from vaekit.evaluation import load_model\n"
+            "from vaekit.evaluation.evaluator import load_run_data\n"
+            "from vaekit.evaluation.disentanglement import disentanglement_scores\n"
+            "run, tr, te = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+            "t0 = time.perf_counter()\n"
+            "s = disentanglement_scores(load_model(run), load_run_data(run), train_points=tr, test_points=te,\n"
+            "                           resamples=0)\n"
+            "s['scoring_seconds'] = time.perf_counter() - t0\n"
+            "print(json.dumps(s))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(run), str(train_points), str(test_points)], check=True,
+                          capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kept = max((r for r in rows if r.get("best")), key=lambda r: r["epoch"])
+    result.update(train_seconds=sum(r["seconds"] for r in rows), kept_epoch=kept["epoch"],
+                  kept_valid_elbo=kept["valid_elbo"], final_valid_kl=rows[-1]["valid_kl"])
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _one(method: str, seed: int, args: argparse.Namespace, epochs: int) -> tuple[str, int, dict]:
+    run = train(method, seed, args.out, epochs)
+    return method, seed, score(run, args.train_points, args.test_points)
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    out = {}
+    for method, rows in results.items():
+        entry = {}
+        for key in (*METRICS, "kept_valid_elbo", "train_seconds", "final_valid_kl"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            entry[key] = {"mean": statistics.fmean(values) if values else None,
+                          "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+        out[method] = entry
+    return out
+
+
+def table(summary: dict) -> str:
+    cols = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
+            "dci_informativeness", "modularity", "explicitness")
+    head = "| method | " + " | ".join(cols) + " | valid ELBO (nats) | training (s) |"
+    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    for method, entry in summary.items():
+        cells = [f"{entry[c]['mean']:.3f} ± {entry[c]['sd']:.3f}" if entry[c]["sd"] is not None else "—"
+                 for c in cols]
+        e, t = entry["kept_valid_elbo"], entry["train_seconds"]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {e['mean']:.1f} ± {e['sd']:.1f} | "
+                     f"{t['mean']:.0f} ± {t['sd']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-points", type=int, default=1000)
+    parser.add_argument("--test-points", type=int, default=500)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    epochs = 3
+    load0, t0 = os.getloadavg(), time.perf_counter()
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    with cf.ThreadPoolExecutor(args.workers) as pool:
+        jobs = [pool.submit(_one, m, s, args, epochs) for s in seeds for m in methods]
+        for job in cf.as_completed(jobs):
+            method, seed, result = job.result()
+            results[method].append({"seed": seed, **result})
+            print(f"{method} seed {seed}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    summary = {"load_average_start": load0, "load_average_end": os.getloadavg(),
+               "wall_seconds": time.perf_counter() - t0, "train_points": args.train_points,
+               "test_points": args.test_points, "seeds": seeds, "runs": results, "methods": summarise(results)}
+    SUMMARY.write_text(json.dumps(summary, indent=1))
+    print(table(summary["methods"]))
+    print(f"load average at start {load0}, at end {summary['load_average_end']}")
+
+
+if __name__ == "__main__":
+    main()
