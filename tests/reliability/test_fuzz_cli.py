@@ -48,7 +48,8 @@ COMMAND_FLAGS = {
     "report": ["--k", "--split", "--limit", "--seed", "--data-dir", "--dataset", "--out"],
     "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--json"],
     "compare": ["--out", "--k", "--n-samples", "--seed", "--data-dir", "--dataset", "--device", "--json"],
-    "sweep": ["--beta", "--out", "--config", "--k", "--n-samples", "--eval-seed", "--quiet", "--json"],
+    "sweep": ["--beta", "--grid", "--seeds", "--out", "--config", "--k", "--n-samples", "--eval-seed", "--quiet",
+              "--json"],
 }
 TAKES_RUN = ("evaluate", "sample", "report", "bound")
 RUN_NUMBERS = itertools.count()  # a fresh --out for every train example
@@ -98,7 +99,8 @@ GOOD = {"--base": ["2", "10", "0.5"], "--p": ["0.1,0.9", "1,0", "0.25,0.25,0.5"]
         "--lr": ["0.01"], "--lr-schedule": ["cosine", "plateau"], "--weight-decay": ["0.1"], "--clip-grad": ["1"],
         "--patience": ["0"], "--eval-batch-size": ["7"], "--precision": ["bf16"], "--likelihood": ["gaussian",
         "continuous-bernoulli", "bernoulli"], "--activation": ["tanh", "elu"], "--hidden": ["4,4"],
-        "--latent": ["1", "3"]}
+        "--latent": ["1", "3"], "--grid": ["latent=1,2", "beta=0;1", "objective=elbo,iwae", "nope=1,2"],
+        "--seeds": ["0,1", "3"]}
 
 
 @st.composite
