@@ -14,6 +14,7 @@ import torch
 from cli_run import run_cli
 from vaekit.analysis import disentanglement as dis
 from vaekit.data import DATASETS, Factors, load_dataset
+from vaekit.data import base as data_base
 from vaekit.data import dsprites as dsp
 from vaekit.data import shapes3d as s3d
 from vaekit.errors import ConfigError, DataError
@@ -165,7 +166,7 @@ def test_options_are_checked(small):
 
 def test_memory_over_budget_is_refused_before_reading(small, monkeypatch):
     folder, _ = small
-    monkeypatch.setattr(s3d, "physical_memory", lambda: 100 * s3d.IMAGE_BYTES)  # 3/4: 75 images
+    monkeypatch.setattr(data_base, "physical_memory", lambda: 100 * s3d.IMAGE_BYTES)  # 3/4: 75 images
     monkeypatch.setattr(s3d, "read_images", lambda *a: pytest.fail("read before the memory check"))
     with pytest.raises(ConfigError, match=r"288 images take .* pass limit=N") as info:
         s3d.load_shapes3d(data_dir=folder)

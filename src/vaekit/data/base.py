@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from vaekit.errors import ConfigError, DataError
+from vaekit.resources import gib, physical_memory
 
 #: The three splits, in order.
 SPLITS: tuple[str, str, str] = ("train", "valid", "test")
@@ -277,6 +278,15 @@ def check_native_size(name: str, image_size: Any, native: tuple[int, int]) -> No
             f"{name} images are {native[0]}x{native[1]} and are not resized; drop image_size "
             f"(it applies to images:DIR)"
         )
+
+
+def check_images_memory(name: str, count: int, image_bytes: int) -> None:
+    """Refuse to hold ``count`` images of ``image_bytes`` each (float32 in memory) when they would take over 3/4
+    of the physical memory, in one line suggesting ``limit`` (data sets drawn from a factor grid)."""
+    need, have = count * image_bytes, physical_memory()
+    if have is not None and need > 0.75 * have:
+        raise ConfigError(f"{name}: {count} images take {gib(need)} as float32, over 3/4 of the {gib(have)} of "
+                          "memory; pass limit=N (a fixed random subset of the grid) or load fewer splits")
 
 
 def check_splits(splits: Iterable[str] | None) -> tuple[str, ...]:

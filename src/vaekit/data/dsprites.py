@@ -60,6 +60,7 @@ from vaekit.data.base import (
     Dataset,
     Factors,
     carve_test_then_valid,
+    check_images_memory,
     check_native_size,
     check_seed,
     check_splits,
@@ -71,7 +72,6 @@ from vaekit.data.base import (
 )
 from vaekit.data.download import atomic_write, dataset_dir, dir_writable, make_dirs
 from vaekit.errors import ConfigError, DataError
-from vaekit.resources import gib, physical_memory
 
 NAME = "dsprites"
 FOLDER = "dsprites"
@@ -438,13 +438,6 @@ def _split(pool: np.ndarray, valid_size: Any, test_size: Any, seed: int) -> dict
     return {s: pool[i] for s, i in idx.items()}
 
 
-def _check_memory(count: int) -> None:
-    need, have = count * SIZE * SIZE * 4, physical_memory()
-    if have is not None and need > 0.75 * have:
-        raise ConfigError(f"{NAME}: {count} images take {gib(need)} as float32, over 3/4 of the {gib(have)} of "
-                          "memory; pass limit=N (a fixed random subset of the grid) or load fewer splits")
-
-
 def _to_tensor(images: Callable[[np.ndarray], np.ndarray], indices: np.ndarray) -> torch.Tensor:
     """float32 (n, 1, 64, 64) images of grid ``indices``, filled CHUNK images at a time."""
     out = torch.empty((len(indices), 1, SIZE, SIZE), dtype=torch.float32)
@@ -505,7 +498,7 @@ def load_dsprites(
     idx, wanted = _indices(valid_size, test_size, binarize, image_size, seed, splits, limit, grid)
     directory = dataset_dir(FOLDER, data_dir)
     source = _published(directory, grid)
-    _check_memory(sum(len(i) for i in idx.values()))
+    check_images_memory(NAME, sum(len(i) for i in idx.values()), SIZE * SIZE * 4)
     if source is None:
         source = _rendered(directory, grid, cache, whole=limit is None)
     x = {s: _to_tensor(source.images, i) if s in wanted else empty_like_split((1, SIZE, SIZE)) for s, i in idx.items()}

@@ -49,6 +49,7 @@ from vaekit.data.base import (
     Factors,
     carve_test_then_valid,
     check_binarize,
+    check_images_memory,
     check_native_size,
     check_seed,
     check_splits,
@@ -61,7 +62,6 @@ from vaekit.data.base import (
 )
 from vaekit.data.download import dataset_dir
 from vaekit.errors import ConfigError, DataError
-from vaekit.resources import gib, physical_memory
 
 NAME = "shapes3d"
 FOLDER = "shapes3d"
@@ -276,14 +276,6 @@ def _split(pool: np.ndarray, valid_size: Any, test_size: Any, seed: int) -> dict
     return {s: pool[i] for s, i in idx.items()}
 
 
-def _check_memory(count: int) -> None:
-    """``count`` images as float32 (49,152 bytes each) must fit in 3/4 of the physical memory."""
-    need, have = count * IMAGE_BYTES, physical_memory()
-    if have is not None and need > 0.75 * have:
-        raise ConfigError(f"{NAME}: {count} images take {gib(need)} as float32, over 3/4 of the {gib(have)} of "
-                          "memory; pass limit=N (a fixed random subset of the grid) or load fewer splits")
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What a load or a description needs: the checked file, the split indices, the factors."""
@@ -342,7 +334,7 @@ def load_shapes3d(
     factor grid the file must have (:data:`GRID` when ``None``). Nothing is downloaded (``download`` is unused)
     and nothing is cached (``cache`` is unused)."""
     plan = _plan(data_dir, valid_size, test_size, binarize, image_size, seed, splits, limit, grid)
-    _check_memory(sum(len(plan.indices[s]) for s in plan.wanted))
+    check_images_memory(NAME, sum(len(plan.indices[s]) for s in plan.wanted), IMAGE_BYTES)
     with open_shapes3d(plan.path, plan.grid) as (images, _):
         x = {s: read_images(images, i) if s in plan.wanted else empty_like_split(SHAPE)
              for s, i in plan.indices.items()}
