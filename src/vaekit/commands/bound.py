@@ -34,6 +34,9 @@ With RUN of a model with discrete latents (categorical or binary codes, at most 
 100, 1000 and --k, the exact ELBO = sum_z q(z|x) [log p(x, z) - log q(z|x)] and the exact gap
 log p(x) - ELBO = KL(q(z|x) || p(z|x)). In expectation ELBO = IWAE_1 <= IWAE_K <= log p(x), and
 log p(x) - IWAE_K shrinks to 0 as K grows (shown on average, with its standard error over examples).
+
+A deterministic autoencoder (--posterior delta) has no ELBO (its q(z|x) is a point mass): refused in one
+line; 'vaekit evaluate RUN' gives the log p(x) of its decoder with the density fitted to its codes.
 """
 
 
@@ -280,6 +283,17 @@ def _continuous_run(args: argparse.Namespace, model: LatentVariableModel, x: Any
     return out
 
 
+def _check_applies(model: LatentVariableModel, run: str) -> None:
+    """Refuse, before any work, a model that has no ELBO to set against log p(x): an autoencoder's q(z|x) is a
+    point mass delta(z - f(x)), which has no density (the model says so itself: ``is_autoencoder``)."""
+    from vaekit.errors import VaekitError
+
+    if model.is_autoencoder:
+        raise VaekitError(f"{run} is a deterministic autoencoder: its q(z|x) is a point mass with no density, so it "
+                          "has no ELBO to compare with log p(x) and 'vaekit bound' does not apply; 'vaekit evaluate "
+                          f"{run}' gives the log p(x) of its decoder with the density fitted to its codes")
+
+
 def _run(args: argparse.Namespace) -> int:
     from vaekit.bounds.enumeration import is_enumerable
     from vaekit.distributions.discrete import MAX_SUPPORT as MAX_CODES
@@ -301,6 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         out = _demo(args)
     else:
         model = load_model(args.run)
+        _check_applies(model, args.run)
         ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset, split="test")
         x, y = split_images(ds, "test", args.seed)
         x, y, _ = limit_split(x, y, args.n, args.seed)

@@ -1,0 +1,64 @@
+"""Issue 32, commands on every kind of run: each failure an outside probe found, as a regression test.
+
+bound on an autoencoder, sample --label of a conditional model, strict JSON from every --json, a missing
+optional logger, a closed stdout, a checkpoint whose optimizer settings were altered, a run folder that is a
+symbolic link, a first checkpoint killed mid-write, and compare / report errors that are the only line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from reliability_helpers import (
+    assert_one_line_error,
+    run_cli,
+)
+
+#: A run of a few seconds: 1257 digits, one epoch of a 2-D latent space and 8 hidden units.
+FLAGS = ["--dataset", "digits", "--latent", "2", "--hidden", "8", "--epochs", "1", "--threads", "1", "--device", "cpu",
+         "--seed", "0", "--quiet"]
+#: The exact EM of a mixture of Bernoullis on binarized digits (a fraction of a second).
+EM = ["--dataset", "digits", "--binarize", "threshold", "--family", "bernoulli-mixture", "--fit", "em",
+      "--em-iterations", "5", "--threads", "1", "--device", "cpu", "--quiet"]
+EVAL = ["--k", "2", "--limit", "10"]
+
+
+def _train(path, *extra) -> object:
+    code, _, err = run_cli(["train", *FLAGS, *extra, "--out", str(path)])
+    assert code == 0, err
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A plain run, an autoencoder run (posterior delta) and a conditional run, trained once for the module."""
+    root = tmp_path_factory.mktemp("issue32")
+    return {"plain": _train(root / "plain"), "autoencoder": _train(root / "ae", "--posterior", "delta"),
+            "conditional": _train(root / "cond", "--conditional")}
+
+
+@pytest.fixture
+def plain(runs, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(runs["plain"], copy, symlinks=True)
+    return copy
+
+
+def strict_json(text: str) -> dict:
+    """The last line of ``text`` parsed as strict JSON (RFC 8259: no NaN, Infinity or -Infinity)."""
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON: {text.strip().splitlines()[-1][:300]}")
+
+    return json.loads(text.strip().splitlines()[-1], parse_constant=refuse)
+
+
+# -- 1. bound on an autoencoder ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+def test_bound_refuses_an_autoencoder_in_one_line(runs, json_flag):
+    code, out, err = run_cli(["bound", str(runs["autoencoder"]), "--n", "2", "--k", "2", *json_flag])
+    assert_one_line_error(code, err, "autoencoder", "vaekit evaluate")
+    assert out == ""
