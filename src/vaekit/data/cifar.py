@@ -17,8 +17,9 @@ Reading: the members are streamed out of the tar (plain or gzipped) one by one w
 members, absolute or ``..`` member names, a member named twice, more than
 :data:`MAX_MEMBERS` members, and any required member whose size is not a whole number of
 records (or, for ``batches.meta.txt``, more than :data:`META_CAP` bytes). Other regular
-members (the archive's ``readme.html``) are skipped. Labels must be below the number of class
-names, and there must be 10 of those.
+members (the archive's ``readme.html``) are skipped when they declare at most :data:`OTHER_CAP`
+bytes. Every size is checked as the member's header declares it, before any of its bytes is read
+or skipped. Labels must be below the number of class names, and there must be 10 of those.
 
 Checks: a downloaded archive must have the MD5 its publisher documents
 (:data:`ARCHIVE_MD5`) and the exact published structure, 10,000 records in every batch. An
@@ -65,7 +66,9 @@ FOLDER = "cifar10"
 URLS: tuple[str, ...] = ("https://www.cs.toronto.edu/~kriz/",)
 #: MD5 of ``cifar-10-binary.tar.gz`` as documented on the publisher's page.
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
-ARCHIVE = RemoteFile("cifar-10-binary.tar", "cifar-10-binary.tar.gz", ARCHIVE_MD5)
+#: Bytes of ``cifar-10-binary.tar.gz`` as published: a download is stopped a little past it.
+ARCHIVE_BYTES = 170_052_171
+ARCHIVE = RemoteFile("cifar-10-binary.tar", "cifar-10-binary.tar.gz", ARCHIVE_MD5, ARCHIVE_BYTES)
 
 MEMBER_DIR = "cifar-10-batches-bin"
 TRAIN_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -78,6 +81,9 @@ RECORD_BYTES = 1 + 3 * 32 * 32
 RECORDS_PER_BATCH = 10_000
 N_CLASSES = 10
 META_CAP = 4096
+#: The most bytes a member the loader skips may declare (the published ``readme.html`` has under 100): skipping a
+#: member reads past it, so a header declaring 2^40 bytes is refused before that.
+OTHER_CAP = 2**20
 MAX_MEMBERS = 64
 DEFAULT_VALID_FRACTION = 10  # one tenth of the training images
 
@@ -180,7 +186,12 @@ def read_cifar_archive(
                 if count > MAX_MEMBERS:
                     raise DataError(f"{label}: more than {MAX_MEMBERS} members; not the CIFAR-10 binary archive")
                 name = _member_name(member, label)
-                if member.isdir() or name not in required:
+                if member.isdir():
+                    continue
+                if name not in required:  # skipped, which reads past its declared size: checked first
+                    if member.size > OTHER_CAP:
+                        raise DataError(f"{label}: member {name[:80]!r} declares {member.size} bytes, more than "
+                                        f"{OTHER_CAP} for a file the CIFAR-10 archive does not need; refused")
                     continue
                 if name in seen:
                     raise DataError(f"{label}: member {name} appears twice; refused")

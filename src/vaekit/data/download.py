@@ -16,7 +16,10 @@ comma-separated base URLs, the file name is appended) or ``VAEKIT_MIRROR`` (one 
 ``<folder>/<file>`` is appended). A download streams into a temporary file in the same
 folder, is checked (byte count against Content-Length, MD5 where known, then the format's
 structure checks) and only then renamed into place with ``os.replace``: a failed or
-interrupted download never leaves a file behind. A folder whose permission bits deny
+interrupted download never leaves a file behind. A download is capped while it streams, at the
+file's known size plus a margin (:attr:`RemoteFile.max_bytes`), else at the memory budget
+(:func:`vaekit.resources.memory_budget`; no loader holds a larger file): a mirror that announces or
+sends more is cut off at once, before the MD5 is checked at the end. A folder whose permission bits deny
 writing (such as the read-only ``../shared/data``) is never written, even by root.
 """
 
@@ -68,11 +71,18 @@ class MissingFilesError(DataError):
 @dataclass(frozen=True)
 class RemoteFile:
     """A file of a named data set: ``stem`` is looked for plain or gzipped (``stem`` or
-    ``stem.gz``); ``remote`` is the name it is downloaded as, verified with ``md5`` if known."""
+    ``stem.gz``); ``remote`` is the name it is downloaded as, verified with ``md5`` if known.
+    ``size``: its bytes as published, if known; a download is then stopped past :attr:`max_bytes`."""
 
     stem: str
     remote: str
     md5: str | None = None
+    size: int | None = None
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The most bytes a download of it may have: its known ``size`` plus 1 % (at least 1 MiB); None if unknown."""
+        return None if self.size is None else self.size + max(self.size // 100, 2**20)
 
 
 # --------------------------------------------------------------------------- locations
@@ -267,6 +277,7 @@ def download(
     md5: str | None = None,
     check: Callable[[Path, str], None] | None = None,
     progress: bool = True,
+    max_bytes: int | None = None,
 ) -> Path:
     """Fetch ``dest`` from the first of ``urls`` that yields a verified file.
 
@@ -274,11 +285,15 @@ def download(
     the byte count equals Content-Length (when sent), the MD5 equals ``md5`` (when known) and
     ``check(path, label)`` raises nothing; then it is renamed to ``dest``. Otherwise the
     partial file is deleted and the next URL tried. All failing -> :class:`DataError`.
+    ``max_bytes`` (default: the memory budget): an attempt announcing or sending more is stopped at once.
     """
+    from vaekit.resources import memory_budget
+
+    cap = memory_budget() if max_bytes is None else max_bytes
     errors = []
     for url in urls:
         try:
-            _fetch(url, dest, md5=md5, check=check, progress=progress)
+            _fetch(url, dest, md5=md5, check=check, progress=progress, cap=cap)
             return dest
         except DataError as exc:
             errors.append(f"{url}: {exc}")
@@ -297,6 +312,7 @@ def _fetch(
     md5: str | None,
     check: Callable[[Path, str], None] | None,
     progress: bool,
+    cap: int,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -309,6 +325,9 @@ def _fetch(
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length is not None and length.isdigit() else None
+            if total is not None and total > cap:
+                raise DataError(f"the server announces {total} bytes, more than the {cap} that {dest.name} may have "
+                                "(its known size plus a margin, or the memory budget); not downloaded")
             with tqdm(
                 total=total,
                 unit="B",
@@ -323,6 +342,10 @@ def _fetch(
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
+                        if received > cap:
+                            raise DataError(f"the download passed {received} bytes, more than the {cap} that "
+                                            f"{dest.name} may have (its known size plus a margin, or the memory "
+                                            "budget); stopped: a wrong file or a broken mirror")
                         bar.update(len(chunk))
                 except http.client.IncompleteRead as exc:
                     received += len(exc.partial)
@@ -385,6 +408,7 @@ def ensure_files(
                     [u + rf.remote for u in urls],
                     dest,
                     md5=rf.md5,
+                    max_bytes=rf.max_bytes,
                     check=(lambda p, label, rf=rf: check(rf, p, label)) if check else None,
                 )
             except DataError as exc:

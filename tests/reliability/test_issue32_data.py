@@ -1,0 +1,129 @@
+"""Issue 32, data and sizes: a CIFAR-10 archive or download that declares or streams far more than the data set
+has, flags and Python arguments that size work (``compare --n-samples``, ``k``, ``--surgery-samples``), component
+settings out of range, and caches that must stay in the user cache, never beside the user's data."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_helpers import assert_one_line_error, bounded, run_cli
+
+from vaekit.data import cifar, load_dataset, write_cifar_archive
+from vaekit.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TERABYTE = 2**40
+CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
+
+
+# -- a CIFAR-10 archive whose member declares 2^40 bytes ------------------------------------------------------
+
+
+def huge_member_archive(path: Path, name: str) -> Path:
+    """A gzipped tar whose first member ``name`` declares 2^40 bytes (and holds none)."""
+    info = tarfile.TarInfo(name)
+    info.size = TERABYTE
+    header = info.tobuf(format=tarfile.GNU_FORMAT)  # base-256 size field: 2^40 does not fit the octal one
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(header + bytes(1024), mtime=0))
+    return path
+
+
+@pytest.mark.parametrize("member", ["cifar-10-batches-bin/readme.html", "cifar-10-batches-bin/data_batch_1.bin",
+                                    "cifar-10-batches-bin/other.bin"])
+def test_a_member_declaring_a_terabyte_is_refused_at_once(tmp_path, member):
+    folder = tmp_path / "data" / "cifar10"
+    huge_member_archive(folder / CIFAR_ARCHIVE, member)
+    with bounded(20):
+        with pytest.raises(DataError, match=str(TERABYTE)):
+            cifar.read_cifar_archive(folder / CIFAR_ARCHIVE)
+        code, _, err = run_cli(["data", "--dataset", "cifar10", "--data-dir", str(folder)])
+    assert_one_line_error(code, err, str(TERABYTE))
+
+
+# -- a CIFAR-10 download capped at the archive's known size -----------------------------------------------------
+
+
+class EndlessHandler(BaseHTTPRequestHandler):
+    """Serves ``server.body`` then zeros up to ``server.total`` bytes; ``server.length``: the Content-Length sent
+    (None: none, the body ends when the connection closes)."""
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        self.send_response(200)
+        if self.server.length is not None:
+            self.send_header("Content-Length", str(self.server.length))
+        self.end_headers()
+        sent = 0
+        try:
+            self.wfile.write(self.server.body)
+            sent = len(self.server.body)
+            zeros = bytes(1 << 16)
+            while sent < self.server.total:
+                self.wfile.write(zeros)
+                sent += len(zeros)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.server.sent.append(sent)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endless(monkeypatch, tmp_path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EndlessHandler)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    names = (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH)
+    write_cifar_archive(src / CIFAR_ARCHIVE, {b: (rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8),
+                                                  rng.integers(0, 10, 2)) for b in names})
+    httpd.body = (src / CIFAR_ARCHIVE).read_bytes()
+    httpd.total, httpd.length, httpd.sent = 64 * 2**20, None, []
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("VAEKIT_MIRROR_CIFAR10", f"http://127.0.0.1:{httpd.server_address[1]}/")
+    known = dataclasses.replace(cifar.ARCHIVE, md5=hashlib.md5(httpd.body).hexdigest(), size=len(httpd.body))
+    monkeypatch.setattr(cifar, "ARCHIVE", known)
+    monkeypatch.setattr(cifar, "RECORDS_PER_BATCH", 2)  # the structure a download must have: 2 records a batch
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def test_the_archive_has_its_published_size():
+    assert cifar.ARCHIVE.size == 170_052_171 and cifar.ARCHIVE.max_bytes < 180_000_000
+
+
+@pytest.mark.parametrize("declared", [None, "huge"])
+def test_a_mirror_streaming_endless_bytes_is_cut_at_the_known_size(tmp_path, endless, declared):
+    endless.length = None if declared is None else endless.total
+    folder = tmp_path / "dl"
+    with bounded(30):
+        with pytest.raises(DataError, match="more than") as info:
+            load_dataset("cifar10", data_dir=folder)
+    message = str(info.value)
+    deadline = time.monotonic() + 10
+    while not endless.sent and time.monotonic() < deadline:  # the server notices the hang-up
+        time.sleep(0.05)
+    assert "\n" not in message and str(cifar.ARCHIVE.max_bytes) in message
+    assert list(folder.iterdir()) == []  # no archive, no partial file
+    assert endless.sent and endless.sent[0] < endless.total  # the client hung up: it did not take it all
+
+
+def test_a_download_of_the_right_size_still_passes(tmp_path, endless):
+    endless.total = len(endless.body)  # the archive alone, then the connection closes
+    ds = load_dataset("cifar10", data_dir=tmp_path / "ok")
+    assert len(ds.test) == 2
