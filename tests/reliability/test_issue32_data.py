@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import assert_one_line_error, bounded, run_cli
+from reliability_helpers import TINY, assert_one_line_error, bounded, run_cli
 
 from vaekit.data import cifar, load_dataset, write_cifar_archive
 from vaekit.errors import DataError
@@ -127,3 +127,27 @@ def test_a_download_of_the_right_size_still_passes(tmp_path, endless):
     endless.total = len(endless.body)  # the archive alone, then the connection closes
     ds = load_dataset("cifar10", data_dir=tmp_path / "ok")
     assert len(ds.test) == 2
+
+
+# -- runs for the commands ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("issue32")
+    out = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        for name in ("a", "b"):
+            code, _, err = run_cli(["train", *TINY, "--epochs", "1", "--out", str(root / name)])
+            assert code == 0, err
+            out.append(root / name)
+    return out
+
+
+def test_compare_caps_the_samples_of_its_pictures(runs, tmp_path):
+    page = tmp_path / "page.html"
+    with bounded(60):
+        code, _, err = run_cli(["compare", *map(str, runs), "--n-samples", "1000000", "--out", str(page), "--k", "2"])
+    assert_one_line_error(code, err, "--n-samples", "4096")
+    assert not page.exists()

@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html)")
     parser.add_argument("--k", type=importance_samples, default=200,
                         help="importance samples per test example (default 200; 5000 for published numbers)")
-    parser.add_argument("--n-samples", type=positive_int, default=64,
-                        help="images per run in the sample panels (default 64)")
+    parser.add_argument("--n-samples", type=_picture_samples, default=64,
+                        help=f"images per run in the sample panels (default 64, at most {MAX_SAMPLES})")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed of the evaluation and samples "
                         "(default 0; the same seed gives the numbers of 'vaekit evaluate RUN --k K --seed S')")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: each run's)")
@@ -42,6 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(with its disentanglement scores, null where it has none) and the groups of runs that differ "
                         "only by seed (each metric's mean, SD and n)")
     parser.set_defaults(func=run)
+
+
+#: The most images per run in a sample panel (as ``vaekit sample -n``): beyond it a page never ends.
+MAX_SAMPLES = 4096
+
+
+def _picture_samples(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} images per run, got {value:,}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
