@@ -62,3 +62,26 @@ def test_bound_refuses_an_autoencoder_in_one_line(runs, json_flag):
     code, out, err = run_cli(["bound", str(runs["autoencoder"]), "--n", "2", "--k", "2", *json_flag])
     assert_one_line_error(code, err, "autoencoder", "vaekit evaluate")
     assert out == ""
+
+
+# -- 2. sample --label ----------------------------------------------------------------------------------------
+
+
+def test_sample_draws_the_chosen_class_of_a_conditional_model(runs, tmp_path):
+    pictures = {}
+    for label in ("3", "7"):
+        out = tmp_path / f"s{label}.png"
+        code, _, err = run_cli(["sample", str(runs["conditional"]), "-n", "4", "--label", label, "--out", str(out)])
+        assert code == 0, err
+        pictures[label] = out.read_bytes()
+    assert pictures["3"] != pictures["7"]  # the same seed and codes z: only the class differs
+
+
+@pytest.mark.parametrize("run, label, needle", [("plain", "1", "not conditional"),
+                                                ("conditional", "10", "0..9"),
+                                                ("conditional", "-1", "--label")])
+def test_sample_label_out_of_place_is_one_line(runs, tmp_path, run, label, needle):
+    out = tmp_path / "s.png"
+    code, _, err = run_cli(["sample", str(runs[run]), "-n", "4", "--label", label, "--out", str(out)])
+    assert_one_line_error(code, err, needle)
+    assert not out.exists()
