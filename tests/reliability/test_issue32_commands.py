@@ -8,6 +8,7 @@ symbolic link, a first checkpoint killed mid-write, and compare / report errors 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -85,3 +86,30 @@ def test_sample_label_out_of_place_is_one_line(runs, tmp_path, run, label, needl
     code, _, err = run_cli(["sample", str(runs[run]), "-n", "4", "--label", label, "--out", str(out)])
     assert_one_line_error(code, err, needle)
     assert not out.exists()
+
+
+# -- 3. strict JSON ------------------------------------------------------------------------------------------
+
+
+def test_train_json_of_an_em_run_is_strict_json(tmp_path):
+    code, out, err = run_cli(["train", *EM, "--out", str(tmp_path / "em"), "--json"])
+    assert code == 0, err
+    result = strict_json(out)
+    assert result["selected_by"] == "valid ELBO" and result["best_score"] == result["best_valid_elbo"]
+
+
+def test_info_json_with_an_infinite_divergence_is_strict_json(capsys):
+    code, out, err = run_cli(["info", "--p", "0.5,0.5", "--q", "1,0", "--json"])
+    assert code == 0, err
+    result = strict_json(out)
+    assert result["kl_pq"] is None and any("kl_pq" in note for note in result["notes"])
+
+
+def test_the_json_printer_writes_null_and_says_so(capsys):
+    from vaekit.commands._json import print_json
+
+    print_json({"a": math.nan, "b": [1.0, -math.inf], "c": {"d": math.inf}, "notes": ["kept"]})
+    result = strict_json(capsys.readouterr().out)
+    assert result["a"] is None and result["b"] == [1.0, None] and result["c"] == {"d": None}
+    assert result["notes"][0] == "kept" and len(result["notes"]) == 2
+    assert all(name in result["notes"][1] for name in ("a", "b[1]", "c.d"))

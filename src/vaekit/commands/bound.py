@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 from vaekit.commands._args import grid_points, importance_samples, positive_int, seed_int
+from vaekit.commands._json import print_json
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -304,7 +304,6 @@ def _run(args: argparse.Namespace) -> int:
         LOG_PROBABILITY,
         check_shape,
         figure_kind,
-        json_safe,
         limit_split,
         load_model,
         load_run_data,
@@ -330,9 +329,9 @@ def _run(args: argparse.Namespace) -> int:
             out = _discrete_run(args, model, x, y if getattr(model, "condition", 0) else None)
             out["values"] = values
             if args.json:
-                print(json.dumps(json_safe(out)))
+                print_json(out)
             return 0
         out = _continuous_run(args, model, x, values)
     if args.json:
-        print(json.dumps(out))
+        print_json(out)
     return 0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from vaekit.commands._args import importance_samples, positive_int, seed_int
+from vaekit.commands._json import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare_runs(args.runs, args.out, k=args.k, n_samples=args.n_samples, seed=args.seed,
                           device=args.device, data_dir=args.data_dir, dataset_name=args.dataset, log=log)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
     else:
         print(result.page)
     return 0

@@ -18,10 +18,10 @@ without rendering or reading their images (the whole dSprites grid would take 11
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from vaekit.commands._args import nonnegative_int, positive_int, seed_int
+from vaekit.commands._json import print_json
 
 _DESCRIPTION = (
     "Load a data set and print its splits and their sizes, the image shape (C x H x W), the "
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         if note:
             print(f"vaekit data: note: {note}", file=sys.stderr)
-        print(json.dumps(info))
+        print_json(info)
         return 0
     _print_text(info, info["factors"], note)
     return 0

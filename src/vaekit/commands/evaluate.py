@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from vaekit.commands._args import importance_samples, nonnegative_int, positive_int, seed_int
+from vaekit.commands._json import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     summary = json_safe({**result.summary(), **(scores or {})})
     saved = None if scores is None else _save(args.run, summary)
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         print(format_table(result))
         if scores is not None:

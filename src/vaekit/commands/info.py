@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from vaekit.commands._args import float_list
+from vaekit.commands._json import print_json
 from vaekit.errors import VaekitError
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         msg = msg.replace("q ", "--q ", 1) if msg.startswith("q ") else msg
         raise VaekitError(msg.replace("pass normalize=True", "pass --normalize")) from None
     if args.json:
-        print(json.dumps(values, allow_nan=True))
+        print_json(values)
         return 0
     unit = _unit(args.base)
     rows = [

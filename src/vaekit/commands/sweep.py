@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
 from vaekit.commands._args import float_list, importance_samples, positive_int, seed_int
+from vaekit.commands._json import print_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
                    notice=lambda msg: print(msg, file=sys.stderr, flush=True), k=args.k, n_samples=args.n_samples,
                    seed=args.eval_seed, device=cfg.device)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
     else:
         for r in result.runs:
             print(f"{r.label}: {r.path} ({r.action}, {r.epochs} epochs)")

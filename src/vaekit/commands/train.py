@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from vaekit.commands._args import finite_float
+from vaekit.commands._json import print_json
 
 #: The flags that name no setting of their own: --flow is another name of --posterior.
 ALIASES: dict[str, tuple] = {
@@ -141,9 +141,13 @@ def _budget_of(device) -> tuple[int, str]:
 
 
 def check_batch_memory(model, cfg) -> None:
-    """Refuse, before any work, a k * batch size that cannot fit: each of the k draws of every example in a
-    batch is one decoder row (``vaekit.evaluation.bytes_per_row``), kept for the backward pass."""
-    if cfg.k <= 1:
+    """Refuse, before any work, draws * batch size that cannot fit: each of the draws of every example in a batch
+    (k, or the objective's own count: MIWAE's m * k) is one decoder row (``vaekit.evaluation.bytes_per_row``),
+    kept for the backward pass."""
+    from vaekit.objectives import build_objective
+
+    draws = build_objective(cfg.component("objective"), k=cfg.k).draws()
+    if draws <= 1:
         return
     from vaekit.errors import ConfigError
     from vaekit.evaluation import bytes_per_row
@@ -155,13 +159,15 @@ def check_batch_memory(model, cfg) -> None:
     except Exception:  # noqa: BLE001 - a model the probe cannot measure: no estimate, no refusal
         return
     budget, source = _budget_of(device)
-    need = cfg.k * cfg.batch_size * row
+    need = draws * cfg.batch_size * row
     if need > budget:
-        what = "IWAE" if cfg.objective == "iwae" else "ELBO"
+        what = "IWAE" if cfg.objective == "iwae" else "ELBO" if cfg.objective == "elbo" else cfg.objective
+        sized, lower = (f"--k {cfg.k}", "--k") if draws == cfg.k else \
+            (f"{draws} draws per example (objective {cfg.objective}, --k {cfg.k})", "its draws (e.g. --m, --k)")
         raise ConfigError(
-            f"--k {cfg.k} with --batch-size {cfg.batch_size} needs at least {gib(need)} for the {what} draws "
-            f"({cfg.k} x {cfg.batch_size} decoder rows of {row} bytes), more than the memory budget of {gib(budget)} "
-            f"({source}); lower --k or --batch-size")
+            f"{sized} with --batch-size {cfg.batch_size} needs at least {gib(need)} for the {what} draws "
+            f"({draws} x {cfg.batch_size} decoder rows of {row} bytes), more than the memory budget of {gib(budget)} "
+            f"({source}); lower {lower} or --batch-size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
     else:
         if result.best_valid_iwae is not None:
             kept = f"kept epoch {result.best_epoch}: valid IWAE bound {result.best_valid_iwae:.3f}"

@@ -447,4 +447,5 @@ def _result(folder: RunFolder, fit: Any, record: dict[str, Any], shape: tuple[in
     return TrainResult(run=run, epochs=record["iteration"], train_elbo=last.get("train_elbo", math.nan),
                        valid_elbo=last.get("valid_elbo", math.nan), best_valid_elbo=record["best_valid"],
                        best_epoch=record["best_epoch"], seconds=record["seconds"],
-                       stopped_early=bool(record.get("converged")), model=model)
+                       stopped_early=bool(record.get("converged")), best_score=record["best_valid"],
+                       model=model)  # the kept iteration is chosen by its valid log p(x) (selected_by's default)
