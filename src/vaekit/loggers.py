@@ -418,6 +418,28 @@ def check_names(names: Any, what: str = "log") -> list[str]:
     return list(dict.fromkeys(clean))
 
 
+#: The optional package each logger imports: (module, package to install, vaekit extra).
+PACKAGES: dict[str, tuple[str, str, str | None]] = {
+    "tensorboard": ("torch.utils.tensorboard", "tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow", None),
+    "wandb": ("wandb", "wandb", None),
+}
+
+
+def check_available(names: Sequence[str]) -> None:
+    """Import the optional package of each named logger (:data:`PACKAGES`), so that a missing one is refused
+    (``ConfigError``, one line) before a run folder is made or written, not at the first epoch."""
+    import importlib
+
+    for name in check_names(list(names)):
+        if name in PACKAGES:
+            module, package, extra = PACKAGES[name]
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise _missing(package, name, extra) from None
+
+
 def open_loggers(names: Sequence[str], run: str | Path, config: Mapping[str, Any] | None = None,
                  extra: Sequence[Logger] = ()) -> MultiLogger:
     """The named loggers of the run folder ``run`` (plus the ``extra`` Logger objects), not yet started."""

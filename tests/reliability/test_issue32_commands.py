@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 
 import pytest
 from reliability_helpers import (
@@ -113,3 +114,17 @@ def test_the_json_printer_writes_null_and_says_so(capsys):
     assert result["a"] is None and result["b"] == [1.0, None] and result["c"] == {"d": None}
     assert result["notes"][0] == "kept" and len(result["notes"]) == 2
     assert all(name in result["notes"][1] for name in ("a", "b[1]", "c.d"))
+
+
+# -- 4. a missing optional logger ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_a_missing_logger_is_refused_before_the_run_folder_is_written(tmp_path, monkeypatch, logger):
+    monkeypatch.setitem(sys.modules, {"tensorboard": "torch.utils.tensorboard", "wandb": "wandb"}[logger], None)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", *FLAGS, "--log", logger, "--out", str(out)])
+    assert_one_line_error(code, err, logger, "not installed")
+    assert not out.exists() or [p.name for p in out.iterdir() if p.name != ".lock"] == []
+    code, _, err = run_cli(["train", *FLAGS, "--log", "csv", "--out", str(out)])  # no --overwrite needed
+    assert code == 0, err
