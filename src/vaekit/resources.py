@@ -15,9 +15,12 @@ Pure arithmetic: this module imports no torch.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from vaekit.errors import ConfigError
 
 #: Bytes per parameter to hold a model (float32) and to train it (weights, gradients, Adam's two moments).
 BYTES_PER_PARAMETER = 4
@@ -26,6 +29,11 @@ TRAINING_COPIES = 4
 MAX_BUDGET = 8 * 2**30
 #: Error messages of files and settings are cut to this many characters (a YAML alias bomb is one line too).
 MAX_MESSAGE = 300
+#: The most importance samples K per example (a command's ``--k``, :func:`vaekit.evaluate`'s ``k``): past it an
+#: evaluation never ends.
+MAX_SAMPLES = 10_000_000
+#: Where :func:`memory_budget` comes from, as the errors say it.
+BUDGET_SOURCE = "min(8 GB, half the RAM), or $VAEKIT_MEMORY_BUDGET"
 
 
 def short(text: Any, limit: int = MAX_MESSAGE) -> str:
@@ -63,6 +71,24 @@ def gib(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} bytes"
+
+
+def check_samples(k: Any, name: str = "k") -> int:
+    """``k`` importance samples per example as an int from 1 to :data:`MAX_SAMPLES`; else a
+    :class:`~vaekit.errors.ConfigError` naming ``name`` (the argument, or the flag, that gave it)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= MAX_SAMPLES:
+        raise ConfigError(f"{name} must be a whole number of samples per example from 1 to {MAX_SAMPLES:,}, got "
+                          f"{short(repr(k), 40)}")
+    return int(k)
+
+
+def check_memory(need: float, what: str, lower: str, *, budget: int | None = None, source: str = BUDGET_SOURCE) -> None:
+    """Raise :class:`~vaekit.errors.ConfigError` (one line, saying what to lower) when ``need`` bytes for ``what``
+    would pass the memory budget (:func:`memory_budget` unless ``budget`` is given, ``source`` saying whence)."""
+    budget = memory_budget() if budget is None else budget
+    if need > budget:
+        raise ConfigError(f"out of memory: {what} needs at least {gib(need)}, more than the memory budget of "
+                          f"{gib(budget)} ({source}); lower {lower}")
 
 
 # -- parameter counts --------------------------------------------------------------------------

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from reliability_helpers import TINY, assert_one_line_error, bounded, run_cli
 
+import vaekit
 from vaekit.data import cifar, load_dataset, write_cifar_archive
-from vaekit.errors import DataError
+from vaekit.errors import DataError, VaekitError
+from vaekit.models import VAE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -151,3 +154,39 @@ def test_compare_caps_the_samples_of_its_pictures(runs, tmp_path):
         code, _, err = run_cli(["compare", *map(str, runs), "--n-samples", "1000000", "--out", str(page), "--k", "2"])
     assert_one_line_error(code, err, "--n-samples", "4096")
     assert not page.exists()
+
+
+# -- the Python API runs the command line's checks of the work's size ----------------------------------------------
+
+
+@pytest.fixture
+def model_and_data():
+    torch.manual_seed(0)
+    return VAE(latent=2, shape=(1, 8, 8), hidden=[16]), (torch.rand(32, 1, 8, 8) > 0.5).float()
+
+
+def test_evaluate_refuses_an_endless_k_naming_it(model_and_data):
+    model, x = model_and_data
+    with bounded(30):
+        for k in (10**12, 0, True, 2.5):
+            with pytest.raises(VaekitError, match=r"\bk\b") as info:
+                vaekit.evaluate(model, x, k=k)
+            assert "--k" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("k", [10**9, 10**6])
+def test_fit_runs_the_memory_check_of_vaekit_train(model_and_data, tmp_path, k):
+    """k = 10^9 is past the most samples a run may take; k = 10^6 x 100 decoder rows are past the memory budget."""
+    model, x = model_and_data
+    out = tmp_path / "run"
+    with bounded(30), pytest.raises(VaekitError, match=r"\bk\b") as info:
+        vaekit.fit(model, x, out=out, objective="iwae", k=k, epochs=1, progress=False)
+    assert "--k" not in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()  # refused before the run folder is made
+
+
+def test_fit_within_the_budget_still_trains(model_and_data, tmp_path):
+    model, x = model_and_data
+    result = vaekit.fit(model, x, out=tmp_path / "run", objective="iwae", k=4, epochs=1, batch_size=16,
+                        progress=False)
+    assert result.epochs == 1

@@ -5,6 +5,7 @@ codes with forward hooks; a chunk of ``memory_budget // bytes_per_row`` codes th
 (:data:`DEFAULT_MEMORY_BUDGET`, 256 MB of activations). On the CPU a chunk is further capped at
 :data:`CPU_ROWS` rows, which keeps it in the cache. Used by the importance sampler
 (:mod:`vaekit.evaluation`), the sum over every discrete code (:mod:`vaekit.bounds.enumeration`) and grid integration.
+:func:`check_draws` refuses, before any work, a training batch whose draws cannot fit (:func:`vaekit.fit`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+
+from vaekit.resources import BUDGET_SOURCE, check_memory, memory_budget
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -60,3 +63,33 @@ def bytes_per_row(model: LatentVariableModel, latent: int) -> int:
         for h in hooks:
             h.remove()
     return int(sum(sizes) + 2 * out[0].numel() * out.element_size() + 64)
+
+
+def device_budget(device: torch.device) -> tuple[int, str]:
+    """The memory a batch may take on ``device`` and where that number comes from: half the GPU's memory on a GPU
+    (unless $VAEKIT_MEMORY_BUDGET is set), else :func:`vaekit.resources.memory_budget`."""
+    import os
+
+    if device.type == "cuda" and not os.environ.get("VAEKIT_MEMORY_BUDGET", "").strip():
+        try:
+            return int(torch.cuda.get_device_properties(device).total_memory) // 2, "half the GPU's memory"
+        except (RuntimeError, AssertionError, ValueError):
+            pass
+    return memory_budget(), BUDGET_SOURCE
+
+
+def check_draws(model: LatentVariableModel, draws: int, batch_size: int, device: torch.device,
+                names: tuple[str, str] = ("k", "batch_size")) -> None:
+    """Refuse, before any work, ``draws`` x ``batch_size`` decoder rows (:func:`bytes_per_row` each, kept for the
+    backward pass) that cannot fit the budget of ``device``: a :class:`~vaekit.errors.ConfigError` naming the
+    arguments ``names`` that set them. A model the probe cannot measure is not refused."""
+    if draws <= 1:
+        return
+    try:
+        row = bytes_per_row(model, int(model.latent_size))
+    except Exception:  # noqa: BLE001 - a model the probe cannot measure: no estimate, no refusal
+        return
+    budget, source = device_budget(device)
+    k, b = names
+    check_memory(draws * batch_size * row, f"{k}={draws} with {b}={batch_size} ({draws} x {batch_size} decoder rows "
+                 f"of {row} bytes)", f"{k} or {b}", budget=budget, source=source)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from vaekit.resources import MAX_SAMPLES
+
 
 def positive_int(text: str) -> int:
     try:
@@ -39,8 +41,9 @@ def seed_int(text: str) -> int:
     return value
 
 
-#: Largest number of importance samples K per example (evaluate, report, bound): beyond it a run never ends.
-MAX_K = 10_000_000
+#: Largest number of importance samples K per example (evaluate, report, bound): beyond it a run never ends (the
+#: Python API's bound too: :func:`vaekit.resources.check_samples`).
+MAX_K = MAX_SAMPLES
 
 
 def importance_samples(text: str) -> int:

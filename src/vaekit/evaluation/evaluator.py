@@ -81,6 +81,7 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     figure_kind,
     on_grid,
 )
+from vaekit.resources import check_samples
 from vaekit.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -357,8 +358,7 @@ def _evaluation_data(model: LatentVariableModel, data: Any, k: int, seed: int, s
     """(x (N, D), the labels of a conditional model, what log p(x) is, the grey levels L, the shift D log L nats).
     A density on L-level data is dequantized, x -> (k + u) / L with one u ~ U[0, 1)^D per example; the shift is 0
     for the other kinds."""
-    if k < 1:
-        raise VaekitError(f"k must be >= 1, got {k}")
+    check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
     x_all = _flat_data(data, split)
     n = x_all.shape[0]
     y_all = _condition_labels(model, data, split, labels, n)

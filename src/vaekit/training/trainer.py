@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from vaekit import runtime as D
+from vaekit.bounds.sizing import check_draws
 from vaekit.config import TrainConfig, from_dict, training_keys
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
-from vaekit.loggers import Logger, check_available
+from vaekit.loggers import Logger
 from vaekit.models import LatentVariableModel
 from vaekit.objectives.discrete import ESTIMATORS
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
@@ -186,6 +187,7 @@ def fit(
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective, "k": k, "beta": beta,
              "warmup": warmup, "seed": seed}
     cfg = _fit_config(model, ds, given, settings)
+    _check_fit_memory(model, ds, cfg)
     names, objects = _split_loggers(loggers)
     if names is not None:
         cfg.log = names
@@ -197,6 +199,16 @@ def fit(
 
     opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
     return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+
+
+def _check_fit_memory(model: LatentVariableModel, ds: Any, cfg: TrainConfig) -> None:
+    """The memory check of ``vaekit train``, before the run folder is made: k x batch_size decoder rows
+    (:func:`vaekit.bounds.sizing.check_draws`), refused in one error naming ``k`` and ``batch_size``."""
+    if cfg.k <= 1:
+        return
+    if hasattr(model, "build"):
+        model.build(tuple(ds.shape))  # what fit() does next anyway: the decoder must exist to be measured
+    check_draws(model, cfg.k, cfg.batch_size, resolve_device(cfg.device))
 
 
 def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
@@ -224,7 +236,6 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
 def _run(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
          opts: _Options | None = None) -> TrainResult:
     opts = opts or _Options()
-    check_available(cfg.log)  # an optional logger's missing package: refused before the run folder is made
     progress = progress_enabled(progress)  # None: a terminal or a notebook
     log = log if log is not None else notebook_log()
     ctx = D.from_env()
