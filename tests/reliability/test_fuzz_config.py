@@ -59,6 +59,11 @@ def assert_valid(cfg: TrainConfig) -> None:
 @example({"seed": 2**40})
 @example({"lr": float("nan")})
 @example({"lr": "1e-3", "hidden": 400})
+@example({"objective": {"name": "miwae", "m": 0}})
+@example({"objective": "piwae", "m": True})
+@example({"objective": {"name": "piwae", "m": 2**40}})
+@example({"objective": {"name": "ciwae", "beta": float("nan")}})
+@example({"objective": "ciwae", "ciwae_beta": 0.25, "k": 3})
 def test_random_dicts_give_a_valid_config_or_a_config_error(values):
     try:
         cfg = from_dict(values)

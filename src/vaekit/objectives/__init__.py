@@ -1,6 +1,7 @@
 """Objectives: the bounds and their terms (:mod:`vaekit.objectives.terms`), and the registered objectives that
-train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, and for disentangling
-``beta-tcvae``, ``dip-vae-i``, ``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family).
+train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, Rainforth et al.'s
+multi-sample bounds ``miwae``, ``ciwae`` and ``piwae``, and for disentangling ``beta-tcvae``, ``dip-vae-i``,
+``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family).
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -14,12 +15,15 @@ from vaekit.objectives import (  # noqa: F401 - the built-in registrations
     autoencoder,
     beta_tcvae,
     capacity,
+    ciwae,
     dip_vae,
     evidence,
     factorvae,
     importance,
+    miwae,
+    piwae,
 )
-from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score, build_objective
+from vaekit.objectives.base import INFERENCE, OBJECTIVES, Loss, Objective, Score, build_objective
 from vaekit.objectives.terms import (
     ElboTerms,
     autoencoder_terms,
@@ -31,5 +35,6 @@ from vaekit.objectives.terms import (
     sampled_terms,
 )
 
-__all__ = ["OBJECTIVES", "ElboTerms", "Loss", "Objective", "Score", "autoencoder_terms", "build_objective", "elbo",
-           "iwae_bound", "iwae_terms", "kl_weight", "log_importance_weights", "sampled_terms"]
+__all__ = ["INFERENCE", "OBJECTIVES", "ElboTerms", "Loss", "Objective", "Score", "autoencoder_terms",
+           "build_objective", "elbo", "iwae_bound", "iwae_terms", "kl_weight", "log_importance_weights",
+           "sampled_terms"]

@@ -42,20 +42,35 @@ OBJECTIVES = Registry("objective")
 Score = Callable[[dict[str, float]], float]
 
 
+#: The name under which a :class:`Loss`'s ``inference`` loss travels beside the auxiliary losses (from the
+#: objective's module to the step that routes each loss to its parameters); no auxiliary optimizer may take it.
+INFERENCE = "q(z|x)"
+
+
 @dataclass
 class Loss:
     """One batch's loss: ``loss`` (a scalar) for the model's optimizer, the per-example ``terms`` reported in the
     metrics (nats), and the losses of the model's auxiliary modules by name (each minimised by its own optimizer,
-    see :meth:`vaekit.models.base.LatentVariableModel.auxiliary_modules`)."""
+    see :meth:`vaekit.models.base.LatentVariableModel.auxiliary_modules`).
+
+    ``inference`` (a scalar, or None): where an objective trains q(z|x) on another loss than the generative model
+    (Rainforth et al.'s PIWAE), the loss whose gradient the parameters of q(z|x) take
+    (:meth:`~vaekit.models.base.LatentVariableModel.inference_parameters`); ``loss`` then trains the others (p(z),
+    p(x|z)) alone. Both come from one forward pass: the step walks the graph back once per loss, each time into its
+    own parameters (``torch.autograd.backward(..., inputs=...)``), so that the one update of the model's optimizer
+    holds d ``loss`` / d theta for the generative parameters theta and d ``inference`` / d phi for those of q(z|x).
+    None: ``loss`` trains every parameter."""
 
     loss: torch.Tensor
     terms: ElboTerms
     auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+    inference: torch.Tensor | None = None
 
 
 class Objective:
     """The base of vaekit's objectives: maximise E_x[ELBO(x)] with the KL weighted by ``beta`` (see
-    :class:`vaekit.objectives.evidence.ELBO`). Subclasses override the hooks that differ."""
+    :class:`vaekit.objectives.evidence.ELBO`). Subclasses override the hooks that differ; a loss may train q(z|x)
+    on a loss of its own (:attr:`Loss.inference`, e.g. :class:`vaekit.objectives.piwae.PIWAE`)."""
 
     name: str = "objective"  # set by the registration
     #: The bound a discrete q(z|x)'s estimator trains (``elbo``, or ``iwae`` for the multi-sample VIMCO).
@@ -110,6 +125,10 @@ class Objective:
         return {}
 
     # -- the work -------------------------------------------------------------------------------------------
+    def draws(self) -> int:
+        """The draws z ~ q(z|x) a training step takes per example (``k``; MIWAE's M K): what sizes its memory."""
+        return self.k
+
     def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
         """The loss of a batch x: -mean_x [E_q[log p(x|z)] - beta KL(q(z|x) || p(z))], with ``k`` draws per

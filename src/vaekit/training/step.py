@@ -1,6 +1,7 @@
 """One optimisation step without waiting for the host: the objective as a module (for DDP and torch.compile), the
-batch buffer, the fused Adam update, the sticky skip of non-finite steps, and the auxiliary optimizers' own
-backward passes."""
+batch buffer, the fused Adam update, the sticky skip of non-finite steps, and the backward passes of losses routed
+to parameters of their own (the auxiliary optimizers', and q(z|x)'s where the objective trains it on its own loss:
+:attr:`vaekit.objectives.Loss.inference`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.models import LatentVariableModel
-from vaekit.objectives import Objective, build_objective
+from vaekit.objectives import INFERENCE, Objective, build_objective
 from vaekit.objectives.discrete import DiscreteEstimator
 
 #: Steps between the loop's looks at the losses (one wait for the device each time, none in between): a NaN or
@@ -23,7 +24,9 @@ class LossModule(torch.nn.Module):
     """The objective as a module, so DistributedDataParallel and torch.compile can wrap it.
 
     forward(x, beta, y) -> (loss, [sum ELBO, sum reconstruction, sum KL], auxiliary losses by name), the loss
-    that of the :class:`~vaekit.objectives.Objective` (``objective``: one, or a registered name built with ``k``).
+    that of the :class:`~vaekit.objectives.Objective` (``objective``: one, or a registered name built with ``k``);
+    a loss of q(z|x)'s own (:attr:`~vaekit.objectives.Loss.inference`) comes with the auxiliary losses, named
+    :data:`~vaekit.objectives.base.INFERENCE`.
     With ``encoder_noise`` sigma > 0 the encoder sees x + sigma * eps, eps ~ N(0, I), in training
     (the decoder still scores the clean x; the objective stays a lower bound on log p(x)).
     """
@@ -43,7 +46,9 @@ class LossModule(torch.nn.Module):
         terms = out.terms
         with torch.no_grad():  # for the log: no graph
             stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
-        return out.loss, stats, out.auxiliary
+        if out.inference is None:
+            return out.loss, stats, out.auxiliary
+        return out.loss, stats, {**out.auxiliary, INFERENCE: out.inference}
 
 
 def _compiled(module: torch.nn.Module) -> torch.nn.Module:
@@ -158,11 +163,14 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
     finds the first such loss when it next looks (every :data:`CHECK_EVERY` steps) and stops with its message.
     With ``eager`` (the module ``loss_module`` compiles), a batch of another size than ``cfg.batch_size`` (the
     partial last one) runs eagerly instead of recompiling the graph for its shape. The model's ``auxiliary``
-    optimizers (by name) each take the gradient of the objective's auxiliary loss of that name."""
+    optimizers (by name) each take the gradient of the objective's auxiliary loss of that name; where the objective
+    gives q(z|x) a loss of its own (:attr:`~vaekit.objectives.Loss.inference`), the parameters of q(z|x) take its
+    gradient and the model's other parameters that of the loss (one update of the model's optimizer for both)."""
     owned = {id(p) for other in (auxiliary or {}).values() for group in other.param_groups for p in group["params"]}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in owned]
     if estimator is not None:
         params += list(estimator.parameters())
+    routes = _Routes(model, params)
     compiled = eager is not None and eager is not loss_module
     skip = _skip_flag(optimizer) if not auxiliary else None
     update = _AdamUpdate(optimizer, skip)
@@ -180,12 +188,14 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
                 raise
         optimizer.zero_grad(set_to_none=True)
         if auxiliary or aux:
-            _backward_parts(loss, params, aux, auxiliary or {})
+            _backward_parts(loss, routes, aux, auxiliary or {})
         else:
             loss.backward()
         if cfg.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         loss = loss.detach()
+        if INFERENCE in aux:  # a non-finite loss of q(z|x) stops training as the model's own does
+            loss = loss + 0.0 * aux[INFERENCE].detach()
         if ctx.enabled:  # every rank must see a NaN on any rank, or the others would wait for it
             loss = D.all_reduce_sum(loss.clone(), ctx) / ctx.world_size
         if skip is not None:  # sticky: after a non-finite loss the weights stay as they were before it
@@ -202,18 +212,43 @@ def _make_step(loss_module, model: LatentVariableModel, optimizer: torch.optim.O
     return step
 
 
-def _backward_parts(loss: torch.Tensor, params: list[torch.nn.Parameter], aux: dict[str, torch.Tensor],
+class _Routes:
+    """The parameters of the model's optimizer (``params``), and split, where an objective gives q(z|x) a loss of
+    its own, into those of q(z|x) (the model's :meth:`~vaekit.models.base.LatentVariableModel.inference_parameters`)
+    and the others; the split is made at its first use."""
+
+    def __init__(self, model: LatentVariableModel, params: list[torch.nn.Parameter]):
+        self.model, self.params = model, params
+        self._split: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]] | None = None
+
+    def split(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """(the others, those of q(z|x)), each in the order of ``params``."""
+        if self._split is None:
+            inference = {id(p) for p in self.model.inference_parameters()}
+            self._split = ([p for p in self.params if id(p) not in inference],
+                           [p for p in self.params if id(p) in inference])
+        return self._split
+
+
+def _backward_parts(loss: torch.Tensor, routes: _Routes, aux: dict[str, torch.Tensor],
                     auxiliary: dict[str, torch.optim.Optimizer]) -> None:
-    """Each optimizer's gradient from its own loss: the model's loss into ``params`` alone, each auxiliary loss
-    into the parameters of the auxiliary optimizer of its name (one graph, walked once per loss)."""
-    if set(aux) != set(auxiliary):
-        raise VaekitError(f"the objective gives auxiliary losses {sorted(aux)} but the model has auxiliary "
+    """Each optimizer's gradient from its own loss: the model's loss into its parameters alone (less those of
+    q(z|x) where the objective gives them a loss of their own, :data:`INFERENCE`, which goes into them), each
+    auxiliary loss into the parameters of the auxiliary optimizer of its name (one graph, walked once per loss)."""
+    named = set(aux) - {INFERENCE}
+    if named != set(auxiliary):
+        raise VaekitError(f"the objective gives auxiliary losses {sorted(named)} but the model has auxiliary "
                           f"optimizers {sorted(auxiliary)}; they must name the same parts (see "
                           "LatentVariableModel.auxiliary_optimizers)")
-    parts = [(loss, params)]
+    if INFERENCE in aux:
+        others, inference = routes.split()
+        parts = [(loss, others), (aux[INFERENCE], inference)]
+    else:
+        parts = [(loss, routes.params)]
     for name, other in auxiliary.items():
         other.zero_grad(set_to_none=True)
         parts.append((aux[name], [p for group in other.param_groups for p in group["params"]]))
+    parts = [(value, inputs) for value, inputs in parts if inputs]  # e.g. train_only encoder: no generative part
     for i, (value, inputs) in enumerate(parts):
         torch.autograd.backward(value, inputs=inputs, retain_graph=i < len(parts) - 1)
 
