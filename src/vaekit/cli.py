@@ -73,6 +73,10 @@ def load_plugins() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with standard output closed (vaekit ... >&-): nowhere to put a result
+        print("vaekit: error: standard output is closed; give vaekit somewhere to write it, e.g. >/dev/null",
+              file=sys.stderr)  # print() to a closed stderr (None) writes nothing
+        return 2
     load_plugins()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import sys
 
 import pytest
 from reliability_helpers import (
+    PYTHON,
     assert_one_line_error,
     run_cli,
+    subprocess_env,
 )
 
 #: A run of a few seconds: 1257 digits, one epoch of a 2-D latent space and 8 hidden units.
@@ -128,3 +131,13 @@ def test_a_missing_logger_is_refused_before_the_run_folder_is_written(tmp_path, 
     assert not out.exists() or [p.name for p in out.iterdir() if p.name != ".lock"] == []
     code, _, err = run_cli(["train", *FLAGS, "--log", "csv", "--out", str(out)])  # no --overwrite needed
     assert code == 0, err
+
+
+# -- 5. a closed stdout --------------------------------------------------------------------------------------
+
+
+def test_info_with_stdout_closed_is_one_line_not_a_traceback():
+    cmd = f"exec {PYTHON} -m vaekit info --p 0.5,0.5 --q 0.1,0.9 >&-"
+    proc = subprocess.run(["bash", "-c", cmd], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "standard output" in proc.stderr, proc.stderr
