@@ -17,8 +17,10 @@ import pytest
 from reliability_helpers import (
     PYTHON,
     assert_one_line_error,
+    rewrite_checkpoint,
     run_cli,
     subprocess_env,
+    tree_state,
 )
 
 #: A run of a few seconds: 1257 digits, one epoch of a 2-D latent space and 8 hidden units.
@@ -141,3 +143,19 @@ def test_info_with_stdout_closed_is_one_line_not_a_traceback():
     proc = subprocess.run(["bash", "-c", cmd], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "standard output" in proc.stderr, proc.stderr
+
+
+# -- 6. altered optimizer settings ---------------------------------------------------------------------------
+
+
+def test_a_checkpoint_with_altered_optimizer_settings_is_one_line(plain):
+    def amsgrad(ts, meta):
+        m = json.loads(meta["optimizer"])
+        m["param_groups"][0]["amsgrad"] = True
+        meta["optimizer"] = json.dumps(m)
+
+    rewrite_checkpoint(plain / "checkpoint.safetensors", amsgrad)
+    before = tree_state(plain)
+    code, _, err = run_cli(["train", *FLAGS, "--epochs", "2", "--out", str(plain), "--resume"])
+    assert_one_line_error(code, err, "optimizer", "amsgrad")
+    assert tree_state(plain) == before

@@ -243,7 +243,9 @@ def _load_auxiliary(tensors: dict[str, torch.Tensor], metadata: dict[str, str],
         _check_optimizer_meta(meta)
         prefix = f"aux.{name}."
         part = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        built = _settings(other)
         other.load_state_dict(_unflatten_optimizer(part, meta))
+        _check_settings(built, other, f"optimizer {name}")
         _check_optimizer(other)
 
 
@@ -273,7 +275,9 @@ def load_training_state(
             check_tensors(path, extra_sd, {k: tuple(v.shape) for k, v in extra.state_dict().items()},
                           "this run's estimator")
             extra.load_state_dict(extra_sd)
+        built = _settings(optimizer)
         optimizer.load_state_dict(_unflatten_optimizer(optim_t, optim_meta))
+        _check_settings(built, optimizer)
         _check_optimizer(optimizer)
         _load_auxiliary(tensors, metadata, auxiliary or {})
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
@@ -376,6 +380,30 @@ def _check_scheduler(sched: Any) -> None:
     for key in ("base_lrs", "_last_lr", "min_lrs"):
         if key in sched and not (isinstance(sched[key], list) and all(_number(x) and x >= 0 for x in sched[key])):
             raise ValueError(f"the scheduler state {key} is not a list of learning rates")
+
+
+#: Optimizer settings a checkpoint may hold other values of than the run's new optimizer: the parameters, the
+#: learning rate (a schedule moves it) and how a step is implemented (foreach, fused: the hardware may change).
+_FREE_SETTINGS = ("params", "param_names", "lr", "initial_lr", "foreach", "fused", "capturable", "differentiable")
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The settings of each parameter group that decide what a step computes (amsgrad, betas, eps, ...)."""
+    def plain(v: Any) -> Any:
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
+    return [{k: plain(v) for k, v in g.items() if k not in _FREE_SETTINGS} for g in optimizer.param_groups]
+
+
+def _check_settings(built: list[dict[str, Any]], optimizer: torch.optim.Optimizer, what: str = "optimizer") -> None:
+    """The settings a checkpoint loaded into ``optimizer`` are those it was built with (``built``): a checkpoint
+    whose settings were altered (amsgrad switched on, say) holds no state for them, and the first step would fail
+    deep inside ``torch.optim``."""
+    for i, (mine, theirs) in enumerate(zip(built, _settings(optimizer))):
+        for key in sorted(mine.keys() & theirs.keys()):
+            if mine[key] != theirs[key]:
+                raise ValueError(f"its {what} state does not match this run: param_groups[{i}].{key} is "
+                                 f"{str(theirs[key])[:40]} where this run's {what} has {str(mine[key])[:40]}")
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer) -> None:
