@@ -156,6 +156,12 @@ def test_compare_caps_the_samples_of_its_pictures(runs, tmp_path):
     assert not page.exists()
 
 
+def test_evaluate_refuses_surgery_samples_beyond_the_memory_budget(runs):
+    with bounded(60):
+        code, _, err = run_cli(["evaluate", str(runs[0]), "--k", "2", "--surgery-samples", "99999999999"])
+    assert_one_line_error(code, err, "--surgery-samples", "memory budget")
+
+
 # -- the Python API runs the command line's checks of the work's size ----------------------------------------------
 
 
@@ -172,6 +178,13 @@ def test_evaluate_refuses_an_endless_k_naming_it(model_and_data):
             with pytest.raises(VaekitError, match=r"\bk\b") as info:
                 vaekit.evaluate(model, x, k=k)
             assert "--k" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_evaluate_refuses_surgery_samples_beyond_the_budget_naming_them(model_and_data):
+    model, x = model_and_data
+    with bounded(30), pytest.raises(VaekitError, match="surgery_samples") as info:
+        vaekit.evaluate(model, x, k=2, surgery_samples=99_999_999_999)
+    assert "--surgery-samples" not in str(info.value) and "memory budget" in str(info.value)
 
 
 @pytest.mark.parametrize("k", [10**9, 10**6])

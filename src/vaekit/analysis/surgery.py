@@ -17,13 +17,15 @@ average-KL estimate exactly. This is the number that says how much information t
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaekit.distributions import DiagonalGaussianMixture, rsample, sample
-from vaekit.errors import VaekitError
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.resources import check_memory
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -49,6 +51,21 @@ class SurgeryResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mutual_information_bound": self.mutual_information_bound}
+
+
+#: Bytes held per Monte Carlo draw M: its example index (int64) and its terms in float64 (I_q, KL(q(z) || p(z)), their
+#: sum, the concatenations and the means' temporaries).
+BYTES_PER_SAMPLE = 64
+
+
+def check_samples(samples: Any, name: str = "samples") -> int:
+    """``samples`` M as an int >= 0 whose draws fit the memory budget (:func:`vaekit.resources.check_memory`), else a
+    :class:`~vaekit.errors.ConfigError` naming ``name``: the argument, or the flag (``--surgery-samples``)."""
+    given = f"{name} {samples}" if name.startswith("--") else f"{name}={samples!r}"[:60]
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 0:
+        raise ConfigError(f"{given}: expected a whole number of draws >= 0 (0: no ELBO surgery)")
+    check_memory(int(samples) * BYTES_PER_SAMPLE, f"{given} (the ELBO surgery's draws)", f"{name} (0: not estimated)")
+    return int(samples)
 
 
 def supports_surgery(model: LatentVariableModel) -> bool:
@@ -91,7 +108,7 @@ def elbo_surgery(model: LatentVariableModel, data: torch.Tensor, samples: int = 
     n = int(data.shape[0])
     if n < 2:
         raise VaekitError("ELBO surgery needs at least 2 examples")
-    if samples < 2:
+    if check_samples(samples) < 2:
         raise VaekitError(f"samples must be >= 2, got {samples}")
     was_training = model.training
     model.eval()

@@ -71,10 +71,12 @@ def _limit(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vaekit.analysis.surgery import check_samples
     from vaekit.bounds.enumeration import DEFAULT_LIMIT
     from vaekit.evaluation import evaluate_run, format_table, json_safe
     from vaekit.progress import Bar, enabled
 
+    check_samples(args.surgery_samples, "--surgery-samples")  # its memory, before any work
     show = not args.quiet and enabled(True if args.progress else None)
     progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show)  # on stderr: stdout is the result
 

@@ -299,6 +299,10 @@ def evaluate_model(
     ``progress(done, total)`` is called with the examples done (0 first, then after every batch of them, each
     batch all K draws), e.g. a :class:`vaekit.progress.Bar`.
     """
+    from vaekit.analysis.surgery import check_samples as check_surgery_samples
+
+    check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
+    check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
     ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
                      memory_budget=memory_budget)
@@ -358,7 +362,6 @@ def _evaluation_data(model: LatentVariableModel, data: Any, k: int, seed: int, s
     """(x (N, D), the labels of a conditional model, what log p(x) is, the grey levels L, the shift D log L nats).
     A density on L-level data is dequantized, x -> (k + u) / L with one u ~ U[0, 1)^D per example; the shift is 0
     for the other kinds."""
-    check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
     x_all = _flat_data(data, split)
     n = x_all.shape[0]
     y_all = _condition_labels(model, data, split, labels, n)
