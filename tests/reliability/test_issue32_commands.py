@@ -159,3 +159,17 @@ def test_a_checkpoint_with_altered_optimizer_settings_is_one_line(plain):
     code, _, err = run_cli(["train", *FLAGS, "--epochs", "2", "--out", str(plain), "--resume"])
     assert_one_line_error(code, err, "optimizer", "amsgrad")
     assert tree_state(plain) == before
+
+
+# -- 7. a run folder that is a link --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resume", [["--resume"], []], ids=["resume", "new"])
+def test_a_run_folder_that_is_a_symbolic_link_is_refused(plain, tmp_path, resume):
+    link = tmp_path / "link"
+    link.symlink_to(plain if resume else tmp_path / "empty", target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["train", *FLAGS, "--epochs", "2", "--out", str(link), *resume])
+    assert_one_line_error(code, err, str(link), "symbolic link")
+    assert tree_state(tmp_path) == before

@@ -119,11 +119,15 @@ def check_out(run: Path, *, resume: bool, overwrite: bool, flag: str = "--out", 
     ``locked=False`` (before taking the run lock, which creates ``RUN/.lock``) refuses only what is not a
     vaekit run; the state of a run is judged under its lock (so that a running run is reported as such).
 
-    Allowed: a missing or empty folder; a vaekit run with no run files yet; with ``resume``, a run with a
-    checkpoint, or one that never finished an epoch (config.json / metrics.jsonl only: started again);
-    with ``overwrite``, any vaekit run (its own files are removed later, see :func:`clear_run`)."""
+    Never a symbolic link (its target would be written). Allowed: a missing or empty folder; a vaekit run with no
+    run files yet; with ``resume``, a run with a checkpoint, or one that never finished an epoch (config.json /
+    metrics.jsonl only: started again); with ``overwrite``, any vaekit run (its own files are removed later, see
+    :func:`clear_run`)."""
     if resume and overwrite:
         raise CheckpointError("give --resume (continue the run) or --overwrite (start it afresh), not both")
+    if os.path.islink(run):  # its target's files would be written: never through a link, as for every run file
+        raise CheckpointError(f"{flag} {run} is a symbolic link; vaekit does not write a run through a link "
+                              f"(give the folder itself, or choose another {flag})")
     state = inspect(run)
     if not state.exists:
         return state
