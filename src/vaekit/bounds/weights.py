@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaekit.bounds.kernels import likelihood_kernel
+from vaekit.bounds.pareto import TailKeeper
 from vaekit.distributions import FactorizedCategorical, point, rsample_and_log_prob
 from vaekit.distributions.kl import kl_per_unit
 from vaekit.errors import VaekitError
@@ -35,7 +36,8 @@ def log_weight_stats(model: LatentVariableModel, x: torch.Tensor, k: int, k_chun
     """Per-example statistics of K importance weights for a flat batch x (B, D), drawn k_chunk at a time.
 
     Returns (B,) tensors: ``log_px`` = logsumexp log w - log K, ``elbo`` = mean log w, ``reconstruction``
-    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2; the point codes
+    = mean log p(x|z), ``kl`` = mean [log q - log p(z)], ``ess`` = (sum w)^2 / sum w^2, ``pareto_k`` = the
+    Pareto k-hat of the K weights (:mod:`~vaekit.bounds.pareto`; NaN for K < 25); the point codes
     ``code`` (B, L) of q(z|x) and, where q and p(z) factorise with a closed form per unit, ``kl_units`` (B, L);
     for G groups of one-hot categorical codes ``kl_units`` is (B, G), one KL per group, and ``groups`` = G.
     """
@@ -53,17 +55,20 @@ def log_weight_stats(model: LatentVariableModel, x: torch.Tensor, k: int, k_chun
     lse2 = torch.full((b,), -math.inf, device=x.device, dtype=x.dtype)
     sum_rec = torch.zeros(b, device=x.device, dtype=torch.float64)
     sum_kl = torch.zeros(b, device=x.device, dtype=torch.float64)
+    tail = TailKeeper(k)
     for start in range(0, k, k_chunk):
         kc = min(k_chunk, k - start)
         rec, kl = draw_log_weights(q, prior.log_prob, loglik, kc, generator)  # (kc, B) each
         log_w = rec - kl
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        tail.update(log_w)
         sum_rec += rec.sum(0, dtype=torch.float64)
         sum_kl += kl.sum(0, dtype=torch.float64)
     rec_mean, kl_mean = sum_rec / k, sum_kl / k
     out = {"log_px": lse.double() - math.log(k), "elbo": rec_mean - kl_mean, "reconstruction": rec_mean,
-           "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "code": point(q)}
+           "kl": kl_mean, "ess": torch.exp(2 * lse.double() - lse2.double()), "code": point(q),
+           "pareto_k": tail.khat()}
     groups = getattr(q, "groups", None) if isinstance(q, FactorizedCategorical) else None
     if groups is not None:
         out["groups"] = torch.tensor(int(groups))

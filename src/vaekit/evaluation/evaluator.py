@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from vaekit.bounds.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
+from vaekit.bounds.pareto import khat_fraction, khat_note
 from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
 from vaekit.bounds.sizing import model_device_dtype as _model_device_dtype
 from vaekit.bounds.weights import log_weight_stats
@@ -162,6 +163,8 @@ class EvaluationResult:
     levels: int | None = None  # grey levels L of the evaluated data (2: binary; None: real-valued)
     dequantization_nats: float = 0.0  # D log L subtracted per example (a dequantized bound); 0 otherwise
     variance_floor_fraction: float | None = None  # pixels whose learned Gaussian variance is at its floor
+    # the fraction of examples whose K weights have a Pareto k-hat > 0.7 (vaekit.bounds.pareto); None for K < 25
+    pareto_k_fraction: float | None = None
 
     @property
     def dequantized(self) -> bool:
@@ -312,7 +315,7 @@ def evaluate_model(
 
 
 #: The per-example statistics of :func:`log_weight_stats` that :func:`evaluate_model` averages.
-_STAT_KEYS = ("log_px", "elbo", "reconstruction", "kl", "ess")
+_STAT_KEYS = ("log_px", "elbo", "reconstruction", "kl", "ess", "pareto_k")
 
 
 @dataclass
@@ -449,6 +452,8 @@ def _summarise(ev: _Evaluation, passes: _Passes, per_example: bool) -> Evaluatio
     bpd = 1.0 / (d * math.log(2))
     per = _per_example(arr, gap, ev.k, ev.n) if per_example else None
     notes = _result_notes(ev, arr["ess"], passes.floor)
+    khat = torch.from_numpy(arr["pareto_k"])
+    notes += [note for note in (khat_note(khat, ev.k),) if note]
     fields = _exact_fields(passes.exact, arr["log_px"], bpd, ev.k, notes, ev.shift)
     exact, shift, surgery, seconds, n, k = passes.exact, ev.shift, passes.surgery, passes.seconds, ev.n, ev.k
     if per is not None and exact is not None:
@@ -471,6 +476,7 @@ def _summarise(ev: _Evaluation, passes: _Passes, per_example: bool) -> Evaluatio
         likelihood=str(getattr(getattr(ev.model, "likelihood", None), "name", "")), notes=notes, per_example=per,
         unit="group" if passes.groups is not None else "unit", exact_seconds=passes.exact_seconds,
         log_px_kind=ev.kind, levels=ev.levels, dequantization_nats=shift, variance_floor_fraction=passes.floor,
+        pareto_k_fraction=khat_fraction(khat),
         **fields,
     )
 
@@ -509,10 +515,10 @@ def _unit_kls(units: list[torch.Tensor], batch_size: int, n: int) -> tuple[list[
 
 
 def _per_example(arr: dict[str, np.ndarray], gap: np.ndarray, k: int, n: int) -> dict[str, np.ndarray]:
-    """The per-example arrays of a result, nats: log p(x), ELBO, reconstruction, KL, gap, ESS and the Monte Carlo
-    standard error of log p(x), sqrt(1/ESS - 1/K) (NaN for K = 1)."""
+    """The per-example arrays of a result, nats: log p(x), ELBO, reconstruction, KL, gap, ESS, the Pareto k-hat and
+    the Monte Carlo standard error of log p(x), sqrt(1/ESS - 1/K) (NaN for K = 1)."""
     return {"log_px": arr["log_px"], "elbo": arr["elbo"], "reconstruction": arr["reconstruction"],
-            "kl": arr["kl"], "gap": gap, "ess": arr["ess"],
+            "kl": arr["kl"], "gap": gap, "ess": arr["ess"], "pareto_k": arr["pareto_k"],
             "log_px_stderr": np.sqrt(np.clip(1.0 / arr["ess"] - 1.0 / k, 0.0, None)) if k > 1
             else np.full(n, np.nan)}
 
@@ -894,6 +900,8 @@ def format_table(r: EvaluationResult) -> str:
             f" of {len(r.latent_variance)} (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD}{', summed over k' if group else ''})"),
         row("mean ESS of the K draws", f"{r.mean_ess:.1f}"),
     ]
+    if r.pareto_k_fraction is not None:
+        lines.append(row("Pareto k-hat > 0.7", f"{100 * r.pareto_k_fraction:.1f}%", " of the examples (untrusted)"))
     if r.kl_per_dim:
         top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
         name = "group " if group else "z_"  # numbered from 1, as on the report's pages (vaekit.pages.viz.unit_name)
