@@ -19,8 +19,9 @@ import torch
 from reliability_helpers import TINY, assert_one_line_error, bounded, run_cli
 
 import vaekit
+from vaekit.components import LIKELIHOODS, POSTERIORS
 from vaekit.data import cifar, load_dataset, write_cifar_archive
-from vaekit.errors import DataError, VaekitError
+from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.models import VAE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -203,3 +204,43 @@ def test_fit_within_the_budget_still_trains(model_and_data, tmp_path):
     result = vaekit.fit(model, x, out=tmp_path / "run", objective="iwae", k=4, epochs=1, batch_size=16,
                         progress=False)
     assert result.epochs == 1
+
+
+# -- component settings out of range -----------------------------------------------------------------------------
+
+
+def test_a_config_file_with_an_absurd_posterior_floor_names_the_setting(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {posterior: {name: gaussian, min_logvar: 1e300}}\n")
+    out = tmp_path / "run"
+    with bounded(60):
+        code, _, err = run_cli(["train", *TINY, "--epochs", "1", "--config", str(config), "--out", str(out)])
+    assert_one_line_error(code, err, "min_logvar")
+
+
+@pytest.mark.parametrize("registry, spec, key", [
+    (POSTERIORS, {"name": "gaussian", "min_logvar": 1e300}, "min_logvar"),
+    (POSTERIORS, {"name": "gaussian", "min_logvar": -1e300}, "min_logvar"),
+    (POSTERIORS, {"name": "iaf", "min_logvar": 1e300}, "min_logvar"),
+    (POSTERIORS, {"name": "planar", "min_logvar": -1e300}, "min_logvar"),
+    (POSTERIORS, {"name": "delta", "latent_penalty": 1e300}, "latent_penalty"),
+    (LIKELIHOODS, {"name": "gaussian", "sigma": 1e300}, "sigma"),
+    (LIKELIHOODS, {"name": "gaussian", "sigma": 1e-300}, "sigma"),
+])
+def test_float_settings_of_components_are_range_checked(registry, spec, key):
+    with pytest.raises(ConfigError, match=key):
+        registry.settings(spec)
+    if registry is POSTERIORS:
+        with pytest.raises(ConfigError, match=key):
+            VAE(latent=2, shape=(1, 8, 8), hidden=[8], posterior=spec)
+    else:
+        with pytest.raises(ConfigError, match=key):
+            VAE(latent=2, shape=(1, 8, 8), hidden=[8], likelihood=spec)
+
+
+def test_sensible_component_settings_still_build():
+    for spec in ({"name": "gaussian", "min_logvar": -20.0}, {"name": "gaussian", "min_logvar": 0.0},
+                 {"name": "delta", "latent_penalty": 0.5}):
+        VAE(latent=2, shape=(1, 8, 8), hidden=[8], posterior=spec)
+    for sigma in (1e-3, 10.0):
+        VAE(latent=2, shape=(1, 8, 8), hidden=[8], likelihood={"name": "gaussian", "sigma": sigma})

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit.components.base import POSTERIORS, Posterior
+from vaekit.components.posteriors import check_min_logvar
 from vaekit.distributions import DiagonalNormal, FlowDistribution
 from vaekit.nn.made import MADE
 
@@ -119,8 +120,7 @@ class FlowConfig:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} must be an integer from {low} to {high}, got {value}")
-        if not math.isfinite(self.min_logvar):
-            raise ValueError(f"min_logvar must be a finite number, got {self.min_logvar}")
+        check_min_logvar(self.min_logvar)
 
 
 class FlowPosterior(Posterior):
@@ -134,6 +134,7 @@ class FlowPosterior(Posterior):
     def __init__(self, latent: int, steps: int = 2, hidden: int = 320, layers: int = 2, context: int = 32,
                  min_logvar: float = -12.0):
         super().__init__(latent)
+        FlowConfig(steps, hidden, layers, context, min_logvar)  # the same checks for direct construction
         self.steps, self.hidden, self.layers, self.context = int(steps), int(hidden), int(layers), int(context)
         self.min_logvar = float(min_logvar)
         self.flow = Flow(self.kind_of_flow, latent, self.steps, self.hidden, self.layers, self.context)

@@ -54,6 +54,11 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return IndependentContinuousBernoulli(logits, self.event_dims)
 
 
+#: The standard deviations the Gaussian likelihood's ``sigma`` may be set to (sigma^2 and 1 / sigma^2 stay normal
+#: float32 numbers).
+SIGMA_RANGE = (1e-4, 1e4)
+
+
 @dataclass
 class GaussianLikelihoodConfig:
     variance: str = "learned"  # fixed | learned | per-pixel
@@ -62,8 +67,9 @@ class GaussianLikelihoodConfig:
     def __post_init__(self) -> None:
         if self.variance not in ("fixed", "learned", "per-pixel"):
             raise ValueError(f"variance must be fixed, learned or per-pixel, got {self.variance!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        low, high = SIGMA_RANGE
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not low <= self.sigma <= high:
+            raise ValueError(f"sigma must be a number from {low:g} to {high:g}, got {self.sigma!r}")
 
 
 @LIKELIHOODS.register("gaussian", GaussianLikelihoodConfig, help="Gaussian density, mean sigmoid(m) in [0, 1]")

@@ -2,12 +2,12 @@
 point mass q(z|x) = delta(z - f(x)) of a deterministic autoencoder.
 
 The Gaussian's encoder gives 2L numbers per example, [mu, logvar]; logvar is floored at ``min_logvar`` for
-numerical safety. z is drawn by reparameterization, z = mu + exp(logvar / 2) * eps.
+numerical safety (a setting from :data:`MIN_LOGVAR_RANGE`: exp(min_logvar), its inverse and exp(min_logvar / 2) stay
+normal float32 numbers). z is drawn by reparameterization, z = mu + exp(logvar / 2) * eps.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,14 +15,27 @@ import torch
 from vaekit.components.base import POSTERIORS, Posterior
 from vaekit.distributions import DiagonalNormal, PointMass
 
+#: The floors of a log-variance that may be set (nats of log sigma^2): variances from e^-50 (about 2e-22) to e^10.
+MIN_LOGVAR_RANGE = (-50.0, 10.0)
+#: The largest ``latent_penalty`` lambda: far past any useful weight of (lambda / 2) ||f(x)||^2 beside log p(x|z).
+MAX_LATENT_PENALTY = 1e6
+
+
+def check_min_logvar(value: float) -> float:
+    """``min_logvar`` as a float in :data:`MIN_LOGVAR_RANGE`; else a ``ValueError`` naming it."""
+    low, high = MIN_LOGVAR_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"min_logvar must be a number from {low:g} to {high:g} (the floor of the posterior's log "
+                         f"variance), got {value!r}")
+    return float(value)
+
 
 @dataclass
 class GaussianPosteriorConfig:
     min_logvar: float = -12.0  # floor on the encoder's log-variance
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.min_logvar):
-            raise ValueError(f"min_logvar must be a finite number, got {self.min_logvar}")
+        check_min_logvar(self.min_logvar)
 
 
 @POSTERIORS.register("gaussian", GaussianPosteriorConfig, prefix="posterior",
@@ -32,7 +45,7 @@ class GaussianPosterior(Posterior):
 
     def __init__(self, latent: int, min_logvar: float = -12.0):
         super().__init__(latent)
-        self.min_logvar = float(min_logvar)
+        self.min_logvar = check_min_logvar(min_logvar)
 
     @property
     def param_size(self) -> int:
@@ -48,8 +61,10 @@ class DeltaConfig:
     latent_penalty: float = 0.0  # lambda: the objective is log p(x | f(x)) - (lambda / 2) ||f(x)||^2
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.latent_penalty) and self.latent_penalty >= 0):
-            raise ValueError(f"latent_penalty must be a finite number >= 0, got {self.latent_penalty}")
+        if isinstance(self.latent_penalty, bool) or not isinstance(self.latent_penalty, (int, float)) or \
+                not 0 <= self.latent_penalty <= MAX_LATENT_PENALTY:
+            raise ValueError(f"latent_penalty must be a number from 0 to {MAX_LATENT_PENALTY:g}, got "
+                             f"{self.latent_penalty!r}")
 
 
 @POSTERIORS.register("delta", DeltaConfig, prefix="",
@@ -67,6 +82,7 @@ class DeltaPosterior(Posterior):
 
     def __init__(self, latent: int, latent_penalty: float = 0.0):
         super().__init__(latent)
+        DeltaConfig(latent_penalty)  # the same checks for direct construction
         self.latent_penalty = float(latent_penalty)
         self.register_buffer("proposal_log_scale", torch.zeros(self.latent))
         self.register_buffer("proposal_fitted", torch.zeros(()))

@@ -38,6 +38,7 @@ from torch.distributions import Distribution, constraints
 
 from vaekit import distributions as vd
 from vaekit.components.base import LIKELIHOODS, PRIORS, Likelihood, Prior
+from vaekit.components.posteriors import check_min_logvar
 from vaekit.distributions import DiagonalNormal
 from vaekit.distributions.sampled import SampledWithLogProb
 from vaekit.errors import CheckpointError, ConfigError
@@ -121,7 +122,7 @@ class HierarchicalVAE(LatentVariableModel):
         self.shape = tuple(int(s) for s in shape)
         self.latent, self.arch, self.hidden = int(latent), arch, [int(h) for h in hidden]
         self.activation, self.conv_channels = activation, [int(c) for c in conv_channels]
-        self.min_logvar = float(min_logvar)
+        self.min_logvar = check_min_logvar(min_logvar)  # in MIN_LOGVAR_RANGE, as the Gaussian posterior's
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
         self.likelihood: Likelihood = make_component(LIKELIHOODS, likelihood, Likelihood, shape=self.shape,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit.components.posteriors import check_min_logvar
 from vaekit.errors import CheckpointError, VaekitError
 from vaekit.io.checkpoint import (
     FORMAT,
@@ -171,9 +172,7 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
         _counts(spec["hidden"], "hidden")
         _counts(spec["conv_channels"], "conv_channels")
         _activation(spec["activation"])
-        lv = spec.get("min_logvar", -12.0)
-        if isinstance(lv, bool) or not isinstance(lv, (int, float)) or not math.isfinite(lv):
-            raise ValueError(f"min_logvar must be a finite number, got {lv!r}")
+        check_min_logvar(spec.get("min_logvar", -12.0))
     return spec
 
 
