@@ -64,11 +64,14 @@ def _pairs(ds: Any, split: str, train_points: int, test_points: int, seed: int) 
 
 def disentanglement_scores(model: LatentVariableModel, ds: Any, split: str = "test", seed: int = 0,
                            train_points: int = 10000, test_points: int = 5000,
-                           resamples: int = dm.DEFAULT_RESAMPLES, dci_estimators: int = 100) -> dict[str, Any]:
+                           resamples: int = dm.DEFAULT_RESAMPLES, dci_estimators: int = 100,
+                           intervention_points: tuple[int, int] | None = None) -> dict[str, Any]:
     """Every score of :data:`SCORES` the data allow, with ``NAME_stderr``; the intervention scores (beta-VAE,
     FactorVAE) need ``ds.sampler()`` (a :class:`~vaekit.analysis.disentanglement.FactorSampler`), else None.
     ``dci_estimators``: boosting stages of DCI's classifiers (disentanglement_lib's 100; the cost of DCI grows
-    with it and with the classes of a factor: dSprites' orientation has 40)."""
+    with it and with the classes of a factor: dSprites' orientation has 40). ``intervention_points``: the
+    (training, evaluation) points of the intervention scores, each a batch of 64 images or pairs (default
+    (min(train_points, 10000), test_points))."""
     train_x, train_f, test_x, test_f = _pairs(ds, split, train_points, test_points, seed)
     z_train, z_test = _codes(model, train_x), _codes(model, test_x)
     out: dict[str, Any] = {}
@@ -87,10 +90,11 @@ def disentanglement_scores(model: LatentVariableModel, ds: Any, split: str = "te
     put("explicitness", m.explicitness)
     sampler = getattr(ds, "sampler", None)
     if callable(sampler):
+        fit, check = intervention_points or (min(train_points, 10000), test_points)
         put("beta_vae_score", dm.beta_vae_score(sampler(), lambda x: _codes(model, x), seed=seed,
-                                                 train_points=min(train_points, 10000), eval_points=test_points))
+                                                 train_points=fit, eval_points=check))
         put("factor_vae_score", dm.factor_vae_score(sampler(), lambda x: _codes(model, x), seed=seed,
-                                                     train_points=min(train_points, 10000), eval_points=test_points))
+                                                     train_points=fit, eval_points=check))
     for name in SCORES:
         out.setdefault(name, None)
         out.setdefault(f"{name}_stderr", None)
