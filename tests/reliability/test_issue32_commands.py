@@ -17,9 +17,11 @@ import pytest
 from reliability_helpers import (
     PYTHON,
     assert_one_line_error,
+    assert_same_tensors,
     rewrite_checkpoint,
     run_cli,
     subprocess_env,
+    tensors,
     tree_state,
 )
 
@@ -173,3 +175,40 @@ def test_a_run_folder_that_is_a_symbolic_link_is_refused(plain, tmp_path, resume
     code, _, err = run_cli(["train", *FLAGS, "--epochs", "2", "--out", str(link), *resume])
     assert_one_line_error(code, err, str(link), "symbolic link")
     assert tree_state(tmp_path) == before
+
+
+# -- 8. the first checkpoint killed mid-write ----------------------------------------------------------------
+
+
+def _kill_first_checkpoint(run) -> object:
+    """The run as a SIGKILL inside the first write of checkpoint.safetensors leaves it: the kept model written,
+    no checkpoint, the atomic writer's temporary file (``.NAME.XXXXXXXX.tmp``) half written."""
+    data = (run / "checkpoint.safetensors").read_bytes()
+    (run / "checkpoint.safetensors").unlink()
+    temp = run / ".checkpoint.safetensors.k1ll3d_x.tmp"
+    temp.write_bytes(data[: len(data) // 2])
+    return temp
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp-csv", "em"])
+def test_resume_after_the_first_checkpoint_was_killed_starts_again(tmp_path, kind):
+    argv = {"mlp": ["train", *FLAGS], "mlp-csv": ["train", *FLAGS, "--log", "csv"], "em": ["train", *EM]}[kind]
+    run = tmp_path / "run"
+    code, _, err = run_cli([*argv, "--out", str(run)])
+    assert code == 0, err
+    fresh = {name: tensors(run / name) for name in ("model.safetensors", "checkpoint.safetensors")}
+    temp = _kill_first_checkpoint(run)
+    code, out, err = run_cli([*argv, "--out", str(run), "--resume"])
+    assert code == 0, err
+    assert len(err.strip().splitlines()) == 1 and "starting" in err and "checkpoint" in err, err
+    assert not temp.exists() and sorted(run.glob(".*.tmp")) == []
+    for name, before in fresh.items():  # the same seed: the same first epoch, bit for bit
+        assert_same_tensors(tensors(run / name), before, name)
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+
+
+def test_a_run_with_a_model_and_no_checkpoint_and_no_temp_file_is_still_refused(plain):
+    (plain / "checkpoint.safetensors").unlink()
+    code, _, err = run_cli(["train", *FLAGS, "--out", str(plain), "--resume"])
+    assert_one_line_error(code, err, "no checkpoint")

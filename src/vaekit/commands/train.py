@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
             from vaekit.training.em import train_em
 
             result = train_em(cfg, args.out, log=log, progress=False if quiet else None, resume=args.resume,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite,
+                              notice=(lambda msg: print(msg, file=sys.stderr, flush=True)) if main_process else None)
         else:
             result = train(cfg, args.out, resume=args.resume, progress=False if quiet else None, log=log,
                            overwrite=args.overwrite, explicit=explicit, check_model=check_batch_memory,

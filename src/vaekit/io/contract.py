@@ -43,13 +43,15 @@ _MARKER_MAX_BYTES = 4096
 @dataclass(frozen=True)
 class RunState:
     """What a folder holds: ``exists``, ``marked`` (a valid marker), ``legacy`` (a pre-marker vaekit run),
-    ``run_files`` (vaekit's own files present) and ``foreign`` (every other entry, sorted)."""
+    ``run_files`` (vaekit's own files present), ``foreign`` (every other entry, sorted) and ``temps`` (temporary
+    files of writes of run files, left by a killed process)."""
 
     exists: bool
     marked: bool
     legacy: bool
     run_files: tuple[str, ...]
     foreign: tuple[str, ...]
+    temps: tuple[str, ...] = ()
 
     @property
     def is_run(self) -> bool:
@@ -58,6 +60,12 @@ class RunState:
     @property
     def has_checkpoint(self) -> bool:
         return "checkpoint.safetensors" in self.run_files
+
+    @property
+    def first_checkpoint_killed(self) -> bool:
+        """No checkpoint, but the temporary file of one: the process died while writing its first checkpoint
+        (after the kept model of that epoch was written), so nothing of the run can be continued."""
+        return not self.has_checkpoint and any(t.startswith(".checkpoint.safetensors.") for t in self.temps)
 
 
 def _temp_of_run_file(name: str) -> bool:
@@ -105,7 +113,7 @@ def inspect(run: Path) -> RunState:
     foreign = tuple(n for n in names if n not in run_files and n not in _HOUSEKEEPING and not _temp_of_run_file(n))
     marked = MARKER in names and read_marker(run) is not None
     legacy = "config.json" in names and ("checkpoint.safetensors" in names or "model.json" in names)
-    return RunState(True, marked, legacy, run_files, foreign)
+    return RunState(True, marked, legacy, run_files, foreign, tuple(n for n in names if _temp_of_run_file(n)))
 
 
 def _listing(names: tuple[str, ...] | list[str], most: int = 3) -> str:
@@ -121,8 +129,8 @@ def check_out(run: Path, *, resume: bool, overwrite: bool, flag: str = "--out", 
 
     Never a symbolic link (its target would be written). Allowed: a missing or empty folder; a vaekit run with no
     run files yet; with ``resume``, a run with a checkpoint, or one that never finished an epoch (config.json /
-    metrics.jsonl only: started again); with ``overwrite``, any vaekit run (its own files are removed later, see
-    :func:`clear_run`)."""
+    metrics.jsonl only) or was killed while writing its first checkpoint (both started again); with ``overwrite``,
+    any vaekit run (its own files are removed later, see :func:`clear_run`)."""
     if resume and overwrite:
         raise CheckpointError("give --resume (continue the run) or --overwrite (start it afresh), not both")
     if os.path.islink(run):  # its target's files would be written: never through a link, as for every run file
@@ -191,7 +199,7 @@ def _check_state(run: Path, state: RunState, resume: bool, overwrite: bool, flag
     if not state.run_files or overwrite:
         return state
     if resume:
-        if state.has_checkpoint:
+        if state.has_checkpoint or state.first_checkpoint_killed:  # the latter is started again (RunFolder.open)
             return state
         if {"model.json", "model.safetensors"} & set(state.run_files):
             raise CheckpointError(

@@ -33,6 +33,7 @@ class RunFolder:
                               "folder say so with --out .")
         self.path = Path(out)
         self.lock: contextlib.AbstractContextManager | None = None
+        self.restarted: str | None = None  # why a resume starts the run again (said by :meth:`open`)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -70,7 +71,17 @@ class RunFolder:
         ckpt.remove_stale_temp_files(self.path)  # we hold the lock: a temp file here is the leftover of a killed write
         if not state.marked or overwrite:
             contract.write_marker(self.path)  # before any other file of the run (a pre-marker run gets it now)
+        if resume and state.first_checkpoint_killed:
+            self._restart()
         return self.resumable(resume, overwrite)
+
+    def _restart(self) -> None:
+        """A resume of a run killed while writing its first checkpoint: nothing can be continued (no optimizer
+        state), so its files (those of the one epoch no checkpoint recorded) go and the run starts again."""
+        removed = contract.clear_run(self.path)
+        self.restarted = (f"{self.path}: the write of its first checkpoint was interrupted (a killed run), so there is "
+                          f"nothing to resume; starting it again from the first epoch (removed {', '.join(removed)} "
+                          "and the unfinished checkpoint)")
 
     def resumable(self, resume: bool, overwrite: bool) -> bool:
         """Whether a checkpoint is resumed; one without ``resume`` or ``overwrite`` is refused."""

@@ -326,7 +326,8 @@ def _saved_config(folder: RunFolder, cfg: TrainConfig) -> TrainConfig:
 
 
 def train_em(cfg: TrainConfig, out: str | Path, dataset: Any = None, log: Callable[[str], None] | None = print,
-             progress: bool | None = None, resume: bool = False, overwrite: bool = False) -> TrainResult:
+             progress: bool | None = None, resume: bool = False, overwrite: bool = False,
+             notice: Callable[[str], None] | None = None) -> TrainResult:
     """Fit the mixture of Bernoullis ``cfg`` describes (``components`` K, ``em_iterations``, ``seed``, the data
     settings) by exact MAP EM, writing the run folder ``out``; see the module docstring.
 
@@ -335,19 +336,21 @@ def train_em(cfg: TrainConfig, out: str | Path, dataset: Any = None, log: Callab
     last iteration (with the run's own settings, up to this ``em_iterations``), ``overwrite`` to start afresh.
     ``dataset`` replaces loading ``cfg.dataset``. Returns a :class:`~vaekit.train.TrainResult` whose ELBOs are exact
     mean log-likelihoods (nats per example), ``epochs`` the EM iterations done and ``stopped_early`` whether EM
-    converged by the tolerance.
+    converged by the tolerance. ``notice`` (default ``log``) gets what must be said even to a quiet caller: that a
+    resumed run is started again (its first checkpoint's write was killed).
     """
     _check_config(cfg)
     folder = RunFolder(out)
     say = log or (lambda _msg: None)
     folder.claim(resume, overwrite)
     try:
-        return _train_locked(cfg, folder, dataset, say, progress, resume, overwrite)
+        return _train_locked(cfg, folder, dataset, say, progress, resume, overwrite, notice or say)
     finally:
         folder.release()
 
 
-def _open(cfg: TrainConfig, folder: RunFolder, resume: bool, overwrite: bool, say: Callable[[str], None]
+def _open(cfg: TrainConfig, folder: RunFolder, resume: bool, overwrite: bool, say: Callable[[str], None],
+          notice: Callable[[str], None]
           ) -> tuple[TrainConfig, tuple[torch.Tensor, torch.Tensor, int] | None, dict[str, Any]]:
     """(the settings, the EM state to continue from or None, the progress record): the run's own on resume."""
     record = {"iteration": 0, "best_valid": -math.inf, "best_epoch": 0, "seconds": 0.0, "converged": False,
@@ -356,14 +359,16 @@ def _open(cfg: TrainConfig, folder: RunFolder, resume: bool, overwrite: bool, sa
         cfg = _saved_config(folder, cfg)
         weights, probs, record = _read_state(folder.path)
         return cfg, (weights, probs, record["iteration"]), record
-    if resume:
+    if folder.restarted:
+        notice(folder.restarted)
+    elif resume:
         say(f"no checkpoint in {folder.path}: starting a new run")
     return cfg, None, record
 
 
 def _train_locked(cfg: TrainConfig, folder: RunFolder, dataset: Any, say: Callable[[str], None],
-                  progress: bool | None, resume: bool, overwrite: bool) -> TrainResult:
-    cfg, start, record = _open(cfg, folder, resume, overwrite, say)
+                  progress: bool | None, resume: bool, overwrite: bool, notice: Callable[[str], None]) -> TrainResult:
+    cfg, start, record = _open(cfg, folder, resume, overwrite, say, notice)
     run = folder.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -329,7 +329,9 @@ def _open_run(cfg: TrainConfig, folder: RunFolder, resume: bool, ctx: D.DistCont
     else:
         resuming = folder.resumable(resume, opts.overwrite)
     if not resuming:
-        if resume:
+        if folder.restarted:
+            (opts.notice or say)(folder.restarted)
+        elif resume:
             say(f"no checkpoint in {folder.path}: starting a new run")
         return cfg, False
     saved_cfg = _saved_config(folder)
