@@ -18,7 +18,7 @@ from vaekit.config import TrainConfig, from_dict, training_keys
 from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
-from vaekit.loggers import Logger
+from vaekit.loggers import Logger, check_available
 from vaekit.models import LatentVariableModel
 from vaekit.objectives.discrete import ESTIMATORS
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
@@ -236,6 +236,7 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
 def _run(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, log, build, user_model: bool = False,
          opts: _Options | None = None) -> TrainResult:
     opts = opts or _Options()
+    check_available(cfg.log)  # an optional logger's missing package: refused before the run folder is made
     progress = progress_enabled(progress)  # None: a terminal or a notebook
     log = log if log is not None else notebook_log()
     ctx = D.from_env()
