@@ -144,3 +144,15 @@ def test_fast_kernels_are_registered_by_network_and_likelihood_and_agree_with_th
     finally:
         _KERNELS.pop((MyMLP, BernoulliLikelihood))
     assert not vaekit.VAE(shape=(1, 4, 4), latent=2, hidden=[8], condition=3).decodes_directly
+
+
+def test_every_objectives_selection_rule_fits_a_sound_metrics_row():
+    """The name of the score that picks the kept epoch is written in every metrics row: a row with a name past
+    the reader's limit would be skipped as unsound."""
+    from vaekit.io.runs import TEXT_LIMIT, metrics_row
+    from vaekit.objectives import OBJECTIVES
+
+    for name in OBJECTIVES.names():
+        objective = OBJECTIVES.entry(name).cls(k=64, beta=0.5)
+        rule, _ = objective.selection()
+        assert len(rule) <= TEXT_LIMIT and metrics_row({"epoch": 1, "selected_by": rule, "valid_elbo": -1.0}), name

@@ -107,6 +107,9 @@ def _metric_value(v: Any) -> bool:
 #: The fields of a metrics row that hold a short name, not a number (a discrete model's estimator, the score that
 #: chooses the kept epoch).
 TEXT_FIELDS = frozenset({"estimator", "train_bound", "selected_by", "objective", "log_px_kind"})
+#: The longest text a metrics row's TEXT_FIELDS may hold (a selection rule with its settings fits: "valid CIWAE
+#: bound (beta = 0.5, K = 64)"; a longer one would make its row unsound).
+TEXT_LIMIT = 200
 
 
 def metrics_row(row: Any) -> bool:
@@ -115,7 +118,7 @@ def metrics_row(row: Any) -> bool:
     return (isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
             and 0 <= row["epoch"] < 10**9
             and all(isinstance(k, str) and (_metric_value(v) or (k in TEXT_FIELDS and isinstance(v, str)
-                                                                 and len(v) <= 60)) for k, v in row.items()))
+                                                                 and len(v) <= TEXT_LIMIT)) for k, v in row.items()))
 
 
 def read_metrics_checked(run: str | Path) -> tuple[list[dict[str, Any]], int]:
