@@ -241,8 +241,9 @@ def test_loader_options_are_checked(small_dsprites, tmp_path):
 
 def test_the_cache_is_written_once_and_read_back_equal(tmp_path, monkeypatch):
     ds = dsp.load_dsprites(data_dir=tmp_path, grid=SMALL, valid_size=40, test_size=40)
-    path = dsp.cache_path(tmp_path, SMALL)
+    path = dsp.cache_path(dsp.cache_dir(), SMALL)  # in the user cache, nothing in the data folder
     assert path.is_file() and path.stat().st_size == dsp.HEADER_BYTES + SMALL.count * 512
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xdg-cache"]
     assert f"cached in {path}" in ds.source
     assert_factors_match_images_small(ds)
     bits = dsp.read_cache(path, SMALL)
@@ -275,7 +276,8 @@ def _rewrite_header(path, **changes) -> None:
 
 
 def test_a_stale_cache_is_rendered_afresh(tmp_path):
-    path = dsp.write_cache(dsp.cache_path(tmp_path, SMALL), SMALL)
+    dsp.cache_dir().mkdir(parents=True)
+    path = dsp.write_cache(dsp.cache_path(dsp.cache_dir(), SMALL), SMALL)
     good = path.read_bytes()
     for change in ({"version": dsp.RENDER_VERSION - 1}, {"render": {"radius": 7.0}}):
         _rewrite_header(path, **change)
@@ -291,7 +293,8 @@ def test_a_stale_cache_is_rendered_afresh(tmp_path):
     (lambda raw: raw[:len(dsp._MAGIC)] + b"]" + raw[len(dsp._MAGIC) + 1:], "unreadable header"),
 ])
 def test_a_damaged_cache_is_a_clear_error(tmp_path, damage, message):
-    path = dsp.write_cache(dsp.cache_path(tmp_path, SMALL), SMALL)
+    dsp.cache_dir().mkdir(parents=True)
+    path = dsp.write_cache(dsp.cache_path(dsp.cache_dir(), SMALL), SMALL)
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError, match=message) as info:
         dsp.load_dsprites(data_dir=tmp_path, grid=SMALL)
@@ -321,7 +324,7 @@ def test_the_published_file_is_loaded_instead_when_present(tmp_path):
     ds = dsp.load_dsprites(data_dir=tmp_path, grid=SMALL, valid_size=40, test_size=40)
     assert ds.source == f"DeepMind's dSprites file {path}"
     assert_factors_match_images_small(ds)
-    assert not dsp.cache_path(tmp_path, SMALL).exists()
+    assert not dsp.cache_path(dsp.cache_dir(), SMALL).exists()
     assert ds.factors.values[0].tolist() == [1.0, 2.0, 3.0]
 
 

@@ -240,7 +240,7 @@ def test_reference_mnist_test_set(shared_data, tmp_path):
         assert hashlib.md5(data).hexdigest() == md5 == IDX_SETS["mnist"].md5[name]
 
     with pytest.raises(MissingFilesError, match="train-images-idx3-ubyte") as info:
-        load_dataset("mnist", data_dir=folder)  # read-only folder: no download is attempted
+        load_dataset("mnist", data_dir=folder, download=False)  # never into the data folder, whatever its permissions
     assert info.value.available == ("test",)
     ds = load_dataset("mnist", data_dir=folder, splits=("test",))
     assert ds.test.shape == (10000, 1, 28, 28) and ds.test_labels.shape == (10000,)

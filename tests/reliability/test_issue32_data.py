@@ -7,20 +7,26 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
+import os
+import shutil
 import tarfile
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import TINY, assert_one_line_error, bounded, run_cli
+from reliability_helpers import TINY, assert_one_line_error, bounded, changed_entries, run_cli, snapshot_tree
 
 import vaekit
 from vaekit.components import LIKELIHOODS, POSTERIORS
-from vaekit.data import cifar, load_dataset, write_cifar_archive
+from vaekit.data import amat, cifar, load_dataset, write_amat, write_cifar_archive, write_idx
+from vaekit.data import dsprites as dsp
+from vaekit.data.download import cache_root
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.models import VAE
 
@@ -244,3 +250,103 @@ def test_sensible_component_settings_still_build():
         VAE(latent=2, shape=(1, 8, 8), hidden=[8], posterior=spec)
     for sigma in (1e-3, 10.0):
         VAE(latent=2, shape=(1, 8, 8), hidden=[8], likelihood={"name": "gaussian", "sigma": sigma})
+
+
+# -- caches in the user cache, never beside the data --------------------------------------------------------------
+
+
+SMALL_ROWS = {"train": 30, "valid": 10, "test": 12}
+SMALL_GRID = dsp.DSpritesGrid(scales=2, orientations=4, positions=4)
+
+
+def small_data_root(root: Path) -> Path:
+    """A data root with small binarized MNIST (.amat, train gzipped), MNIST (IDX), CIFAR-10 and dsprites folders."""
+    rng = np.random.default_rng(0)
+    (root / "binarized_mnist").mkdir(parents=True)
+    for s, n in SMALL_ROWS.items():
+        gz = ".gz" if s == "train" else ""
+        write_amat(root / "binarized_mnist" / f"binarized_mnist_{s}.amat{gz}", rng.integers(0, 2, (n, 784)))
+    (root / "mnist").mkdir()
+    for prefix, n in (("train", 24), ("t10k", 12)):
+        write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    (root / "cifar10").mkdir()
+    names = (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH)
+    write_cifar_archive(root / "cifar10" / CIFAR_ARCHIVE, {b: (rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8),
+                                                                rng.integers(0, 10, 2)) for b in names})
+    (root / "dsprites").mkdir()
+    (root / "dsprites" / "README").write_text("the user's own notes\n")
+    return root
+
+
+def linked_copy(src: Path, dest: Path) -> Path:
+    """The folders of ``src`` made afresh, each file a symbolic link to the original."""
+    for dirpath, _, filenames in os.walk(src):
+        target = dest / Path(dirpath).relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            (target / name).symlink_to(Path(dirpath) / name)
+    return dest
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    for dirpath, _, _ in os.walk(root):
+        os.chmod(dirpath, 0o755 if writable else 0o555)
+
+
+def load_everything(root: Path) -> None:
+    for name, n_test in (("binarized-mnist", 12), ("mnist", 12), ("cifar10", 2)):
+        for _ in range(2):  # the second load finds the caches of the first
+            assert len(load_dataset(name, data_dir=root, download=False).test) == n_test
+    for _ in range(2):
+        ds = dsp.load_dsprites(data_dir=root, grid=SMALL_GRID)
+        assert ds.info()["splits"]["train"] > 0
+
+
+@pytest.mark.parametrize("copy", ["writable", "read-only", "linked"])
+def test_the_loaders_write_nothing_into_a_data_folder(tmp_path, monkeypatch, copy):
+    monkeypatch.setattr(amat, "EXPECTED_ROWS", dict(SMALL_ROWS))
+    original = small_data_root(tmp_path / "original")
+    copied = tmp_path / "copy"
+    root = linked_copy(original, copied) if copy == "linked" else shutil.copytree(original, copied)
+    before, before_original = snapshot_tree(root), snapshot_tree(original)
+    if copy == "read-only":
+        set_writable(root, False)
+    try:
+        load_everything(root)
+    finally:
+        set_writable(root, True)
+    assert changed_entries(before, snapshot_tree(root)) == []
+    assert changed_entries(before_original, snapshot_tree(original)) == []
+    parsed = list((cache_root() / "parsed").glob("*.npz"))
+    assert len(parsed) == 3  # the three .amat files, parsed once, in the user cache
+    assert list((cache_root() / "dsprites").glob("dsprites-vaekit-*.bits"))
+
+
+def test_the_parse_cache_follows_the_source_and_is_used(tmp_path, monkeypatch):
+    src = tmp_path / "data" / "d.amat"
+    src.parent.mkdir()
+    x = np.random.default_rng(1).integers(0, 2, (5, 784), dtype=np.uint8)
+    write_amat(src, x)
+    assert np.array_equal(amat.read_amat(src), x)
+    assert sorted(p.name for p in src.parent.iterdir()) == ["d.amat"]
+    monkeypatch.setattr(amat, "parse_amat", lambda *a, **k: pytest.fail("parsed again despite a valid cache"))
+    assert np.array_equal(amat.read_amat(src), x)
+    monkeypatch.undo()
+    y = 1 - x
+    write_amat(src, y)  # new content: parsed afresh
+    assert np.array_equal(amat.read_amat(src), y)
+    assert sorted(p.name for p in src.parent.iterdir()) == ["d.amat"]
+
+
+def test_a_planted_cache_beside_the_source_is_never_read(tmp_path):
+    src = tmp_path / "d.amat"
+    x = np.zeros((4, 784), dtype=np.uint8)
+    write_amat(src, x)
+    fake = io.BytesIO()
+    digest = hashlib.sha256(src.read_bytes()).digest()
+    ones = np.packbits(np.ones((4, 784), dtype=np.uint8), axis=1)
+    meta = np.array([amat._CACHE_VERSION, 784, 4, zlib.crc32(ones)], dtype=np.int64)  # valid but for its place
+    np.savez(fake, bits=ones, meta=meta, source_sha256=np.frombuffer(digest, np.uint8))
+    (tmp_path / "d.amat.vaekit.npz").write_bytes(fake.getvalue())
+    assert np.array_equal(amat.read_amat(src), x)

@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 
 from vaekit.config import read_config_file
 from vaekit.data import load_dataset
-from vaekit.data.amat import read_amat, write_amat
+from vaekit.data.amat import _cache_candidates, read_amat, write_amat
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.io import checkpoint as ckpt
 from vaekit.models import VAE
@@ -131,7 +131,9 @@ def test_a_pickled_amat_parse_cache_is_ignored(tmp_path, marker):
     write_amat(src, x)
     poisoned = np.empty(2, dtype=object)
     poisoned[:] = [Payload(marker)] * 2
-    with open(src.with_name(src.name + ".vaekit.npz"), "wb") as fh:
+    planted = _cache_candidates(src)[0]  # where the parse cache of src would be, in the user cache
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    with open(planted, "wb") as fh:
         np.savez(fh, bits=poisoned, meta=poisoned)
     np.testing.assert_array_equal(read_amat(src, width=16), x)
 

@@ -13,11 +13,13 @@ value bytes in {'0', '1'} (``byte | 1 == ord('1')``), then x = byte - ord('0'). 
 training file parses in a fraction of a second (``benchmarks/bench_parse_amat.py``).
 
 Cache: the decoded bits, packed 8 per byte (98 bytes per image, 4.9 MB for the training
-split), go to ``<file>.vaekit.npz`` beside the source, or - when that folder is read-only -
-to ``$XDG_CACHE_HOME/vaekit/parsed/``; if neither is writable nothing is cached. A cache
-entry is used only if the SHA-256 of the source's bytes (of the ``.gz`` when gzipped) is the one it
-was parsed from and the bits' CRC-32 matches, so a replaced or edited source is always parsed afresh
-(even one whose size and mtime were restored).
+split), go to the user cache only, ``$XDG_CACHE_HOME/vaekit/parsed/<key>-<file>.npz`` (default
+``~/.cache/vaekit``; :func:`~vaekit.data.download.cache_root`), ``<key>`` a hash of the source's
+resolved path; never beside the source, so nothing is written into a data folder, writable or not.
+If the user cache is not writable nothing is cached. A cache entry is used only if the SHA-256 of the
+source's bytes (of the ``.gz`` when gzipped) is the one it was parsed from and the bits' CRC-32
+matches, so a replaced or edited source is always parsed afresh (even one whose size and mtime were
+restored).
 """
 
 from __future__ import annotations
@@ -166,11 +168,10 @@ def write_amat(path: str | os.PathLike[str], x: np.ndarray) -> None:
 
 
 def _cache_candidates(path: Path) -> list[Path]:
+    """Where the parse cache of ``path`` lives: in the user cache, keyed by the source's resolved path (its content
+    is checked by SHA-256 on reading); never beside the source."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    return [
-        path.with_name(path.name + ".vaekit.npz"),
-        cache_root() / "parsed" / f"{key}-{path.name}.npz",
-    ]
+    return [cache_root() / "parsed" / f"{key}-{path.name}.npz"]
 
 
 def _load_cache(path: Path, digest: bytes, width: int) -> np.ndarray | None:

@@ -24,10 +24,11 @@ When DeepMind's file ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` is in th
 instead (checked: keys ``imgs`` (737280, 64, 64) 0/1 uint8, ``latents_classes`` and ``latents_values``
 (737280, 6) in the grid order, a constant colour column, which is dropped); ``Dataset.source`` says which.
 
-Cache: the rendered grid is stored once as packed bits (``np.packbits``, 512 bytes an image, 377 MB) in
-``<data folder>/dsprites-vaekit-3x6x40x32x32.bits`` (the data folder is ``data_dir`` or its ``dsprites/``,
-else ``$VAEKIT_DATA_DIR/dsprites``, else ``~/.cache/vaekit/dsprites``): a 4096-byte header (a magic line and
-JSON: format version, grid, rendering constants, CRC-32 of the bits) then the bits, written atomically in chunks.
+Cache: the rendered grid is stored once as packed bits (``np.packbits``, 512 bytes an image, 377 MB) in the user
+cache, ``$XDG_CACHE_HOME/vaekit/dsprites/dsprites-vaekit-3x6x40x32x32.bits`` (default ``~/.cache/vaekit``;
+:func:`cache_dir`), never in a data folder (``data_dir``, ``$VAEKIT_DATA_DIR``, which are only read, for DeepMind's
+file): a 4096-byte header (a magic line and JSON: format version, grid, rendering constants, CRC-32 of the bits)
+then the bits, written atomically in chunks.
 A cache of another version or rendering is re-rendered; a damaged one is a :class:`~vaekit.errors.DataError`.
 
 Splits: the test split (10,000 images) is carved with the fixed :data:`~vaekit.data.base.TEST_SEED`, the
@@ -70,7 +71,7 @@ from vaekit.data.base import (
     resolve_size,
     subset_indices,
 )
-from vaekit.data.download import atomic_write, dataset_dir, dir_writable, make_dirs
+from vaekit.data.download import atomic_write, cache_root, dataset_dir, dir_writable, make_dirs
 from vaekit.errors import ConfigError, DataError
 
 NAME = "dsprites"
@@ -259,6 +260,11 @@ def _render_params() -> dict[str, Any]:
 # --------------------------------------------------------------------------- the cache
 
 
+def cache_dir() -> Path:
+    """Where the rendered grid is cached: ``<user cache>/dsprites`` (:func:`vaekit.data.download.cache_root`)."""
+    return cache_root() / FOLDER
+
+
 def cache_path(directory: str | os.PathLike[str], grid: DSpritesGrid = GRID) -> Path:
     """Where the packed rendered grid lives in ``directory``."""
     return Path(directory) / f"dsprites-vaekit-{grid.describe()}.bits"
@@ -399,9 +405,10 @@ class _Source:
     images: Callable[[np.ndarray], np.ndarray]
 
 
-def _rendered(directory: Path, grid: DSpritesGrid, cache: bool, whole: bool) -> _Source:
-    """The rendered grid: from the cache when valid; the whole grid rendered into it first when ``whole``
-    (and the folder is writable); else rendered on demand."""
+def _rendered(grid: DSpritesGrid, cache: bool, whole: bool) -> _Source:
+    """The rendered grid: from the cache in the user cache (:func:`cache_dir`) when valid; the whole grid rendered
+    into it first when ``whole`` (and the user cache is writable); else rendered on demand."""
+    directory = cache_dir()  # the user cache, never the data folder
     path = cache_path(directory, grid)
     what = f"the {grid.describe()} dSprites factor grid rendered by vaekit (render v{RENDER_VERSION}; not " \
            "pixel-identical to DeepMind's file)"
@@ -500,7 +507,7 @@ def load_dsprites(
     source = _published(directory, grid)
     check_images_memory(NAME, sum(len(i) for i in idx.values()), SIZE * SIZE * 4)
     if source is None:
-        source = _rendered(directory, grid, cache, whole=limit is None)
+        source = _rendered(grid, cache, whole=limit is None)
     x = {s: _to_tensor(source.images, i) if s in wanted else empty_like_split((1, SIZE, SIZE)) for s, i in idx.items()}
     return keep_splits(_dataset(x, idx, source, limit, grid), wanted)
 
@@ -524,7 +531,7 @@ def describe_dsprites(
     written; DeepMind's file, when present, is read and checked as the loader does."""
     idx, wanted = _indices(valid_size, test_size, binarize, image_size, seed, splits, limit, grid)
     directory = dataset_dir(FOLDER, data_dir)
-    source = _published(directory, grid) or _rendered(directory, grid, cache, whole=False)
+    source = _published(directory, grid) or _rendered(grid, cache, whole=False)
     ds = _dataset({s: empty_like_split((1, SIZE, SIZE)) for s in idx}, idx, source, limit, grid)
     info = ds.info()
     info["splits"] = {s: int(len(i)) for s, i in idx.items()}
