@@ -63,6 +63,22 @@ def enabled(progress: bool | None, stream: IO[str] | None = None) -> bool:
     return tty or in_notebook()
 
 
+def step_lines(quiet: bool = False, progress: bool | None = None) -> Callable[[str], None] | None:
+    """Where a command says its steps ("evaluating on 270 test examples ...") and warnings: stderr, and a step only
+    where someone watches it (:func:`enabled`: a terminal, a notebook, or ``progress`` True), so that in a log or a
+    pipe an error is the only line; a warning (a line starting ``warning:``) wherever it is; with ``quiet``, None
+    (nothing but errors)."""
+    if quiet:
+        return None
+    watched = enabled(progress)
+
+    def say(msg: str) -> None:
+        if watched or msg.startswith("warning:"):
+            print(msg, file=sys.stderr, flush=True)
+
+    return say
+
+
 def notebook_log() -> Callable[[str], None] | None:
     """Where the trainer's per-epoch lines go by default: printed in a notebook, nowhere otherwise."""
     return (lambda msg: print(msg, flush=True)) if in_notebook() else None

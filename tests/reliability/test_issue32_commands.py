@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from reliability_helpers import (
     PYTHON,
     assert_one_line_error,
     assert_same_tensors,
+    disk_full,
     rewrite_checkpoint,
     run_cli,
     subprocess_env,
@@ -212,3 +214,61 @@ def test_a_run_with_a_model_and_no_checkpoint_and_no_temp_file_is_still_refused(
     (plain / "checkpoint.safetensors").unlink()
     code, _, err = run_cli(["train", *FLAGS, "--out", str(plain), "--resume"])
     assert_one_line_error(code, err, "no checkpoint")
+
+
+# -- 9. compare and report: the error is the only line; compare --out ---------------------------------------
+
+
+def test_compare_error_after_an_evaluation_is_the_only_line(runs, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(runs["plain"], other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "dataset": "mnist"}))  # not there, no network
+    out = tmp_path / "c.html"
+    code, stdout, err = run_cli(["compare", str(runs["plain"]), str(other), "--k", "2", "--out", str(out)])
+    assert_one_line_error(code, err, "mnist")
+    assert stdout == "" and not out.exists()
+
+
+def test_compare_quiet_says_nothing_but_the_page(runs, tmp_path):
+    out = tmp_path / "c.html"
+    code, stdout, err = run_cli(["compare", str(runs["plain"]), str(runs["conditional"]), "--k", "2",
+                                 "--n-samples", "4", "--out", str(out), "--quiet"])
+    assert code == 0 and err == "", err
+    assert stdout.strip() == str(out) and out.exists()
+
+
+def test_report_error_after_the_evaluation_is_the_only_line(plain, tmp_path, monkeypatch):
+    out = tmp_path / "pages" / "r.html"
+    out.parent.mkdir()
+    with disk_full(monkeypatch, out.parent):
+        code, _, err = run_cli(["report", str(plain), *EVAL, "--out", str(out)])
+    assert_one_line_error(code, err, "No space left on device")
+
+
+def test_compare_out_keeps_the_rule_of_report_and_sample(runs, tmp_path):
+    foreign = tmp_path / "passwd.html"
+    foreign.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    victim = tmp_path / "victim.html"
+    victim.write_text("not vaekit's")
+    link = tmp_path / "link.html"
+    link.symlink_to(victim)
+    before = tree_state(tmp_path)
+    for out, needle in ((foreign, "not a comparison page"), (link, "symbolic link"),
+                        (runs["plain"] / "config.json", "--out")):
+        code, _, err = run_cli(["compare", str(runs["plain"]), str(runs["conditional"]), "--k", "2",
+                                "--out", str(out)])
+        assert_one_line_error(code, err, needle)
+    assert tree_state(tmp_path) == before
+
+
+def test_no_command_writes_non_json_numbers(runs, tmp_path):
+    """Every --json of the commands above prints strict JSON (NaN and infinities as null)."""
+    for argv in (["evaluate", str(runs["autoencoder"]), *EVAL, "--json"],
+                 ["bound", str(runs["plain"]), "--n", "2", "--k", "2", "--grid", "5", "--json"],
+                 ["compare", str(runs["plain"]), str(runs["autoencoder"]), "--k", "2", "--n-samples", "4",
+                  "--out", str(tmp_path / "c.html"), "--json"]):
+        code, out, err = run_cli(argv)
+        assert code == 0, err
+        strict_json(out)
+    assert os.path.exists(tmp_path / "c.html")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vaekit.commands._args import importance_samples, positive_int, seed_int
 from vaekit.commands._json import print_json
@@ -37,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default=None, help="evaluate on this data set instead of the runs' own")
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, then MPS, then the CPU), cpu, cuda or mps")
+    parser.add_argument("--quiet", action="store_true",
+                        help="nothing on stderr but errors (by default the steps, when stderr is a terminal)")
+    parser.add_argument("--progress", action="store_true",
+                        help="say the steps even when stderr is not a terminal (a log file)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object instead of the path: the page's path, the metrics of every run "
                         "(with its disentanglement scores, null where it has none) and the groups of runs that differ "
@@ -57,8 +60,9 @@ def _picture_samples(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.pages.compare import compare_runs
+    from vaekit.progress import step_lines
 
-    log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = step_lines(args.quiet or args.json, True if args.progress else None)
     result = compare_runs(args.runs, args.out, k=args.k, n_samples=args.n_samples, seed=args.seed,
                           device=args.device, data_dir=args.data_dir, dataset_name=args.dataset, log=log)
     if args.json:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vaekit.commands._args import importance_samples, positive_int, seed_int
 
@@ -33,21 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")
     parser.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
     parser.add_argument("--quiet", action="store_true",
-                        help="nothing on stderr but errors (by default the steps, and a progress bar with the ETA "
-                        "when stderr is a terminal)")
+                        help="nothing on stderr but errors (by default warnings, and the steps with a progress bar "
+                        "and the ETA when stderr is a terminal)")
     parser.add_argument("--progress", action="store_true",
-                        help="draw the progress bar even when stderr is not a terminal (a log file)")
+                        help="the steps and the progress bar even when stderr is not a terminal (a log file)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vaekit.pages.report import write_report
-    from vaekit.progress import Bar, enabled
+    from vaekit.progress import Bar, enabled, step_lines
 
-    show = not args.quiet and enabled(True if args.progress else None)
+    watched = True if args.progress else None
+    show = not args.quiet and enabled(watched)
     with Bar(f"log p(x), K = {args.k}", "examples", enabled=show) as progress:
         path = write_report(args.run, k=args.k, split=args.split, seed=args.seed, data_dir=args.data_dir,
                             dataset_name=args.dataset, limit=args.limit, out=args.out, progress=progress,
-                            log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+                            log=step_lines(args.quiet, watched))
     print(path)
     return 0

@@ -247,19 +247,22 @@ def evaluate_runs(runs: Sequence[RunSummary], *, k: int = COMPARE_K, seed: int =
                   log: Callable[[str], None] | None = None) -> None:
     """Evaluate every run on ``split`` of its own data set with K = ``k`` (:func:`vaekit.evaluation.evaluate_run`,
     with the defaults of ``vaekit evaluate``, so the numbers are those of ``vaekit evaluate RUN --k K``); an
-    autoencoder gets its distortion alone. Data sets shared by runs are loaded once."""
+    autoencoder gets its distortion alone. Data sets shared by runs are loaded once, all before the first
+    evaluation."""
     from vaekit.evaluation import evaluate_run, load_run_data, read_run_config
 
     say = log or (lambda _msg: None)
     cache: dict[Any, Any] = {}
-    for r in runs:
+    data = []
+    for r in runs:  # every data set before any evaluation: one that cannot be loaded is refused before any work
         cfg = read_run_config(r.path)
         key = (dataset_name or cfg.get("dataset"), data_dir or cfg.get("data_dir"), cfg.get("binarize"),
                cfg.get("seed", 0))
         key = tuple(str(v) for v in key)
         if key not in cache:
             cache[key] = load_run_data(r.path, data_dir=data_dir, dataset_name=dataset_name, split=split)
-        ds = cache[key]
+        data.append(cache[key])
+    for r, ds in zip(runs, data):
         if r.autoencoder:
             say(f"{r.name}: a deterministic autoencoder (no density q(z|x)): its distortion, and the NLL of decoder + "
                 "the density fitted to its codes")
