@@ -187,7 +187,6 @@ def fit(
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective, "k": k, "beta": beta,
              "warmup": warmup, "seed": seed}
     cfg = _fit_config(model, ds, given, settings)
-    _check_fit_memory(model, ds, cfg)
     names, objects = _split_loggers(loggers)
     if names is not None:
         cfg.log = names
@@ -230,6 +229,7 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
     cfg = from_dict({"dataset": name, **given, "conditional": bool(getattr(model, "condition", 0)), **settings},
                     source="fit()")
     cfg.estimator = estimator
+    _check_fit_memory(model, ds, cfg)  # before the run folder is made
     return cfg
 
 
