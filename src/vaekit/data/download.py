@@ -305,6 +305,16 @@ def download(
     raise DataError(f"could not download {dest.name} into {dest.parent}: " + "; ".join(errors))
 
 
+def _announced_length(resp: Any, cap: int, name: str) -> int | None:
+    """The Content-Length the server announces (None: none); past ``cap`` bytes a DataError before any is read."""
+    length = resp.headers.get("Content-Length")
+    total = int(length) if length is not None and length.isdigit() else None
+    if total is not None and total > cap:
+        raise DataError(f"the server announces {total} bytes, more than the {cap} that {name} may have (its known "
+                        "size plus a margin, or the memory budget); not downloaded")
+    return total
+
+
 def _fetch(
     url: str,
     dest: Path,
@@ -323,11 +333,7 @@ def _fetch(
         digest = hashlib.md5(usedforsecurity=False)  # a publisher's checksum against corruption, not a signature
         received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length is not None and length.isdigit() else None
-            if total is not None and total > cap:
-                raise DataError(f"the server announces {total} bytes, more than the {cap} that {dest.name} may have "
-                                "(its known size plus a margin, or the memory budget); not downloaded")
+            total = _announced_length(resp, cap, dest.name)
             with tqdm(
                 total=total,
                 unit="B",
