@@ -110,14 +110,20 @@ def _stderr(values: torch.Tensor) -> float:
     return float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else math.nan
 
 
+def check_fittable(model: LatentVariableModel) -> None:
+    """Raise :class:`VaekitError` for a model whose q(z|x) is discrete or a point mass (nothing to fit per example
+    by gradients); the other refusals come with the parameters (:func:`local_parameters`)."""
+    if model.is_discrete or model.is_autoencoder:
+        raise VaekitError("the gap decomposition fits a continuous, reparameterized q(z|x) per example; this model's "
+                          f"q is {'discrete' if model.is_discrete else 'a point mass (an autoencoder)'}")
+
+
 def local_parameters(model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, Callable[[torch.Tensor], Distribution]]:
     """(lambda (N, P), the map from parameters to q(z|x)): the encoder's output and the posterior family of a VAE;
     the mean and log-variance of a diagonal Gaussian q otherwise. Raises :class:`VaekitError` for a q that has no
     per-example parameters to fit (discrete codes, a point mass, a two-level posterior)."""
-    if model.is_discrete or model.is_autoencoder:
-        raise VaekitError("the gap decomposition fits a continuous, reparameterized q(z|x) per example; this model's "
-                          f"q is {'discrete' if model.is_discrete else 'a point mass (an autoencoder)'}")
+    check_fittable(model)
     family, encode = getattr(model, "posterior_family", None), getattr(model, "encode", None)
     if family is not None and callable(encode):
         return encode(x, y).detach(), family

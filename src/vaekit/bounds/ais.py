@@ -53,7 +53,7 @@ from vaekit.bounds.kernels import likelihood_kernel
 from vaekit.bounds.sizing import DEFAULT_MEMORY_BUDGET, bytes_per_row, model_device_dtype
 from vaekit.distributions import sample as draw
 from vaekit.distributions import support_size
-from vaekit.errors import VaekitError
+from vaekit.errors import ConfigError, VaekitError
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -92,9 +92,11 @@ def annealing_schedule(steps: int, kind: str = "sigmoid", dtype: torch.dtype = t
     return betas.to(dtype)
 
 
-def check_annealable(model: LatentVariableModel) -> None:
+def check_annealable(model: LatentVariableModel, settings: AISSettings | None = None,
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
     """Raise :class:`VaekitError` unless AIS applies: a continuous latent space with a density p(z) that can be
-    differentiated in z (not discrete codes, not an autoencoder without a fitted density)."""
+    differentiated in z (not discrete codes, not an autoencoder without a fitted density); with ``settings``, a
+    :class:`ConfigError` when the chains of one example do not fit ``memory_budget``."""
     prior = model.prior_distribution()
     if model.is_discrete or support_size(prior) is not None:
         raise VaekitError("AIS needs a continuous latent space (HMC moves z along gradients); this model's codes "
@@ -103,6 +105,8 @@ def check_annealable(model: LatentVariableModel) -> None:
     if model.is_autoencoder and getattr(getattr(model, "prior", None), "fitted", True) is False:
         raise VaekitError("this autoencoder defines no density p(z) (none has been fitted to its codes), so no "
                           "log p(x) for AIS to estimate; vaekit train fits one at the end of training")
+    if settings is not None:
+        _batch_size(model, settings.chains, 1, memory_budget)
 
 
 @dataclass
@@ -251,8 +255,14 @@ class AISSettings:
 
 
 def _batch_size(model: LatentVariableModel, chains: int, n: int, memory_budget: int) -> int:
-    """Examples per batch so that chains x examples decoder rows with gradients fit ``memory_budget``."""
-    rows = max(1, memory_budget // max(1, GRADIENT_FACTOR * bytes_per_row(model, int(model.latent_size))))
+    """Examples per batch so that chains x examples decoder rows with gradients fit ``memory_budget``; a
+    :class:`ConfigError` when the chains of one example do not."""
+    row = GRADIENT_FACTOR * bytes_per_row(model, int(model.latent_size))
+    rows = max(1, memory_budget // max(1, row))
+    if chains > rows:
+        raise ConfigError(f"AIS with {chains:,} chains per example needs {chains * row / 2**20:,.0f} MB of decoder "
+                          f"activations at once, over the memory budget of {memory_budget / 2**20:,.0f} MB; use at "
+                          f"most {rows:,} chains (--ais-chains)")
     return max(1, min(n, rows // chains))
 
 

@@ -104,3 +104,20 @@ def int_list(text: str) -> list[int]:
     if not text.strip() or any(p == "" for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,10,100, got {text!r}")
     return [positive_int(p) for p in parts]
+
+
+def _at_most(maximum: int, what: str):
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:,} {what}, got {value:,}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
+
+
+#: AIS: temperatures T, chains per example C (their memory is checked against the budget too), leapfrog steps L.
+ais_steps = _at_most(1_000_000, "annealing steps")
+ais_chains = _at_most(100_000, "chains per example")
+leapfrog_steps = _at_most(1_000, "leapfrog steps")

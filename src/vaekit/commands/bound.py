@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from vaekit.commands._args import grid_points, importance_samples, positive_int, seed_int
 from vaekit.commands._json import print_json
+from vaekit.commands.bound_bdmc import add_arguments as add_bdmc_arguments
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -35,6 +36,12 @@ With RUN of a model with discrete latents (categorical or binary codes, at most 
 log p(x) - ELBO = KL(q(z|x) || p(z|x)). In expectation ELBO = IWAE_1 <= IWAE_K <= log p(x), and
 log p(x) - IWAE_K shrinks to 0 as K grows (shown on average, with its standard error over examples).
 
+With --bdmc T[,T...] (bidirectional Monte Carlo, for a model with continuous latents; without RUN the
+linear-Gaussian model): --n examples simulated from the model itself, whose log p(x) is sandwiched between
+forward AIS from the prior (a stochastic lower bound) and reverse AIS started at the code that generated
+each example (a stochastic upper bound), for each T; the width says how far AIS with these settings is
+from exact on data like the model's own.
+
 A deterministic autoencoder (--posterior delta) has no ELBO (its q(z|x) is a point mass): refused in one
 line; 'vaekit evaluate RUN' gives the log p(x) of its decoder with the density fitted to its codes.
 """
@@ -55,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     parser.add_argument("--dataset", default=None, help="use this data set instead of the run's")
+    add_bdmc_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -310,7 +318,11 @@ def _run(args: argparse.Namespace) -> int:
         split_images,
     )
 
-    if args.run is None:
+    if args.bdmc is not None:  # the BDMC sandwich on simulated data (vaekit.commands.bound_bdmc)
+        from vaekit.commands.bound_bdmc import run_bdmc
+
+        out = run_bdmc(args)
+    elif args.run is None:
         out = _demo(args)
     else:
         model = load_model(args.run)

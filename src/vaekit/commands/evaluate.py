@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.commands._args import importance_samples, nonnegative_int, positive_int, seed_int
+from vaekit.commands._args import (
+    ais_chains,
+    ais_steps,
+    importance_samples,
+    leapfrog_steps,
+    nonnegative_int,
+    positive_int,
+    seed_int,
+)
 from vaekit.commands._json import print_json
 
 
@@ -18,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "For discrete latents with at most --exact-limit codes (categorical or binary codes) also the exact "
         "log p(x) = logsumexp_z [log p(x|z) + log p(z)] by a sum over every code (nll_exact), the exact ELBO and "
         "gap; the KL per unit and the active units of categorical codes are per group. "
+        "Each example's K importance weights also get a Pareto k-hat (pareto_k_fraction: the share of examples with "
+        "k-hat > 0.7, whose importance-sampled log p(x) cannot be trusted, named in a note). --ais T adds log p(x) by "
+        "annealed importance sampling (ais_log_px, a stochastic lower bound that is usually far tighter than IWAE_K) "
+        "and --gaps the approximation and amortization gaps. "
         "Only the evaluated split is loaded (the MNIST t10k- files alone serve --split test). "
         "Example: vaekit evaluate RUN --k 5000",
     )
@@ -50,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "mutual information I(z_j; v_k) of every unit with every factor (nats); for a data set with "
                         "factors (dsprites). The result (what --json prints) is also kept in RUN/disentanglement.json, "
                         "which 'vaekit report' and 'vaekit compare' show")
+    _annealing_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (by default one on stderr when it is a terminal: examples done, "
@@ -57,6 +70,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal (a log file)")
     parser.set_defaults(func=run)
+
+
+def _annealing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ais", type=ais_steps, default=None, metavar="T",
+                        help="also estimate log p(x) by annealed importance sampling from the prior to the posterior "
+                        "over T temperatures, HMC transitions (ais_log_px: a stochastic lower bound, like IWAE_K, "
+                        "with its Monte Carlo standard error across chains, and the acceptance rate); continuous "
+                        "latents only")
+    parser.add_argument("--ais-chains", type=ais_chains, default=16, metavar="C",
+                        help="AIS chains per example (default 16)")
+    parser.add_argument("--ais-leapfrog", type=leapfrog_steps, default=10, metavar="L",
+                        help="leapfrog steps per HMC transition of AIS (default 10)")
+    parser.add_argument("--ais-schedule", choices=("sigmoid", "linear"), default="sigmoid",
+                        help="spacing of the AIS temperatures (default sigmoid: crowded at both ends)")
+    parser.add_argument("--gaps", action="store_true",
+                        help="also split the gap log p(x) - ELBO into the approximation gap log p(x) - ELBO[q*] and "
+                        "the amortization gap ELBO[q*] - ELBO[q_phi], q* fitted to each example by Adam from the "
+                        "encoder's output (log p(x) from AIS with --ais, else IWAE_K)")
+    parser.add_argument("--gaps-steps", type=positive_int, default=500, metavar="N",
+                        help="Adam steps of the per-example fit of --gaps (default 500)")
+
+
+def _annealing(args: argparse.Namespace) -> tuple:
+    """(the AIS settings of --ais, or None; the gap settings of --gaps, or None)."""
+    from vaekit.bounds.ais import AISSettings
+    from vaekit.evaluation.annealed import GapSettings
+
+    ais = None if args.ais is None else AISSettings(steps=args.ais, chains=args.ais_chains,
+                                                    leapfrog=args.ais_leapfrog, schedule=args.ais_schedule,
+                                                    seed=args.seed)
+    return ais, (GapSettings(steps=args.gaps_steps) if args.gaps else None)
 
 
 #: The largest --exact-limit: the most codes a latent space can have and be enumerated (2^24).
@@ -84,13 +128,14 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     set_precision(device, args.precision)
+    ais, gaps = _annealing(args)
     scores = _disentanglement(args, device) if args.disentanglement else None
     with progress, autocast_context(device, args.precision):
         result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                               device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
                               limit=args.limit, progress=progress,
                               exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit,
-                              surgery_samples=args.surgery_samples)
+                              surgery_samples=args.surgery_samples, ais=ais, gaps=gaps)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
     summary = json_safe({**result.summary(), **(scores or {})})

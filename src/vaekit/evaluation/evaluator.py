@@ -63,12 +63,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vaekit.bounds.ais import AISSettings
 from vaekit.bounds.enumeration import DEFAULT_LIMIT, EnumeratedBound, enumerated_bound, is_enumerable
 from vaekit.bounds.pareto import khat_fraction, khat_note
 from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
 from vaekit.bounds.sizing import model_device_dtype as _model_device_dtype
 from vaekit.bounds.weights import log_weight_stats
 from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.evaluation.annealed import GapSettings, add_annealed, check_annealed
 from vaekit.objectives.figures import (  # noqa: F401 - public here too, as before
     CROSS_ENTROPY,
     DENSITY,
@@ -165,6 +167,26 @@ class EvaluationResult:
     variance_floor_fraction: float | None = None  # pixels whose learned Gaussian variance is at its floor
     # the fraction of examples whose K weights have a Pareto k-hat > 0.7 (vaekit.bounds.pareto); None for K < 25
     pareto_k_fraction: float | None = None
+    # annealed importance sampling (vaekit.evaluation.annealed): a stochastic lower bound on the mean log p(x), its
+    # Monte Carlo standard error across chains, the HMC acceptance rate, and its settings T, C, L; None: not run
+    ais_log_px: float | None = None
+    ais_log_px_stderr: float | None = None
+    ais_acceptance: float | None = None
+    ais_steps: int = 0
+    ais_chains: int = 0
+    ais_leapfrog: int = 0
+    ais_schedule: str | None = field(default=None, metadata=DETAIL)
+    ais_seconds: float = field(default=0.0, metadata=DETAIL)
+    ais_evaluations_per_second: float = field(default=math.nan, metadata=DETAIL)
+    # the gap split (vaekit.analysis.gaps): log p(x) - ELBO[q*] and ELBO[q*] - ELBO[q_phi], standard errors over
+    # examples; gaps_log_px names the log p(x) used ("ais" or "iwae"); gaps_converged: the fits that converged
+    approximation_gap: float | None = None
+    approximation_gap_stderr: float | None = None
+    amortization_gap: float | None = None
+    amortization_gap_stderr: float | None = None
+    gaps_log_px: str | None = None
+    gaps_steps: int = 0
+    gaps_converged: float | None = None
 
     @property
     def dequantized(self) -> bool:
@@ -284,6 +306,8 @@ def evaluate_model(
     class_labels: Any = None,
     surgery_samples: int = DEFAULT_SURGERY_SAMPLES,
     levels: int | None = None,
+    ais: AISSettings | None = None,
+    gaps: GapSettings | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
@@ -300,18 +324,27 @@ def evaluate_model(
     (:mod:`vaekit.analysis.surgery`, ``surgery_samples`` draws; 0: not estimated). With ``class_labels`` (N,) (the data
     set's labels by default) a model with a cluster variable also reports its clustering accuracy.
     ``progress(done, total)`` is called with the examples done (0 first, then after every batch of them, each
-    batch all K draws), e.g. a :class:`vaekit.progress.Bar`.
+    batch all K draws), e.g. a :class:`vaekit.progress.Bar`. ``ais``: also log p(x) by annealed importance
+    sampling with these settings (their seed replaced by ``seed``); ``gaps``: also the approximation and amortization
+    gaps (:mod:`vaekit.evaluation.annealed`).
     """
     from vaekit.analysis.surgery import check_samples as check_surgery_samples
 
     check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
+    check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
     ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
                      memory_budget=memory_budget)
     _plan(ev, device, batch_size)
     passes = _run_passes(ev, progress, exact_limit, surgery_samples, data, class_labels)
-    return _summarise(ev, passes, per_example)
+    if ais is None and gaps is None:
+        return _summarise(ev, passes, per_example)
+    result = _summarise(ev, passes, True)
+    assert result.per_example is not None
+    add_annealed(result, ev.model, ev.x, ev.y, ev.shift, result.per_example["log_px"], ais, gaps, int(seed),
+                 memory_budget, per_example)
+    return result
 
 
 #: The per-example statistics of :func:`log_weight_stats` that :func:`evaluate_model` averages.
@@ -776,11 +809,13 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
                  dataset_name: str | None = None, limit: int | None = None, per_example: bool = False,
                  progress: Callable[[int, int], None] | None = None,
                  exact_limit: int = DEFAULT_LIMIT,
-                 surgery_samples: int = DEFAULT_SURGERY_SAMPLES) -> EvaluationResult:
+                 surgery_samples: int = DEFAULT_SURGERY_SAMPLES, ais: AISSettings | None = None,
+                 gaps: GapSettings | None = None) -> EvaluationResult:
     """Load a run's best model and ``split`` of its data set (that split alone), and :func:`evaluate_model` on
     it; the result says which validation score chose the weights. ``limit``: evaluate a fixed random subset of
     ``limit`` examples chosen with ``seed`` (:func:`limit_split`: class-balanced when the data set has labels,
-    else uniform; never simply the first ``limit``), named in the result's notes."""
+    else uniform; never simply the first ``limit``), named in the result's notes. ``ais``, ``gaps``: as for
+    :func:`evaluate_model`."""
     model = load_model(run, device)
     ds = load_run_data(run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
     x, y = split_images(ds, split, seed)
@@ -791,7 +826,7 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
     result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
                             progress=progress, labels=y if getattr(model, "condition", 0) else None,
                             exact_limit=exact_limit, class_labels=y, surgery_samples=surgery_samples,
-                            levels=getattr(ds, "levels", None))
+                            levels=getattr(ds, "levels", None), ais=ais, gaps=gaps)
     result.selected_by = selected_by(run)
     if subset is not None:
         result.notes.append(f"evaluated on {subset}")
@@ -837,16 +872,21 @@ def evaluate(model: LatentVariableModel, x: Any, k: int = DEFAULT_K, seed: int =
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
              per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
              exact_limit: int = DEFAULT_LIMIT, class_labels: Any = None,
-             surgery_samples: int = DEFAULT_SURGERY_SAMPLES, levels: int | None = None) -> EvaluationResult:
+             surgery_samples: int = DEFAULT_SURGERY_SAMPLES, levels: int | None = None,
+             ais: AISSettings | None = None, gaps: GapSettings | None = None) -> EvaluationResult:
     """The :class:`EvaluationResult` that ``vaekit evaluate`` prints, for a model and images x (N, C, H, W)
     (a tensor, an array or a vaekit data set's ``split``): the ELBO, log p(x) by importance sampling with
     ``k`` draws (``.nll``, ``.nll_stderr``), the gap, the active units, all in nats; for discrete latents
     with at most ``exact_limit`` codes also the exact ``.nll_exact`` by a sum over every code. ``y``: labels
     of a conditional model. ``levels``: the grey levels L of x (a density on L-level data is then evaluated as
-    the dequantised bound; see the module docstring). Deterministic for a given ``seed``."""
+    the dequantised bound; see the module docstring). ``ais`` (:class:`~vaekit.bounds.ais.AISSettings`): also
+    log p(x) by annealed importance sampling (``.ais_log_px``); ``gaps``
+    (:class:`~vaekit.evaluation.annealed.GapSettings`): also the approximation and amortization gaps. Deterministic
+    for a given ``seed``."""
     return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
                           memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit,
-                          class_labels=class_labels, surgery_samples=surgery_samples, levels=levels)
+                          class_labels=class_labels, surgery_samples=surgery_samples, levels=levels, ais=ais,
+                          gaps=gaps)
 
 
 def format_table(r: EvaluationResult) -> str:
@@ -872,6 +912,7 @@ def format_table(r: EvaluationResult) -> str:
         row("", pm(r.bits_per_dim, r.bits_per_dim_stderr, ".4f"), " bits/dim"),
         row("gap log p(x) - ELBO", pm(r.gap, r.gap_stderr), " nats  (~ KL(q(z|x) || p(z|x)))"),
     ]
+    lines += _annealed_rows(r, pm, row)
     if r.nll_exact is not None:
         bpd = r.bits_per_dim_exact / r.nll_exact if r.bits_per_dim_exact is not None and r.nll_exact else math.nan
         se = r.nll_exact_stderr if r.nll_exact_stderr is not None else math.nan
@@ -899,9 +940,8 @@ def format_table(r: EvaluationResult) -> str:
         row(f"active {'groups' if group else 'units'}", f"{r.active_units:d}",
             f" of {len(r.latent_variance)} (Cov_x E_q[z_j] > {ACTIVE_THRESHOLD}{', summed over k' if group else ''})"),
         row("mean ESS of the K draws", f"{r.mean_ess:.1f}"),
+        *_pareto_rows(r, row),
     ]
-    if r.pareto_k_fraction is not None:
-        lines.append(row("Pareto k-hat > 0.7", f"{100 * r.pareto_k_fraction:.1f}%", " of the examples (untrusted)"))
     if r.kl_per_dim:
         top = sorted(range(len(r.kl_per_dim)), key=lambda j: -r.kl_per_dim[j])[:8]
         name = "group " if group else "z_"  # numbered from 1, as on the report's pages (vaekit.pages.viz.unit_name)
@@ -909,3 +949,25 @@ def format_table(r: EvaluationResult) -> str:
                                                                            for j in top))
     lines += [f"note: {note}" for note in r.notes]
     return "\n".join(lines)
+
+
+def _pareto_rows(r: EvaluationResult, row: Callable[..., str]) -> list[str]:
+    """The table's row of the Pareto k-hat, where the K draws allowed one."""
+    if r.pareto_k_fraction is None:
+        return []
+    return [row("Pareto k-hat > 0.7", f"{100 * r.pareto_k_fraction:.1f}%", " of the examples (untrusted)")]
+
+
+def _annealed_rows(r: EvaluationResult, pm: Callable[..., str], row: Callable[..., str]) -> list[str]:
+    """The table's rows of AIS and of the gap split, where they were computed."""
+    lines = []
+    if r.ais_log_px is not None:
+        lines.append(row(f"{r.log_px_label}, AIS", pm(r.ais_log_px, r.ais_log_px_stderr),
+                         f" nats  (T = {r.ais_steps}, C = {r.ais_chains}, L = {r.ais_leapfrog}; a stochastic lower "
+                         f"bound, SE across chains; acceptance {r.ais_acceptance:.2f})"))
+    if r.approximation_gap is not None:
+        lines += [row("approximation gap", pm(r.approximation_gap, r.approximation_gap_stderr),
+                      f" nats  (log p(x) [{r.gaps_log_px}] - ELBO[q*], q* fitted per example, {r.gaps_steps} steps)"),
+                  row("amortization gap", pm(r.amortization_gap, r.amortization_gap_stderr),
+                      " nats  (ELBO[q*] - ELBO[q_phi])")]
+    return lines
