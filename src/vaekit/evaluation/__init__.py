@@ -1,5 +1,6 @@
 """Evaluation: :func:`evaluate_model` and :func:`evaluate_run` (importance-sampled log p(x) with its standard error,
-the ELBO and its terms, exact values where the latent space can be enumerated, the surgery, clustering), the
+the ELBO and its terms, exact values where the latent space can be enumerated, the surgery, clustering, the Pareto
+k-hat, AIS and the gap split of :mod:`~vaekit.evaluation.annealed`), the
 result schema :class:`EvaluationResult` (:mod:`~vaekit.evaluation.evaluator`), and the exact checks of the bounds
 against closed forms and grids (:mod:`~vaekit.evaluation.exact`)."""
 
