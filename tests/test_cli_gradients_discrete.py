@@ -109,10 +109,25 @@ def test_bad_arguments_are_one_line(run_dir, argv, message, capsys) -> None:
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
 
 
-def test_a_gaussian_run_is_refused(gaussian_run, capsys) -> None:
-    code, out, err = run_cli(["gradients", str(gaussian_run), "--trials", "3"], capsys)
+@pytest.mark.parametrize("argv, message", [
+    (["--estimators", "score"], "reparameterized"),
+    (["--samples", "1,2"], "--samples is for a run with a discrete q(z|x)"),
+    (["--temperature", "0.5"], "--temperature is for a run with a discrete q(z|x)"),
+])
+def test_discrete_options_on_a_gaussian_run_are_one_line(gaussian_run, argv, message, capsys) -> None:
+    code, out, err = run_cli(["gradients", str(gaussian_run), "--trials", "3", *argv], capsys)
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "reparameterized" in err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "4"], "--k is the K of IWAE_K"),
+    (["--estimators", "stl"], "reparameterized q(z|x); this run's is discrete"),
+])
+def test_reparameterized_options_on_a_discrete_run_are_one_line(run_dir, argv, message, capsys) -> None:
+    code, out, err = run_cli(["gradients", str(run_dir), "--trials", "3", *argv], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
 
 def test_run_options_without_a_run_are_refused(capsys) -> None:

@@ -63,3 +63,28 @@ def test_disentanglement_page_trains_a_beta_tcvae_on_dsprites_and_scores_it(tmp_
     assert "mig" in capsys.readouterr().out
     assert (tmp_path / "runs" / "dsprites-tc" / "model.safetensors").is_file()
 
+
+
+def test_bounds_and_estimators_page_trains_with_dreg_and_measures_the_snr(tmp_path, monkeypatch, capsys):
+    (code,) = python_blocks(DOCS / "bounds-and-estimators.md")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "__docs__"}
+    exec(compile(code, "bounds-and-estimators.md", "exec"), scope)
+    result, snr = scope["result"], scope["snr"]
+    assert math.isfinite(result.best_valid_iwae)
+    assert (tmp_path / "runs" / "digits-iwae-dreg" / "model.safetensors").is_file()
+    rows = {(r.estimator, r.k): r for r in snr.rows}
+
+    def apart(a, b, part: str) -> bool:
+        """a above b by more than 3 x the hypot of their jackknife SEs (rows of different K draw independently;
+        DReG's and the pathwise rows of one K share draws, and differ here by far more than that)."""
+        sa, sb = getattr(a, f"{part}_snr"), getattr(b, f"{part}_snr")
+        return sa - sb > 3 * math.hypot(getattr(a, f"{part}_snr_stderr"), getattr(b, f"{part}_snr_stderr"))
+
+    path1, path32, dreg32 = rows[("pathwise", 1)], rows[("pathwise", 32)], rows[("dreg", 32)]
+    # what the text says: the pathwise encoder SNR falls with K (to near the noise floor), DReG's stays near 1,
+    # the decoder's grows
+    assert apart(path1, path32, "encoder") and path32.encoder_snr < 2 * snr.snr_floor
+    assert apart(dreg32, path32, "encoder") and 0.5 < dreg32.encoder_snr < 2
+    assert apart(path32, path1, "decoder")
+    assert "encoder SNR" in capsys.readouterr().out

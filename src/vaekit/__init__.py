@@ -15,7 +15,7 @@ Packages, one wing of the architecture each (lower layers never import higher on
 - :mod:`vaekit.models`         the model protocol (facts and hooks); the VAE, the two-level VAE, the linear-Gaussian
   model; the registered families
 - :mod:`vaekit.bounds`         exact enumeration of discrete codes; the sizing of importance-sampling chunks
-- :mod:`vaekit.objectives`     the ELBO, IWAE and the registered objectives; the discrete gradient estimators
+- :mod:`vaekit.objectives`     the ELBO, IWAE and the registered objectives; the gradient estimators (STL, DReG, ...)
 - :mod:`vaekit.analysis`       information theory, gradient estimators and their variance, surgery, clustering
 - :mod:`vaekit.training`       :func:`fit` and the config-driven trainer: the loop, callbacks, run folders, EM
 - :mod:`vaekit.evaluation`     honest log-likelihoods: importance-sampled NLL, the gap, exact checks of the bounds

@@ -118,8 +118,10 @@ class TrainConfig:
         core=True, applies=_by_gradient))
     objective_settings: dict[str, Any] = field(default_factory=dict)
     estimator: str | None = field(default=None, metadata=_flag(
-        "discrete latents: enumerate, score, nvil, vimco (with --objective iwae), gumbel or straight-through "
-        "(default: enumerate for at most 4,096 codes, else gumbel)", "str",
+        "the encoder's gradient estimator. Reparameterized latents: pathwise (default), stl (sticking the landing) "
+        "or dreg (doubly reparameterized; importance-weighted objectives, e.g. --objective iwae). Discrete latents: "
+        "enumerate, score, nvil, vimco (with --objective iwae), gumbel or straight-through (default: enumerate "
+        "for at most 4,096 codes, else gumbel)", "str",
         core=True, applies=lambda c: c.get("estimator") is not None))
     temperature: float = field(default=1.0, metadata=_flag(
         "gumbel / straight-through: the starting temperature (default 1)", "positive_float",
@@ -181,7 +183,8 @@ class TrainConfig:
 
     CHOICES = {
         "fit": ("vae", "em"),
-        "estimator": (None, "enumerate", "score", "nvil", "vimco", "gumbel", "straight-through"),
+        "estimator": (None, "pathwise", "stl", "dreg", "enumerate", "score", "nvil", "vimco", "gumbel",
+                      "straight-through"),
         "model": ("mlp", "conv"),
         "activation": ("relu", "tanh", "elu", "gelu", "softplus", "gated"),
         "train_only": ("all", "encoder"),
@@ -428,9 +431,39 @@ def _validate_family(cfg: TrainConfig) -> None:
         if cfg.prior != "standard" or cfg.levels != 1:
             raise ConfigError("an autoencoder (posterior delta) uses no prior in training (a Gaussian mixture is "
                               "fitted to its codes afterwards) and has one level; leave prior and levels out")
-    if cfg.estimator is not None and _registry("posterior").entry(cfg.posterior).cls.discrete is False:
+    _validate_estimator(cfg)
+
+
+#: The estimators of a reparameterized q(z|x) (:mod:`vaekit.objectives.reparameterized`); the others are discrete.
+REPARAMETERIZED_ESTIMATORS = ("pathwise", "stl", "dreg")
+
+
+def _validate_estimator(cfg: TrainConfig) -> None:
+    """The estimator fits the posterior (a reparameterized one's for a Gaussian or flow q, a discrete one's for a
+    categorical or Bernoulli q, none of a density's for a point mass) and the objective (dreg: an importance-weighted
+    bound); each refusal one line. What the model itself can do (log q at stopped parameters) is checked when it is
+    built (:func:`vaekit.objectives.reparameterized.check_reparameterized_estimator`)."""
+    if cfg.estimator is None:
+        return
+    posterior = _registry("posterior").entry(cfg.posterior).cls
+    continuous = cfg.estimator in REPARAMETERIZED_ESTIMATORS
+    if not continuous and not posterior.discrete:
         raise ConfigError(f"estimator {cfg.estimator} is for discrete latents (posterior categorical or bernoulli); "
-                          f"posterior {cfg.posterior} is reparameterized")
+                          f"posterior {cfg.posterior} is reparameterized: use "
+                          f"{', '.join(REPARAMETERIZED_ESTIMATORS)}")
+    if continuous and posterior.discrete:
+        raise ConfigError(f"estimator {cfg.estimator} is for reparameterized latents; posterior {cfg.posterior} is "
+                          "discrete: use enumerate, score, nvil, vimco, gumbel or straight-through")
+    if cfg.estimator != "pathwise" and continuous and posterior.autoencoder:
+        raise ConfigError(f"estimator {cfg.estimator} takes log q(z|x) at the draws; posterior {cfg.posterior} is a "
+                          "point mass with no density: leave the estimator out")
+    if cfg.compile and cfg.estimator in ("stl", "dreg"):
+        raise ConfigError(f"estimator {cfg.estimator} acts on the draws outside the graph that compile traces; "
+                          "train it without compile")
+    objective = _registry("objective").entry(cfg.objective).cls
+    if cfg.estimator == "dreg" and not getattr(objective, "importance_weighted", False):
+        raise ConfigError(f"estimator dreg is for importance-weighted bounds (e.g. objective iwae); objective "
+                          f"{cfg.objective} is not one: use estimator stl (DReG of the ELBO is STL)")
 
 
 def _known_shape(dataset: str) -> tuple[int, ...] | None:

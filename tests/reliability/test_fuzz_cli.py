@@ -38,7 +38,7 @@ DATASETS = ["digits", "mnist", "binarized-mnist", "fashion-mnist", "kmnist", "sh
 
 COMMAND_FLAGS = {
     "info": ["--p", "--q", "--base", "--normalize", "--json"],
-    "gradients": ["--theta", "--samples", "--trials", "--seed", "--plot", "--json"],
+    "gradients": ["--theta", "--samples", "--trials", "--seed", "--plot", "--json", "--estimators", "--k", "--n"],
     "data": ["--dataset", "--data-dir", "--binarize", "--valid-size", "--test-size", "--image-size", "--seed",
              "--limit", "--download", "--json"],
     "train": [*TRAIN_FLAGS, "--m", "--ciwae-beta", "--config", "--resume", "--quiet", "--json"],
@@ -101,7 +101,8 @@ GOOD = {"--base": ["2", "10", "0.5"], "--p": ["0.1,0.9", "1,0", "0.25,0.25,0.5"]
         "--patience": ["0"], "--eval-batch-size": ["7"], "--precision": ["bf16"], "--likelihood": ["gaussian",
         "continuous-bernoulli", "bernoulli"], "--activation": ["tanh", "elu"], "--hidden": ["4,4"],
         "--latent": ["1", "3"], "--grid": ["latent=1,2", "beta=0;1", "objective=elbo,iwae", "nope=1,2"],
-        "--seeds": ["0,1", "3"]}
+        "--seeds": ["0,1", "3"], "--estimator": ["pathwise", "stl", "dreg", "score"],
+        "--estimators": ["pathwise,stl,dreg", "score,nvil", "dreg"]}
 
 
 @st.composite

@@ -5,9 +5,11 @@ For each estimator and sample count m, ``trials`` independent m-sample estimates
 measured mean and variance, compared with the analytic variance
 (:func:`vaekit.analysis.estimators.worked_example_variance`).
 
-With RUN (a model with a discrete q(z|x)): the discrete estimators' gradients of the mean objective with
-respect to the inference parameters, at the run's best weights, on a fixed batch
-(:mod:`vaekit.analysis.gradient_variance`); see :mod:`vaekit.commands.gradients_run`.
+With RUN: at the run's best weights, on a fixed batch, for a discrete q(z|x) the discrete estimators' gradients
+of the mean objective with respect to the inference parameters (:mod:`vaekit.analysis.gradient_variance`; see
+:mod:`vaekit.commands.gradients_run`); for a reparameterized q(z|x) the signal-to-noise ratio and variance of the
+encoder's and the decoder's gradients of IWAE_K for each estimator (pathwise, stl, dreg) and K
+(:mod:`vaekit.analysis.gradient_snr`; see :mod:`vaekit.commands.gradients_snr`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from typing import Any
 
 from vaekit.commands._args import finite_float, int_list, positive_int, seed_int
-from vaekit.commands.gradients_run import check_plot_path
+from vaekit.commands.gradients_run import check_plot_path, write_plot
 from vaekit.errors import VaekitError
 
 #: Largest m accepted (one trial's m draws are held in memory at once).
@@ -39,7 +41,8 @@ _LABELS = {
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "gradients",
-        help="gradient estimators' variance: the worked example, or a trained discrete run's estimators",
+        help="gradient estimators' variance: the worked example, or a trained run's estimators (discrete: "
+        "variance and bias; reparameterized: SNR of IWAE_K's gradients against K)",
         description="Without RUN: estimate d/dtheta E[x^2], x ~ N(theta, 1) (true value 2*theta), with the "
         "pathwise (reparameterization), score-function and score-function + leave-one-out "
         "baseline estimators; for each sample count m repeat --trials times and print the mean, "
@@ -49,35 +52,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--trials estimates of the gradient of the mean objective over --n examples with respect to the "
         "inference parameters, at the run's best weights; prints their variance and, for a latent space "
         "that can be enumerated, their bias against the exact gradient. "
-        "Example: vaekit gradients runs/cat --estimators score,nvil,gumbel --samples 1,10 --plot v.png",
+        "Example: vaekit gradients runs/cat --estimators score,nvil,gumbel --samples 1,10 --plot v.png. "
+        "With RUN (a model with a reparameterized q(z|x)): for each of --estimators (pathwise, stl, dreg) and each "
+        "K of --k, --trials gradients of the mean IWAE_K bound over --n examples with respect to the encoder's and "
+        "the decoder's parameters; prints the mean SNR over parameters (|mean| / standard deviation, Rainforth et "
+        "al. 2018) and the variance, with jackknife standard errors; costs trials x K x n decoder rows per "
+        "estimator and K. Example: vaekit gradients runs/vae --estimators pathwise,stl,dreg --k 1,4,16,64 "
+        "--plot snr.png",
     )
     parser.add_argument("run", metavar="RUN", nargs="?", default=None,
-                        help="a run directory with a discrete q(z|x) (omit it for the worked example)")
+                        help="a run directory (omit it for the worked example)")
     parser.add_argument("--theta", type=finite_float, default=None,
                         help="the worked example's parameter theta (default 1.5)")
     parser.add_argument("--samples", type=int_list, default=None, metavar="M1,M2,...",
                         help="sample counts per estimate, comma-separated (default 1,10,100,1000; "
-                        "with RUN 1,2,5,10,20: samples per example averaged inside one estimate, "
+                        "with a discrete RUN 1,2,5,10,20: samples per example averaged inside one estimate, "
                         "for vimco the S of IWAE_S)")
     parser.add_argument("--trials", type=positive_int, default=None,
                         help="independent estimates per estimator and m (>= 2, default 2000; with RUN >= 3, "
-                        "default 50)")
+                        "default 50 for a discrete run, 100 for a reparameterized one)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--plot", metavar="FILE.png",
-                        help="write a log-log plot of variance against m to this PNG file")
+                        help="write a log-log plot to this PNG file (variance against m, or with a "
+                        "reparameterized RUN the SNR against K); an existing file is replaced only if it is a PNG "
+                        "picture, never through a link")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     run_only = parser.add_argument_group("with RUN")
     run_only.add_argument("--estimators", default=None, metavar="E1,E2,...",
-                          help="comma-separated, from enumerate, score, nvil, vimco, gumbel, straight-through "
-                          "(default all of them; enumerate only where the latent space can be enumerated)")
+                          help="comma-separated; a discrete run: from enumerate, score, nvil, vimco, gumbel, "
+                          "straight-through (default all of them; enumerate only where the latent space can be "
+                          "enumerated); a reparameterized run: from pathwise, stl, dreg (default all three)")
+    run_only.add_argument("--k", type=int_list, default=None, metavar="K1,K2,...",
+                          help="a reparameterized run: the K of IWAE_K, comma-separated (default 1,4,16,64)")
     run_only.add_argument("--n", type=positive_int, default=None,
                           help="the first N examples of the split form the fixed batch (default 100)")
     run_only.add_argument("--split", choices=("train", "valid", "test"), default=None,
                           help="split (default test)")
     run_only.add_argument("--temperature", type=finite_float, default=None,
-                          help="the Gumbel-softmax temperature of gumbel and straight-through (default 0.5)")
+                          help="a discrete run: the Gumbel-softmax temperature of gumbel and straight-through "
+                          "(default 0.5)")
     run_only.add_argument("--baseline-steps", type=positive_int, default=None,
-                          help="Adam steps fitting NVIL's baseline at the fixed weights (default 300)")
+                          help="a discrete run: Adam steps fitting NVIL's baseline at the fixed weights (default 300)")
     run_only.add_argument("--data-dir", default=None, help="folder holding the data set (default: the run's)")
     run_only.add_argument("--dataset", default=None, help="use this data set instead of the run's")
     run_only.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
@@ -85,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 #: Options that only the measurement on a run takes.
-RUN_OPTIONS = ("estimators", "n", "split", "temperature", "baseline_steps", "data_dir", "dataset")
+RUN_OPTIONS = ("estimators", "k", "n", "split", "temperature", "baseline_steps", "data_dir", "dataset")
 
 
 def _check(args: argparse.Namespace) -> list[int]:
@@ -142,10 +157,7 @@ def _plot(rows: list[Any], theta: float, trials: int, path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        try:
-            fig.savefig(path, format="png", dpi=PLOT_DPI)
-        except OSError as exc:
-            raise VaekitError(f"cannot write --plot {path!r}: {exc.strerror or exc}") from None
+        write_plot(fig, path, PLOT_DPI)
     finally:
         fig.clear()
 
@@ -156,9 +168,11 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.analysis.estimators import worked_example_experiment
 
     if args.run is not None:
-        from vaekit.commands.gradients_run import run_measurement
+        from vaekit.commands.gradients_run import load_measured_model, run_measurement
+        from vaekit.commands.gradients_snr import run_snr
 
-        return run_measurement(args)
+        model = load_measured_model(args)
+        return run_measurement(args, model) if model.is_discrete else run_snr(args, model)
     samples = _check(args)
     rows = worked_example_experiment(theta=args.theta, samples=samples, trials=args.trials,
                                      seed=args.seed)

@@ -44,17 +44,41 @@ PLOT_INCHES = (8.0, 5.0)
 PLOT_DPI = 100
 
 
+#: The first bytes of every PNG file: an existing --plot is replaced only if it is one (as vaekit sample --out).
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def check_plot_path(plot: str | None) -> None:
-    """Refuse a --plot path that is not a PNG file name in an existing folder, before any work."""
+    """Refuse, before any work, a --plot path that is not a PNG file name in an existing folder, or where something
+    other than a PNG picture lies (a link, a folder, another file): the rules of ``vaekit sample --out``
+    (:func:`vaekit.io.files.check_output`)."""
     if plot is None:
         return
+    from vaekit.io.files import check_output
+
     path = Path(plot)
     if path.suffix.lower() != ".png":
         raise VaekitError(f"--plot writes a PNG file; give a name ending in .png, got {plot!r}")
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise VaekitError(f"--plot {plot!r} is a directory; give a file name ending in .png")
     if not path.parent.is_dir():
         raise VaekitError(f"--plot directory {str(path.parent)!r} does not exist; create it or choose another path")
+    check_output(path, ".png", lambda head: head.startswith(PNG_SIGNATURE), "a PNG picture", flag="--plot")
+
+
+def write_plot(fig: Any, plot: str, dpi: int = 100) -> None:
+    """Write the figure to --plot as a PNG, atomically and never through a link (checked again just before)."""
+    import io
+
+    from vaekit.io.checkpoint import atomic_write_bytes
+
+    check_plot_path(plot)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)  # the whole figure, at its size in inches x dpi
+    try:
+        atomic_write_bytes(Path(plot), buf.getvalue())
+    except OSError as exc:
+        raise VaekitError(f"cannot write --plot {plot!r}: {exc.strerror or exc}") from None
 
 
 def _estimators(text: str | None) -> tuple[list[str], bool]:
@@ -67,6 +91,9 @@ def _estimators(text: str | None) -> tuple[list[str], bool]:
     if not text.strip() or any(not p for p in names):
         raise VaekitError(f"--estimators takes comma-separated names like score,nvil; got {text!r}")
     for name in names:
+        if name in ("pathwise", "stl", "dreg"):
+            raise VaekitError(f"{name} estimates the gradient of a reparameterized q(z|x); this run's is discrete: "
+                              f"choose from {', '.join(ESTIMATORS)}")
         if name not in ESTIMATORS:
             raise VaekitError(f"unknown estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
     return list(dict.fromkeys(names)), True
@@ -98,17 +125,25 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], list[int], bool]:
     return estimators, samples, named
 
 
-def run_measurement(args: argparse.Namespace) -> int:
-    from vaekit.analysis.gradient_variance import measure
-    from vaekit.evaluation import check_shape, load_model, load_run_data, split_images
-    from vaekit.objectives.discrete import MAX_ENUMERATED, is_discrete, latent_support_size
+def load_measured_model(args: argparse.Namespace) -> LatentVariableModel:
+    """The model of ``args.run`` (its best weights, on ``args.device``), after the checks of every RUN mode."""
+    from vaekit.evaluation import load_model
 
+    if args.theta is not None:
+        raise VaekitError("--theta is the worked example's parameter; leave out RUN to run it")
+    return load_model(args.run, args.device)
+
+
+def run_measurement(args: argparse.Namespace, model: LatentVariableModel) -> int:
+    """``vaekit gradients RUN`` on a model with a discrete q(z|x): the discrete estimators' variance and bias."""
+    from vaekit.analysis.gradient_variance import measure
+    from vaekit.evaluation import check_shape, load_run_data, split_images
+    from vaekit.objectives.discrete import MAX_ENUMERATED, latent_support_size
+
+    if args.k is not None:
+        raise VaekitError("--k is the K of IWAE_K for a run with a reparameterized q(z|x); this run's is discrete: "
+                          "give the samples per estimate with --samples")
     estimators, samples, named = _settings(args)
-    model = load_model(args.run, args.device)
-    if not is_discrete(model):
-        raise VaekitError(f"{args.run} has a reparameterized q(z|x) ({model.posterior_family.name}); "
-                          "vaekit gradients RUN measures the estimators of discrete latents "
-                          "(a run trained with --posterior categorical or bernoulli)")
     if getattr(model, "condition", 0):
         raise VaekitError(f"{args.run} is a conditional model; vaekit gradients RUN measures unconditional ones")
     size = latent_support_size(model)
@@ -243,9 +278,6 @@ def _plot(result: Any, args: argparse.Namespace) -> None:
         if len(names) > len(flat):
             ax.legend(fontsize=8)
         fig.tight_layout()
-        try:
-            fig.savefig(args.plot, format="png", dpi=PLOT_DPI)
-        except OSError as exc:
-            raise VaekitError(f"cannot write --plot {args.plot!r}: {exc.strerror or exc}") from None
+        write_plot(fig, args.plot, PLOT_DPI)
     finally:
         fig.clear()

@@ -24,6 +24,7 @@ from vaekit.distributions.normal import DiagonalNormal, StandardNormal, diagonal
 from vaekit.distributions.pixel import DiscretizedLogistic, DiscretizedLogisticMixture, PixelCategorical
 from vaekit.distributions.point import PointMass
 from vaekit.distributions.sampled import SampledWithLogProb
+from vaekit.errors import VaekitError
 
 
 @lru_cache(maxsize=256)
@@ -74,6 +75,21 @@ def sample(d: Distribution, sample_shape: torch.Size | tuple = (),
     return d.sample(sample_shape)
 
 
+def stopped_log_prob(q: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log q(z) at a stopped-gradient copy of q's parameters, differentiable in z only (nats): what the STL and
+    DReG estimators of :mod:`vaekit.objectives.reparameterized` take. A distribution offers it by the capability
+    ``has_stopped_log_prob`` (as ``has_rsample`` offers ``rsample``) and a method ``stopped_log_prob(z)``: vaekit's
+    Gaussians, Gaussian mixtures and flows (at their own draws) do. Raises :class:`vaekit.errors.VaekitError`
+    for one that does not."""
+    if not getattr(q, "has_stopped_log_prob", False):
+        raise VaekitError(f"q(z|x) is a {type(q).__name__}, which gives no log q(z|x) at stopped-gradient parameters "
+                          "(has_stopped_log_prob); the STL and DReG estimators need it: use the pathwise estimator")
+    try:
+        return q.stopped_log_prob(z)
+    except NotImplementedError as exc:
+        raise VaekitError(f"log q(z|x) at stopped-gradient parameters is not available here: {exc}") from None
+
+
 def point(q: Distribution) -> torch.Tensor:
     """A code that stands for q(z|x) in pictures and active-unit counts: ``q.point()`` where defined
     (a Gaussian's mean; a flow's image of its base mean), else ``q.mean``."""
@@ -84,4 +100,4 @@ __all__ = ["DiagonalGaussianMixture", "DiagonalNormal", "DiscretizedLogistic", "
            "FactorizedBernoulli", "FactorizedCategorical", "FlowDistribution", "IndependentBernoulli",
            "PixelCategorical", "PointMass",
            "IndependentContinuousBernoulli", "SampledWithLogProb", "StandardNormal", "diagonal_normal_log_prob",
-           "point", "rsample", "rsample_and_log_prob", "sample", "support_size"]
+           "point", "rsample", "rsample_and_log_prob", "sample", "stopped_log_prob", "support_size"]

@@ -24,6 +24,8 @@ class DiagonalGaussianMixture(Distribution):
     arg_constraints: dict = {}
     support = constraints.real_vector
     has_rsample = False
+    #: log p(z) at a stopped-gradient copy of the parameters is available (:meth:`stopped_log_prob`).
+    has_stopped_log_prob = True
 
     def __init__(self, loc: torch.Tensor, logvar: torch.Tensor, logits: torch.Tensor | None = None):
         if loc.dim() != 2 or loc.shape != logvar.shape:
@@ -45,6 +47,12 @@ class DiagonalGaussianMixture(Distribution):
         else:
             out = torch.logsumexp(log_comp + self.log_weights, dim=-1)
         return out.reshape(value.shape[:-1])
+
+    def stopped_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log p(value) with the means, log-variances and weights as stopped-gradient constants, nats;
+        differentiable in ``value`` only."""
+        logits = None if self.log_weights is None else self.log_weights.detach()  # log_softmax is idempotent
+        return DiagonalGaussianMixture(self.loc.detach(), self.logvar.detach(), logits).log_prob(value)
 
     def component_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log pi_k + log N(z; m_k, v_k) for every component, (..., K): log p(c = k, z)."""

@@ -37,6 +37,8 @@ class DiagonalNormal(Distribution):
     arg_constraints = {"loc": constraints.real, "logvar": constraints.real}
     support = constraints.real
     has_rsample = True
+    #: log q(z) at a stopped-gradient copy of (mu, logvar) is available (:meth:`stopped_log_prob`).
+    has_stopped_log_prob = True
 
     def __init__(self, loc: torch.Tensor, logvar: torch.Tensor, event_dims: int = 1):
         if loc.shape != logvar.shape:
@@ -77,6 +79,11 @@ class DiagonalNormal(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         per = LOG_2PI + self.logvar + (value - self.loc).pow(2) * torch.exp(-self.logvar)
         return -0.5 * sum_event(per, self.event_dims)
+
+    def stopped_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log N(value; stop(mu), diag exp(stop(logvar))), nats: the density at a stopped-gradient copy of the
+        parameters, differentiable in ``value`` only (what the STL and DReG estimators take)."""
+        return DiagonalNormal(self.loc.detach(), self.logvar.detach(), self.event_dims).log_prob(value)
 
     def entropy(self) -> torch.Tensor:
         return sum_event(0.5 * (1.0 + LOG_2PI + self.logvar), self.event_dims)

@@ -8,7 +8,9 @@ For one example x, with z ~ q(z|x) drawn by reparameterization:
     ELBO(x)   = E_q[log p(x|z)] - KL(q(z|x) || p(z))            <= log p(x)
     IWAE_k(x) = E[ log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i|x) ] <= log p(x),  IWAE_1 = ELBO,
 
-in nats per example. A new objective is one class plus one registration in :data:`OBJECTIVES`.
+in nats per example. A new objective is one class plus one registration in :data:`OBJECTIVES`. The encoder's
+gradient is estimated by the pathwise gradient, STL or DReG for a reparameterized q(z|x)
+(:mod:`vaekit.objectives.reparameterized`), by the estimators of :mod:`vaekit.objectives.discrete` for a discrete one.
 """
 
 from vaekit.objectives import (  # noqa: F401 - the built-in registrations

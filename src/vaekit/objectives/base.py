@@ -85,6 +85,11 @@ class Objective:
     core_settings: tuple[str, ...] = ()
     #: Whether it trains a deterministic autoencoder (a point-mass q(z|x), which has no density).
     trains_autoencoders: bool = False
+    #: Whether it is an importance-weighted bound: a loss that is a sum over examples of a function of each example's
+    #: log weights log w = log p(x, z) - log q(z|x), drawn through :mod:`vaekit.objectives.terms` (IWAE, and the
+    #: multi-sample bounds made of them). The DReG estimator applies to these
+    #: (:mod:`vaekit.objectives.reparameterized`).
+    importance_weighted: bool = False
 
     def __init__(self, k: int = 1, beta: float = 1.0, warmup: int = 0, data_size: int = 0):
         self.k, self.beta, self.warmup, self.data_size = int(k), float(beta), int(warmup), int(data_size)

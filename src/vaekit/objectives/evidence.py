@@ -4,6 +4,8 @@
 
 trained with the KL weighted by beta (beta-VAE; beta ramps up over ``warmup`` epochs) and ``k`` draws per example.
 The KL is taken in closed form where one is registered, by Monte Carlo otherwise (:func:`vaekit.objectives.elbo`).
+Its encoder's gradient is the pathwise one, or STL's (``--estimator stl``: log q(z|x) at stopped parameters and a
+Monte Carlo KL, unbiased for the ELBO; :mod:`vaekit.objectives.reparameterized`); DReG of the ELBO is STL.
 """
 
 from __future__ import annotations

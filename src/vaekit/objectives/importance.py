@@ -2,8 +2,9 @@
 
     IWAE_k(x) = E[ log (1/k) sum_i p(x, z_i) / q(z_i|x) ],  z_i ~ q(z|x),   ELBO <= IWAE_k <= log p(x),
 
-trained on its k-sample estimate; a discrete q(z|x) trains it with VIMCO. The kept epoch is chosen by the
-validation IWAE_k, reported as ``valid_iwae`` beside the ELBO and its terms from the same draws.
+trained on its k-sample estimate; a discrete q(z|x) trains it with VIMCO, a reparameterized one by the pathwise
+gradient, STL or DReG (``importance_weighted``: :mod:`vaekit.objectives.reparameterized`). The kept epoch is chosen
+by the validation IWAE_k, reported as ``valid_iwae`` beside the ELBO and its terms from the same draws.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class IWAE(Objective):
     """-mean_x IWAE_k(x); the ELBO terms reported are the k draws' Monte Carlo ELBO."""
 
     discrete_target = "iwae"
+    importance_weighted = True
     bounds = ("iwae",)
     core_settings = ("k",)
 

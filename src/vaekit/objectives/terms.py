@@ -11,6 +11,10 @@ and IWAE_k increases with k towards log p(x) (Burda et al., 2016). All values ar
 not know which families they combine. The KL term is taken in closed form when
 ``torch.distributions.kl_divergence`` has one registered for the pair (q, p), and estimated by Monte Carlo,
 log q(z|x) - log p(z) at the same draws, otherwise (as Pyro's TraceMeanField_ELBO does).
+
+The draws of :func:`elbo` and :func:`sampled_terms` (every objective's) go through the gradient estimator of a
+reparameterized q(z|x) when one is active (:mod:`vaekit.objectives.reparameterized`: STL and DReG take log q(z|x)
+at stopped-gradient parameters, so the KL is then always the Monte Carlo one); the values are the same.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from vaekit.bounds.weights import draw_log_weights
 from vaekit.distributions import rsample, rsample_and_log_prob, sample
 from vaekit.distributions.kl import has_closed_form_kl
 from vaekit.errors import VaekitError
+from vaekit.objectives.reparameterized import active_session
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -73,10 +78,20 @@ def elbo(
     """
     x, x_enc = _inputs(model, x, encoder_input)
     q = model.posterior(x_enc, y) if posterior is None else posterior
-    if getattr(q, "is_point_mass", False):
+    session = active_session()
+    if getattr(q, "is_point_mass", False) and session is None:
         return autoencoder_terms(model, x, q, y)
     p = model.prior_distribution()
     shape = (samples,) if samples > 1 else ()
+    if session is not None:  # STL or DReG: log q at stopped parameters, so a Monte Carlo KL
+        if analytic_kl:
+            raise VaekitError(f"analytic_kl=True: the estimator {session.estimator.name} takes log q(z|x) at the "
+                              "draws (a Monte Carlo KL); use analytic_kl=None")
+        reconstruction, kl, z = session.draw(q, p.log_prob, lambda v: model.log_likelihood(x, v, y), shape,
+                                             generator)
+        if samples > 1:
+            reconstruction, kl = reconstruction.mean(0), kl.mean(0)
+        return ElboTerms(reconstruction - kl, reconstruction, kl, z)
     closed = analytic_kl is not False and has_closed_form_kl(q, p)
     if analytic_kl and not closed:
         raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form registered "
@@ -113,7 +128,10 @@ def sampled_terms(
     With ``encoder_input`` x~ the proposal is q(z|x~) (see :func:`elbo`); the bound still holds.
     """
     x, x_enc = _inputs(model, x, encoder_input)
-    return draw_log_weights(model.posterior(x_enc, y), model.log_prior, lambda z: model.log_likelihood(x, z, y), k,
+    q, session = model.posterior(x_enc, y), active_session()
+    if session is not None:  # an estimator of the encoder's gradient acts on these draws (STL, DReG)
+        return session.draw(q, model.log_prior, lambda z: model.log_likelihood(x, z, y), (k,), generator)[:2]
+    return draw_log_weights(q, model.log_prior, lambda z: model.log_likelihood(x, z, y), k,
                             generator)  # the log-weight engine, (k, N) each
 
 

@@ -1,6 +1,6 @@
 """What a run is made of, from its settings: the model (with the data checked against its likelihood), the
-objective and its selection score, a discrete model's gradient estimator, the starting weights and the
-trainable parameters."""
+objective and its selection score, the gradient estimator (a discrete model's, or a reparameterized model's STL or
+DReG), the starting weights and the trainable parameters."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ from vaekit.objectives.discrete import (
     EstimatorSettings,
     check_estimator,
     default_estimator,
+)
+from vaekit.objectives.reparameterized import (
+    REPARAMETERIZED,
+    ReparameterizedEstimator,
+    build_estimator,
+    check_reparameterized_estimator,
 )
 
 
@@ -92,14 +98,21 @@ def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition:
 
 
 def _estimator_for(model: LatentVariableModel, cfg: TrainConfig, objective: Objective,
-                   device: torch.device) -> DiscreteEstimator | None:
-    """The gradient estimator of a model with a discrete q(z|x) (``cfg.estimator``, or enumeration where the
-    latent space is small and Gumbel-softmax otherwise); None for a reparameterized model."""
+                   device: torch.device) -> DiscreteEstimator | ReparameterizedEstimator | None:
+    """The gradient estimator: for a discrete q(z|x) ``cfg.estimator``, or enumeration where the latent space is
+    small and Gumbel-softmax otherwise; for a reparameterized one ``cfg.estimator`` (pathwise, stl or dreg, each
+    checked against the model and the objective), None (the pathwise gradient) when none is named."""
     if not model.is_discrete:
-        if cfg.estimator is not None:
+        if cfg.estimator is None:
+            return None
+        if cfg.estimator not in REPARAMETERIZED:
             raise ConfigError(f"--estimator {cfg.estimator} is for discrete latents (--posterior categorical or "
-                              "bernoulli); this model's q(z|x) is reparameterized")
-        return None
+                              f"bernoulli); this model's q(z|x) is reparameterized: use "
+                              f"{', '.join(REPARAMETERIZED.names())}")
+        check_reparameterized_estimator(model, cfg.estimator, objective)
+        return build_estimator(cfg.estimator).to(device)
+    if cfg.estimator in REPARAMETERIZED:
+        check_reparameterized_estimator(model, cfg.estimator, objective)  # the one line saying why not
     name = cfg.estimator or default_estimator(model)
     check_estimator(model, name, objective.discrete_target, cfg.k)
     settings = EstimatorSettings(temperature=cfg.temperature, temperature_min=cfg.temperature_min,
@@ -110,7 +123,7 @@ def _estimator_for(model: LatentVariableModel, cfg: TrainConfig, objective: Obje
     return estimator.to(device)
 
 
-def _estimator_fields(estimator: DiscreteEstimator | None) -> dict[str, Any]:
+def _estimator_fields(estimator: DiscreteEstimator | ReparameterizedEstimator | None) -> dict[str, Any]:
     """What a metrics row says about the estimator: its name and, for a relaxation, that the training ELBO is
     the relaxed objective at the temperature of the epoch's last step (validation is always discrete)."""
     if estimator is None:

@@ -14,6 +14,7 @@ from vaekit.io import checkpoint as ckpt
 from vaekit.models import LatentVariableModel
 from vaekit.objectives import INFERENCE, Objective, build_objective
 from vaekit.objectives.discrete import DiscreteEstimator
+from vaekit.objectives.reparameterized import objective_loss
 
 #: Steps between the loop's looks at the losses (one wait for the device each time, none in between): a NaN or
 #: infinite loss stops training at most this many steps after it, named by its own epoch and step.
@@ -42,7 +43,8 @@ class LossModule(torch.nn.Module):
     def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         x_enc = x + self.encoder_noise * torch.randn_like(x) if self.encoder_noise > 0 else None
-        out = self.objective.loss(self.model, x, y, beta=beta, encoder_input=x_enc, estimator=self.estimator)
+        out = objective_loss(self.objective, self.model, x, y, beta=beta, encoder_input=x_enc,
+                             estimator=self.estimator)  # a reparameterized estimator acts on the draws
         terms = out.terms
         with torch.no_grad():  # for the log: no graph
             stats = torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])

@@ -20,8 +20,8 @@ from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import Logger, check_available
 from vaekit.models import LatentVariableModel
-from vaekit.objectives.discrete import ESTIMATORS
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
+from vaekit.objectives.reparameterized import estimator_names
 from vaekit.progress import enabled as progress_enabled
 from vaekit.progress import notebook_log
 from vaekit.runtime import autocast_context, resolve_device, set_precision
@@ -175,8 +175,9 @@ def fit(
     by default the model's own (the ELBO, or an autoencoder's reconstruction objective). ``settings`` are further
     training keys (:func:`vaekit.config.training_keys`): ``lr_schedule``, ``weight_decay``, ``clip_grad``,
     ``patience``, ``eval_batch_size``, ``encoder_noise``, ``train_only``, ``device``, ``precision``, ``threads``,
-    ``compile``, for a discrete q(z|x) the ``estimator`` (see :mod:`vaekit.objectives.discrete`) with
-    ``temperature``, ``temperature_min``, ``anneal_rate``, and the flat settings of the objectives. The model's
+    ``compile``, the ``estimator`` (a reparameterized q(z|x)'s pathwise, stl or dreg, see
+    :mod:`vaekit.objectives.reparameterized`; a discrete one's, see :mod:`vaekit.objectives.discrete`, with
+    ``temperature``, ``temperature_min``, ``anneal_rate``), and the flat settings of the objectives. The model's
     own settings are its business: it is saved as it is (``model.json``, with user networks recorded by class
     name only).
     """
@@ -224,7 +225,7 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
     settings = dict(settings)
     estimator = settings.pop("estimator", None)  # checked against the model itself, which cfg does not describe
     if estimator is not None and not isinstance(estimator, str):
-        raise ConfigError(f"estimator must be a name ({', '.join(ESTIMATORS)}); got {estimator!r}")
+        raise ConfigError(f"estimator must be a name ({', '.join(estimator_names())}); got {estimator!r}")
     name = getattr(ds, "name", None) or IN_MEMORY
     cfg = from_dict({"dataset": name, **given, "conditional": bool(getattr(model, "condition", 0)), **settings},
                     source="fit()")
