@@ -304,3 +304,18 @@ def test_the_reparameterized_estimators_act_on_their_draws(model, x):
     for name, p in model.named_parameters():
         want = miwae_dreg[name] if name in names else iwae_mk[name]  # SGD, lr 1: minus the gradient of the loss
         torch.testing.assert_close(p.detach() - before[name], -want, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_counts_the_draws_of_miwae_in_its_memory_check(monkeypatch):
+    """vaekit.fit's memory check sizes a step by the objective's draws per example (MIWAE's m x k), not k alone."""
+    import types
+
+    from vaekit.config import resolve
+    from vaekit.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "check_draws", lambda model, draws, batch, device, names: seen.append((draws, names)))
+    model = vaekit.VAE(shape=(1, 4, 4), latent=2, hidden=[8])
+    cfg = resolve({"objective": {"name": "miwae", "m": 3}, "k": 5}, {})
+    trainer._check_fit_memory(model, types.SimpleNamespace(shape=(1, 4, 4)), cfg)
+    assert seen == [(15, ("m and k", "batch_size"))]

@@ -202,13 +202,18 @@ def fit(
 
 
 def _check_fit_memory(model: LatentVariableModel, ds: Any, cfg: TrainConfig) -> None:
-    """The memory check of ``vaekit train``, before the run folder is made: k x batch_size decoder rows
-    (:func:`vaekit.bounds.sizing.check_draws`), refused in one error naming ``k`` and ``batch_size``."""
-    if cfg.k <= 1:
+    """The memory check of ``vaekit train``, before the run folder is made: the objective's draws per example (k;
+    MIWAE's m x k) x batch_size decoder rows (:func:`vaekit.bounds.sizing.check_draws`), refused in one error
+    naming the arguments that set them."""
+    from vaekit.objectives import build_objective
+
+    draws = build_objective(cfg.component("objective"), k=cfg.k).draws()
+    if draws <= 1:
         return
     if hasattr(model, "build"):
         model.build(tuple(ds.shape))  # what fit() does next anyway: the decoder must exist to be measured
-    check_draws(model, cfg.k, cfg.batch_size, resolve_device(cfg.device))
+    names = ("k", "batch_size") if draws == cfg.k else ("m and k", "batch_size")
+    check_draws(model, draws, cfg.batch_size, resolve_device(cfg.device), names=names)
 
 
 def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], settings: dict[str, Any]) -> TrainConfig:
