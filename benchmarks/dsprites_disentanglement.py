@@ -99,17 +99,22 @@ def summarise(results: dict[str, list[dict]]) -> dict:
     return out
 
 
+def _cell(entry: dict, digits: int) -> str:
+    """mean +- SD over the seeds (the mean alone, marked, from one seed; a dash from none)."""
+    if entry["mean"] is None:
+        return "—"
+    if entry["sd"] is None:
+        return f"{entry['mean']:.{digits}f} (1 seed)"
+    return f"{entry['mean']:.{digits}f} ± {entry['sd']:.{digits}f}"
+
+
 def table(summary: dict) -> str:
-    cols = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
-            "dci_informativeness", "modularity", "explicitness")
-    head = "| method | " + " | ".join(cols) + " | valid ELBO (nats) | training (s) |"
-    lines = [head, "|" + "---|" * (len(cols) + 3)]
+    head = "| method | seeds | " + " | ".join(METRICS) + " | valid ELBO (nats) | training (s) |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
     for method, entry in summary.items():
-        cells = [f"{entry[c]['mean']:.3f} ± {entry[c]['sd']:.3f}" if entry[c]["sd"] is not None else "—"
-                 for c in cols]
-        e, t = entry["kept_valid_elbo"], entry["train_seconds"]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {e['mean']:.1f} ± {e['sd']:.1f} | "
-                     f"{t['mean']:.0f} ± {t['sd']:.0f} |")
+        cells = [_cell(entry[c], 3) for c in METRICS]
+        lines.append(f"| {method} | {entry['mig']['n']} | " + " | ".join(cells)
+                     + f" | {_cell(entry['kept_valid_elbo'], 1)} | {_cell(entry['train_seconds'], 0)} |")
     return "\n".join(lines)
 
 
