@@ -46,7 +46,8 @@ def assert_valid(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         assert v is None or (type(v) in (int, float) and math.isfinite(v) and v >= 0), (name, v)
     assert cfg.lr > 0 and (cfg.clip_grad is None or cfg.clip_grad > 0)
-    assert isinstance(cfg.hidden, list) and cfg.hidden and all(type(h) is int and h >= 1 for h in cfg.hidden)
+    assert isinstance(cfg.hidden, list) and all(type(h) is int and h >= 1 for h in cfg.hidden)
+    assert cfg.hidden or cfg.model == "mlp"  # no hidden layer: linear MLP networks (a conv net needs its dense layer)
     assert isinstance(cfg.dataset, str) and cfg.dataset
     assert cfg.data_dir is None or isinstance(cfg.data_dir, str)
     assert type(cfg.compile) is bool
