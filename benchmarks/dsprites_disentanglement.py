@@ -118,6 +118,34 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+FIGURE = ROOT / "docs" / "figures" / "dsprites-traversals.png"
+
+
+def figure(results: dict[str, list[dict]], out: Path) -> str:
+    """Traversals of the run with the highest MIG, one row per unit with Cov_x E_q[z_j] > 0.01 over 1,000
+    training images (at most 8, the most informative first), labelled with the factor each tells most about
+    (I(z_j; v_k) in nats over those images); written to docs/figures/dsprites-traversals.png. Returns the run."""
+    import torch
+
+    from vaekit.evaluation import load_model
+    from vaekit.evaluation.disentanglement import unit_factor_information
+    from vaekit.evaluation.evaluator import load_run_data
+    from vaekit.pages import viz
+
+    method, row = max(((m, r) for m, rows in results.items() for r in rows), key=lambda mr: mr[1]["mig"])
+    run = out / f"{method}-seed-{row['seed']}"
+    model, ds = load_model(run), load_run_data(run)
+    info = unit_factor_information(model, ds, split="train", points=1000)
+    with torch.inference_mode():
+        codes = model.code(ds.train[:1000])
+    active = [j for j in range(codes.shape[1]) if float(codes[:, j].var()) > 0.01]
+    units = sorted(active, key=lambda j: -info.matrix[j].max())[:8]
+    labels = [f"z{j}: {info.factor_names[int(info.matrix[j].argmax())]} ({info.matrix[j].max():.2f} nats)"
+              for j in units]
+    viz.save_figure(viz.traversals_figure(model, units, codes[0], 9, labels), FIGURE)
+    return str(run.relative_to(out.parent) if out.is_absolute() else run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -150,6 +178,8 @@ def main() -> None:
                "methods": summarise(results)}
     SUMMARY.write_text(json.dumps(summary, indent=1))
     print(table(summary["methods"]))
+    if all(len(rows) == len(seeds) for rows in results.values()):
+        print(f"traversals of {figure(results, args.out)} written to {FIGURE.relative_to(ROOT)}")
     print(f"load average at start {load0}, at end {summary['load_average_end']}")
 
 
