@@ -15,6 +15,7 @@ from vaekit.models import LatentVariableModel
 from vaekit.objectives import INFERENCE, Objective, build_objective
 from vaekit.objectives.discrete import DiscreteEstimator
 from vaekit.objectives.reparameterized import objective_loss
+from vaekit.training.adam import Adam, fused_available
 
 #: Steps between the loop's looks at the losses (one wait for the device each time, none in between): a NaN or
 #: infinite loss stops training at most this many steps after it, named by its own epoch and step.
@@ -112,7 +113,7 @@ class _AdamUpdate:
 
     def __init__(self, optimizer: torch.optim.Optimizer, found_inf: torch.Tensor | None):
         self.optimizer, self.found_inf = optimizer, found_inf
-        self.direct = type(optimizer) is torch.optim.Adam and hasattr(torch, "_fused_adam_") and all(
+        self.direct = type(optimizer) in (torch.optim.Adam, Adam) and hasattr(torch, "_fused_adam_") and all(
             group.get("fused") and not any(group.get(k) for k in ("amsgrad", "maximize", "differentiable",
                                                                     "capturable", "decoupled_weight_decay"))
             and not any(torch.is_tensor(v) for v in (group["lr"], *group["betas"]))
@@ -257,8 +258,4 @@ def _backward_parts(loss: torch.Tensor, routes: _Routes, aux: dict[str, torch.Te
 
 def _fused_if_supported(device: torch.device) -> dict[str, bool]:
     """Adam's fused kernel (one pass over all parameters) where this torch build has it."""
-    try:
-        torch.optim.Adam([torch.zeros(1, device=device, requires_grad=True)], fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return {}
-    return {"fused": True}
+    return {"fused": True} if fused_available(device) else {}

@@ -25,6 +25,7 @@ from vaekit.objectives.reparameterized import estimator_names
 from vaekit.progress import enabled as progress_enabled
 from vaekit.progress import notebook_log
 from vaekit.runtime import autocast_context, resolve_device, set_precision
+from vaekit.training.adam import Adam
 from vaekit.training.build import _estimator_for, _init_weights, _trainable_parameters, model_for, objective_for
 from vaekit.training.callbacks import (
     Callback,
@@ -405,8 +406,8 @@ def _restore_or_start(loop: Loop, cfg: TrainConfig, folder: RunFolder, ctx: D.Di
     trainable = _trainable_parameters(model, cfg.train_only, auxiliary)
     if estimator is not None:
         trainable += list(estimator.parameters())  # NVIL's baseline
-    loop.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                      **_fused_if_supported(loop.data.train.device))
+    loop.optimizer = Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          **_fused_if_supported(loop.data.train.device))
     loop.scheduler = _make_scheduler(cfg, loop.optimizer)
     loop.state = {"epoch": 0, "best_valid_elbo": -math.inf, "best_epoch": 0, "since_best": 0, "seconds": 0.0,
                   "scheduler": None, "last": None}
