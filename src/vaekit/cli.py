@@ -14,7 +14,7 @@ import errno
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from vaekit import __version__
 from vaekit.errors import VaekitError
@@ -40,7 +40,10 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``vaekit`` and its commands. With ``full``, only the commands named there get their flags; a
+    command whose module states its ``HELP`` line is listed by that line alone otherwise, so that ``vaekit --help``
+    or another command never builds flags it will not parse (those of ``vaekit train`` need torch)."""
     parser = OneLineArgumentParser(
         prog="vaekit",
         description="Variational autoencoders, correct to the last nat.",
@@ -48,8 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
     for name in COMMANDS:
-        importlib.import_module(f"vaekit.commands.{name}").register(sub)
+        module = importlib.import_module(f"vaekit.commands.{name}")
+        if full is None or name in full or not hasattr(module, "HELP"):
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=module.HELP)
     return parser
+
+
+def invoked(argv: Sequence[str]) -> set[str]:
+    """The command ``argv`` runs, as a set (empty for ``--help``, ``--version`` or no command): the first word
+    that is not an option, since ``vaekit`` itself takes no option with a value."""
+    words = [a for a in argv if not a.startswith("-")]
+    return {words[0]} & set(COMMANDS) if words else set()
 
 
 #: Entry-point group of installed packages that register components (``vaekit.plugins``): loading one imports
@@ -77,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vaekit: error: standard output is closed; give vaekit somewhere to write it, e.g. >/dev/null",
               file=sys.stderr)  # print() to a closed stderr (None) writes nothing
         return 2
-    load_plugins()
-    parser = build_parser()
+    command = invoked(sys.argv[1:] if argv is None else argv)
+    if command:  # plugins register components, which only commands use
+        load_plugins()
+    parser = build_parser(full=command)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

@@ -8,6 +8,10 @@ import sys
 from vaekit.commands._args import finite_float
 from vaekit.commands._json import print_json
 
+#: The line of ``vaekit --help`` for this command. The CLI lists a command that has one by it alone when another
+#: command runs: the flags of this one come from every registry (components, objectives) and need torch.
+HELP = "train a VAE and write a run directory"
+
 #: The flags that name no setting of their own: --flow is another name of --posterior.
 ALIASES: dict[str, tuple] = {
     "--flow": (str, "normalizing flow in q(z|x): iaf or planar (the same as --posterior; one level only)"),
@@ -98,7 +102,7 @@ def component_flags() -> dict[str, tuple]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "train", help="train a VAE and write a run directory",
+        "train", help=HELP,
         description="Train a VAE by maximising the ELBO (or the IWAE bound). Writes RUN/config.json, "
         "RUN/metrics.jsonl, RUN/model.safetensors (best weights) and RUN/checkpoint.safetensors (for --resume); "
         "with --log also RUN/metrics.csv (csv) and RUN/tensorboard/ (tensorboard: scalars per epoch and grids of "
