@@ -65,6 +65,8 @@ def assert_valid(cfg: TrainConfig) -> None:
 @example({"objective": {"name": "piwae", "m": 2**40}})
 @example({"objective": {"name": "ciwae", "beta": float("nan")}})
 @example({"objective": "ciwae", "ciwae_beta": 0.25, "k": 3})
+@example({"objective": {"name": "infovae-mmd", "alpha": 2, "weight": 1e300}})
+@example({"objective": "wae-mmd", "posterior": "delta", "mmd_scales": "1e308,nan", "mmd_kernel": "imq"})
 def test_random_dicts_give_a_valid_config_or_a_config_error(values):
     try:
         cfg = from_dict(values)

@@ -44,41 +44,68 @@ def training_codes(model: LatentVariableModel, data: torch.Tensor, batch_size: i
     return torch.cat(parts).double()
 
 
+@torch.no_grad()
+def training_draws(model: LatentVariableModel, data: torch.Tensor, seed: int = 0,
+                   batch_size: int = 1000) -> torch.Tensor:
+    """One draw z_n ~ q(z|x_n) for every training example, (N, L), from a generator seeded with ``seed``: samples
+    of the aggregate posterior q(z) = (1/N) sum_n q(z|x_n) of a model whose q(z|x) is a density."""
+    from vaekit.distributions import rsample
+
+    model.eval()
+    p = next(model.parameters())
+    gen = torch.Generator(device=p.device).manual_seed(seed)
+    parts = [rsample(model.posterior(data[i : i + batch_size].to(device=p.device, dtype=p.dtype)), (), gen).cpu()
+             for i in range(0, data.shape[0], batch_size)]
+    return torch.cat(parts).double()
+
+
 def fit_code_density(model: LatentVariableModel, data: torch.Tensor, components: int = DEFAULT_COMPONENTS,
                      seed: int = 0) -> Any:
-    """Fit the Gaussian mixture to the training codes of an autoencoder and make it the model's prior (the
-    ``fitted-gmm`` component), setting the proposal width; returns the fitted scikit-learn mixture."""
+    """Fit the Gaussian mixture to the training codes and make it the model's prior (the ``fitted-gmm``
+    component); returns the fitted scikit-learn mixture. An autoencoder's codes are f(x_n), and the width of its
+    importance-sampling proposal is set here; a model with a continuous density q(z|x) (trained by an objective with
+    no bound of its own, e.g. InfoVAE-MMD) gives one draw z ~ q(z|x_n) per example (samples of its aggregate
+    posterior), and q(z|x) itself stays the proposal."""
     from sklearn.mixture import GaussianMixture
 
     from vaekit.components.priors import FittedMixturePrior
 
-    if not is_autoencoder(model):
-        raise VaekitError("a density is fitted to the codes of an autoencoder (--posterior delta) only")
-    codes = training_codes(model, data).numpy()
+    autoencoder = is_autoencoder(model)
+    if not autoencoder and (model.is_discrete or getattr(model, "posterior_family", None) is None):
+        raise VaekitError("a density is fitted to the codes of a one-level model with continuous codes only (an "
+                          "autoencoder, --posterior delta, or a continuous q(z|x))")
+    codes = (training_codes(model, data) if autoencoder else training_draws(model, data, seed)).numpy()
     if codes.shape[0] < 2:
         raise VaekitError("fitting a density to the codes needs at least 2 training examples")
     components = max(1, min(int(components), codes.shape[0] // 2))
     gmm = GaussianMixture(n_components=components, covariance_type="diag", reg_covar=1e-6, random_state=seed,
                           max_iter=200)
     gmm.fit(codes)
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
-    prior = FittedMixturePrior(model.latent_size, components).to(device=device, dtype=dtype)
-    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    p = next(model.parameters())
+    prior = FittedMixturePrior(model.latent_size, components).to(device=p.device, dtype=p.dtype)
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=p.dtype, device=p.device)  # noqa: E731
     prior.set_mixture(as_tensor(gmm.means_), torch.log(as_tensor(gmm.covariances_)), as_tensor(gmm.weights_))
     model.prior = prior  # model.json describes it from the component itself (VAE.describe)
-    width = torch.log(as_tensor((gmm.weights_[:, None] * np.sqrt(gmm.covariances_)).sum(0)))  # (L,)
+    if autoencoder:
+        width = torch.log(as_tensor((gmm.weights_[:, None] * np.sqrt(gmm.covariances_)).sum(0)))  # (L,)
+        _fit_proposal(model, data, width, seed)
+    return gmm
+
+
+def _fit_proposal(model: LatentVariableModel, data: torch.Tensor, width: torch.Tensor, seed: int) -> None:
+    """Set an autoencoder's proposal N(f(x), diag (c w)^2) to the factor c of :data:`PROPOSAL_FACTORS` whose ELBO is
+    highest on 256 training examples; ``width``: log w, (L,)."""
+    p = next(model.parameters())
     family = model.posterior_family
     family.proposal_fitted.fill_(1.0)
     probe = data[torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:256]]
     best = (-math.inf, 0.0)
     for factor in PROPOSAL_FACTORS:
         family.proposal_log_scale.copy_(width + math.log(factor))
-        value = _proposal_elbo(model, probe.to(device=device, dtype=dtype), seed)
+        value = _proposal_elbo(model, probe.to(device=p.device, dtype=p.dtype), seed)
         if value > best[0]:
             best = (value, factor)
     family.proposal_log_scale.copy_(width + math.log(best[1]))
-    return gmm
 
 
 #: The proposal widths tried, as fractions of the fitted mixture's component width.
@@ -120,6 +147,21 @@ def proposal_note(model: LatentVariableModel) -> str:
         density = f"the {getattr(model.prior, 'name', 'given')} prior p(z), which it was not trained with"
     return (f"autoencoder: log p(x) is that of the decoder with {density}, importance-sampled with the proposal "
             f"N(f(x), diag s^2), s = {float(s.mean()):.3g} on average; its ELBO and KL are those of that proposal")
+
+
+def density_note(model: LatentVariableModel) -> str | None:
+    """What an evaluated log p(x) is the likelihood of when the density on z was chosen after training (an
+    autoencoder's, or one fitted to draws of a density q(z|x)), in one line; None for a model with its trained
+    prior."""
+    if is_autoencoder(model):
+        return proposal_note(model)
+    prior = getattr(model, "prior", None)
+    if getattr(prior, "name", "") != "fitted-gmm":
+        return None
+    return (f"decoder + fitted density: log p(x) is that of the decoder with a Gaussian mixture of {prior.components} "
+            "components fitted after training to one draw of q(z|x) per training example (a density chosen "
+            "afterwards, not the N(0, I) it was trained against), importance-sampled with the trained q(z|x) as "
+            "proposal; its ELBO and KL are those of that mixture")
 
 
 def with_standard_normal_prior(model: LatentVariableModel) -> Any:

@@ -93,9 +93,14 @@ def component_flags() -> dict[str, tuple]:
         except Exception:
             hint = None
         f = entry.fields()[field]
-        default = f.default if f.default is not dataclasses.MISSING else None
+        defaults = {}  # each owner's default: components that share a flag may differ (wae-mmd's and infovae-mmd's)
+        for _, owner, setting in owners:
+            own = _registries()[kind].entry(owner).fields()[setting]
+            defaults[owner] = own.default if own.default is not dataclasses.MISSING else None
+        shown = ", ".join(f"{v} for {o}" for o, v in defaults.items()) if len(set(map(repr, defaults.values()))) > 1 \
+            else defaults[owners[0][1]]
         flag = "--" + key.replace("_", "-")
-        text = f"{kind} {' / '.join(owner for _, owner, _ in owners)}: {field.replace('_', ' ')} (default {default})"
+        text = f"{kind} {' / '.join(owner for _, owner, _ in owners)}: {field.replace('_', ' ')} (default {shown})"
         out[flag] = (_flag_type(hint if hint is not None else f.type, flag), text)
     return out
 

@@ -557,13 +557,14 @@ def _per_example(arr: dict[str, np.ndarray], gap: np.ndarray, k: int, n: int) ->
 
 
 def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list[str]:
-    """The caveats of :func:`_notes`, after a note on the proposal of an autoencoder's fitted density."""
+    """The caveats of :func:`_notes`, after a note on a density fitted after training (an autoencoder's)."""
     notes = _notes(ev.model, ess, ev.k, kind=ev.kind, levels=ev.levels, dim=ev.x.shape[1], seed=int(ev.seed),
                    floor=floor)
-    if getattr(getattr(ev.model, "posterior_family", None), "autoencoder", False):
-        from vaekit.analysis.posthoc import proposal_note
+    from vaekit.analysis.posthoc import density_note
 
-        notes.insert(0, proposal_note(ev.model))
+    note = density_note(ev.model)  # an autoencoder's, or decoder + a density fitted to q(z|x)'s draws
+    if note is not None:
+        notes.insert(0, note)
     return notes
 
 

@@ -1,7 +1,8 @@
 """Objectives: the bounds and their terms (:mod:`vaekit.objectives.terms`), and the registered objectives that
 train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, Rainforth et al.'s
 multi-sample bounds ``miwae``, ``ciwae`` and ``piwae``, and for disentangling ``beta-tcvae``, ``dip-vae-i``,
-``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family).
+``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family), and the MMD family ``wae-mmd`` and
+``infovae-mmd`` (:mod:`vaekit.objectives.mmd`).
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -22,8 +23,10 @@ from vaekit.objectives import (  # noqa: F401 - the built-in registrations
     evidence,
     factorvae,
     importance,
+    infovae_mmd,
     miwae,
     piwae,
+    wae_mmd,
 )
 from vaekit.objectives.base import INFERENCE, OBJECTIVES, Loss, Objective, Score, build_objective
 from vaekit.objectives.terms import (

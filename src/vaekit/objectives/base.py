@@ -85,6 +85,9 @@ class Objective:
     core_settings: tuple[str, ...] = ()
     #: Whether it trains a deterministic autoencoder (a point-mass q(z|x), which has no density).
     trains_autoencoders: bool = False
+    #: Whether the model it trains is evaluated as "decoder + a density fitted to its codes after training" (the
+    #: objective has no bound of its own: WAE-MMD, InfoVAE-MMD); a point-mass q(z|x) always is.
+    fits_code_density: bool = False
     #: Whether it is an importance-weighted bound: a loss that is a sum over examples of a function of each example's
     #: log weights log w = log p(x, z) - log q(z|x), drawn through :mod:`vaekit.objectives.terms` (IWAE, and the
     #: multi-sample bounds made of them). The DReG estimator applies to these

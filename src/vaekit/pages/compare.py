@@ -113,8 +113,9 @@ class RunSummary:
         ev = self.evaluation.to_dict() if self.evaluation is not None else {}
         from vaekit.config import named
 
-        out: dict[str, Any] = {"name": self.name, "run": str(self.path),
-                               "objective": "autoencoder" if self.autoencoder else named(self.config, "objective")}
+        objective = named(self.config, "objective")  # an autoencoder's own objective unless it names another
+        out: dict[str, Any] = {"name": self.name, "run": str(self.path), "objective": "autoencoder" if
+                               self.autoencoder and objective in (None, "elbo", "autoencoder") else objective}
         out.update({key: ev.get(key) for key in EVALUATION_KEYS})
         if self.autoencoder:
             out.update(distortion=self.distortion, distortion_stderr=self.distortion_stderr,

@@ -116,14 +116,15 @@ class OnEpoch(Callback):
 
 
 class CodeDensity(Callback):
-    """After an autoencoder's training: a Gaussian mixture fitted to its training codes, the density on z that makes
-    "decoder + density" a model of x (:func:`vaekit.analysis.posthoc.fit_run_density`)."""
+    """After an autoencoder's training (or that of an objective with no bound of its own, ``fits_code_density``:
+    WAE-MMD, InfoVAE-MMD): a Gaussian mixture fitted to its training codes, the density on z that makes "decoder +
+    density" a model of x (:func:`vaekit.analysis.posthoc.fit_run_density`)."""
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say
 
     def on_fit_end(self, loop: Any) -> None:
-        if not loop.model.is_autoencoder:
+        if not (loop.model.is_autoencoder or loop.objective.fits_code_density):  # those with no bound of their own
             return
         train = loop.data.train
         fit_run_density(Path(loop.run), train, seed=loop.cfg.seed)
