@@ -187,6 +187,12 @@ class EvaluationResult:
     gaps_log_px: str | None = None
     gaps_steps: int = 0
     gaps_converged: float | None = None
+    # a model whose q(z|x) is a point mass on one-hot codes (a VQ-VAE): its ELBO log p(x|z_q) + log p(z_q), a lower
+    # bound on log p(x) under the code prior vq_prior ("uniform" or "pixelcnn"), and the bits/dim -bound / (D ln 2)
+    vq_elbo: float | None = None
+    vq_elbo_stderr: float | None = None
+    vq_bits_per_dim: float | None = None
+    vq_prior: str | None = None
 
     @property
     def dequantized(self) -> bool:
@@ -334,6 +340,9 @@ def evaluate_model(
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
+    if getattr(model, "one_hot_codes", False):  # a VQ-VAE: one bound, no draws (every weight of q is the same)
+        return _one_hot_result(_Evaluation(model, x, y, kind, levels, shift, k=1, seed=seed, split=split, fast=fast,
+                                           memory_budget=memory_budget), device, batch_size, ais, gaps, per_example)
     ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
                      memory_budget=memory_budget)
     _plan(ev, device, batch_size)
@@ -345,6 +354,48 @@ def evaluate_model(
     add_annealed(result, ev.model, ev.x, ev.y, ev.shift, result.per_example["log_px"], ais, gaps, int(seed),
                  memory_budget, per_example)
     return result
+
+
+def _one_hot_result(ev: _Evaluation, device: str | torch.device | None, batch_size: int | None, ais: Any, gaps: Any,
+                    per_example: bool) -> EvaluationResult:
+    """The result of a model whose q(z|x) is a point mass on one-hot codes z_q(x) (a VQ-VAE): ELBO = log p(x|z_q)
+    + log p(z_q) per example (entropy 0, KL = -log p(z_q)), which importance sampling with q does not tighten
+    (IWAE_K = ELBO for every K), reported as ``vq_elbo``; ``nll`` and ``bits_per_dim`` are its negation."""
+    if ais is not None or gaps is not None:
+        raise VaekitError(f"{'ais' if ais is not None else 'gaps'}: this model's q(z|x) is a point mass on discrete "
+                          "codes (a VQ-VAE), which AIS and the gap fit do not take; its figure is the vq_elbo bound")
+    _plan(ev, device, batch_size)
+    t0, parts = time.perf_counter(), {"reconstruction": [], "kl": []}
+    try:
+        with torch.inference_mode():
+            for start in range(0, ev.n, ev.batch_size):
+                x = ev.x[start : start + ev.batch_size].to(device=ev.device, dtype=ev.dtype)
+                z = ev.model.posterior(x).mean
+                parts["reconstruction"].append(ev.model.log_likelihood(x, z).double().cpu())
+                parts["kl"].append(-ev.model.log_prior(z).double().cpu())
+    finally:
+        ev.model.train(ev.was_training)
+    rec, kl = (torch.cat(parts[key]).numpy() - (ev.shift if key == "reconstruction" else 0.0) for key in parts)
+    bound, seconds, bpd = rec - kl, time.perf_counter() - t0, 1.0 / (ev.x.shape[1] * math.log(2))
+    if not np.isfinite(bound).all():
+        raise VaekitError(f"the bound is not finite for {int((~np.isfinite(bound)).sum())} examples; the model or "
+                          "the data is broken (NaN weights, or data outside the likelihood's support)")
+    prior = str(getattr(ev.model, "code_prior_name", "")) or None
+    mean, se = float(bound.mean()), _stderr(bound)
+    notes = [f"q(z|x) is a point mass on one-hot codes (a VQ-VAE): vq_elbo = log p(x|z_q) + log p(z_q) with the "
+             f"{prior} prior over the codes is a lower bound on log p(x), which importance sampling with q does not "
+             "tighten (every weight is the same); nll and bits_per_dim are this bound negated (upper bounds)"]
+    notes += _notes(ev.model, np.ones(1), 1, kind=ev.kind, levels=ev.levels, dim=ev.x.shape[1], seed=int(ev.seed))
+    per = {"vq_elbo": bound, "reconstruction": rec, "kl": kl} if per_example else None
+    return EvaluationResult(
+        elbo=mean, reconstruction=float(rec.mean()), kl=float(kl.mean()), nll=-mean, nll_stderr=se, elbo_stderr=se,
+        bits_per_dim=-mean * bpd, gap=0.0, gap_stderr=0.0, active_units=0, kl_per_dim=[], k=1, n=ev.n,
+        seconds=seconds, data_dim=ev.x.shape[1], bits_per_dim_stderr=se * bpd, mean_ess=1.0,
+        log_weights_per_second=ev.n / seconds if seconds > 0 else math.inf, batch_size=ev.batch_size, k_chunk=1,
+        seed=int(ev.seed), split=ev.split, likelihood=str(getattr(ev.model.likelihood, "name", "")), notes=notes,
+        per_example=per, rate_stderr=_stderr(kl), distortion_stderr=_stderr(rec), log_px_kind=ev.kind,
+        levels=ev.levels, dequantization_nats=ev.shift, vq_elbo=mean, vq_elbo_stderr=se, vq_bits_per_dim=-mean * bpd,
+        vq_prior=prior)
 
 
 #: The per-example statistics of :func:`log_weight_stats` that :func:`evaluate_model` averages.
@@ -890,17 +941,23 @@ def evaluate(model: LatentVariableModel, x: Any, k: int = DEFAULT_K, seed: int =
                           gaps=gaps)
 
 
+def _pm_cell(v: float | None, se: float | None, fmt: str = ".3f") -> str:
+    """A table's value, with its standard error where it has a finite one."""
+    v = math.nan if v is None else v
+    se = math.nan if se is None else se
+    return f"{v:{fmt}}" + (f" +- {se:{fmt}}" if math.isfinite(se) else "")
+
+
+def _row_text(label: str, value: str, tail: str = "") -> str:
+    return f"  {label:<24} {value:>24}{tail}"
+
+
 def format_table(r: EvaluationResult) -> str:
     """A readable table of an :class:`EvaluationResult`; it names the NLL it reports (importance sampled with
-    K draws, or exact by a sum over every code)."""
-    def pm(v: float | None, se: float | None, fmt: str = ".3f") -> str:
-        v = math.nan if v is None else v
-        se = math.nan if se is None else se
-        return f"{v:{fmt}}" + (f" +- {se:{fmt}}" if math.isfinite(se) else "")
-
-    def row(label: str, value: str, tail: str = "") -> str:
-        return f"  {label:<24} {value:>24}{tail}"
-
+    K draws, or exact by a sum over every code), or for a VQ-VAE its one bound, ``vq_elbo``."""
+    pm, row = _pm_cell, _row_text
+    if r.vq_elbo is not None:
+        return _vq_table(r, pm, row)
     lines = [
         f"{r.split or 'data'}: {r.n} examples, K = {r.k} importance samples, {r.seconds:.1f} s "
         f"({r.log_weights_per_second:,.0f} log-weights/s)",
@@ -950,6 +1007,20 @@ def format_table(r: EvaluationResult) -> str:
                                                                            for j in top))
     lines += [f"note: {note}" for note in r.notes]
     return "\n".join(lines)
+
+
+def _vq_table(r: EvaluationResult, pm: Callable[..., str], row: Callable[..., str]) -> str:
+    """The table of a model whose q(z|x) is a point mass on one-hot codes (a VQ-VAE): its one bound."""
+    se = r.vq_elbo_stderr if r.vq_elbo_stderr is not None else math.nan
+    lines = [f"{r.split or 'data'}: {r.n} examples, {r.seconds:.1f} s",
+             row(f"vq_elbo ({r.vq_prior} prior)", pm(r.vq_elbo, se), " nats  (log p(x|z_q) + log p(z_q) <= log p(x))"),
+             row("  reconstruction", pm(r.reconstruction, r.distortion_stderr), " nats  (log p(x|z_q))"),
+             row("  -log p(z_q)", pm(r.kl, r.rate_stderr), " nats  (= KL(q(z|x) || p(z)): q is a point mass)"),
+             row("bits/dim from the bound", pm(r.vq_bits_per_dim, se / (r.data_dim * math.log(2)), ".4f"),
+                 " (-vq_elbo / (D ln 2), an upper bound)")]
+    if r.selected_by:
+        lines.append(row("weights chosen by", r.selected_by))
+    return "\n".join(lines + [f"note: {note}" for note in r.notes])
 
 
 def _pareto_rows(r: EvaluationResult, row: Callable[..., str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Latent-variable models: the protocol (:mod:`~vaekit.models.base`), the VAE, the two-level VAE, the
-linear-Gaussian model whose log p(x) is known in closed form, and the registered families that ``--family NAME``
-builds (:mod:`~vaekit.models.families`)."""
+linear-Gaussian model whose log p(x) is known in closed form, the VQ-VAE (:mod:`~vaekit.models.vqvae`), and the
+registered families that ``--family NAME`` builds (:mod:`~vaekit.models.families`)."""
 
 from vaekit.models.base import LatentVariableModel, Samples, ShapeError
 from vaekit.models.families import FAMILIES, Family
@@ -9,6 +9,7 @@ from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.models.mixture import BernoulliMixture
 from vaekit.models.persistence import load_model, save_model
 from vaekit.models.vae import VAE
+from vaekit.models.vqvae import VQVAE
 
 __all__ = ["FAMILIES", "VAE", "BernoulliMixture", "Family", "HierarchicalVAE", "LatentVariableModel",
-           "LinearGaussian", "Samples", "ShapeError", "load_model", "save_model"]
+           "LinearGaussian", "Samples", "ShapeError", "VQVAE", "load_model", "save_model"]

@@ -132,3 +132,59 @@ class ConvDecoder(nn.Module):
 
 def _act(name: str) -> nn.Module:
     return activation(name)
+
+
+class GridEncoder(nn.Module):
+    """(N, C, H, W) -> stride-2 convolutions -> 1x1 convolution -> (N, out, h, w): a grid of ``out``-vectors
+    (the VQ-VAE's z_e(x)), h = ceil(H / 2^n), w = ceil(W / 2^n) for n = len(channels). The image is zero-padded at
+    the bottom and right to a multiple of 2^n first, so that :class:`GridDecoder` maps the grid back to H x W.
+    The convolutions are those of :class:`ConvEncoder` (4x4, stride 2, padding 1; gated with ``"gated"``)."""
+
+    def __init__(self, shape: Sequence[int], out_channels: int, channels: Sequence[int] = (32, 64),
+                 activation: str = "relu"):
+        super().__init__()
+        c, h, w = shape
+        self.shape, self.factor = (c, h, w), 2 ** len(channels)
+        self.grid = (math.ceil(h / self.factor), math.ceil(w / self.factor))
+        convs: list[nn.Module] = []
+        for ch in channels:
+            if activation == "gated":
+                convs.append(GatedConv2d(c, ch, kernel_size=4, stride=2, padding=1))
+            else:
+                convs += [nn.Conv2d(c, ch, kernel_size=4, stride=2, padding=1), _act(activation)]
+            c = ch
+        self.convs = nn.Sequential(*convs, nn.Conv2d(c, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, *self.shape)
+        pad_h, pad_w = self.grid[0] * self.factor - self.shape[1], self.grid[1] * self.factor - self.shape[2]
+        return self.convs(nn.functional.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x)
+
+
+class GridDecoder(nn.Module):
+    """(N, D, h, w) -> 1x1 convolution -> stride-2 transposed convolutions -> (N, out_channels, H, W), cropped to
+    ``shape``'s H x W: the inverse of :class:`GridEncoder` (the transposed convolutions of :class:`ConvDecoder`, the
+    last one plain: it gives the likelihood's parameters)."""
+
+    def __init__(self, in_channels: int, shape: Sequence[int], out_channels: int, channels: Sequence[int] = (64, 32),
+                 activation: str = "relu"):
+        super().__init__()
+        self.out_hw = tuple(shape[1:])
+        gated = activation == "gated"
+        first = channels[0]
+        ups: list[nn.Module] = [GatedConv2d(in_channels, first, 1)] if gated else \
+            [nn.Conv2d(in_channels, first, 1), _act(activation)]
+        widths = list(channels[1:]) + [out_channels]
+        c = first
+        for i, ch in enumerate(widths):
+            if i == len(widths) - 1:
+                ups.append(nn.ConvTranspose2d(c, ch, kernel_size=4, stride=2, padding=1))
+            elif gated:
+                ups.append(GatedConvTranspose2d(c, ch, kernel_size=4, stride=2, padding=1))
+            else:
+                ups += [nn.ConvTranspose2d(c, ch, kernel_size=4, stride=2, padding=1), _act(activation)]
+            c = ch
+        self.ups = nn.Sequential(*ups)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.ups(z)[..., : self.out_hw[0], : self.out_hw[1]]

@@ -127,3 +127,27 @@ class Cone(NamedTuple):
     inside: torch.Tensor
     weights: list[tuple[torch.Tensor, torch.Tensor | None]]
     out_weight: torch.Tensor
+
+
+class CategoricalPixelCNN(nn.Module):
+    """l = CategoricalPixelCNN(z): K logits at each position of a grid of K-way categorical variables (a VQ-VAE's
+    code grid), from the one-hot grid z (N, K, h, w) before each position in raster order:
+
+        h_1 = relu(A(z)),  h_{k+1} = h_k + relu(B_k(h_k)),  l = B_out(h_L)      (A, B: masked k x k convolutions)
+
+    so that log p(z) = sum_(i,j) log softmax(l_ij)[z_ij] is an autoregressive distribution over the whole grid
+    (mask A hides the position itself, as in :class:`PixelCNN` with one image channel)."""
+
+    def __init__(self, classes: int, channels: int = 64, layers: int = 6, kernel: int = 3):
+        super().__init__()
+        self.classes, self.channels, self.layers, self.kernel = classes, channels, layers, kernel
+        self.first = MaskedConv2d(classes, channels, kernel, "A")
+        self.hidden = nn.ModuleList(MaskedConv2d(channels, channels, kernel, "B") for _ in range(layers - 1))
+        self.out = MaskedConv2d(channels, classes, 1, "B")
+        self.act = nn.ReLU()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.first(z))
+        for conv in self.hidden:
+            h = h + self.act(conv(h))
+        return self.out(h)

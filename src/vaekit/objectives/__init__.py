@@ -2,7 +2,7 @@
 train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, Rainforth et al.'s
 multi-sample bounds ``miwae``, ``ciwae`` and ``piwae``, and for disentangling ``beta-tcvae``, ``dip-vae-i``,
 ``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family), and the MMD family ``wae-mmd`` and
-``infovae-mmd`` (:mod:`vaekit.objectives.mmd`).
+``infovae-mmd`` (:mod:`vaekit.objectives.mmd`), and the VQ-VAE's ``vqvae`` (with its family).
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -26,6 +26,7 @@ from vaekit.objectives import (  # noqa: F401 - the built-in registrations
     infovae_mmd,
     miwae,
     piwae,
+    vqvae,
     wae_mmd,
 )
 from vaekit.objectives.base import INFERENCE, OBJECTIVES, Loss, Objective, Score, build_objective

@@ -61,7 +61,7 @@ HARDWARE_KEYS = ("device", "threads", "compile", "eval_batch_size", "log", "log_
 EVALUATION_KEYS = ("split", "k", "n", "elbo", "elbo_stderr", "reconstruction", "kl", "nll", "nll_stderr",
                    "bits_per_dim", "gap", "nll_exact", "nll_exact_stderr", "rate", "rate_stderr", "distortion",
                    "distortion_stderr", "mutual_information", "mutual_information_stderr", "marginal_kl",
-                   "marginal_kl_stderr", "active_units", "selected_by")
+                   "marginal_kl_stderr", "active_units", "selected_by", "vq_elbo", "vq_bits_per_dim", "vq_prior")
 
 
 @dataclass
@@ -495,6 +495,8 @@ def metrics_rows(runs: Sequence[RunSummary], k: int) -> list[tuple[str, list[str
     for i, r in enumerate(runs):
         if r.autoencoder and r.fitted is not None:
             nll[i] = _value(r.fitted.nll, r.fitted.nll_stderr) + " (decoder + density fitted to its codes)"
+        elif r.evaluation is not None and r.evaluation.vq_elbo is not None:  # no importance sampling: one bound
+            nll[i] += f" (&minus;vq_elbo, {html.escape(str(r.evaluation.vq_prior))} prior: a bound, q a point mass)"
     rows = [
         ("ELBO", cells(lambda e: _value(e.elbo, e.elbo_stderr)), "nats per test example, = &minus;(R + D)"),
         (f"NLL, importance sampled (K = {k})", nll,

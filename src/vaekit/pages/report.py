@@ -131,8 +131,21 @@ def _pm(v: float, se: float, digits: int = 3) -> str:
     return s
 
 
+def _vq_rows(r: Any) -> list[tuple[str, str, str]]:
+    """The evaluation table's rows of a model whose q(z|x) is a point mass on one-hot codes (a VQ-VAE)."""
+    return [
+        (f"vq_elbo ({html.escape(str(r.vq_prior))} prior)", _pm(r.vq_elbo, r.vq_elbo_stderr),
+         "nats per example; log p(x|z<sub>q</sub>) + log p(z<sub>q</sub>) &le; log p(x), a lower bound"),
+        ("&nbsp;&nbsp;reconstruction log p(x|z<sub>q</sub>)", _pm(r.reconstruction, math.nan), "nats"),
+        ("&nbsp;&nbsp;&minus;log p(z<sub>q</sub>)", _pm(r.kl, math.nan), "nats; = KL(q(z|x) || p(z)), q a point mass"),
+        ("bits per dimension from the bound", _pm(r.vq_bits_per_dim, r.bits_per_dim_stderr, 4),
+         f"&minus;vq_elbo / ({r.data_dim} ln 2), an upper bound"),
+        ("examples", f"{r.n}", f"{html.escape(str(r.split))} split; &plusmn; is one standard error over examples"),
+    ]
+
+
 def _eval_table(r: Any) -> str:
-    rows = [
+    rows = _vq_rows(r) if getattr(r, "vq_elbo", None) is not None else [
         ("ELBO", _pm(r.elbo, r.elbo_stderr), "nats per example; the same K draws, (1/K) &sum; log w<sub>i</sub>"),
         ("&nbsp;&nbsp;reconstruction E<sub>q</sub>[log p(x|z)]", _pm(r.reconstruction, math.nan), "nats"),
         ("&nbsp;&nbsp;KL(q(z|x) || p(z))", _pm(r.kl, math.nan), "nats"
