@@ -172,6 +172,10 @@ class TrainConfig:
     precision: str = field(default="fp32", metadata=_flag("fp32, tf32 or bf16", "str", applies=_by_gradient))
     threads: int | None = field(default=None, metadata=_flag("CPU threads for torch", "positive_int"))
     compile: bool = field(default=False, metadata=_flag("use torch.compile", "store_true", applies=_by_gradient))
+    fast_step: bool = field(default=True, metadata=_flag(
+        "the hand-written training step where one applies (the MLP VAE with a Gaussian q(z|x), the standard "
+        "prior, Bernoulli pixels and the plain ELBO, fp32 on the CPU); --no-fast-step: always the autograd step",
+        "switch", applies=_by_gradient))
     # reporting (not the run's arithmetic): loggers besides metrics.jsonl (vaekit.loggers), and their sample grids
     log: list[str] = field(default_factory=list, metadata=_flag(
         "loggers besides RUN/metrics.jsonl, comma-separated: csv (RUN/metrics.csv), tensorboard "
@@ -394,7 +398,7 @@ def _validate_combinations(cfg: TrainConfig) -> None:
                           "pseudo-inputs); use it with the standard prior")
     if not isinstance(cfg.dataset, str) or not cfg.dataset:
         raise ConfigError(f"dataset must be a data set name; got {cfg.dataset!r}")
-    for key in ("compile", "conditional"):
+    for key in ("compile", "conditional", "fast_step"):
         if not isinstance(getattr(cfg, key), bool):
             raise ConfigError(f"{key} must be true or false; got {getattr(cfg, key)!r}")
     if cfg.conditional and cfg.levels != 1:

@@ -18,6 +18,10 @@ ALIASES: dict[str, tuple] = {
 }
 
 
+#: The boolean settings' kinds of flag: ``store_true`` (--FLAG) and ``switch`` (--FLAG / --no-FLAG).
+SWITCHES = {"store_true": "store_true", "switch": argparse.BooleanOptionalAction}
+
+
 def setting_flags() -> dict[str, tuple]:
     """flag -> (parser, help) for every TrainConfig setting with a help text (its field metadata); defaults live in
     TrainConfig, so every flag defaults to None here and "given on the command line" is exactly "not None"."""
@@ -30,7 +34,7 @@ def setting_flags() -> dict[str, tuple]:
     for f in dataclasses.fields(TrainConfig):
         if "help" in f.metadata:
             parse = f.metadata["parse"]
-            out["--" + f.name.replace("_", "-")] = (parse if parse == "store_true" else getattr(_args, parse, str),
+            out["--" + f.name.replace("_", "-")] = (parse if parse in SWITCHES else getattr(_args, parse, str),
                                                      f.metadata["help"])
     return {**out, **ALIASES}
 
@@ -118,8 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     plural = {"family": "families"}
     names = {plural.get(kind, f"{kind}s"): ", ".join(registry.names()) for kind, registry in _registries().items()}
     for flag, (typ, text) in FLAGS.items():
-        if typ == "store_true":
-            parser.add_argument(flag, action="store_true", default=None, help=text)
+        if typ in SWITCHES:  # a setting that is on by default is turned off by --no-FLAG
+            parser.add_argument(flag, action=SWITCHES[typ], default=None, help=text)
         else:
             parser.add_argument(flag, type=typ, default=None, help=text.format(**names))
     for flag, (typ, text) in component_flags().items():

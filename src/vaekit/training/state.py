@@ -22,7 +22,7 @@ class TrainingDiverged(VaekitError):
 
 #: The settings a resume takes from the run's config.json unless the user gives them explicitly: they change
 #: the run's arithmetic (a bf16 run resumed in fp32 would not continue bit for bit).
-RUN_ARITHMETIC = ("precision", "eval_batch_size")
+RUN_ARITHMETIC = ("precision", "eval_batch_size", "fast_step")
 
 
 def _differing_from_defaults(cfg: TrainConfig, names: Collection[str] = RUN_ARITHMETIC) -> frozenset[str]:

@@ -39,6 +39,7 @@ from vaekit.training.callbacks import (
     OnEpoch,
 )
 from vaekit.training.data import IN_MEMORY, _classes, _labels, in_memory_dataset, load_data
+from vaekit.training.fast_step import fast_step_for
 from vaekit.training.loop import Loop, TrainData
 from vaekit.training.reporting import (
     _close_loggers,
@@ -295,6 +296,7 @@ def _saved_config(folder: RunFolder) -> TrainConfig:
     """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
     saved = folder.read_config()
     saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
+    saved.setdefault("fast_step", False)  # a run from before the fast step resumes on the autograd step it began on
     return from_dict(saved, source=str(folder / "config.json"))
 
 
@@ -439,7 +441,12 @@ def _restore(loop: Loop, folder: RunFolder, ctx: D.DistContext, auxiliary: dict[
 
 def _step_for(loop: Loop, cfg: TrainConfig, ctx: D.DistContext, device: torch.device, amp,
               auxiliary: dict[str, torch.optim.Optimizer]):
-    """The step function: the objective as a module (DDP under torchrun, compiled with --compile)."""
+    """The step function: a registered fast step where one applies (:mod:`vaekit.training.fast_step`), else the
+    objective as a module (DDP under torchrun, compiled with --compile) differentiated by autograd."""
+    fast = fast_step_for(loop.model, loop.objective, loop.optimizer, cfg, min(cfg.batch_size, loop.data.train.shape[0]),
+                         distributed=ctx.enabled, estimator=loop.estimator, auxiliary=auxiliary)
+    if fast is not None:
+        return fast
     loss_module: torch.nn.Module = LossModule(loop.model, loop.objective, cfg.k, cfg.encoder_noise, loop.estimator)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
