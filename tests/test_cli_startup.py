@@ -73,3 +73,17 @@ def test_a_training_run_does_not_import_torch_dynamo(tmp_path):
     assert (tmp_path / "run" / "checkpoint.safetensors").is_file()
     assert "torch" in modules
     assert "torch._dynamo" not in modules and "sympy" not in modules
+
+
+@pytest.mark.parametrize("own_process", [True, False], ids=["vaekit", "main-argv"])
+def test_a_process_of_its_own_freezes_the_objects_of_its_imports(own_process):
+    """``vaekit ...`` (main() reading sys.argv) pauses the garbage collector while importing and then freezes what
+    it imported; main(argv) called inside another program leaves that program's collector alone."""
+    call = "main()" if own_process else "main(['--help'])"
+    code = ("import gc, sys\nfrom vaekit.cli import main\nsys.argv = ['vaekit', '--help']\n"
+            f"try:\n    {call}\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_freeze_count(), gc.isenabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    frozen, enabled = done.stdout.split()[-2:]
+    assert enabled == "True"
+    assert (int(frozen) > 0) == own_process
