@@ -84,6 +84,13 @@ def test_train_resume_bit_exact_then_fit_the_prior_sample_evaluate_report(tmp_pa
     assert code == 0, err
     fitted = vaekit.load(prior)
     assert fitted.prior.name == "pixelcnn"
+    stage = ["train", "--config", str(full / "config.json"), "--prior-of", str(full), "--vq-prior-channels", "8",
+             "--vq-prior-layers", "2", "--quiet", "--out", str(tmp_path / "prior-cut")]
+    assert run_cli([*stage, "--epochs", "2"], capsys)[0] == 0
+    assert run_cli([*stage, "--epochs", "4", "--resume"], capsys)[0] == 0  # the prior's fit resumes bit for bit
+    a, _ = read_safetensors(prior / "checkpoint.safetensors")
+    b, _ = read_safetensors(tmp_path / "prior-cut" / "checkpoint.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     same = {k: v for k, v in ae.state_dict().items()}
     assert all(torch.equal(v, fitted.state_dict()[k]) for k, v in same.items())  # the autoencoder is untouched
     rows_ae, rows_prior = read_metrics(full), read_metrics(prior)
