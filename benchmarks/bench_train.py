@@ -54,13 +54,15 @@ def load_train(data_dir: str) -> torch.Tensor:
 # -- contenders ---------------------------------------------------------------------------
 
 
-def vaekit_epochs(x: torch.Tensor, epochs: int) -> list[float]:
+def vaekit_epochs(x: torch.Tensor, epochs: int, **settings) -> list[float]:
+    """Seconds of each epoch of ``vaekit.train`` (``settings``: further TrainConfig fields, e.g. fast_step)."""
     from vaekit.config import TrainConfig
     from vaekit.train import read_metrics, train
 
     ds = types.SimpleNamespace(train=x.reshape(-1, 1, 28, 28), valid=x[:0].reshape(0, 1, 28, 28),
                                test=x[:0].reshape(0, 1, 28, 28), shape=(1, 28, 28), binary=True, dynamic=False)
-    cfg = TrainConfig(dataset="binarized-mnist", hidden=[H], latent=L, batch_size=B, lr=1e-3, epochs=epochs)
+    cfg = TrainConfig(dataset="binarized-mnist", hidden=[H], latent=L, batch_size=B, lr=1e-3, epochs=epochs,
+                      **settings)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", dataset=ds, progress=False)
         return [row["seconds"] for row in read_metrics(Path(tmp) / "run")]

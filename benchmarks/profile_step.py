@@ -8,8 +8,9 @@ a step does not depend on the pixel values, and the benchmark needs no data set 
 
 For each path: the wall-clock time per step without the profiler (median of ``--rounds`` blocks of ``--steps``
 steps, the paths interleaved), then one profiled block: the operators' self time per step and calls per step, the
-``--top`` largest, and the sum over all operators. The profiler adds a few microseconds to every operator call, so
-its per-step total exceeds the wall-clock time; the shares are what it is for.
+``--top`` largest, and the sum over all operators. The profiler adds a few microseconds to every operator call and
+the wall clock counts the time other processes held the core, so the two totals differ; the shares are what the
+profile is for.
 
 usage: python benchmarks/profile_step.py [--threads 1] [--steps 200] [--rounds 5] [--top 15]
        [--path both|fast|autograd] [--json benchmarks/results/profile-step-1thread.json]

@@ -10,6 +10,7 @@ state in ``RUN/checkpoint.safetensors`` (atomic writes), from which ``resume=Tru
 Under ``torchrun`` each process takes its share of every epoch and DDP averages the gradients.
 
 The parts: :mod:`~vaekit.training.build` (model, objective, estimator), :mod:`~vaekit.training.step` (one update),
+:mod:`~vaekit.training.fast_step` (hand-written steps of standard models, registered by the types of their parts),
 :mod:`~vaekit.training.loop` (the epochs), :mod:`~vaekit.training.callbacks` (files, lines, early stopping, ...),
 :mod:`~vaekit.training.trainer` (the entry points and the run folder).
 """
