@@ -29,6 +29,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from vaekit.threads import prepare as _prepare_threads  # noqa: E402  (before anything imports torch)
+
+_prepare_threads()
+
 _LAZY = {
     "VAE": ("vaekit.models", "VAE"),
     "HierarchicalVAE": ("vaekit.models", "HierarchicalVAE"),
