@@ -384,6 +384,35 @@ def ab_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def contention_section(res: dict) -> str:
+    """Training while other processes share the CPU (benchmarks/bench_contention.py)."""
+    m = res["median"]
+    names = [("vaekit-cli", "vaekit train (its epoch includes validation on 10,000 images)"),
+             ("vaekit-fit", "vaekit.fit (no validation)"), ("torch", "plain PyTorch loop, torch's defaults"),
+             ("torch-1", "plain PyTorch loop, 1 thread"), ("jax-scan", "JAX + optax, epoch under `lax.scan`")]
+    rows = [f"| {label} | {m[f'{key} quiet']:.2f} |" if f"{key} quiet" in m else f"| {label} | |" for key, label in names]
+    rows = [f"{row} {m[key]:.2f} |" for row, (key, _) in zip(rows, names, strict=True) if key in m]
+    ratios = ", ".join(f"{k} **{v:.2f}x**" for k, v in m.items() if "/" in k)
+    return f"""## 1c. Training while other processes share the CPU
+
+`python benchmarks/bench_contention.py --rounds {len(res['rounds'])} --json benchmarks/results/contention.json`
+
+Each contender one epoch in a fresh process with its own defaults, while {res['competitors']} CPU-bound competitor
+processes (one per CPU) spin on the {res['cpus']} CPUs; vaekit's quiet epoch timed in the same round with no
+competitor. vaekit sets OpenMP's passive wait policy when it starts on a busy machine (`vaekit.threads`); torch alone
+keeps spinning. Medians over {len(res['rounds'])} rounds, seconds per epoch; load average before
+{res['load_average_before']}, after {res['load_average_after']} (the competitors' own load).
+
+| contender | quiet | with competitors |
+|---|---|---|
+""" + "\n".join(rows) + f"""
+
+Ratios (within each round, median): {ratios}. A fair scheduler gives a two-thread process beside one spinning
+competitor per core between half (shared per thread) and two thirds (per process) of the machine, so 1.5x to 2x of
+the quiet time is the floor for a contender that used both cores when quiet.
+"""
+
+
 def main() -> None:
     t2, t1 = load("train-2threads.json"), load("train-1thread.json")
     n2, n1 = load("nll-2threads.json"), load("nll-1thread.json")
@@ -412,6 +441,9 @@ virtual machine the absolute times drift by 20% or more from minute to minute, t
     cli = load("cli-2threads.json")
     if cli:
         parts.append(cli_section(cli))
+    contention = load("contention.json")
+    if contention:
+        parts.append(contention_section(contention))
     if n2 or n1:
         parts.append("## 2. Evaluation throughput (importance-sampled log p(x))\n")
         for res in (n2, n1):
