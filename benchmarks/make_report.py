@@ -60,7 +60,7 @@ def train_section(res: dict, threads: int) -> str:
         if compile_s else ""
     return f"""### {threads} thread{'s' if threads > 1 else ''}
 
-`python benchmarks/bench_train.py --threads {threads} --epochs {res.get('epochs_per_round', 2)} --rounds {res.get('rounds', 3)} --json benchmarks/results/train-{threads}thread{'s' if threads > 1 else ''}.json`
+`python benchmarks/bench_train.py --threads {threads} --epochs {res.get('epochs_per_round', 2)} --rounds {res.get('rounds', 3)}{'' if 'pythae' in s else ' --skip-pythae'} --json benchmarks/results/train-{threads}thread{'s' if threads > 1 else ''}.json`
 
 Machine: {res['machine']}.{_load_line(res)}
 
