@@ -163,6 +163,15 @@ def test_compare_caps_the_samples_of_its_pictures(runs, tmp_path):
     assert not page.exists()
 
 
+def test_sweep_caps_the_samples_of_its_comparison_before_anything_trains(tmp_path):
+    out = tmp_path / "sweep"
+    with bounded(60):
+        code, _, err = run_cli(["sweep", "--beta", "1,2", "--n-samples", "1000000", "--out", str(out), "--", *TINY,
+                                "--epochs", "1"])
+    assert_one_line_error(code, err, "--n-samples", "4096")
+    assert not out.exists()
+
+
 def test_evaluate_refuses_surgery_samples_beyond_the_memory_budget(runs):
     with bounded(60):
         code, _, err = run_cli(["evaluate", str(runs[0]), "--k", "2", "--surgery-samples", "99999999999"])

@@ -19,6 +19,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: The most images per run in a sample panel of compare or sweep (as ``vaekit sample -n``): beyond it a page
+#: never ends.
+MAX_PICTURES = 4096
+
+
+def picture_samples(text: str) -> int:
+    """A positive number of images per run for a sample panel, at most :data:`MAX_PICTURES`."""
+    value = positive_int(text)
+    if value > MAX_PICTURES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_PICTURES} images per run, got {value:,}")
+    return value
+
+
 def nonnegative_int(text: str) -> int:
     try:
         value = int(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vaekit.commands._args import importance_samples, positive_int, seed_int
+from vaekit.commands._args import MAX_PICTURES, importance_samples, picture_samples, seed_int
 from vaekit.commands._json import print_json
 
 
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="compare.html", help="HTML file to write (default compare.html)")
     parser.add_argument("--k", type=importance_samples, default=200,
                         help="importance samples per test example (default 200; 5000 for published numbers)")
-    parser.add_argument("--n-samples", type=_picture_samples, default=64,
-                        help=f"images per run in the sample panels (default 64, at most {MAX_SAMPLES})")
+    parser.add_argument("--n-samples", type=picture_samples, default=64,
+                        help=f"images per run in the sample panels (default 64, at most {MAX_PICTURES})")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed of the evaluation and samples "
                         "(default 0; the same seed gives the numbers of 'vaekit evaluate RUN --k K --seed S')")
     parser.add_argument("--data-dir", default=None, help="folder holding the data set (default: each run's)")
@@ -48,16 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 #: The most images per run in a sample panel (as ``vaekit sample -n``): beyond it a page never ends.
-MAX_SAMPLES = 4096
-
-
-def _picture_samples(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} images per run, got {value:,}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     from vaekit.pages.compare import compare_runs
     from vaekit.progress import step_lines

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from vaekit.commands._args import float_list, importance_samples, positive_int, seed_int
+from vaekit.commands._args import MAX_PICTURES, float_list, importance_samples, picture_samples, seed_int
 from vaekit.commands._json import print_json
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", default=None, help="TOML or YAML file of training settings; flags override it")
     parser.add_argument("--k", type=importance_samples, default=200,
                         help="importance samples per test example in the comparison (default 200)")
-    parser.add_argument("--n-samples", type=positive_int, default=64,
-                        help="images per run in the comparison's sample panels (default 64)")
+    parser.add_argument("--n-samples", type=picture_samples, default=64,
+                        help=f"images per run in the comparison's sample panels (default 64, at most {MAX_PICTURES})")
     parser.add_argument("--eval-seed", type=seed_int, default=0,
                         help="random seed of the comparison's evaluation and samples (default 0; the training "
                         "seed is the train flag --seed, or --seeds)")
