@@ -146,15 +146,20 @@ def softplus_sum_(logits: torch.Tensor) -> torch.Tensor:
     ``F.softplus`` takes two (exp and log1p), and no temporary as large as the logits. The products' rounding
     (a relative 2**-24 per factor) is of the order of the float32 sum's own.
     """
-    d = logits.shape[-1]
     total = logits.sum(-1)
     logits.abs_()
     total += logits.sum(-1)
     total *= 0.5  # sum_d relu(l_d)
-    logits.sigmoid_()  # sigmoid(|l|), in [1/2, 1]
+    return subtract_log_halves_(total, logits.sigmoid_())  # sigmoid(|l|), in [1/2, 1]
+
+
+def subtract_log_halves_(total: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``total`` (N,) minus sum_d log f_d over the last dimension of ``factors`` (N, D), each in [1/2, 1], in place:
+    the logs taken of products of :data:`_PRODUCT_GROUP` factors (one log per group; a product stays above 2**-32)."""
+    d = factors.shape[-1]
     whole = d - d % _PRODUCT_GROUP
     if whole:
-        total -= logits[:, :whole].reshape(logits.shape[0], -1, _PRODUCT_GROUP).prod(-1).log_().sum(-1)
+        total -= factors[:, :whole].reshape(factors.shape[0], -1, _PRODUCT_GROUP).prod(-1).log_().sum(-1)
     if whole < d:
-        total -= logits[:, whole:].prod(-1).log_()
+        total -= factors[:, whole:].prod(-1).log_()
     return total

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit.bounds.kernels import subtract_log_halves_
 from vaekit.components.likelihoods import BernoulliLikelihood
 from vaekit.components.posteriors import GaussianPosterior
 from vaekit.components.priors import StandardNormalPrior
@@ -110,8 +111,6 @@ def fast_step_for(model: Any, objective: Objective, optimizer: torch.optim.Optim
 # -- the MLP VAE: Gaussian q(z|x), N(0, I) prior, Bernoulli pixels --------------------------------------------
 
 _ACTIVATIONS = (nn.ReLU, nn.Tanh)
-#: sigma(|l|) factors multiplied before one log (each in [1/2, 1]: a product of 32 stays above 2**-32).
-_GROUP = 32
 
 
 def _dense_layers(mlp: nn.Module, in_features: int, out_features: int) -> list[tuple[nn.Linear, type | None]] | None:
@@ -191,7 +190,8 @@ class _GaussianBernoulliPass:
     dL/dl = (sigmoid(l) - x) / N, dL/dmu = dL/dz + (beta / N) mu, dL/dv = dL/dz eps e^(v/2) / 2 + (beta / N)
     (e^v - 1) / 2 (0 where logvar < min_logvar, as the clamp's own gradient). The sum of the softplus is taken as
     sum relu(l) - sum log sigmoid(|l|), the sigmoids those of the backward pass, their logs as logs of products of
-    32 factors (one transcendental pass over the logits instead of three)."""
+    32 factors (:func:`~vaekit.bounds.kernels.subtract_log_halves_`; one transcendental pass over the logits
+    instead of three)."""
 
     def __init__(self, model: Any, encoder: list, decoder: list, rows: int):
         self.latent, self.min_logvar = model.posterior_family.latent, float(model.posterior_family.min_logvar)
@@ -235,15 +235,11 @@ class _GaussianBernoulliPass:
         g, low = self.pix[0][:n], self.pix[1][:n]
         xl = torch.dot(x.reshape(-1), logits.reshape(-1))
         torch.sigmoid(logits, out=g)
-        relu = logits.clamp_min_(0.0).sum()
+        softplus = logits.clamp_min_(0.0).sum().reshape(1)  # sum relu(l), then minus sum log sigmoid(|l|):
         torch.sub(g, 0.5, out=low).abs_().add_(0.5)  # sigmoid(|l|) = 1/2 + |sigmoid(l) - 1/2|
-        flat = low.reshape(-1)
-        whole = flat.numel() - flat.numel() % _GROUP
-        logs = flat[:whole].reshape(-1, _GROUP).prod(-1).log_().sum()
-        if whole < flat.numel():
-            logs = logs + flat[whole:].log().sum()
+        subtract_log_halves_(softplus, low.reshape(1, -1))
         g.sub_(x).mul_(1.0 / n)
-        return xl - relu + logs, g
+        return xl - softplus[0], g
 
     def _posterior_grad(self, mu: torch.Tensor, logvar: torch.Tensor, b: dict[str, torch.Tensor], c: float) -> None:
         """dL/d(mu, logvar) into ``dparams`` from dL/dz; ``c`` = beta / n, the KL's weight per example."""
