@@ -390,8 +390,8 @@ def contention_section(res: dict) -> str:
     names = [("vaekit-cli", "vaekit train (its epoch includes validation on 10,000 images)"),
              ("vaekit-fit", "vaekit.fit (no validation)"), ("torch", "plain PyTorch loop, torch's defaults"),
              ("torch-1", "plain PyTorch loop, 1 thread"), ("jax-scan", "JAX + optax, epoch under `lax.scan`")]
-    rows = [f"| {label} | {m[f'{key} quiet']:.2f} |" if f"{key} quiet" in m else f"| {label} | |" for key, label in names]
-    rows = [f"{row} {m[key]:.2f} |" for row, (key, _) in zip(rows, names, strict=True) if key in m]
+    rows = [f"| {label} | {m[key + ' quiet']:.2f} | {m[key]:.2f} |" if key + " quiet" in m else
+            f"| {label} | | {m[key]:.2f} |" for key, label in names if key in m]
     ratios = ", ".join(f"{k} **{v:.2f}x**" for k, v in m.items() if "/" in k)
     return f"""## 1c. Training while other processes share the CPU
 
