@@ -48,16 +48,19 @@ def usable_cpus() -> int:
 def runnable_elsewhere(readings: int = 3, pause: float = 0.005) -> int:
     """Tasks runnable now on the machine besides this one (the smallest of a few instant readings of
     ``/proc/loadavg``'s runnable count, minus this process); 0 where the system does not say."""
-    counts = []
+    fewest = None
     for i in range(readings):
         try:
             with open("/proc/loadavg", encoding="ascii") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+                count = int(f.read().split()[3].split("/")[0]) - 1
         except (OSError, ValueError, IndexError):
+            return 0
+        fewest = count if fewest is None else min(fewest, count)
+        if fewest <= 0:  # the smallest can only be 0 now: no pause on a quiet machine
             return 0
         if i + 1 < readings:
             time.sleep(pause)
-    return max(0, min(counts))
+    return fewest or 0
 
 
 def plan(cpus: int | None = None, busy: int | None = None, environ: dict[str, str] | None = None) -> ThreadPlan:
