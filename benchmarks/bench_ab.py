@@ -11,7 +11,7 @@ With ``--switch SETTING`` (a boolean TrainConfig field, e.g. ``fast_step``) the 
 the setting off (base) and on (new), run in one process per round, in turn (the order alternating from round to
 round), beside the plain loop.
 
-usage: python benchmarks/bench_ab.py (--base REV | --switch SETTING) [--data-dir ../shared/data/binarized_mnist]
+usage: python benchmarks/bench_ab.py (--base REV | --switch SETTING) [--data-dir DATA]
        [--epochs 3] [--rounds 3] [--threads 2] [--json FILE]
 """
 

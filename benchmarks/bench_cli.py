@@ -15,7 +15,7 @@ import, its epochs (training and validation, the ``seconds`` of its metrics.json
 imports, the parser, the data, the model, the checkpoints, the exit); the ratio is also given with torch's import
 taken from both sides.
 
-usage: python benchmarks/bench_cli.py [--data-dir ../shared/data/binarized_mnist] [--rounds 3] [--threads 2]
+usage: python benchmarks/bench_cli.py [--data-dir DATA] [--rounds 3] [--threads 2]
        [--epochs 3] [--json FILE]        (pythae: pip install -c constraints.txt -e '.[bench]')
 """
 
@@ -72,7 +72,7 @@ def median_split(runs: dict[str, list[float]]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

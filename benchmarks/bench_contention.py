@@ -1,7 +1,7 @@
 """Training under contention: vaekit's epoch, a plain PyTorch loop and JAX's ``lax.scan`` epoch while CPU-bound
 competitor processes share the machine, beside vaekit's quiet epoch.
 
-    python benchmarks/bench_contention.py [--data-dir ../shared/data/binarized_mnist] [--competitors N]
+    python benchmarks/bench_contention.py [--data-dir DATA] [--competitors N]
         [--rounds 3] [--json FILE]
 
 The model of every contender: the 784-400-40 Bernoulli MLP VAE, batch 100, Adam (lr 1e-3), one epoch of the 50,000

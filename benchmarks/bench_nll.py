@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--run", help="a vaekit run of the 784-400-40 model (default: runs/mnist-vae if it exists, else "
                     "runs/bench-nll-vae, trained first if absent)")
     ap.add_argument("--train-epochs", type=int, default=5, help="epochs of the training when --run does not exist")
-    ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--n", type=int, default=40, help="test images")
     ap.add_argument("--k", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)

@@ -11,7 +11,7 @@ Prints, for ``binarized_mnist_train.amat[.gz]`` (50,000 lines of 784 '0'/'1' val
 
 Times are the best of ``--repeats`` runs (seconds, wall clock). The cache is written to a
 temporary ``$XDG_CACHE_HOME`` (the data folder is read-only), deleted at the end. Without
-the reference data (``../shared/data/binarized_mnist``) a random file of the same size is
+the reference data (``--data-dir``) a random file of the same size is
 generated and timed instead (reported as ``synthetic``).
 
     .venv/bin/python benchmarks/bench_parse_amat.py [--data-dir DIR] [--json]

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.6, help="about this long per training point (and its limit)")
     ap.add_argument("--n", type=int, default=10, help="images of the evaluation sweep")
     ap.add_argument("--threads", default="1,2", help="thread counts of the training sweeps")
-    ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--json", default="benchmarks/results/scaling.json")
     ap.add_argument("--plots", default="docs/figures", help="folder of the PNG plots ('' for none)")
     args = ap.parse_args()

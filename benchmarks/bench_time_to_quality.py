@@ -7,13 +7,14 @@ threshold is passed or the time budget is spent; the thresholds not reached are 
 such, with the best validation ELBO seen.
 
 usage: python benchmarks/bench_time_to_quality.py [--config configs/mnist-fast.toml]
-       [--data-dir ../shared/data/binarized_mnist] [--budget 900] [--json FILE]
+       [--data-dir DATA] [--budget 900] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -32,7 +33,7 @@ def main() -> None:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/mnist-fast.toml")
-    ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--budget", type=float, default=900.0, help="seconds before giving up")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()

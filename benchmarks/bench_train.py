@@ -17,7 +17,7 @@ hidden activations) timed one by one with torch.mm at their exact shapes (best o
 summed, times the steps of an epoch. It is what an epoch would cost if nothing but the matrix products took
 time.
 
-usage: python benchmarks/bench_train.py [--data-dir ../shared/data/binarized_mnist] [--epochs 2]
+usage: python benchmarks/bench_train.py [--data-dir DATA] [--epochs 2]
        [--rounds 3] [--threads 2] [--skip-pythae] [--skip-jax] [--json FILE]
        (pythae, jax, optax: pip install -c constraints.txt -e '.[bench]')
 """
@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -183,7 +184,7 @@ RATIOS = (("vaekit", "jax-scan"), ("vaekit", "jax-loop"), ("vaekit", "limit"), (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--epochs", type=int, default=2, help="epochs per round and contender")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="threads for torch and XLA alike (default 2)")

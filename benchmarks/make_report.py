@@ -425,8 +425,7 @@ def main() -> None:
 Every number here was measured by the scripts in `benchmarks/` and written into `benchmarks/results/*.json`; this
 page is regenerated from them by `python benchmarks/make_report.py`. Contenders run in turn within one process,
 rounds interleaved, and ratios are taken within a round; each round measures the matrix-multiply limit again. Model
-everywhere: the 784-400-40 Bernoulli MLP VAE, batch 100, Adam (lr 1e-3), static binarized MNIST
-(`../shared/data/binarized_mnist`). Sections 1 to 3 were measured on {where}
+everywhere: the 784-400-40 Bernoulli MLP VAE, batch 100, Adam (lr 1e-3), static binarized MNIST. Sections 1 to 3 were measured on {where}
 (`benchmarks/machine.py`); sections 0, 5 and 6 earlier, on another 2-core machine with AVX-512, so compare them
 only with each other. The contenders of the `bench` extra: `pip install -c constraints.txt -e '.[bench]'` (pythae,
 jax, optax). Threads: torch and XLA get the same count (`benchmarks/threads.py`: XLA takes it from the process's CPU

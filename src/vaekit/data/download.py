@@ -4,7 +4,7 @@ Where a named data set's files are looked for (and downloaded to):
 
 1. ``data_dir`` (CLI ``--data-dir``): the data set's own folder, or a root holding its
    sub-folder (``binarized_mnist/``, ``mnist/``, ``fashion_mnist/``, ``kmnist/``, ``cifar10/``) when that
-   sub-folder exists; so both ``../shared/data`` and ``../shared/data/mnist`` work.
+   sub-folder exists; so both ``data`` and ``data/mnist`` work.
 2. Else ``$VAEKIT_DATA_DIR/<folder>``: the variable names a root with one sub-folder per
    data set (the IDX sets share file names, so they never share a folder).
 3. Else the per-user cache ``$XDG_CACHE_HOME/vaekit/<folder>`` (default
@@ -20,7 +20,7 @@ interrupted download never leaves a file behind. A download is capped while it s
 file's known size plus a margin (:attr:`RemoteFile.max_bytes`), else at the memory budget
 (:func:`vaekit.resources.memory_budget`; no loader holds a larger file): a mirror that announces or
 sends more is cut off at once, before the MD5 is checked at the end. A folder whose permission bits deny
-writing (such as the read-only ``../shared/data``) is never written, even by root.
+writing (such as a read-only shared data folder) is never written, even by root.
 """
 
 from __future__ import annotations

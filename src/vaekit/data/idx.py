@@ -14,7 +14,7 @@ sets); the rest is the training split. MD5s of the downloaded ``.gz`` files are 
 torchvision's lists and are checked on download; local files get the structure checks only
 (a re-compressed copy is as good as the original).
 
-Only some files present (``../shared/data/mnist`` holds just the ``t10k-`` files): the
+Only some files present (a folder holding just the ``t10k-`` files): the
 loader reads only the files of the requested ``splits``; asking for all three with the
 ``train-`` files absent and not downloadable raises :class:`MissingFilesError` naming them,
 their URLs and the folder to put them in, and telling which splits are available
