@@ -485,6 +485,8 @@ def test_fit_takes_the_estimator_by_name(tmp_path) -> None:
     (["--levels", "2", "--estimator", "dreg", "--objective", "iwae"], "has_stopped_log_prob"),
     (["--estimator", "sticking"], "estimator must be one of"),
     (["--estimator", "stl", "--compile"], "train it without compile"),
+    (["--objective", "beta-tcvae", "--estimator", "stl"], "objective beta-tcvae draws z itself"),
+    (["--objective", "wae-mmd", "--posterior", "gaussian", "--estimator", "stl"], "has no log q(z|x) term"),
 ])
 def test_refusals_are_one_line_exit_2(tmp_path, capsys, argv: list[str], message: str) -> None:
     code, out, err = run_cli(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--latent", "2",

@@ -465,6 +465,10 @@ def _validate_estimator(cfg: TrainConfig) -> None:
         raise ConfigError(f"estimator {cfg.estimator} acts on the draws outside the graph that compile traces; "
                           "train it without compile")
     objective = _registry("objective").entry(cfg.objective).cls
+    refused = getattr(objective, "estimators_refused", None)
+    if cfg.estimator in ("stl", "dreg") and refused:
+        raise ConfigError(f"estimator {cfg.estimator} acts on the draws of z ~ q(z|x) that the ELBO and IWAE terms "
+                          f"make; objective {cfg.objective} {refused}: leave the estimator out (pathwise)")
     if cfg.estimator == "dreg" and not getattr(objective, "importance_weighted", False):
         raise ConfigError(f"estimator dreg is for importance-weighted bounds (e.g. objective iwae); objective "
                           f"{cfg.objective} is not one: use estimator stl (DReG of the ELBO is STL)")

@@ -93,6 +93,11 @@ class Objective:
     #: multi-sample bounds made of them). The DReG estimator applies to these
     #: (:mod:`vaekit.objectives.reparameterized`).
     importance_weighted: bool = False
+    #: Why the encoder estimators ``stl`` and ``dreg`` (:mod:`vaekit.objectives.reparameterized`) do not apply, or
+    #: None where they do: they act on the draws made through :func:`vaekit.objectives.terms.elbo` and
+    #: :func:`~vaekit.objectives.terms.sampled_terms`, so an objective that draws z itself, or has no log q(z|x)
+    #: term, says so here and ``--estimator stl|dreg`` is refused up front rather than silently pathwise.
+    estimators_refused: str | None = None
 
     def __init__(self, k: int = 1, beta: float = 1.0, warmup: int = 0, data_size: int = 0):
         self.k, self.beta, self.warmup, self.data_size = int(k), float(beta), int(warmup), int(data_size)

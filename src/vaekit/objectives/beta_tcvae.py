@@ -85,6 +85,9 @@ def tc_terms(model: LatentVariableModel, x: torch.Tensor, data_size: int, strati
 class BetaTCVAE(Objective):
     """-mean_x [E_q log p(x|z) - alpha I - weight TC - gamma DWKL]; see the module docstring."""
 
+    estimators_refused = ("draws z itself and weighs log q(z_i|x_m) at the other examples' parameters "
+                          "(its minibatch estimate of log q(z))")
+
     def __init__(self, alpha: float = 1.0, weight: float = 6.0, gamma: float = 1.0, sampling: str = "mws",
                  k: int = 1, beta: float = 1.0, warmup: int = 0, data_size: int = 0):
         super().__init__(k, beta, warmup, data_size)

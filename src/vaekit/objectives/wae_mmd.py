@@ -55,6 +55,7 @@ class WAEMMD(MMDObjective):
     trains_autoencoders = True
     #: No ELBO of its own: a density is fitted to its codes after training (decoder + fitted density).
     fits_code_density = True
+    estimators_refused = "has no log q(z|x) term (its loss is the reconstruction and the MMD of the codes)"
 
     def __init__(self, kernel: str = "imq", weight: float = 10.0, scales: str = WAEConfig.scales, k: int = 1,
                  beta: float = 1.0, warmup: int = 0, data_size: int = 0):
