@@ -43,8 +43,8 @@ COMMAND_FLAGS = {
              "--limit", "--download", "--json"],
     "train": [*TRAIN_FLAGS, "--m", "--ciwae-beta", "--config", "--resume", "--quiet", "--json"],
     "evaluate": ["--split", "--k", "--batch-size", "--seed", "--data-dir", "--dataset", "--limit", "--device",
-                 "--disentanglement", "--json"],
-    "sample": ["-n", "--out", "--seed"],
+                 "--disentanglement", "--sampler", "--refit", "--sampler-k", "--json"],
+    "sample": ["-n", "--out", "--seed", "--sampler", "--refit", "--data-dir"],
     "report": ["--k", "--split", "--limit", "--seed", "--data-dir", "--dataset", "--out"],
     "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--json"],
     "compare": ["--out", "--k", "--n-samples", "--seed", "--data-dir", "--dataset", "--device", "--json"],
@@ -105,7 +105,8 @@ GOOD = {"--base": ["2", "10", "0.5"], "--p": ["0.1,0.9", "1,0", "0.25,0.25,0.5"]
         "continuous-bernoulli", "bernoulli"], "--activation": ["tanh", "elu"], "--hidden": ["4,4"],
         "--latent": ["1", "3"], "--grid": ["latent=1,2", "beta=0;1", "objective=elbo,iwae", "nope=1,2"],
         "--seeds": ["0,1", "3"], "--estimator": ["pathwise", "stl", "dreg", "score"],
-        "--estimators": ["pathwise,stl,dreg", "score,nvil", "dreg"]}
+        "--estimators": ["pathwise,stl,dreg", "score,nvil", "dreg"], "--sampler": ["gmm", "flow", "two-stage", "prior"],
+        "--sampler-k": ["1", "4"]}
 
 
 @st.composite
@@ -117,7 +118,7 @@ def argvs(draw, command: str, files):
         for _ in range(draw(st.integers(1, 2))):
             flag = draw(st.sampled_from(COMMAND_FLAGS[command]))
             takes_value = not flag.startswith("--json") and flag not in ("--normalize", "--download", "--resume",
-                                                                          "--quiet", "--disentanglement")
+                                                                          "--quiet", "--disentanglement", "--refit")
             good = st.sampled_from(GOOD[flag]) if flag in GOOD else values
             value = draw(st.integers(0, 2).flatmap(lambda i, good=good: good if i else values))
             tokens += [flag, value] if takes_value else [flag]

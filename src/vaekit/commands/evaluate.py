@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vaekit.commands import _sampler
 from vaekit.commands._args import (
     ais_chains,
     ais_steps,
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "factors (dsprites). The result (what --json prints) is also kept in RUN/disentanglement.json, "
                         "which 'vaekit report' and 'vaekit compare' show")
     _annealing_arguments(parser)
+    _sampler.add_arguments(parser, evaluate=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (by default one on stderr when it is a terminal: examples done, "
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.progress import Bar, enabled
 
     check_samples(args.surgery_samples, "--surgery-samples")  # its memory, before any work
+    _sampler.check_arguments(args)
     show = not args.quiet and enabled(True if args.progress else None)
     progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show)  # on stderr: stdout is the result
 
@@ -130,20 +133,25 @@ def run(args: argparse.Namespace) -> int:
     set_precision(device, args.precision)
     ais, gaps = _annealing(args)
     scores = _disentanglement(args, device) if args.disentanglement else None
+    compare = None
     with progress, autocast_context(device, args.precision):
-        result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                              device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
-                              limit=args.limit, progress=progress,
-                              exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit,
-                              surgery_samples=args.surgery_samples, ais=ais, gaps=gaps)
+        if args.sampler != "prior":
+            result, compare = _sampler.evaluate_with_sampler(args, device, progress)
+        else:
+            result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                                  device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
+                                  limit=args.limit, progress=progress,
+                                  exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit,
+                                  surgery_samples=args.surgery_samples, ais=ais, gaps=gaps)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
-    summary = json_safe({**result.summary(), **(scores or {})})
+    summary = json_safe({**result.summary(), **(compare or {"sampler": "prior"}), **(scores or {})})
     saved = None if scores is None else _save(args.run, summary)
     if args.json:
         print_json(summary)
     else:
-        print(format_table(result))
+        text = format_table(result)
+        print(text if compare is None else _sampler.table(text, compare, args.k, result.log_px_label))
         if scores is not None:
             _print_scores(scores)
             print(f"saved to {saved}")

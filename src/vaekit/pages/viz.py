@@ -302,9 +302,11 @@ def decode_means(model: LatentVariableModel, z: torch.Tensor, y: torch.Tensor | 
 
 
 @torch.inference_mode()
-def samples_figure(model: LatentVariableModel, n: int = 64, seed: int = 0, label: int | None = None) -> Figure:
+def samples_figure(model: LatentVariableModel, n: int = 64, seed: int = 0, label: int | None = None,
+                   source: str = "the prior") -> Figure:
     """Samples z ~ p(z): the decoded means E[x|z] and draws x ~ p(x|z), two panels. A conditional model's samples
-    take the classes 0, 1, 2, ... in turn, or all the class ``label`` (p(x|z, y = label))."""
+    take the classes 0, 1, 2, ... in turn, or all the class ``label`` (p(x|z, y = label)). ``source`` names p(z) in
+    the title (a post-hoc sampler standing in for the prior: "the gmm sampler")."""
     gen = torch.Generator(device=_device(model)).manual_seed(seed)
     labels = None if label is None else torch.full((n,), int(label), dtype=torch.long)
     s = model.sample(n, y=_labels_for(model, n, labels), generator=gen)
@@ -315,7 +317,7 @@ def samples_figure(model: LatentVariableModel, n: int = 64, seed: int = 0, label
         else "means E[x|z], z ~ p(z)"
     return panels([image_grid(s.means.cpu(), nrow), image_grid(s.draws.clamp(0, 1).cpu(), nrow)],
                   [means, f"draws x ~ p(x|z) ({name})"],
-                  f"{n} samples from the prior (seed {seed})" + ("" if label is None else f", class {label}"))
+                  f"{n} samples from {source} (seed {seed})" + ("" if label is None else f", class {label}"))
 
 
 @torch.inference_mode()
