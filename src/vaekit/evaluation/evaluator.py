@@ -193,6 +193,12 @@ class EvaluationResult:
     vq_elbo_stderr: float | None = None
     vq_bits_per_dim: float | None = None
     vq_prior: str | None = None
+    # a semi-supervised M2 model (vaekit.evaluation.m2): the error of argmax_y q(y|x) on the split's labels and its
+    # binomial standard error; the labels it was trained with and its classes; nll is then the bound with y summed
+    test_error: float | None = None
+    test_error_stderr: float | None = None
+    m2_labels: int | None = None
+    m2_classes: int | None = None
 
     @property
     def dequantized(self) -> bool:
@@ -340,6 +346,10 @@ def evaluate_model(
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
+    if getattr(model, "semi_supervised", False):  # M2: y summed out exactly, and the classifier's error
+        return _m2_result(_Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
+                                      memory_budget=memory_budget), device, batch_size, ais, gaps, per_example,
+                          _split_labels(data, split, class_labels if class_labels is not None else labels))
     if getattr(model, "one_hot_codes", False):  # a VQ-VAE: one bound, no draws (every weight of q is the same)
         return _one_hot_result(_Evaluation(model, x, y, kind, levels, shift, k=1, seed=seed, split=split, fast=fast,
                                            memory_budget=memory_budget), device, batch_size, ais, gaps, per_example)
@@ -396,6 +406,39 @@ def _one_hot_result(ev: _Evaluation, device: str | torch.device | None, batch_si
         per_example=per, rate_stderr=_stderr(kl), distortion_stderr=_stderr(rec), log_px_kind=ev.kind,
         levels=ev.levels, dequantization_nats=ev.shift, vq_elbo=mean, vq_elbo_stderr=se, vq_bits_per_dim=-mean * bpd,
         vq_prior=prior)
+
+
+def _split_labels(data: Any, split: str, labels: Any) -> Any:
+    """The class labels of the evaluated examples: ``labels`` when given, else the data set's for ``split``."""
+    if labels is not None or isinstance(data, (torch.Tensor, np.ndarray)):
+        return labels
+    getter = getattr(data, "labels", None)
+    return getter(split) if callable(getter) else getattr(data, f"{split}_labels", None)
+
+
+def _m2_result(ev: _Evaluation, device: str | torch.device | None, batch_size: int | None, ais: Any, gaps: Any,
+               per_example: bool, labels: Any) -> EvaluationResult:
+    """The result of a semi-supervised M2 model (:mod:`vaekit.evaluation.m2`): the bound on log p(x) with y summed
+    out, -U(x), and the classification error of argmax_y q(y|x) on ``labels`` (None: not reported)."""
+    from vaekit.evaluation.m2 import m2_fields, m2_notes
+
+    if ais is not None or gaps is not None:
+        raise VaekitError(f"{'ais' if ais is not None else 'gaps'}: an M2 model's latent class is summed out "
+                          "exactly, which AIS and the gap fit do not do; its log p(x) is the class-summed bound")
+    _plan(ev, device, batch_size)
+    try:
+        fields = m2_fields(ev.model, ev.x, labels, k=ev.k, seed=ev.seed, shift=ev.shift, device=ev.device,
+                           dtype=ev.dtype, batch_size=batch_size, memory_budget=ev.memory_budget,
+                           per_example=per_example)
+    finally:
+        ev.model.train(ev.was_training)
+    notes = m2_notes(ev.k, ev.model.classes, ev.model.labels, labels is not None)
+    notes += _notes(ev.model, np.full(1, float(ev.k)), ev.k, kind=ev.kind, levels=ev.levels, dim=ev.x.shape[1],
+                    seed=int(ev.seed))
+    return EvaluationResult(**fields, active_units=0, kl_per_dim=[], k=ev.k, n=ev.n, data_dim=ev.x.shape[1],
+                            seed=int(ev.seed), split=ev.split, notes=notes, log_px_kind=ev.kind, levels=ev.levels,
+                            likelihood=str(getattr(ev.model.likelihood, "name", "")),
+                            dequantization_nats=ev.shift)
 
 
 #: The per-example statistics of :func:`log_weight_stats` that :func:`evaluate_model` averages.
@@ -958,6 +1001,10 @@ def format_table(r: EvaluationResult) -> str:
     pm, row = _pm_cell, _row_text
     if r.vq_elbo is not None:
         return _vq_table(r, pm, row)
+    if r.m2_classes is not None:
+        from vaekit.evaluation.m2 import m2_rows
+
+        return "\n".join(m2_rows(r, pm, row))
     lines = [
         f"{r.split or 'data'}: {r.n} examples, K = {r.k} importance samples, {r.seconds:.1f} s "
         f"({r.log_weights_per_second:,.0f} log-weights/s)",

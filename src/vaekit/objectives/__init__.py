@@ -2,7 +2,8 @@
 train a model (:mod:`vaekit.objectives.base`): ``elbo`` (default), ``iwae``, ``autoencoder``, Rainforth et al.'s
 multi-sample bounds ``miwae``, ``ciwae`` and ``piwae``, and for disentangling ``beta-tcvae``, ``dip-vae-i``,
 ``dip-vae-ii``, ``annealed-capacity`` and ``factorvae`` (with its family), and the MMD family ``wae-mmd`` and
-``infovae-mmd`` (:mod:`vaekit.objectives.mmd`), and the VQ-VAE's ``vqvae`` (with its family).
+``infovae-mmd`` (:mod:`vaekit.objectives.mmd`), the VQ-VAE's ``vqvae`` (with its family), and semi-supervised
+M2's ``m2`` (:mod:`vaekit.objectives.m2`, with its family).
 
 For one example x, with z ~ q(z|x) drawn by reparameterization:
 
@@ -24,6 +25,7 @@ from vaekit.objectives import (  # noqa: F401 - the built-in registrations
     factorvae,
     importance,
     infovae_mmd,
+    m2,
     miwae,
     piwae,
     vqvae,

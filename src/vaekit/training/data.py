@@ -78,12 +78,29 @@ def _labels(ds: Any, split: str) -> torch.Tensor | None:
     return getter(split) if callable(getter) else None
 
 
-def _classes(ds: Any) -> int:
+def _classes(ds: Any, family: str | None = None) -> int:
+    """The number of classes of the data's labels; ``family``: the family that needs them (None: conditional)."""
+    y = _labels(ds, "train")
+    if y is None or y.numel() == 0:
+        name = getattr(ds, "name", "the data set")
+        if family is not None:
+            raise DataError(f"family {family} needs labels and {name} has none; use a data set with labels (digits, "
+                            "mnist, ...), or (images, labels) pairs in Python")
+        raise DataError(f"{name} has no labels to condition on; "
+                        "leave conditional off, or use a data set with labels (digits, mnist, ...)")
     classes = getattr(ds, "classes", None)
     if classes:
         return len(classes)
-    y = _labels(ds, "train")
-    if y is None or y.numel() == 0:
-        raise DataError(f"{getattr(ds, 'name', 'the data set')} has no labels to condition on; "
-                        "leave conditional off, or use a data set with labels (digits, mnist, ...)")
     return int(y.max()) + 1
+
+
+def _semi_supervised_labels(model: Any, ds: Any, seed: int, device: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(every training label, the validation labels or None) for a semi-supervised model (M2), on ``device``,
+    after the model has chosen the labels it keeps (``model.carve_labels``, with the run's ``seed``; a resumed
+    run's checkpoint then brings back its own). The trainer masks the rest (``model.masked_labels``)."""
+    y, valid = _labels(ds, "train"), _labels(ds, "valid")
+    if y is None or y.numel() == 0:
+        raise DataError(f"{getattr(ds, 'name', 'the data set')} has no labels; a semi-supervised model (family m2) "
+                        "needs a data set with labels (digits, mnist, ...), or (images, labels) pairs in Python")
+    model.carve_labels(y, seed)
+    return y.to(device), (valid.to(device) if valid is not None else None)

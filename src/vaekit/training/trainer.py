@@ -19,7 +19,7 @@ from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import Logger, check_available
-from vaekit.models import LatentVariableModel
+from vaekit.models import FAMILIES, LatentVariableModel
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
 from vaekit.objectives.reparameterized import estimator_names
 from vaekit.progress import enabled as progress_enabled
@@ -38,7 +38,7 @@ from vaekit.training.callbacks import (
     MetricsFile,
     OnEpoch,
 )
-from vaekit.training.data import IN_MEMORY, _classes, _labels, in_memory_dataset, load_data
+from vaekit.training.data import IN_MEMORY, _classes, _labels, _semi_supervised_labels, in_memory_dataset, load_data
 from vaekit.training.fast_step import fast_step_for
 from vaekit.training.loop import Loop, TrainData
 from vaekit.training.reporting import (
@@ -130,7 +130,8 @@ def train(
                           "vaekit.training.em.train_em(cfg, out), or vaekit train --family bernoulli-mixture --fit em")
 
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
-        condition = _classes(ds) if cfg.conditional else 0
+        labelled = cfg.conditional or getattr(FAMILIES.entry(cfg.family).cls, "needs_labels", False)
+        condition = _classes(ds, cfg.family if not cfg.conditional else None) if labelled else 0
         return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition, getattr(ds, "levels", None))
 
     names, objects = _split_loggers(loggers)
@@ -314,6 +315,8 @@ def _train_locked(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, s
     loop = _build_loop(cfg, run, ds, build, device, ctx, amp, opts, user_model, resuming)
     loop.progress = progress
     auxiliary = _restore_or_start(loop, cfg, folder, ctx, opts, user_model, resuming, say)
+    if getattr(loop.model, "semi_supervised", False):  # the labels kept: the model's (a resumed run's) indices
+        loop.data.train_labels = loop.model.masked_labels(loop.data.train_labels)
     loop.step = _step_for(loop, cfg, ctx, device, amp, auxiliary)
     loop.callbacks = _callbacks(loop, cfg, folder, ctx, opts, say, on_epoch, auxiliary)
     loop.fit()
@@ -380,6 +383,8 @@ def _build_loop(cfg: TrainConfig, run: Path, ds: Any, build, device: torch.devic
         if data.train_labels is None or data.valid_labels is None:
             raise DataError("the model is conditional but the data has no labels; give (images, labels) pairs")
         data.train_labels, data.valid_labels = data.train_labels.to(device), data.valid_labels.to(device)
+    if getattr(model, "semi_supervised", False):  # all the labels here; masked once a resumed run's indices are back
+        data.train_labels, data.valid_labels = _semi_supervised_labels(model, ds, cfg.seed, device)
     if user_model:
         torch.manual_seed(cfg.seed)
     if ctx.enabled:  # every rank its own reparameterization and binarization noise
