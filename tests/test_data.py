@@ -31,7 +31,7 @@ def rows(x: torch.Tensor) -> np.ndarray:
 def test_registry_lists_the_named_data_sets():
     assert set(DATASETS) == {"binarized-mnist", "mnist", "fashion-mnist", "kmnist", "digits", "mnist-grey",
                              "mnist-t10k", "fashion-mnist-t10k", "kmnist-t10k", "cifar10", "dsprites",
-                             "shapes3d"}
+                             "shapes3d", "wine", "breast-cancer"}
     for name, entry in DATASETS.items():
         assert entry.name == name and entry.description and callable(entry.loader)
         assert len(entry.shape) == 3

@@ -68,8 +68,8 @@ NAMED_KINDS = ("family", *KINDS, "objective")
 class TrainConfig:
     # data
     dataset: str = field(default="digits", metadata=_flag(
-        "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, cifar10, "
-        "images:DIR, npz:FILE (vaekit data --help lists them all)", "str", core=True))
+        "data set: digits, binarized-mnist, mnist, mnist-grey, mnist-t10k, fashion-mnist, kmnist, cifar10, wine, "
+        "images:DIR, npz:FILE, csv:FILE (vaekit data --help lists them all)", "str", core=True))
     data_dir: str | None = field(default=None, metadata=_flag(
         "folder holding the data set's files (default: $VAEKIT_DATA_DIR or the cache)", "str"))
     binarize: str | None = field(default=None, metadata=_flag(
@@ -78,6 +78,13 @@ class TrainConfig:
         "condition q(z|x, y) and p(x|z, y) on the data set's labels (a conditional VAE)", "store_true"))
     image_size: int | None = field(default=None, metadata=_flag(
         "images:DIR: resize the images to PX x PX (named data sets keep their native size)", "positive_int"))
+    standardise: bool | None = field(default=None, metadata=_flag(
+        "a table of real values (csv:FILE, a 2-D npy/npz array, wine, breast-cancer): standardise every split by "
+        "the training split's mean and SD, figures reported in the original units (default: on for tables); "
+        "--no-standardise keeps the raw values", "switch", applies=lambda c: c.get("standardise") is not None))
+    label_column: str | None = field(default=None, metadata=_flag(
+        "csv:FILE with a header row: the column holding class labels (the other columns are the features)", "str",
+        applies=lambda c: c.get("label_column") is not None))
     limit: int | None = field(default=None, metadata=_flag(
         "a data set drawn from a factor grid (dsprites, shapes3d): use a fixed random subset of N of its images "
         "(the splits are carved from it)", "positive_int", core=True, applies=lambda c: c.get("limit") is not None))
@@ -234,7 +241,7 @@ class TrainConfig:
 #: The generic model settings, flat in TrainConfig and under [model] in a file (``model`` itself is [model] arch).
 MODEL_KEYS = ("hidden", "latent", "levels", "activation", "conv_channels")
 #: The settings of the data, first in config.json.
-DATA_KEYS = ("dataset", "data_dir", "binarize", "conditional", "image_size", "limit")
+DATA_KEYS = ("dataset", "data_dir", "binarize", "conditional", "image_size", "limit", "standardise", "label_column")
 #: The settings of a model family and its fitting (exact EM) besides the family's own table.
 FAMILY_KEYS = ("family", "components", "fit", "em_iterations")
 
@@ -321,6 +328,11 @@ def _validate_data_options(cfg: TrainConfig) -> None:
                           "native size: leave image_size out")
     entry = DATASETS.get(_canonical(cfg.dataset))
     _check_limit(cfg.dataset, cfg.limit, entry.loader if entry is not None else None)
+    if cfg.label_column is not None and not cfg.dataset.startswith("csv:"):
+        raise ConfigError(f"label_column names a column of a CSV file (dataset csv:FILE); {cfg.dataset} carries "
+                          "its labels otherwise: leave label_column out")
+    if cfg.standardise is not None and not isinstance(cfg.standardise, bool):
+        raise ConfigError(f"standardise must be true or false, got {cfg.standardise!r}")
 
 
 def _validate_named(cfg: TrainConfig) -> None:

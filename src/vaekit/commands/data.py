@@ -84,6 +84,10 @@ def _value_type(info: dict) -> str:
         return "binary {0,1}" + (f" ({how[info['binarize']]})" if info["binarize"] in how else "")
     if info.get("levels"):
         return "grey levels in [0,1] (discrete, see levels)"
+    if info.get("tabular"):
+        rule = info.get("standardisation")
+        return "a table of real values" + (f", standardised by the training split's mean and SD (log-Jacobian "
+                                            f"{rule['log_jacobian']:.4f} nats)" if rule else " (raw)")
     return "continuous in [0,1] (real-valued)"
 
 

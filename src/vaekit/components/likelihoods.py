@@ -7,7 +7,8 @@ pixel, and returns p(x|z) as a ``torch.distributions`` object whose ``log_prob``
   x = k / (L - 1) the discretized logistic, the discretized mixture of logistics and the L-way categorical
   (:mod:`vaekit.distributions.pixel`); their bits/dim are -log2 p(x|z) / D with no correction;
 * densities (``levels`` = None): the continuous Bernoulli on [0, 1] and the Gaussian, whose log p(x|z) is a
-  density on [0, 1]^D (it can exceed 0), no probability of discrete pixel values.
+  density on [0, 1]^D (it can exceed 0), no probability of discrete pixel values; on real-valued tables the
+  Gaussian with an unbounded mean (``mean = "identity"``) and the Student-t, densities on R^D.
 """
 
 from __future__ import annotations
@@ -59,22 +60,30 @@ class ContinuousBernoulliLikelihood(Likelihood):
 SIGMA_RANGE = (1e-4, 1e4)
 
 
+#: How a Gaussian's mean comes from the decoder output m: sigmoid(m) in (0, 1) (images), or m itself (tables).
+GAUSSIAN_MEANS = ("sigmoid", "identity")
+
+
 @dataclass
 class GaussianLikelihoodConfig:
     variance: str = "learned"  # fixed | learned | per-pixel
     sigma: float = 0.1  # the fixed sigma, or the learned one's start
+    mean: str = "sigmoid"  # sigmoid (values in [0, 1]) | identity (real values, e.g. a standardised table)
 
     def __post_init__(self) -> None:
         if self.variance not in ("fixed", "learned", "per-pixel"):
             raise ValueError(f"variance must be fixed, learned or per-pixel, got {self.variance!r}")
+        if self.mean not in GAUSSIAN_MEANS:
+            raise ValueError(f"mean must be one of {', '.join(GAUSSIAN_MEANS)}, got {self.mean!r}")
         low, high = SIGMA_RANGE
         if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not low <= self.sigma <= high:
             raise ValueError(f"sigma must be a number from {low:g} to {high:g}, got {self.sigma!r}")
 
 
-@LIKELIHOODS.register("gaussian", GaussianLikelihoodConfig, help="Gaussian density, mean sigmoid(m) in [0, 1]")
+@LIKELIHOODS.register("gaussian", GaussianLikelihoodConfig,
+                      help="Gaussian density, mean sigmoid(m) in [0, 1] (or m itself: mean identity, for tables)")
 class GaussianLikelihood(Likelihood):
-    """x_d ~ N(mu_d, sigma_d^2), mu_d = sigmoid(m_d) in [0, 1].
+    """x_d ~ N(mu_d, sigma_d^2), mu_d = sigmoid(m_d) in [0, 1] (``mean = "sigmoid"``) or m_d (``"identity"``).
 
     ``variance``: ``"fixed"`` (sigma = ``sigma``, one decoder output per pixel), ``"learned"`` (one learned
     sigma shared by all pixels) or ``"per-pixel"`` (the decoder outputs log sigma_d^2 too).
@@ -82,11 +91,13 @@ class GaussianLikelihood(Likelihood):
     can be positive: log p(x|z) may exceed 0.
     """
 
+    real_support = True  # a density on all of R^D (with mean identity; sigmoid keeps its mean in (0, 1))
+
     def __init__(self, shape: tuple[int, ...], variance: str = "learned", sigma: float = 0.1,
-                 min_log_var: float = -9.0):
+                 min_log_var: float = -9.0, mean: str = "sigmoid"):
         super().__init__(shape)
-        GaussianLikelihoodConfig(variance, sigma)  # the same checks for direct construction
-        self.variance = variance
+        GaussianLikelihoodConfig(variance, sigma, mean)  # the same checks for direct construction
+        self.variance, self.mean_map = variance, mean
         self.sigma = float(sigma)
         self.min_log_var = float(min_log_var)
         self.params_per_pixel = 2 if variance == "per-pixel" else 1
@@ -97,10 +108,15 @@ class GaussianLikelihood(Likelihood):
             self.register_buffer("log_var", init)
 
     def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        link = torch.sigmoid if self.mean_map == "sigmoid" else (lambda m: m)
         if self.variance == "per-pixel":
             m, lv = self.split(params)
-            return torch.sigmoid(m), lv.clamp(min=self.min_log_var)
-        return torch.sigmoid(params), self.log_var.clamp(min=self.min_log_var).expand_as(params)
+            return link(m), lv.clamp(min=self.min_log_var)
+        return link(params), self.log_var.clamp(min=self.min_log_var).expand_as(params)
+
+    def config(self) -> dict:
+        """The settings, ``mean`` included (held as ``mean_map``: ``mean`` is E[x|z])."""
+        return {**super().config(), "mean": self.mean_map}
 
     def forward(self, params: torch.Tensor) -> DiagonalNormal:
         mu, log_var = self._split(params)
@@ -115,6 +131,83 @@ class GaussianLikelihood(Likelihood):
             raw = self.split(params)[1]
             return float((raw <= self.min_log_var).double().mean()) if raw.numel() else None
         return float(float(self.log_var) <= self.min_log_var)
+
+
+#: The degrees of freedom nu a Student-t likelihood may have (fixed, or learned within these bounds).
+DF_RANGE = (0.2, 1000.0)
+#: The lower bound on the Student-t's log-scale log s_d.
+MIN_LOG_SCALE_T = -7.0
+
+
+@dataclass
+class StudentTLikelihoodConfig:
+    degrees: str = "learned"  # fixed | learned (one nu for all values) | per-feature (one nu per value)
+    df: float = 5.0  # the fixed nu, or the learned ones' start
+
+    def __post_init__(self) -> None:
+        if self.degrees not in ("fixed", "learned", "per-feature"):
+            raise ValueError(f"degrees must be fixed, learned or per-feature, got {self.degrees!r}")
+        low, high = DF_RANGE
+        if isinstance(self.df, bool) or not isinstance(self.df, (int, float)) or not low <= self.df <= high:
+            raise ValueError(f"df must be a number from {low:g} to {high:g}, got {self.df!r}")
+
+
+class _StudentT(torch.distributions.StudentT):
+    """torch's Student-t, whose draws follow a ``generator`` (torch's gamma sampler takes none: the global
+    stream is forked and seeded from the generator, so the same generator gives the same draws)."""
+
+    def sample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None):
+        if generator is None:
+            return super().sample(sample_shape)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[] if self.loc.device.type == "cpu" else [self.loc.device]):
+            torch.manual_seed(seed)
+            return super().sample(sample_shape)
+
+
+class _IndependentT(torch.distributions.Independent):
+    def sample(self, sample_shape: torch.Size | tuple = (), generator: torch.Generator | None = None):
+        return self.base_dist.sample(sample_shape, generator=generator)
+
+
+@LIKELIHOODS.register("student-t", StudentTLikelihoodConfig, prefix="student",
+                      help="Student-t density on real values, location and scale per value from the decoder")
+class StudentTLikelihood(Likelihood):
+    """x_d ~ t_nu(mu_d, s_d): location mu_d = m_d and log-scale log s_d (clamped at :data:`MIN_LOG_SCALE_T`), two
+    decoder outputs per value; nu fixed (``degrees = "fixed"``), learned and shared by all values (``"learned"``)
+    or learned per value (``"per-feature"``), held as log nu within :data:`DF_RANGE`.
+
+    log p = sum_d [lgamma((nu + 1) / 2) - lgamma(nu / 2) - 1/2 log(nu pi) - log s_d
+                   - (nu + 1) / 2 log(1 + ((x_d - mu_d) / s_d)^2 / nu)]   (nats; a density on R^D).
+    E[x|z] = mu for nu > 1. Heavier tails than the Gaussian (nu -> infinity gives it back).
+    """
+
+    params_per_pixel = 2
+    real_support = True  # a density on all of R^D
+
+    def __init__(self, shape: tuple[int, ...], degrees: str = "learned", df: float = 5.0):
+        super().__init__(shape)
+        StudentTLikelihoodConfig(degrees, df)  # the same checks for direct construction
+        self.degrees, self.df = degrees, float(df)
+        init = torch.full(self.shape if degrees == "per-feature" else (), math.log(df))
+        if degrees == "fixed":
+            self.register_buffer("log_df", init)
+        else:
+            self.log_df = nn.Parameter(init)
+
+    def degrees_of_freedom(self) -> torch.Tensor:
+        """nu (a scalar, or one per value), within :data:`DF_RANGE`."""
+        return self.log_df.clamp(math.log(DF_RANGE[0]), math.log(DF_RANGE[1])).exp()
+
+    def forward(self, params: torch.Tensor) -> torch.distributions.Independent:
+        loc, log_scale = self.split(params)
+        nu = self.degrees_of_freedom().to(loc.dtype)
+        base = _StudentT(nu.expand_as(loc), loc, log_scale.clamp(min=MIN_LOG_SCALE_T).exp(), validate_args=False)
+        return _IndependentT(base, self.event_dims, validate_args=False)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z] = mu (the location; the mean of a t with nu > 1, its median and mode always)."""
+        return self.split(params)[0]
 
 
 # -- probabilities of integer grey levels x = k / (L - 1) -----------------------------------------------------

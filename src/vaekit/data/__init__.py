@@ -6,8 +6,14 @@
 
 ``spec`` is a name in :data:`DATASETS` (``binarized-mnist``, ``mnist``, ``mnist-grey``,
 ``fashion-mnist``, ``kmnist``, the ``-t10k`` variants ``mnist-t10k``, ``fashion-mnist-t10k``,
-``kmnist-t10k``, ``cifar10``, ``digits``, ``dsprites``, ``shapes3d``) or the user's own data: ``images:DIR``,
-``npy:FILE``, ``npz:FILE``.
+``kmnist-t10k``, ``cifar10``, ``digits``, ``dsprites``, ``shapes3d``, the tables ``wine``, ``breast-cancer``) or the
+user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``, ``csv:FILE``.
+
+Tables (:mod:`vaekit.data.tabular`): ``csv:FILE``, 2-D arrays that are not flattened square images, and
+scikit-learn's bundled ``wine`` and ``breast-cancer`` hold real-valued features, shape (1, 1, D), ``tabular``
+True. They are standardised by default (``standardise=None`` or True; False keeps the raw values): every split
+becomes (x - m) / s with the training split's mean m and SD s, recorded in ``Dataset.standardisation`` (whose
+``log_jacobian`` = -sum_d log s_d turns log-densities of the standardised values into the original units).
 
 MNIST grey levels and the test files alone: ``mnist`` keeps the 8-bit grey levels unless a
 binarization is asked for, and ``mnist-grey`` is the same data with binarization refused.
@@ -71,6 +77,7 @@ from vaekit.data.idx import (
     write_idx,
 )
 from vaekit.data.shapes3d import Shapes3DSampler, load_shapes3d
+from vaekit.data.tabular import SKLEARN_TABLES, Standardisation, load_table, read_csv, standardised
 from vaekit.errors import ConfigError, DataError
 
 __all__ = [
@@ -80,6 +87,8 @@ __all__ = [
     "FILE_KINDS",
     "SPLITS",
     "Dataset",
+    "Standardisation",
+    "read_csv",
     "DatasetEntry",
     "DSpritesSampler",
     "Factors",
@@ -106,8 +115,8 @@ __all__ = [
     "write_idx",
 ]
 
-#: Prefixes of the user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``.
-FILE_KINDS: tuple[str, ...] = ("images", "npy", "npz")
+#: Prefixes of the user's own data: ``images:DIR``, ``npy:FILE``, ``npz:FILE``, ``csv:FILE``.
+FILE_KINDS: tuple[str, ...] = ("images", "npy", "npz", "csv")
 
 
 @dataclass(frozen=True)
@@ -185,6 +194,10 @@ DATASETS: dict[str, DatasetEntry] = {
         False,
         load_shapes3d,
     ),
+    **{
+        name: DatasetEntry(name, description, (1, 1, 13 if name == "wine" else 30), True, partial(load_table, name))
+        for name, (_, description) in SKLEARN_TABLES.items()
+    },
 }
 
 
@@ -228,9 +241,12 @@ def load_dataset(
     splits: Iterable[str] | None = None,
     cache: bool = True,
     limit: int | None = None,
+    standardise: bool | None = None,
+    label_column: str | None = None,
+    standardisation: Standardisation | dict | None = None,
 ) -> Dataset:
     """Load ``spec`` (a name in :data:`DATASETS`, or ``images:DIR`` / ``npy:FILE`` /
-    ``npz:FILE``) as a :class:`Dataset`.
+    ``npz:FILE`` / ``csv:FILE``) as a :class:`Dataset`.
 
     ``data_dir``: folder of a named data set's files (default ``$VAEKIT_DATA_DIR`` or the
     per-user cache). ``valid_size`` / ``test_size``: counts or fractions in (0, 1) where the
@@ -239,8 +255,26 @@ def load_dataset(
     validation split (the test split never depends on it). ``download``: fetch missing files.
     ``splits``: load only these splits (the others are empty). ``cache``: use the parse cache.
     ``limit``: for a data set drawn from a factor grid (its loader takes ``limit``: dsprites, shapes3d), a fixed
-    random subset of that many images, from which the splits are carved.
+    random subset of that many images, from which the splits are carved. ``standardise``: a table's splits
+    standardised by the training split's mean and SD (None: yes for tables; True for images is an error);
+    ``standardisation``: apply this one (a run's stored mean and SD) instead. ``label_column``: the column of
+    class labels in a ``csv:FILE`` with a header row.
     """
+    if standardise is not None and not isinstance(standardise, bool):
+        raise ConfigError(f"standardise must be True, False or None, got {standardise!r}")
+    wanted = check_splits(splits)
+    args = (spec, data_dir, valid_size, test_size, binarize, image_size, seed, download)
+    ds = _load_raw(*args, wanted, cache, limit, label_column)
+    if ds.tabular and standardisation is None and standardise is not False and "train" not in wanted:
+        ds = _load_raw(*args, None, cache, limit, label_column)  # the training split's mean and SD are needed
+    return keep_splits(standardised(ds, standardise, standardisation), wanted)
+
+
+def _load_raw(spec: str, data_dir: str | os.PathLike[str] | None, valid_size: int | float | None,
+              test_size: int | float | None, binarize: str | None, image_size: int | tuple[int, int] | None,
+              seed: int, download: bool, splits: Iterable[str] | None, cache: bool, limit: int | None,
+              label_column: str | None) -> Dataset:
+    """:func:`load_dataset` before a table's standardisation."""
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data set spec must be a non-empty string, got {spec!r}")
     wanted = check_splits(splits)
@@ -255,8 +289,12 @@ def load_dataset(
             image_size=image_size,
             seed=seed,
             splits=wanted,
+            label_column=label_column,
         )
         return keep_splits(ds, wanted)
+    if label_column is not None:
+        raise ConfigError(f"label_column names a column of a CSV file (csv:FILE); {spec} has its own labels: "
+                          "leave it out")
     name = _canonical(spec)
     if name not in DATASETS:
         raise DataError(_unknown_message(spec))
@@ -289,13 +327,13 @@ def _check_limit(name: str, limit: int | None, loader: Callable[..., Dataset] | 
 
 def _unknown_message(spec: str) -> str:
     names = ", ".join(DATASETS)
-    msg = f"unknown data set {spec!r}: choose one of {names}, or images:DIR, npy:FILE, npz:FILE"
+    msg = f"unknown data set {spec!r}: choose one of {names}, or images:DIR, npy:FILE, npz:FILE, csv:FILE"
     close = difflib.get_close_matches(_canonical(spec), list(DATASETS), n=1)
     if close:
         msg += f" (did you mean {close[0]!r}?)"
     path = Path(spec).expanduser()
     if path.is_dir():
         msg += f" (for a folder of images write images:{spec})"
-    elif path.suffix in (".npy", ".npz") and path.exists():
+    elif path.suffix in (".npy", ".npz", ".csv") and path.exists():
         msg += f" (for this file write {path.suffix[1:]}:{spec})"
     return msg

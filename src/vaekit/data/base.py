@@ -126,7 +126,8 @@ def _factor_classes(classes: Any, sizes: tuple[int, ...], split: str) -> np.ndar
 
 @dataclass(eq=False, repr=False)
 class Dataset:
-    """Train / validation / test splits of images, values float32 in [0, 1], shape (N, C, H, W).
+    """Train / validation / test splits of images, values float32 in [0, 1], shape (N, C, H, W); or of a table
+    (``tabular``: real values, shape (N, 1, 1, D), standardised as ``standardisation`` says).
 
     ``binary``: the values the model sees are in {0, 1}. ``dynamic``: the train split holds
     grey levels p that :meth:`binarize_batch` turns into x ~ Bernoulli(p) on every batch
@@ -155,6 +156,12 @@ class Dataset:
     #: For a data set with factors that can render (or look up) images of chosen factors: () -> a factor sampler
     #: (:class:`vaekit.analysis.disentanglement.FactorSampler`), which the intervention scores need; else None.
     sampler: Callable[[], Any] | None = None
+    #: A table of real-valued features (shape (1, 1, D)), not images (:mod:`vaekit.data.tabular`).
+    tabular: bool = False
+    #: The standardisation applied to every split (:class:`vaekit.data.tabular.Standardisation`), or None.
+    standardisation: Any = None
+    #: The names of a table's features (a CSV header's, scikit-learn's), or None.
+    features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.levels is None and self.binary:
@@ -226,12 +233,17 @@ class Dataset:
             "levels": self.levels,
             "source": self.source,
             "not_loaded": list(self.not_loaded),
+            **({"tabular": True, "features": list(self.features) if self.features else None,
+                "standardisation": self.standardisation.to_dict() if self.standardisation is not None else None}
+               if self.tabular else {}),
         }
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(self.split(s))) for s in SPLITS)
         kind = "dynamic" if self.dynamic else ("binary" if self.binary else
                                                f"{self.levels} levels" if self.levels else "continuous")
+        if self.tabular:
+            kind = f"table of {self.shape[-1]} features" + (", standardised" if self.standardisation else "")
         return f"Dataset({self.name!r}, shape={self.shape}, {kind}, train/valid/test={sizes})"
 
 

@@ -1,4 +1,9 @@
-"""The user's own data: ``images:DIR`` (PNG/JPEG files) and ``npy:FILE`` / ``npz:FILE`` arrays.
+"""The user's own data: ``images:DIR`` (PNG/JPEG files), ``npy:FILE`` / ``npz:FILE`` arrays and ``csv:FILE`` tables.
+
+Tables (:mod:`vaekit.data.tabular`): ``csv:FILE``, and a 2-D ``npy`` / ``npz`` array (N, D) that does not read as
+flattened images (below: uint8 or bool, or floats in [0, 1] with D a perfect square > 1) are N examples of D
+real features, any finite values, shape (1, 1, D), split as a pool is (below). They are standardised with the
+training split's mean and SD unless ``standardise=False`` (see :func:`vaekit.data.load_dataset`).
 
 ``images:DIR``: ``DIR/*.png|jpg|jpeg`` (no labels) or ``DIR/<class>/*.png|jpg|jpeg`` (labels
 are the indices of the sorted class-folder names); not both, and no deeper nesting. Hidden
@@ -35,7 +40,9 @@ import os
 import zipfile
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +64,7 @@ from vaekit.data.base import (
     to_float,
     to_labels,
 )
+from vaekit.data.tabular import as_table, is_image_array, read_csv
 from vaekit.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -324,8 +332,10 @@ def load_file_dataset(
     image_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     splits: tuple[str, ...] | None = None,
+    label_column: str | None = None,
 ) -> Dataset:
-    """``images:DIR``, ``npy:FILE`` or ``npz:FILE`` as a :class:`Dataset`."""
+    """``images:DIR``, ``npy:FILE``, ``npz:FILE`` or ``csv:FILE`` as a :class:`Dataset` (a table: not standardised
+    here, :func:`vaekit.data.load_dataset` does it). ``label_column``: the CSV header's column of class labels."""
     kind, _, where = spec.partition(":")
     if not where:
         raise ConfigError(f"{spec!r}: give a path after '{kind}:' (e.g. {kind}:path/to/data)")
@@ -333,6 +343,13 @@ def load_file_dataset(
     binarize = check_binarize(binarize, allowed=(None, *BINARIZE_MODES))
     seed = check_seed(seed)
     wanted = check_splits(splits)
+    if label_column is not None and kind != "csv":
+        raise ConfigError(f"label_column names a column of a CSV file (csv:FILE); {kind}:FILE carries its labels "
+                          "as arrays: leave label_column out")
+    table, loaded = _table(kind, path, label_column)
+    if table is not None:
+        return keep_splits(_table_dataset(kind, path, table, valid_size, test_size, binarize, image_size, seed),
+                           wanted)
     classes = None
     source = str(path)
     if kind == "images":
@@ -341,14 +358,11 @@ def load_file_dataset(
             source += f" ({ignored} non-image files ignored)"
         parts = _split_pool(x, y, valid_size, test_size, seed, str(path))
     elif kind == "npy":
-        arr = _load_np(path, "npy")
-        if isinstance(arr, dict):
-            raise DataError(f"{path}: is an .npz archive, not a .npy array; use npz:{path}")
-        x = _nonempty(as_images(arr, str(path)), str(path))
+        x = _nonempty(as_images(loaded, str(path)), str(path))
         check_native_size(spec, image_size, x.shape[2:])
         parts = _split_pool(x, None, valid_size, test_size, seed, str(path))
     elif kind == "npz":
-        parts = _npz_parts(path, valid_size, test_size, seed)
+        parts = _npz_parts(path, valid_size, test_size, seed, arrays=loaded)
         check_native_size(spec, image_size, parts["train"][0].shape[2:])
     else:  # pragma: no cover - load_dataset dispatches only these kinds
         raise ConfigError(f"unknown data spec kind {kind!r}")
@@ -377,6 +391,46 @@ def load_file_dataset(
     return keep_splits(ds, wanted)
 
 
+def _table(kind: str, path: Path, label_column: str | None) -> tuple[Any, Any]:
+    """(a table, None) - its (features, labels, classes, feature names), or for npz the archive's arrays - or
+    (None, what was read) when the file holds images (an npy array or npz arrays that read as images)."""
+    if kind == "csv":
+        return read_csv(path, label_column), None
+    if kind == "npy":
+        arr = _load_np(path, "npy")
+        if isinstance(arr, dict):
+            raise DataError(f"{path}: is an .npz archive, not a .npy array; use npz:{path}")
+        return (None, arr) if is_image_array(arr) else ((arr, None, None, None), None)
+    if kind == "npz":
+        arrays = _read_npz(path)
+        first = next((arrays[k] for k in ("train", "images", "arr_0") if k in arrays), None)
+        return (None, arrays) if first is None or is_image_array(first) else (arrays, None)
+    return None, None
+
+
+def _table_dataset(kind: str, path: Path, table: Any, valid_size: int | float | None,
+                   test_size: int | float | None, binarize: str | None, image_size: Any, seed: int) -> Dataset:
+    """The splits of a table (raw values, shape (1, 1, D)); binarization and image sizes do not apply."""
+    if binarize is not None:
+        raise ConfigError(f"{kind}:{path} is a table of real values; binarize applies to images: leave it out")
+    if image_size is not None:
+        raise ConfigError(f"{kind}:{path} is a table of real values; image_size applies to images:DIR")
+    if isinstance(table, dict):
+        parts = _npz_parts(path, valid_size, test_size, seed, arrays=table, convert=as_table)
+        classes, features = None, None
+    else:
+        values, y, classes, features = table
+        x = as_table(np.asarray(values), str(path))
+        parts = _split_pool(x, y, valid_size, test_size, seed, str(path))
+    tensors = {s: to_float(parts[s][0]) for s in SPLITS}
+    labels = {s: to_labels(parts[s][1]) for s in SPLITS}
+    return Dataset(name=f"{kind}:{path}", shape=tuple(parts["train"][0].shape[1:]),  # type: ignore[arg-type]
+                   binary=False, dynamic=False, train=tensors["train"], valid=tensors["valid"],
+                   test=tensors["test"], train_labels=labels["train"], valid_labels=labels["valid"],
+                   test_labels=labels["test"], source=str(path), classes=classes, levels=None, tabular=True,
+                   features=features)
+
+
 def _nonempty(x: np.ndarray, label: str) -> np.ndarray:
     if len(x) == 0:
         raise DataError(f"{label}: holds 0 images")
@@ -384,14 +438,16 @@ def _nonempty(x: np.ndarray, label: str) -> np.ndarray:
 
 
 def _npz_parts(
-    path: Path, valid_size: int | float | None, test_size: int | float | None, seed: int
+    path: Path, valid_size: int | float | None, test_size: int | float | None, seed: int,
+    arrays: dict[str, np.ndarray] | None = None, convert: Callable[[np.ndarray, str], np.ndarray] = as_images,
 ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    arrays = _read_npz(path)
+    """The splits of an archive's ``arrays`` (read from ``path`` when None), each checked by ``convert``."""
+    arrays = _read_npz(path) if arrays is None else arrays
     keys = set(arrays)
     if keys <= _NPZ_POOL_KEYS and keys & {"images", "arr_0"} and not {"images", "arr_0"} <= keys:
         key = "images" if "images" in keys else "arr_0"
         label = f"{path}[{key}]"
-        x = _nonempty(as_images(arrays[key], label), label)
+        x = _nonempty(convert(arrays[key], label), label)
         y = check_labels(arrays["labels"], len(x), f"{path}[labels]") if "labels" in keys else None
         return _split_pool(x, y, valid_size, test_size, seed, str(path))
     if "train" not in keys or not keys <= _NPZ_SPLIT_KEYS:
@@ -415,7 +471,7 @@ def _npz_parts(
     for s in SPLITS:
         if given[s]:
             label = f"{path}[{s}]"
-            x = as_images(arrays[s], label)
+            x = convert(arrays[s], label)
             if s == "train":
                 _nonempty(x, label)
             y = arrays.get(f"{s}_labels")

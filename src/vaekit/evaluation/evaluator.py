@@ -36,7 +36,9 @@ x = k / (L - 1), k = 0..L-1; 2 for binary data, None for real values):
   evaluates the model at y = (k + u) / L and subtracts D log L (``dequantization_nats``) from log p, the ELBO
   and the reconstruction term: log p(x), NLL and bits/dim are then a bound on the log-probability of the
   integer values (NLL and bits/dim upper bounds), comparable with the discrete likelihoods' figures.
-* ``density``: a density on real-valued (or binary) data, nats of a density (it can exceed 0).
+* ``density``: a density on real-valued (or binary) data, nats of a density (it can exceed 0). On a standardised
+  table (:mod:`vaekit.data.tabular`: u = (x - m) / s) the figures are in the ORIGINAL units of x: the model's
+  log q(u) plus the log-Jacobian -sum_d log s_d (``log_jacobian``), added to log p, the ELBO and the reconstruction.
 * ``cross-entropy``: a likelihood of binary pixels on data that are not binary (grey targets): not a
   log-likelihood at all; a note says so.
 
@@ -164,6 +166,8 @@ class EvaluationResult:
     log_px_kind: str = ""
     levels: int | None = None  # grey levels L of the evaluated data (2: binary; None: real-valued)
     dequantization_nats: float = 0.0  # D log L subtracted per example (a dequantized bound); 0 otherwise
+    # a standardised table's -sum_d log sd_d, added per example so that log p(x) is in the data's original units
+    log_jacobian: float = 0.0
     variance_floor_fraction: float | None = None  # pixels whose learned Gaussian variance is at its floor
     # the fraction of examples whose K weights have a Pareto k-hat > 0.7 (vaekit.bounds.pareto); None for K < 25
     pareto_k_fraction: float | None = None
@@ -320,12 +324,15 @@ def evaluate_model(
     levels: int | None = None,
     ais: AISSettings | None = None,
     gaps: GapSettings | None = None,
+    log_jacobian: float | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
     ``levels``: the data's grey levels L (default: the data set's ``levels``; for images alone 2 when every
     value is 0 or 1, else real-valued), which decide what log p(x) is (``log_px_kind``, the module docstring):
-    a density on L-level data is evaluated as the dequantised bound.
+    a density on L-level data is evaluated as the dequantised bound. ``log_jacobian``: nats added per example to
+    log p(x), the ELBO and the reconstruction (default: a standardised table's -sum_d log sd_d, when ``data`` is
+    its data set; 0 for tensors), so that they are in the data's original units.
 
     Returns the mean ELBO, reconstruction and KL, the importance-sampled NLL = -log p(x) with K samples
     (nats and bits/dim), the gap log p(x) - ELBO, the active units and the KL per latent dimension;
@@ -346,15 +353,18 @@ def evaluate_model(
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
+    jacobian = data_log_jacobian(data) if log_jacobian is None else float(log_jacobian)
+    shift -= jacobian  # a standardised table: log p(x) = log q(u) - sum_d log sd_d
     if getattr(model, "semi_supervised", False):  # M2: y summed out exactly, and the classifier's error
         return _m2_result(_Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
                                       memory_budget=memory_budget), device, batch_size, ais, gaps, per_example,
                           _split_labels(data, split, class_labels if class_labels is not None else labels))
     if getattr(model, "one_hot_codes", False):  # a VQ-VAE: one bound, no draws (every weight of q is the same)
         return _one_hot_result(_Evaluation(model, x, y, kind, levels, shift, k=1, seed=seed, split=split, fast=fast,
-                                           memory_budget=memory_budget), device, batch_size, ais, gaps, per_example)
+                                           memory_budget=memory_budget, log_jacobian=jacobian), device, batch_size,
+                               ais, gaps, per_example)
     ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
-                     memory_budget=memory_budget)
+                     memory_budget=memory_budget, log_jacobian=jacobian)
     _plan(ev, device, batch_size)
     passes = _run_passes(ev, progress, exact_limit, surgery_samples, data, class_labels)
     if ais is None and gaps is None:
@@ -404,7 +414,8 @@ def _one_hot_result(ev: _Evaluation, device: str | torch.device | None, batch_si
         log_weights_per_second=ev.n / seconds if seconds > 0 else math.inf, batch_size=ev.batch_size, k_chunk=1,
         seed=int(ev.seed), split=ev.split, likelihood=str(getattr(ev.model.likelihood, "name", "")), notes=notes,
         per_example=per, rate_stderr=_stderr(kl), distortion_stderr=_stderr(rec), log_px_kind=ev.kind,
-        levels=ev.levels, dequantization_nats=ev.shift, vq_elbo=mean, vq_elbo_stderr=se, vq_bits_per_dim=-mean * bpd,
+        levels=ev.levels, dequantization_nats=ev.shift + ev.log_jacobian, log_jacobian=ev.log_jacobian, vq_elbo=mean,
+        vq_elbo_stderr=se, vq_bits_per_dim=-mean * bpd,
         vq_prior=prior)
 
 
@@ -466,6 +477,7 @@ class _Evaluation:
     k_chunk: int = 0  # draws per chunk
     generator: torch.Generator | None = None
     was_training: bool = False  # the model's mode before the evaluation, restored after it
+    log_jacobian: float = 0.0  # a standardised table's -sum_d log sd_d (within -shift)
 
     @property
     def n(self) -> int:
@@ -485,6 +497,13 @@ class _Passes:
     floor: float | None = None  # the fraction of pixels at the learned variance's floor
     exact: EnumeratedBound | None = None
     exact_seconds: float = 0.0
+
+
+def data_log_jacobian(data: Any) -> float:
+    """-sum_d log sd_d of a data set whose table was standardised (``data.standardisation``), else 0: what turns
+    log-densities of the standardised values into the original units (nats per example)."""
+    rule = None if isinstance(data, (torch.Tensor, np.ndarray)) else getattr(data, "standardisation", None)
+    return float(rule.log_jacobian) if rule is not None else 0.0
 
 
 def _evaluation_data(model: LatentVariableModel, data: Any, k: int, seed: int, split: str, labels: Any,
@@ -602,7 +621,8 @@ def _summarise(ev: _Evaluation, passes: _Passes, per_example: bool) -> Evaluatio
         k_chunk=ev.k_chunk, seed=int(ev.seed), split=ev.split,
         likelihood=str(getattr(getattr(ev.model, "likelihood", None), "name", "")), notes=notes, per_example=per,
         unit="group" if passes.groups is not None else "unit", exact_seconds=passes.exact_seconds,
-        log_px_kind=ev.kind, levels=ev.levels, dequantization_nats=shift, variance_floor_fraction=passes.floor,
+        log_px_kind=ev.kind, levels=ev.levels, dequantization_nats=shift + ev.log_jacobian,
+        log_jacobian=ev.log_jacobian, variance_floor_fraction=passes.floor,
         pareto_k_fraction=khat_fraction(khat),
         **fields,
     )
@@ -659,6 +679,10 @@ def _result_notes(ev: _Evaluation, ess: np.ndarray, floor: float | None) -> list
     note = density_note(ev.model)  # an autoencoder's, or decoder + a density fitted to q(z|x)'s draws
     if note is not None:
         notes.insert(0, note)
+    if ev.log_jacobian:
+        notes.append(f"the data are a standardised table, u = (x - m) / s (the training split's mean and SD): log "
+                     f"p(x), the ELBO and the reconstruction are in the original units of x, the model's figures "
+                     f"for u plus the log-Jacobian -sum_d log s_d = {ev.log_jacobian:.4f} nats per example")
     return notes
 
 
@@ -736,7 +760,9 @@ def _notes(model: LatentVariableModel, ess: np.ndarray, k: int, *, kind: str = "
                      "log p(x) is probably underestimated and its spread understated; increase K")
     lik = getattr(model, "likelihood", None)
     name = f"the {getattr(lik, 'name', '') or type(lik).__name__} likelihood"
-    if kind == DENSITY:
+    if kind == DENSITY and getattr(lik, "real_support", False) and getattr(lik, "mean_map", "identity") == "identity":
+        notes.append(f"{name} makes log p(x) a density on R^D (nats), which can exceed 0 (NLL < 0)")
+    elif kind == DENSITY:
         what = ("on binary data it is no probability of the pixels (a Bernoulli is)" if levels == 2 else
                 "no probability of discrete values: for integer-valued data give their grey levels (levels=L; "
                 "vaekit evaluate takes them from the data set) for the dequantised bound")
@@ -833,12 +859,17 @@ def _load_dataset(spec: str, data_dir: str | None, binarize: str | None, seed: i
     return load_dataset(spec, data_dir=data_dir, binarize=binarize, seed=seed, splits=splits, **options)
 
 
-def _data_options(cfg: dict[str, Any], cfg_path: Path) -> dict[str, int]:
-    """The run's ``image_size`` and ``limit`` (those it set), checked."""
-    options = {key: cfg[key] for key in ("image_size", "limit") if cfg.get(key) is not None}
+def _data_options(cfg: dict[str, Any], cfg_path: Path) -> dict[str, Any]:
+    """The run's ``image_size``, ``limit``, ``standardise`` and ``label_column`` (those it set), checked."""
+    options: dict[str, Any] = {key: cfg[key] for key in ("image_size", "limit") if cfg.get(key) is not None}
     for key, value in options.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CheckpointError(f"{cfg_path} is corrupt: {key} is {str(value)[:40]!r}, expected a whole number >= 1")
+    for key, kind in (("standardise", bool), ("label_column", str)):
+        if cfg.get(key) is not None:
+            if not isinstance(cfg[key], kind):
+                raise CheckpointError(f"{cfg_path} is corrupt: {key} is {str(cfg[key])[:40]!r}")
+            options[key] = cfg[key]
     return options
 
 
@@ -873,6 +904,8 @@ def load_run_data(run: str | Path, *, data_dir: str | None = None, dataset: Any 
                               "(and --data-dir), or evaluate it in Python: vaekit.evaluate(model, x)")
     where = data_dir if data_dir is not None else cfg.get("data_dir")
     options = _data_options(cfg, cfg_path) if name == cfg.get("dataset") else {}
+    if name == cfg.get("dataset") and cfg.get("standardisation") is not None:  # a table: as stored with the run
+        options["standardisation"] = cfg["standardisation"]
     if split is None:
         return _load_dataset(name, where, cfg.get("binarize"), seed, **options)
     return _load_dataset(name, where, cfg.get("binarize"), seed, splits=(split,), **options)
@@ -921,7 +954,8 @@ def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch
     result = evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, split=split, per_example=per_example,
                             progress=progress, labels=y if getattr(model, "condition", 0) else None,
                             exact_limit=exact_limit, class_labels=y, surgery_samples=surgery_samples,
-                            levels=getattr(ds, "levels", None), ais=ais, gaps=gaps)
+                            levels=getattr(ds, "levels", None), ais=ais, gaps=gaps,
+                            log_jacobian=data_log_jacobian(ds))
     result.selected_by = selected_by(run)
     if subset is not None:
         result.notes.append(f"evaluated on {subset}")

@@ -288,13 +288,14 @@ def _evaluate(ctx: _Report, progress: Callable[[int, int], None] | None) -> Any:
     """The evaluation of the loaded images with K = ``ctx.k`` importance samples
     (:func:`vaekit.evaluation.evaluate_model`), or None without data."""
     from vaekit.evaluation import evaluate_model
+    from vaekit.evaluation.evaluator import data_log_jacobian
 
     if ctx.x is None:
         return None
     ctx.say(f"evaluating on {len(ctx.x)} {ctx.split} examples with K = {ctx.k} ...")
     return evaluate_model(ctx.model, ctx.x, k=ctx.k, seed=ctx.seed, split=ctx.split, per_example=False,
                           labels=ctx.labels if getattr(ctx.model, "condition", 0) else None, progress=progress,
-                          levels=getattr(ctx.ds, "levels", None))
+                          levels=getattr(ctx.ds, "levels", None), log_jacobian=data_log_jacobian(ctx.ds))
 
 
 def _summary(ctx: _Report, mc: dict[str, Any]) -> str:

@@ -82,12 +82,34 @@ def check_likelihood_data(cfg: TrainConfig, likelihood: dict[str, Any], binary: 
                       f"{have} (--pixel-levels {have}, or levels = {have} under [model.likelihood])")
 
 
+def table_likelihood(cfg: TrainConfig, likelihood: dict[str, Any]) -> dict[str, Any]:
+    """The likelihood ``spec`` for a table of real values (any real number): a density on the real line
+    (``real_support``: the Gaussian, whose mean becomes the decoder output itself unless set, and the Student-t);
+    anything else is refused in one line."""
+    from vaekit.components import LIKELIHOODS
+
+    name = likelihood["name"]
+    real = [n for n in LIKELIHOODS.names() if getattr(LIKELIHOODS.entry(n).cls, "real_support", False)]
+    if not getattr(LIKELIHOODS.entry(name).cls, "real_support", False):
+        what = "binary pixels" if likelihood_levels(likelihood) == 2 else (
+            "values in [0, 1]" if likelihood_levels(likelihood) is None else "integer grey levels")
+        raise ConfigError(f"likelihood {name} models {what} but {cfg.dataset} is a table of real values; use a "
+                          f"density on the real line: --likelihood {' or '.join(real)}")
+    if name == "gaussian" and likelihood.get("mean", "identity") != "identity":
+        raise ConfigError(f"the Gaussian's mean {likelihood['mean']} keeps it in (0, 1), but {cfg.dataset} is a "
+                          "table of real values; leave gaussian_mean out (identity)")
+    return {**likelihood, "mean": "identity"} if name == "gaussian" else likelihood
+
+
 def model_for(cfg: TrainConfig, shape: tuple[int, ...], binary: bool, condition: int = 0,
-              levels: int | None = None) -> LatentVariableModel:
+              levels: int | None = None, tabular: bool = False) -> LatentVariableModel:
     """The model ``cfg`` describes for data of ``shape`` (binary or not; ``levels``: its grey levels L, None
-    for real values or unknown), conditional on ``condition`` classes; a likelihood that is no probability of
-    such data is refused (:func:`check_likelihood_data`)."""
+    for real values or unknown; ``tabular``: a table of real values), conditional on ``condition`` classes; a
+    likelihood that is no probability (or density) of such data is refused (:func:`check_likelihood_data`,
+    :func:`table_likelihood`)."""
     likelihood = cfg.component("likelihood", "bernoulli" if binary else "gaussian")
+    if tabular:
+        likelihood = table_likelihood(cfg, likelihood)
     check_model_size(cfg, tuple(shape), likelihood)  # too large for memory: one line naming the settings, no work
     check_likelihood_data(cfg, likelihood, binary, levels)
     family = FAMILIES.build(cfg.component("family"))

@@ -16,11 +16,14 @@ from vaekit.errors import DataError
 IN_MEMORY = "in-memory"
 
 
-def load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig, standardisation: Any = None):
+    """The data set ``cfg`` names; a table standardised as ``cfg.standardise`` says, by ``standardisation`` (a
+    resumed run's stored mean and SD) when given."""
     from vaekit.data import load_dataset
 
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, binarize=cfg.binarize, seed=cfg.seed,
-                        image_size=cfg.image_size, limit=cfg.limit)
+                        image_size=cfg.image_size, limit=cfg.limit, standardise=cfg.standardise,
+                        label_column=cfg.label_column, standardisation=standardisation)
 
 
 def _as_images(data: Any, what: str) -> torch.Tensor:

@@ -40,6 +40,8 @@ class TrainData:
     valid_labels: torch.Tensor | None = None
     levels: int | None = None  # the data's grey levels L (x = k / (L - 1)); None: real values or unknown
     shift: float = 0.0  # D log L when the figures are dequantised bounds (a density on integer data), else 0
+    standardisation: Any = None  # a table's standardisation (vaekit.data.tabular.Standardisation), or None
+    log_jacobian: float = 0.0  # -sum_d log sd_d of that standardisation: added to every log p figure (nats)
 
     def dequantize_batch(self, x: torch.Tensor) -> torch.Tensor:
         """y = (k + u) / L with fresh u ~ U[0, 1) per value: a density trained on y bounds log P(k) + D log L."""
@@ -131,7 +133,8 @@ class Loop:
             bar.update(1)
         bar.close()
         means = (D.all_reduce_sum(sums, ctx) / (n * ctx.world_size)).tolist()
-        return [means[0] - data.shift, means[1] - data.shift, means[2]]  # ELBO and reconstruction: log p figures
+        offset = data.log_jacobian - data.shift  # ELBO and reconstruction: log p figures in the data's own units
+        return [means[0] + offset, means[1] + offset, means[2]]
 
     def _look(self, losses: torch.Tensor, checked: int, step: int, bar: Any) -> None:
         """Stop, naming the epoch and step, at the first non-finite loss of steps ``checked..step``."""
@@ -150,8 +153,8 @@ class Loop:
         if labels is not None and ctx.enabled:
             labels = labels[ctx.rank :: ctx.world_size]
         valid = _validate(self.model, share, data.valid.shape[0], self.objective, self.cfg, self.amp, ctx, labels)
-        for key in ("elbo", "reconstruction", *self.objective.bounds):  # a dequantised bound: minus D log L
-            valid[key] -= data.shift
+        for key in ("elbo", "reconstruction", *self.objective.bounds):  # a dequantised bound: minus D log L;
+            valid[key] += data.log_jacobian - data.shift  # a standardised table: plus -sum_d log sd_d
         if not math.isfinite(valid["elbo"]) and data.valid.shape[0]:
             raise TrainingDiverged(f"the validation ELBO became {valid['elbo']} after epoch {self.epoch + 1}; "
                                    f"{_kept(self.sound_epoch, self.epoch, self.run)}")
@@ -181,7 +184,8 @@ class Loop:
                "seconds": seconds, "best": improved,
                **({"score": score, "selected_by": self.selected_by} if self.selected_by != "valid ELBO" else {}),
                **_estimator_fields(self.estimator), **self.objective.row_fields(),
-               **({"log_px_kind": DEQUANTIZED, "dequantization_nats": self.data.shift} if self.data.shift else {})}
+               **({"log_px_kind": DEQUANTIZED, "dequantization_nats": self.data.shift} if self.data.shift else {}),
+               **({"log_jacobian": self.data.log_jacobian} if self.data.standardisation is not None else {})}
         state["last"] = row
         state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
         self.rng = _gather_rng(_rng_state(self.data.train.device), self.ctx)

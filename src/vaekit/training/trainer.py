@@ -132,7 +132,8 @@ def train(
     def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
         labelled = cfg.conditional or getattr(FAMILIES.entry(cfg.family).cls, "needs_labels", False)
         condition = _classes(ds, cfg.family if not cfg.conditional else None) if labelled else 0
-        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition, getattr(ds, "levels", None))
+        return model_for(cfg, tuple(ds.shape), bool(ds.binary), condition, getattr(ds, "levels", None),
+                         bool(getattr(ds, "tabular", False)))
 
     names, objects = _split_loggers(loggers)
     if names is not None:
@@ -287,6 +288,11 @@ def _run(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, log, build
             D.teardown()
 
 
+def _stored_standardisation(folder: RunFolder, resuming: bool) -> dict[str, Any] | None:
+    """A resumed run's stored standardisation of its table (config.json's ``standardisation``), else None."""
+    return folder.read_config().get("standardisation") if resuming else None
+
+
 def _check_resumable(folder: RunFolder, resume: bool, opts: _Options, state: Any) -> None:
     """Before any write: a run to resume whose settings cannot be read is refused."""
     if resume and not opts.overwrite and state.has_checkpoint:
@@ -297,6 +303,7 @@ def _saved_config(folder: RunFolder) -> TrainConfig:
     """The settings of the run being resumed, from its config.json; a missing or corrupt file is one line."""
     saved = folder.read_config()
     saved.pop("trained_with", None)  # written by fit(), whose model is described by model.json
+    saved.pop("standardisation", None)  # the stored mean and SD of a table (read by _stored_standardisation)
     saved.setdefault("fast_step", False)  # a run from before the fast step resumes on the autograd step it began on
     return from_dict(saved, source=str(folder / "config.json"))
 
@@ -311,7 +318,7 @@ def _train_locked(cfg, folder: RunFolder, resume, dataset, progress, on_epoch, s
         torch.set_num_threads(cfg.threads)
     set_precision(device, cfg.precision)
     amp = autocast_context(device, cfg.precision)
-    ds = dataset if dataset is not None else load_data(cfg)
+    ds = dataset if dataset is not None else load_data(cfg, _stored_standardisation(folder, resuming))
     loop = _build_loop(cfg, run, ds, build, device, ctx, amp, opts, user_model, resuming)
     loop.progress = progress
     auxiliary = _restore_or_start(loop, cfg, folder, ctx, opts, user_model, resuming, say)
@@ -366,7 +373,9 @@ def _train_data(cfg: TrainConfig, ds: Any, device: torch.device) -> TrainData:
     valid_x = ds.valid.to(device=device, dtype=torch.float32).contiguous()
     if train_x.shape[0] == 0:
         raise VaekitError(f"the training split of {cfg.dataset} is empty")
-    return TrainData(train_x, valid_x, bool(getattr(ds, "dynamic", False)), levels=getattr(ds, "levels", None))
+    rule = getattr(ds, "standardisation", None)
+    return TrainData(train_x, valid_x, bool(getattr(ds, "dynamic", False)), levels=getattr(ds, "levels", None),
+                     standardisation=rule, log_jacobian=rule.log_jacobian if rule is not None else 0.0)
 
 
 def _build_loop(cfg: TrainConfig, run: Path, ds: Any, build, device: torch.device, ctx: D.DistContext, amp,
@@ -425,6 +434,8 @@ def _restore_or_start(loop: Loop, cfg: TrainConfig, folder: RunFolder, ctx: D.Di
         if user_model:  # the model is described by model.json, not by these settings
             written.pop("model")
             written["trained_with"] = "vaekit.fit"
+        if loop.data.standardisation is not None:  # a table's mean and SD, applied again when the run is loaded
+            written["standardisation"] = loop.data.standardisation.to_dict()
         folder.start(written, opts.overwrite, say)
     return auxiliary
 
