@@ -145,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
                                   surgery_samples=args.surgery_samples, ais=ais, gaps=gaps)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
+    if compare is None:  # kept in RUN/evaluations/ for report and compare (vaekit.evaluation.store)
+        from vaekit.evaluation import store
+
+        store.keep(args.run, store.evaluation_key(split=args.split, k=args.k, seed=args.seed, limit=args.limit,
+                                                  dataset=args.dataset, precision=args.precision), result.to_dict())
     summary = json_safe({**result.summary(), **(compare or {"sampler": "prior"}), **(scores or {})})
     saved = None if scores is None else _save(args.run, summary)
     if args.json:

@@ -251,6 +251,7 @@ def evaluate_runs(runs: Sequence[RunSummary], *, k: int = COMPARE_K, seed: int =
     autoencoder gets its distortion alone. Data sets shared by runs are loaded once, all before the first
     evaluation."""
     from vaekit.evaluation import evaluate_run, load_run_data, read_run_config
+    from vaekit.evaluation.store import evaluation_key, reuse_or_evaluate
 
     say = log or (lambda _msg: None)
     cache: dict[Any, Any] = {}
@@ -275,13 +276,24 @@ def evaluate_runs(runs: Sequence[RunSummary], *, k: int = COMPARE_K, seed: int =
                 r.notes.append("its NLL is that of the decoder with the Gaussian mixture fitted to its training "
                                "codes after training (importance-sampled), not of a trained latent-variable model")
             continue
-        say(f"{r.name}: evaluating on the {split} split with K = {k} ...")
+        key = evaluation_key(split=split, k=k, seed=seed, dataset=dataset_name)
         try:
-            r.evaluation = evaluate_run(r.path, split=split, k=k, seed=seed, device=device, dataset=ds)
+            r.evaluation, reused = reuse_or_evaluate(r.path, key, lambda r=r, ds=ds: _evaluate_one(
+                r, ds, split, k, seed, device, say))
+            if reused:
+                say(f"{r.name}: the evaluation kept in its run folder ({split} split, K = {k}, seed {seed})")
         except (ValueError, NotImplementedError) as exc:  # a model without the densities the evaluation needs
             if isinstance(exc, VaekitError):
                 raise
             r.notes.append(f"not evaluated: {' '.join(str(exc).split())[:200]}")
+
+
+def _evaluate_one(r: RunSummary, ds: Any, split: str, k: int, seed: int, device: str | None,
+                  say: Callable[[str], None]) -> Any:
+    from vaekit.evaluation import evaluate_run
+
+    say(f"{r.name}: evaluating on the {split} split with K = {k} ...")
+    return evaluate_run(r.path, split=split, k=k, seed=seed, device=device, dataset=ds)
 
 
 @torch.inference_mode()

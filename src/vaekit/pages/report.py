@@ -235,6 +235,7 @@ class _Report:
     saved: dict[str, Any] | None = None  # RUN/disentanglement.json's object, for a data set with factors
     saved_note: str | None = None  # why RUN/disentanglement.json could not be read
     saved_stale: bool = False  # RUN/disentanglement.json is older than RUN/model.safetensors
+    key: dict[str, Any] | None = None  # what names the evaluation kept in RUN/evaluations/ (vaekit.evaluation.store)
 
 
 def _open_run(run: Path, device: str | None, *, split: str, seed: int, k: int, say: Callable[[str], None]) -> _Report:
@@ -262,8 +263,10 @@ def _load_split(ctx: _Report, *, data_dir: str | None, dataset: Any, dataset_nam
     few figures already show every class. When that fails a note says why and ``ctx.x`` stays None."""
     from vaekit.data.base import class_interleaved_order
     from vaekit.evaluation import check_shape, limit_split, load_run_data, split_images
+    from vaekit.evaluation.store import evaluation_key
 
     split, seed = ctx.split, ctx.seed
+    ctx.key = evaluation_key(split=split, k=ctx.k, seed=seed, limit=limit, dataset=dataset_name)
     try:
         ctx.ds = load_run_data(ctx.run, data_dir=data_dir, dataset=dataset, dataset_name=dataset_name, split=split)
         x, labels = split_images(ctx.ds, split, seed)
@@ -289,13 +292,23 @@ def _evaluate(ctx: _Report, progress: Callable[[int, int], None] | None) -> Any:
     (:func:`vaekit.evaluation.evaluate_model`), or None without data."""
     from vaekit.evaluation import evaluate_model
     from vaekit.evaluation.evaluator import data_log_jacobian
+    from vaekit.evaluation.store import reuse_or_evaluate
 
     if ctx.x is None:
         return None
-    ctx.say(f"evaluating on {len(ctx.x)} {ctx.split} examples with K = {ctx.k} ...")
-    return evaluate_model(ctx.model, ctx.x, k=ctx.k, seed=ctx.seed, split=ctx.split, per_example=False,
-                          labels=ctx.labels if getattr(ctx.model, "condition", 0) else None, progress=progress,
-                          levels=getattr(ctx.ds, "levels", None), log_jacobian=data_log_jacobian(ctx.ds))
+
+    def compute() -> Any:
+        ctx.say(f"evaluating on {len(ctx.x)} {ctx.split} examples with K = {ctx.k} ...")
+        return evaluate_model(ctx.model, ctx.x, k=ctx.k, seed=ctx.seed, split=ctx.split, per_example=False,
+                              labels=ctx.labels if getattr(ctx.model, "condition", 0) else None, progress=progress,
+                              levels=getattr(ctx.ds, "levels", None), log_jacobian=data_log_jacobian(ctx.ds))
+
+    result, reused = reuse_or_evaluate(ctx.run, ctx.key, compute)
+    if reused:
+        ctx.say(f"using the evaluation kept in {ctx.run}/evaluations/ (the same split, K = {ctx.k} and seed)")
+        ctx.notes.append(f"The evaluation is the one kept in the run folder for the {ctx.split} split, K = {ctx.k} "
+                         f"and seed {ctx.seed} (by vaekit evaluate or an earlier report), for this model's weights.")
+    return result
 
 
 def _summary(ctx: _Report, mc: dict[str, Any]) -> str:
