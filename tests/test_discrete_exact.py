@@ -264,3 +264,18 @@ def test_cli_bound_and_evaluate_on_a_discrete_run(discrete_run, capsys):
     assert code == 0 and _last_json(out)["nll_exact"] is None
     code, _, err = run_cli(["evaluate", str(discrete_run), "--exact-limit", "-1"], capsys)
     assert code == 2 and "exact-limit" in err
+
+
+def test_evaluate_spends_no_minutes_on_importance_sampling_where_the_sum_is_exact(discrete_run, capsys):
+    """Without --k, a run whose codes are summed exactly gets K = 100 draws (a check), said in a note; --k, or an
+    exact sum switched off, gets what was asked (K = 5000 by default)."""
+    code, out, err = run_cli(["evaluate", str(discrete_run), "--limit", "3", "--json"], capsys)
+    assert code == 0, err
+    e = _last_json(out)
+    assert e["k"] == 100 and e["nll_exact"] is not None
+    assert any("the exact log p(x) is reported" in note for note in e["notes"])
+    code, out, err = run_cli(["evaluate", str(discrete_run), "--limit", "2", "--k", "300", "--json"], capsys)
+    assert code == 0 and _last_json(out)["k"] == 300
+    code, out, err = run_cli(["evaluate", str(discrete_run), "--limit", "1", "--exact-limit", "0", "--json"], capsys)
+    e = _last_json(out)
+    assert code == 0 and e["k"] == 5000 and e["nll_exact"] is None

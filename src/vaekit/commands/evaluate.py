@@ -36,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split (default test)")
-    parser.add_argument("--k", type=importance_samples, default=5000,
-                        help="importance samples per example (default 5000)")
+    parser.add_argument("--k", type=importance_samples, default=None,
+                        help=f"importance samples per example (default {DEFAULT_K}; {EXACT_K} where the exact log p(x) "
+                        "is reported, a discrete latent space of at most --exact-limit codes, whose importance-sampled "
+                        "figure is then only a check)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="examples per batch (default: chosen from a 256 MB memory budget)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
@@ -105,6 +107,30 @@ def _annealing(args: argparse.Namespace) -> tuple:
     return ais, (GapSettings(steps=args.gaps_steps) if args.gaps else None)
 
 
+#: --k by default, and where the exact log p(x) is reported (the importance-sampled figure is then a check).
+DEFAULT_K, EXACT_K = 5000, 100
+
+
+def _default_k(args: argparse.Namespace, exact_limit: int) -> tuple[int, str | None]:
+    """(K, a note or None): --k when given; else EXACT_K when the run's latent space has at most ``exact_limit``
+    codes (the exact sum is reported, so minutes of K = 5000 draws would buy nothing), else DEFAULT_K."""
+    if args.k is not None:
+        return args.k, None
+    if exact_limit <= 0 or args.sampler != "prior":
+        return DEFAULT_K, None
+    from vaekit.bounds.enumeration import is_enumerable
+    from vaekit.evaluation import load_model
+
+    try:
+        enumerable = is_enumerable(load_model(args.run, "cpu"), exact_limit)
+    except Exception:  # noqa: BLE001 - the evaluation itself reports a run it cannot load, in one line
+        return DEFAULT_K, None
+    if not enumerable:
+        return DEFAULT_K, None
+    return EXACT_K, (f"the exact log p(x) is reported (nll_exact); the importance-sampled figure is a check with "
+                     f"K = {EXACT_K} (pass --k for more)")
+
+
 #: The largest --exact-limit: the most codes a latent space can have and be enumerated (2^24).
 MAX_EXACT_LIMIT = 2**24
 
@@ -123,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.progress import Bar, enabled
 
     check_samples(args.surgery_samples, "--surgery-samples")  # its memory, before any work
+    exact_limit = DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit
+    args.k, k_note = _default_k(args, exact_limit)
     _sampler.check_arguments(args)
     show = not args.quiet and enabled(True if args.progress else None)
     progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show)  # on stderr: stdout is the result
@@ -141,10 +169,12 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate_run(args.run, split=args.split, k=args.k, batch_size=args.batch_size, seed=args.seed,
                                   device=args.device, data_dir=args.data_dir, dataset_name=args.dataset,
                                   limit=args.limit, progress=progress,
-                                  exact_limit=DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit,
+                                  exact_limit=exact_limit,
                                   surgery_samples=args.surgery_samples, ais=ais, gaps=gaps)
     if args.precision != "fp32":
         result.notes.append(f"computed with --precision {args.precision}")
+    if k_note is not None and result.nll_exact is not None:
+        result.notes.append(k_note)
     if compare is None:  # kept in RUN/evaluations/ for report and compare (vaekit.evaluation.store)
         from vaekit.evaluation import store
 
