@@ -103,6 +103,8 @@ def component_flags() -> dict[str, tuple]:
             defaults[owner] = own.default if own.default is not dataclasses.MISSING else None
         shown = ", ".join(f"{v} for {o}" for o, v in defaults.items()) if len(set(map(repr, defaults.values()))) > 1 \
             else defaults[owners[0][1]]
+        if len(owners) == 1 and "default_help" in f.metadata:  # a default computed at run time, said in words
+            shown = f.metadata["default_help"]
         flag = "--" + key.replace("_", "-")
         text = f"{kind} {' / '.join(owner for _, owner, _ in owners)}: {field.replace('_', ' ')} (default {shown})"
         out[flag] = (_flag_type(hint if hint is not None else f.type, flag), text)

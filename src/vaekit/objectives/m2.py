@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -64,7 +64,8 @@ def labelled_bound(rec: torch.Tensor, kl: torch.Tensor, y: torch.Tensor) -> torc
 
 @dataclass
 class M2ObjectiveConfig:
-    alpha: float | None = None  # the classification term's weight; None: 0.1 N (N the training examples)
+    # the classification term's weight; None: 0.1 N (N the training examples)
+    alpha: float | None = field(default=None, metadata={"default_help": "0.1 x the training images"})
 
     def __post_init__(self) -> None:
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
