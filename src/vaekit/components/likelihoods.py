@@ -60,15 +60,16 @@ class ContinuousBernoulliLikelihood(Likelihood):
 SIGMA_RANGE = (1e-4, 1e4)
 
 
-#: How a Gaussian's mean comes from the decoder output m: sigmoid(m) in (0, 1) (images), or m itself (tables).
-GAUSSIAN_MEANS = ("sigmoid", "identity")
+#: How a Gaussian's mean comes from the decoder output m: sigmoid(m) in (0, 1) (images), or m itself (tables);
+#: ``auto``: identity on a table of real values, sigmoid otherwise (decided when the model is built for its data).
+GAUSSIAN_MEANS = ("auto", "sigmoid", "identity")
 
 
 @dataclass
 class GaussianLikelihoodConfig:
     variance: str = "learned"  # fixed | learned | per-pixel
     sigma: float = 0.1  # the fixed sigma, or the learned one's start
-    mean: str = "sigmoid"  # sigmoid (values in [0, 1]) | identity (real values, e.g. a standardised table)
+    mean: str = "auto"  # sigmoid (values in [0, 1]) | identity (real values, a table) | auto (by the data)
 
     def __post_init__(self) -> None:
         if self.variance not in ("fixed", "learned", "per-pixel"):
@@ -94,10 +95,10 @@ class GaussianLikelihood(Likelihood):
     real_support = True  # a density on all of R^D (with mean identity; sigmoid keeps its mean in (0, 1))
 
     def __init__(self, shape: tuple[int, ...], variance: str = "learned", sigma: float = 0.1,
-                 min_log_var: float = -9.0, mean: str = "sigmoid"):
+                 min_log_var: float = -9.0, mean: str = "auto"):
         super().__init__(shape)
         GaussianLikelihoodConfig(variance, sigma, mean)  # the same checks for direct construction
-        self.variance, self.mean_map = variance, mean
+        self.variance, self.mean_map = variance, "sigmoid" if mean == "auto" else mean
         self.sigma = float(sigma)
         self.min_log_var = float(min_log_var)
         self.params_per_pixel = 2 if variance == "per-pixel" else 1

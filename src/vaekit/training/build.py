@@ -95,7 +95,7 @@ def table_likelihood(cfg: TrainConfig, likelihood: dict[str, Any]) -> dict[str, 
             "values in [0, 1]" if likelihood_levels(likelihood) is None else "integer grey levels")
         raise ConfigError(f"likelihood {name} models {what} but {cfg.dataset} is a table of real values; use a "
                           f"density on the real line: --likelihood {' or '.join(real)}")
-    if name == "gaussian" and likelihood.get("mean", "identity") != "identity":
+    if name == "gaussian" and likelihood.get("mean", "auto") not in ("auto", "identity"):
         raise ConfigError(f"the Gaussian's mean {likelihood['mean']} keeps it in (0, 1), but {cfg.dataset} is a "
                           "table of real values; leave gaussian_mean out (identity)")
     return {**likelihood, "mean": "identity"} if name == "gaussian" else likelihood
