@@ -111,3 +111,18 @@ def test_models_without_a_continuous_latent_density_are_refused():
         ais(discrete, torch.zeros(2, 16), AISSettings(steps=2))
     with pytest.raises(VaekitError, match="chains must be >= 1"):
         AISSettings(steps=3, chains=0)
+
+
+def test_ais_follows_its_temperatures_over_every_batch_of_examples():
+    lg = LinearGaussian.random(data_dim=8, latent=2, sigma=0.5, seed=0)
+    x = lg.sample_data(6, seed=1)
+    seen: list[tuple[int, int]] = []
+    from vaekit.bounds.ais import GRADIENT_FACTOR
+    from vaekit.bounds.sizing import bytes_per_row
+
+    budget = 2 * GRADIENT_FACTOR * bytes_per_row(lg, 2)  # two chains' rows: one example per batch, 6 batches
+    ais(lg, x, AISSettings(steps=4, chains=2, leapfrog=2, seed=0), memory_budget=budget,
+        progress=lambda done, total: seen.append((done, total)))
+    total = 6 * 4
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert all(t == total for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)

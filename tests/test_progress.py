@@ -52,8 +52,8 @@ def test_report_draws_a_bar_and_quiet_draws_nothing(run, capsys, tmp_path):
     page = tmp_path / "r.html"
     code, out, err = run_cli(["report", str(run), "--k", "5", "--out", str(page)], capsys)
     assert code == 0 and "ETA" not in err, err  # stderr is no terminal here: the steps, no bar
-    code, out, err = run_cli(["report", str(run), "--k", "5", "--out", str(page), "--progress"], capsys)
-    assert code == 0, err
+    code, out, err = run_cli(["report", str(run), "--k", "6", "--out", str(page), "--progress"], capsys)
+    assert code == 0, err  # K = 6: not the evaluation the first report kept (that one is reused, with no bar)
     assert "ETA" in err and out.strip() == str(page)
     code, out, err = run_cli(["report", str(run), "--k", "5", "--out", str(page), "--quiet"], capsys)
     assert code == 0 and err == "" and out.strip() == str(page)
@@ -131,3 +131,51 @@ def test_fit_outside_a_notebook_says_nothing_by_default(tmp_path, capsys):
     vaekit.fit(_model(), _data(), out=tmp_path / "run", epochs=2, batch_size=40)
     out, err = capsys.readouterr()
     assert out == "" and err == ""  # stderr is no terminal under pytest: no bar either
+
+
+def test_a_long_piece_of_work_is_projected_said_and_refused_past_the_limit(monkeypatch):
+    """The first call after PILOT_SECONDS of work projects the whole: said when over ANNOUNCE_SECONDS, refused
+    (one ConfigError naming the settings to lower) when over $VAEKIT_MAX_HOURS."""
+    from vaekit.errors import ConfigError
+
+    clock = iter([0.0, 2.0])
+    monkeypatch.setattr(P.time, "perf_counter", lambda: next(clock))
+    said: list[str] = []
+    bar = P.Bar("log p(x), K = 5000", "examples", enabled=False, flags="--k or --limit", say=said.append)
+    bar(0, 100)
+    bar(1, 100)  # 1 of 100 in 2 s: 200 s in all
+    assert said == ["log p(x), K = 5000: about 3.3 min in all (1 of 100 examples done in 2.0 s)"]
+    clock = iter([0.0, 2.0])
+    monkeypatch.setenv("VAEKIT_MAX_HOURS", "0.01")  # 36 s
+    bar = P.Bar("log p(x), K = 5000", "examples", enabled=False, flags="--k or --limit")
+    bar(0, 100)
+    with pytest.raises(ConfigError, match=r"would take about 3\.3 min .* lower --k or --limit"):
+        bar(1, 100)
+    assert P.duration(3 * 86400) == "3.0 days" and P.duration(59) == "59 s"
+
+
+def test_evaluate_refuses_work_projected_past_the_limit_in_one_line(run, capsys, monkeypatch):
+    monkeypatch.setattr(P, "PILOT_SECONDS", 0.0)
+    monkeypatch.setenv("VAEKIT_MAX_HOURS", "1e-9")
+    code, out, err = run_cli(["evaluate", str(run), "--k", "50", "--batch-size", "20", "--quiet"], capsys)
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "would take about" in lines[0] and "lower --k or --limit" in lines[0], err
+
+
+def test_the_exact_sum_follows_its_codes_and_is_refused_past_the_limit(monkeypatch):
+    from vaekit.bounds.enumeration import enumerated_bound
+    from vaekit.errors import ConfigError
+    from vaekit.models import VAE
+
+    torch.manual_seed(0)
+    model = VAE(latent=6, shape=(1, 4, 4), hidden=(8,), posterior="bernoulli", prior="bernoulli")
+    x = (torch.rand(5, 1, 4, 4) > 0.5).float()
+    seen: list[tuple[int, int]] = []
+    enumerated_bound(model, x, chunk=16, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(d, 64) for d in (0, 16, 32, 48, 64)]
+    monkeypatch.setattr(P, "PILOT_SECONDS", 0.0)
+    monkeypatch.setenv("VAEKIT_MAX_HOURS", "1e-9")
+    with pytest.raises(ConfigError, match="lower --exact-limit"):
+        enumerated_bound(model, x, chunk=16, progress=P.Bar("the exact sum", "codes", enabled=False,
+                                                             flags="--exact-limit"))

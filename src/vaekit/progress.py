@@ -10,7 +10,9 @@ with the elapsed time, the rate and the ETA (on stderr unless told otherwise).
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -84,19 +86,76 @@ def notebook_log() -> Callable[[str], None] | None:
     return (lambda msg: print(msg, flush=True)) if in_notebook() else None
 
 
+#: Work projected (from its first second or more) to take longer than this many seconds is announced.
+ANNOUNCE_SECONDS = 10.0
+#: How long the projection waits before it extrapolates (seconds of work done).
+PILOT_SECONDS = 1.0
+
+
+def max_seconds() -> float:
+    """The longest a piece of work may be projected to take before it is refused: $VAEKIT_MAX_HOURS hours
+    (default 6)."""
+    try:
+        hours = float(os.environ.get("VAEKIT_MAX_HOURS", "6"))
+    except ValueError:
+        hours = 6.0
+    return hours * 3600.0 if hours > 0 else float("inf")
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: "40 s", "3.5 min", "2.1 h", "3.2 days"."""
+    for size, unit in ((86400.0, "days"), (3600.0, "h"), (60.0, "min")):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 class Bar:
     """A ``(done, total)`` progress callback drawing a bar with the ETA (:data:`BAR_FORMAT`) on ``file``.
 
     The bar appears at the first call and is finished when ``done`` reaches ``total``; ``enabled=False`` draws
     nothing. Use it as a context manager (or call :meth:`close`) so that the bar is finished if the work fails.
+
+    Whether drawn or not, the first call after :data:`PILOT_SECONDS` of work projects the whole: more than
+    :data:`ANNOUNCE_SECONDS` is said once through ``say`` (what it will take), and more than :func:`max_seconds`
+    is refused (a ConfigError naming ``flags``, the settings to lower) when ``flags`` is given. :meth:`phase` makes
+    a bar of the same kind for another piece of the same command's work (an exact sum, AIS).
     """
 
     def __init__(self, desc: str, unit: str = "it", *, enabled: bool = True, file: IO[str] | None = None,
-                 leave: bool = True):
+                 leave: bool = True, flags: str | None = None, say: Callable[[str], None] | None = None):
         self.desc, self.unit, self.enabled, self.file, self.leave = desc, unit, enabled, file, leave
+        self.flags, self.say = flags, say
         self.bar: Any = None
+        self.started: float | None = None
+        self.projected = False
+
+    def phase(self, desc: str, unit: str, flags: str | None = None) -> Bar:
+        """A bar for another piece of the work, drawn, said and refused as this one's."""
+        return Bar(desc, unit, enabled=self.enabled, file=self.file, leave=self.leave, flags=flags, say=self.say)
+
+    def _project(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.started is None:
+            self.started = now
+        elapsed = now - self.started
+        if self.projected or done <= 0 or done >= total or elapsed < PILOT_SECONDS:
+            return
+        self.projected = True
+        whole = elapsed / done * total
+        if self.flags is not None and whole > max_seconds():
+            from vaekit.errors import ConfigError
+
+            self.close()
+            raise ConfigError(f"{self.desc} would take about {duration(whole)} ({done:,} of {total:,} {self.unit} in "
+                              f"{elapsed:.0f} s); lower {self.flags} (or raise $VAEKIT_MAX_HOURS, now "
+                              f"{max_seconds() / 3600:g})")
+        if whole > ANNOUNCE_SECONDS and self.say is not None:
+            self.say(f"{self.desc}: about {duration(whole)} in all ({done:,} of {total:,} {self.unit} done in "
+                     f"{elapsed:.1f} s)")
 
     def __call__(self, done: int, total: int) -> None:
+        self._project(done, total)
         if not self.enabled:
             return
         if self.bar is None:

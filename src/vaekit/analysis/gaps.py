@@ -201,9 +201,11 @@ def _batch_gaps(model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | N
 def gap_decomposition(model: LatentVariableModel, x: torch.Tensor, log_px: torch.Tensor, *,
                       y: torch.Tensor | None = None, steps: int = DEFAULT_STEPS, draws: int = DEFAULT_DRAWS,
                       lr: float = DEFAULT_LR, draws_eval: int = DEFAULT_EVAL_DRAWS, seed: int = 0,
-                      memory_budget: int = DEFAULT_MEMORY_BUDGET) -> GapResult:
+                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                      progress: Callable[[int, int], None] | None = None) -> GapResult:
     """The approximation and amortization gaps of each example x (N, ...) given its ``log_px`` (N,) (labels ``y`` of
-    a conditional model); see the module docstring. Examples go in batches whose draws fit ``memory_budget``."""
+    a conditional model); see the module docstring. Examples go in batches whose draws fit ``memory_budget``;
+    ``progress(done, N)`` follows the examples fitted."""
     if steps < 1 or draws < 1 or draws_eval < 2 or not lr > 0:
         raise VaekitError(f"the gap fit needs steps >= 1, draws >= 1, draws_eval >= 2 and lr > 0; got steps={steps}, "
                           f"draws={draws}, draws_eval={draws_eval}, lr={lr}")
@@ -217,12 +219,16 @@ def gap_decomposition(model: LatentVariableModel, x: torch.Tensor, log_px: torch
     model.eval()
     try:
         with model.frozen():
+            if progress is not None:
+                progress(0, x.shape[0])
             for i, start in enumerate(range(0, x.shape[0], bsz)):
                 xb = x[start : start + bsz].to(device=device, dtype=dtype)
                 yb = y[start : start + bsz].to(device) if y is not None else None
                 out = _batch_gaps(model, xb, yb, steps, draws, lr, draws_eval, seed * 1_000_003 + 4 * i)
                 for key, value in out.items():
                     parts.setdefault(key, []).append(value.detach().cpu())
+                if progress is not None:
+                    progress(min(x.shape[0], start + bsz), x.shape[0])
     finally:
         model.train(was_training)
     cat = {key: torch.cat(values) for key, values in parts.items()}

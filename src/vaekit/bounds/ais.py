@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -201,7 +202,8 @@ def _hmc(target: _Target, s: _State, beta: float, eps: torch.Tensor, leapfrog: i
 
 
 def _anneal(target: _Target, state: _State, betas: torch.Tensor, eps: torch.Tensor, leapfrog: int,
-            generator: torch.Generator, adapt: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator, adapt: float | None = None,
+            tick: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Anneal along ``betas`` (g_0, ..., g_T) from chains distributed as f_{g_0}: for t = 1..T the log-weight
     gains (g_t - g_{t-1}) log p(x|z), then (t < T) z moves by HMC at g_t with step size eps[t] (B,).
     Returns (log w (C, B), acceptance (B,) averaged over the transitions and chains). With ``adapt`` (a target
@@ -216,6 +218,8 @@ def _anneal(target: _Target, state: _State, betas: torch.Tensor, eps: torch.Tens
         if adapt is not None:
             eps[t] = eps[t - 1]
         state, accept = _hmc(target, state, float(betas[t]), eps[t], leapfrog, generator)
+        if tick is not None:
+            tick(t)
         rate = accept.to(torch.float64).mean(0)
         accepted += rate
         if adapt is not None:
@@ -316,8 +320,9 @@ def _evaluating(model: LatentVariableModel):
 
 def ais(model: LatentVariableModel, x: torch.Tensor, settings: AISSettings, *, y: torch.Tensor | None = None,
         z_exact: torch.Tensor | None = None, step_sizes: torch.Tensor | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> AISResult:
+        memory_budget: int = DEFAULT_MEMORY_BUDGET, progress: Callable[[int, int], None] | None = None) -> AISResult:
     """AIS estimates of log p(x), nats, for the examples x (N, ...) (labels ``y`` of a conditional model).
+    ``progress(done, total)`` follows the temperatures annealed, over every batch of examples.
 
     Forward (``z_exact`` None): from the prior, a stochastic lower bound. Reverse (``z_exact`` (N, L), an exact
     posterior sample per example, e.g. the code that generated a simulated x): from beta = 1 down to 0, a
@@ -334,23 +339,34 @@ def ais(model: LatentVariableModel, x: torch.Tensor, settings: AISSettings, *, y
     pilot, gen = (_generator(device, settings.seed, s) for s in ("pilot", "reverse" if reverse else "forward"))
     logs, accs, epss, evaluations = [], [], [], 0
     t0 = time.perf_counter()
+    total = -(-n // bsz) * settings.steps
+    if progress is not None:
+        progress(0, total)
     with _evaluating(model):
         for start in range(0, n, bsz):
             xb = x[start : start + bsz].to(device=device, dtype=dtype)
             b = xb.shape[0]
+            done = start // bsz * settings.steps
+
+            def tick(t: int, done: int = done) -> None:
+                if progress is not None:
+                    progress(done + t, total)
             target = _Target(model, xb, y[start : start + b].to(device) if y is not None else None)
             eps = (step_sizes[:, start : start + b].to(device=device, dtype=dtype).clone() if step_sizes is not None
                    else pilot_step_sizes(model, target, betas, b, settings, pilot))
             if reverse:
                 z0 = z_exact[start : start + b].to(device=device, dtype=dtype).expand(settings.chains, -1, -1)
-                log_w, acc = _anneal(target, target(z0), betas.flip(0), eps.flip(0), settings.leapfrog, gen)
+                log_w, acc = _anneal(target, target(z0), betas.flip(0), eps.flip(0), settings.leapfrog, gen,
+                                     tick=tick)
             else:
                 state = _prior_state(model, target, settings.chains, b, gen)
-                log_w, acc = _anneal(target, state, betas, eps, settings.leapfrog, gen)
+                log_w, acc = _anneal(target, state, betas, eps, settings.leapfrog, gen, tick=tick)
             logs.append(log_w.detach().to("cpu", torch.float64))
             accs.append(acc.cpu())
             epss.append(eps.detach().to("cpu", torch.float64))
             evaluations += target.evaluations
+    if progress is not None:
+        progress(total, total)
     log_w = torch.cat(logs, 1)
     est, se = log_mean_exp(log_w)
     return AISResult(log_px=-est if reverse else est, stderr=se, acceptance=torch.cat(accs), log_weights=log_w,

@@ -107,11 +107,18 @@ def sandwich(forward: AISResult, reverse: AISResult, seconds: float) -> Sandwich
 
 
 def bdmc(model: LatentVariableModel, n: int, steps: list[int] | tuple[int, ...], settings: AISSettings, *,
-         data: tuple[torch.Tensor, torch.Tensor] | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET
-         ) -> BDMCResult:
+         data: tuple[torch.Tensor, torch.Tensor] | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+         progress: Any = None) -> BDMCResult:
     """Forward and reverse AIS for each T in ``steps`` on n examples simulated from the model (or on ``data``
     = (x, z) with z an exact posterior sample of each x), the other settings from ``settings`` (its ``steps``
-    is ignored). A conditional model's examples get the labels 0, 1, ..., in turn."""
+    is ignored). A conditional model's examples get the labels 0, 1, ..., in turn. ``progress``: a
+    :class:`vaekit.progress.Bar` whose :meth:`~vaekit.progress.Bar.phase` follows each AIS run, or None."""
+    phase = getattr(progress, "phase", None)
+
+    def bar(direction: str, t: int) -> Any:
+        flags = "--bdmc, --bdmc-chains or --n"
+        return phase(f"BDMC {direction} AIS, T = {t}", "temperatures", flags) if phase else None
+
     check_annealable(model)
     if not steps or any(int(t) < 1 for t in steps):
         raise VaekitError(f"BDMC needs one or more numbers of annealing steps >= 1, got {list(steps)}")
@@ -122,8 +129,9 @@ def bdmc(model: LatentVariableModel, n: int, steps: list[int] | tuple[int, ...],
     per: dict[str, torch.Tensor] = {}
     for t in sorted({int(t) for t in steps}):
         s = replace(settings, steps=t)
-        fwd = ais(model, x, s, y=y, memory_budget=memory_budget)
-        rev = ais(model, x, s, y=y, z_exact=z, step_sizes=fwd.step_sizes, memory_budget=memory_budget)
+        fwd = ais(model, x, s, y=y, memory_budget=memory_budget, progress=bar("forward", t))
+        rev = ais(model, x, s, y=y, z_exact=z, step_sizes=fwd.step_sizes, memory_budget=memory_budget,
+                  progress=bar("reverse", t))
         rows.append(sandwich(fwd, rev, fwd.seconds + rev.seconds))
         evaluations += fwd.evaluations + rev.evaluations
         per = {"lower": fwd.log_px, "upper": rev.log_px, "lower_stderr": fwd.stderr, "upper_stderr": rev.stderr}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -188,8 +189,10 @@ def _labels(model: LatentVariableModel, y: Any, n: int, device: torch.device) ->
 @torch.inference_mode()
 def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, posterior: bool = True,
                      chunk: int | None = None, batch_size: int | None = None,
-                     memory_budget: int = DEFAULT_MEMORY_BUDGET, fast: bool = True) -> EnumeratedBound:
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET, fast: bool = True,
+                     progress: Callable[[int, int], None] | None = None) -> EnumeratedBound:
     """Exact log p(x), ELBO, reconstruction and KL per example (see the module docstring); x (N, ...) -> (N,).
+    ``progress(done, total)`` follows the codes summed (0 first, then after every chunk of them).
 
     ``chunk``: codes per decoder call (default: as many as the memory budget allows); ``batch_size``:
     examples scored per block; ``posterior=False`` skips q(z|x) (the ELBO terms are then NaN); ``fast=False``
@@ -209,6 +212,7 @@ def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None,
     labels = _labels(model, y, n, device)
     c, b = _plan(model, n, size, xf.shape[1], fast, chunk, batch_size, memory_budget)
     score = _scorer(model, fast)
+    tick = progress if progress is not None else (lambda done, total: None)
     lse = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
     rec = torch.zeros(n, dtype=torch.float64, device=device)
     kl = torch.zeros(n, dtype=torch.float64, device=device)
@@ -219,6 +223,7 @@ def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None,
         groups = [(None, torch.arange(n, device=device))] if labels is None else \
             [(int(v), (labels == v).nonzero().squeeze(-1)) for v in torch.unique(labels)]
         for start in range(0, size, c):
+            tick(start, size)  # 0 first: the work starts
             codes = code_chunk(prior, start, min(size, start + c)).to(device=device, dtype=dtype)  # (C, L)
             log_prior = prior.log_prob(codes).double()  # (C,)
             # log q(z|x): a matrix product per block for categorical and Bernoulli codes, else log_prob over (C, N)
@@ -238,6 +243,7 @@ def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None,
                         finite = log_q > -math.inf  # q(z|x) = 0 adds nothing (0 log 0 = 0)
                         rec[rows] += torch.where(finite, w * ll, 0.0).sum(-1)
                         kl[rows] += torch.where(finite, w * (log_q - log_prior), 0.0).sum(-1)
+    tick(size, size)
     nan = torch.full_like(lse, math.nan)
     if not posterior:
         rec, kl = nan, nan.clone()

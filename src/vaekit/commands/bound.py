@@ -210,8 +210,11 @@ def _print_discrete(c: dict[str, Any], checks: dict[str, Any]) -> None:
 
 def _discrete_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, y: Any) -> dict[str, Any]:
     from vaekit.evaluation.exact import compare_enumerated
+    from vaekit.progress import Bar, enabled, step_lines
 
-    c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y)
+    with Bar("the exact sum over every code", "codes", enabled=enabled(None), flags="--n",
+             say=step_lines()) as progress:
+        c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y, progress=progress)
     checks = _discrete_checks(c)
     if not args.json:
         print(f"{args.run}: {c['n']} test examples, a discrete latent space of {c['codes']:,} codes; log p(x) "

@@ -53,7 +53,10 @@ def run_bdmc(args: argparse.Namespace) -> dict[str, Any]:
 
     model, exact_of = _model(args)
     settings = AISSettings(steps=1, chains=args.bdmc_chains, leapfrog=args.bdmc_leapfrog, seed=args.seed)
-    res = bdmc(model, args.n, args.bdmc, settings)
+    from vaekit.progress import Bar, enabled, step_lines
+
+    with Bar("BDMC", "temperatures", enabled=enabled(None), say=step_lines()) as progress:
+        res = bdmc(model, args.n, args.bdmc, settings, progress=progress)
     out = {"run": None if args.run is None else str(args.run), **res.summary(),
            "values": "log p(x) of data simulated from the model (nats)", "evaluations": res.evaluations}
     if exact_of is not None:  # the same simulated examples again

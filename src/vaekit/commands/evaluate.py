@@ -146,14 +146,15 @@ def run(args: argparse.Namespace) -> int:
     from vaekit.analysis.surgery import check_samples
     from vaekit.bounds.enumeration import DEFAULT_LIMIT
     from vaekit.evaluation import evaluate_run, format_table, json_safe
-    from vaekit.progress import Bar, enabled
+    from vaekit.progress import Bar, enabled, step_lines
 
     check_samples(args.surgery_samples, "--surgery-samples")  # its memory, before any work
     exact_limit = DEFAULT_LIMIT if args.exact_limit is None else args.exact_limit
     args.k, k_note = _default_k(args, exact_limit)
     _sampler.check_arguments(args)
     show = not args.quiet and enabled(True if args.progress else None)
-    progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show)  # on stderr: stdout is the result
+    progress = Bar(f"log p(x), K = {args.k}", "examples", enabled=show,  # on stderr: stdout is the result
+                   flags="--k or --limit", say=step_lines(args.quiet, True if args.progress else None))
 
     from vaekit.runtime import autocast_context, resolve_device, set_precision
 

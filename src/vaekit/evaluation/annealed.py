@@ -80,15 +80,19 @@ def _ais_fields(r: AISResult, shift: float, iwae: np.ndarray, iwae_se: float) ->
 
 def add_annealed(result: Any, model: LatentVariableModel, x: torch.Tensor, y: torch.Tensor | None, shift: float,
                  iwae_log_px: np.ndarray, settings: AISSettings | None, gaps: GapSettings | None, seed: int,
-                 memory_budget: int, per_example: bool) -> None:
+                 memory_budget: int, per_example: bool, progress: Any = None) -> None:
     """Fill in ``result``'s AIS and gap fields (an :class:`~vaekit.evaluation.EvaluationResult`) for the evaluated
     examples x (N, D) (dequantized for a bound, whose D log L is ``shift``), given IWAE_K's per-example log p(x)
-    ``iwae_log_px`` (shift subtracted); per-example arrays too when ``per_example``."""
+    ``iwae_log_px`` (shift subtracted); per-example arrays too when ``per_example``. ``progress``: a
+    :class:`vaekit.progress.Bar` whose :meth:`~vaekit.progress.Bar.phase` follows AIS and the gap fit, or None."""
+    phase = getattr(progress, "phase", None)
     per: dict[str, np.ndarray] = {}
     log_px = torch.from_numpy(iwae_log_px + shift)  # the gaps' log p(x), in the ELBO's own terms
     result.gaps_log_px = "iwae" if gaps is not None else None
     if settings is not None:
-        r = ais(model, x, replace(settings, seed=seed), y=y, memory_budget=memory_budget)
+        r = ais(model, x, replace(settings, seed=seed), y=y, memory_budget=memory_budget,
+                progress=phase(f"AIS, T = {settings.steps}", "temperatures", "--ais, --ais-chains or --limit")
+                if phase else None)
         fields, notes = _ais_fields(r, shift, iwae_log_px, _iwae_mc_stderr(result, iwae_log_px))
         for key, value in fields.items():
             setattr(result, key, value)
@@ -97,7 +101,9 @@ def add_annealed(result: Any, model: LatentVariableModel, x: torch.Tensor, y: to
         log_px, result.gaps_log_px = r.log_px, ("ais" if gaps is not None else None)
     if gaps is not None:
         g = gap_decomposition(model, x, log_px, y=y, steps=gaps.steps, draws=gaps.draws, lr=gaps.lr,
-                              draws_eval=gaps.draws_eval, seed=seed, memory_budget=memory_budget)
+                              draws_eval=gaps.draws_eval, seed=seed, memory_budget=memory_budget,
+                              progress=phase(f"the gap fit, {gaps.steps} steps", "examples", "--gaps-steps or --limit")
+                              if phase else None)
         s = g.summary()
         for key in ("approximation_gap", "approximation_gap_stderr", "amortization_gap", "amortization_gap_stderr",
                     "gaps_steps", "gaps_converged"):

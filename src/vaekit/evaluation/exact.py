@@ -181,19 +181,20 @@ def compare_bounds(model: LatentVariableModel, x: torch.Tensor, k: int = 5000, s
 
 def compare_enumerated(model: LatentVariableModel, x: torch.Tensor, ks: tuple[int, ...] | list[int] = DEFAULT_KS,
                        seed: int = 0,
-                       y: Any = None) -> dict[str, Any]:
+                       y: Any = None, progress: Any = None) -> dict[str, Any]:
     """For a model with an enumerable latent space, per example (numpy arrays, nats): the exact ``exact``
     log p(x), ELBO, its terms and the gap KL(q(z|x) || p(z|x)) (``elbo``, ``reconstruction``, ``kl``, ``gap``),
     and ``iwae[K]`` (with its Monte Carlo SE ``iwae_stderr[K]``) for each K in ``ks``, from the same seed.
 
     ``shortfall[K]`` = mean over examples of log p(x) - IWAE_K, with its SE over examples: >= 0 in expectation
     (IWAE_K is a lower bound on average), shrinking towards 0 as K grows; at K = 1 it is the gap in expectation.
+    ``progress(done, total)`` follows the codes of the exact sum.
     """
     if not is_enumerable(model, limit=2**24):
         raise ValueError("this model's latent space cannot be enumerated (its prior has no finite support)")
     x = x.reshape(x.shape[0], -1)
     device, dtype = _model_device_dtype(model)
-    eb = enumerated_bound(model, x.to(device=device, dtype=dtype), y)
+    eb = enumerated_bound(model, x.to(device=device, dtype=dtype), y, progress=progress)
     exact = eb.log_px.cpu().numpy()
     out: dict[str, Any] = {"n": int(x.shape[0]), "codes": eb.codes, "latent": int(model.latent_size),
                            "ks": sorted({int(k) for k in ks}), "exact": exact, "elbo": eb.elbo.cpu().numpy(),
