@@ -372,7 +372,7 @@ def evaluate_model(
     result = _summarise(ev, passes, True)
     assert result.per_example is not None
     add_annealed(result, ev.model, ev.x, ev.y, ev.shift, result.per_example["log_px"], ais, gaps, int(seed),
-                 memory_budget, per_example)
+                 memory_budget, per_example, progress)
     return result
 
 
@@ -558,7 +558,10 @@ def _run_passes(ev: _Evaluation, progress: Callable[[int, int], None] | None, ex
             passes.floor = _floor_fraction(ev.model, passes.parts["code"], ev.y, ev.device, ev.dtype)
         if enumerable:  # every code decoded once for all examples
             t1 = time.perf_counter()
-            passes.exact = enumerated_bound(ev.model, ev.x, ev.y, memory_budget=ev.memory_budget, fast=ev.fast)
+            phase = getattr(progress, "phase", None)
+            passes.exact = enumerated_bound(ev.model, ev.x, ev.y, memory_budget=ev.memory_budget, fast=ev.fast,
+                                            progress=phase("the exact sum over every code", "codes", "--exact-limit")
+                                            if phase else None)
             passes.exact_seconds = time.perf_counter() - t1
     finally:
         ev.model.train(ev.was_training)
