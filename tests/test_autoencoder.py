@@ -54,7 +54,8 @@ def test_the_autoencoder_reconstructs_better_but_decodes_standard_normal_codes_w
     assert standard.nll > reference.nll + 10.0 + 4 * se, (standard.nll, reference.nll)
     # the fitted mixture is what makes the autoencoder a generative model; it is labelled as such
     assert fitted.nll < standard.nll - 10.0
-    assert fitted.notes[0].startswith("autoencoder: log p(x) is that of the decoder with a Gaussian mixture")
+    assert fitted.notes[0].startswith("decoder + fitted density (a deterministic encoder z = f(x)): log p(x) is "
+                                      "that of the decoder with a Gaussian mixture")
     assert "not trained with" in standard.notes[0]
     assert ae.prior.name == "fitted-gmm" and ae.sample(5).means.shape == (5, 1, 8, 8)
 
@@ -64,7 +65,7 @@ def test_evaluate_reports_what_chose_the_weights_and_no_surgery_for_a_point_mass
     assert code == 0, err
     d = json.loads(out.strip().splitlines()[-1])
     assert d["selected_by"] == "valid reconstruction" and d["mutual_information"] is None
-    assert d["notes"][0].startswith("autoencoder:")
+    assert d["notes"][0].startswith("decoder + fitted density (a deterministic encoder z = f(x)):")
 
 
 def test_the_objective_is_the_reconstruction_minus_the_latent_penalty():

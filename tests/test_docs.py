@@ -98,7 +98,8 @@ def test_mmd_family_page_trains_both_and_labels_decoder_and_fitted_density(tmp_p
     results, same, apart = scope["results"], float(scope["same"]), float(scope["apart"])
     # what the page says: each NLL is that of decoder + the mixture fitted to the codes, and labelled so; on 64
     # binary pixels it is below the uniform model's 64 log 2 = 44.4 nats once trained
-    assert results["wae-mmd"].notes[0].startswith("autoencoder: log p(x) is that of the decoder with a Gaussian")
+    assert results["wae-mmd"].notes[0].startswith("decoder + fitted density (a deterministic encoder z = f(x)): "
+                                                  "log p(x) is that of the decoder with a Gaussian")
     assert results["infovae-mmd"].notes[0].startswith("decoder + fitted density")
     assert all(0 < r.nll < 64 * math.log(2) for r in results.values())
     # MMD^2_u of 500 + 500 draws: under one distribution its SD is of order 1/n = 0.002; a shift of 1 in each of 4

@@ -192,8 +192,8 @@ def test_both_train_select_by_their_own_objective_and_report_the_mmd(runs):
     assert written == {"name": "wae-mmd", "kernel": "rbf", "weight": 20.0, "scales": "0.1,0.2,0.5,1,2,5,10"}
 
 
-@pytest.mark.parametrize("name, label", [("wae", "autoencoder: log p(x) is that of the decoder with a Gaussian "
-                                                 "mixture"),
+@pytest.mark.parametrize("name, label", [("wae", "decoder + fitted density (a deterministic encoder z = f(x)): "
+                                                 "log p(x) is that of the decoder with a Gaussian mixture"),
                                          ("info", "decoder + fitted density: log p(x) is that of the decoder with a "
                                                   "Gaussian mixture")])
 def test_evaluate_reports_decoder_and_fitted_density_labelled(runs, capsys, name, label):

@@ -141,11 +141,13 @@ def proposal_note(model: LatentVariableModel) -> str:
     """What an autoencoder's evaluated log p(x) is the likelihood of, in one line."""
     s = model.posterior_family.proposal_log_scale.exp()
     if getattr(model.prior, "name", "") == "fitted-gmm":
+        head = "decoder + fitted density (a deterministic encoder z = f(x))"
         density = (f"a Gaussian mixture of {model.prior.components} components fitted to the training codes after "
                    "training (a density chosen afterwards, not trained)")
     else:
+        head = "a deterministic encoder z = f(x)"
         density = f"the {getattr(model.prior, 'name', 'given')} prior p(z), which it was not trained with"
-    return (f"autoencoder: log p(x) is that of the decoder with {density}, importance-sampled with the proposal "
+    return (f"{head}: log p(x) is that of the decoder with {density}, importance-sampled with the proposal "
             f"N(f(x), diag s^2), s = {float(s.mean()):.3g} on average; its ELBO and KL are those of that proposal")
 
 
