@@ -208,13 +208,15 @@ def _print_discrete(c: dict[str, Any], checks: dict[str, Any]) -> None:
           f"{yes[checks['error_shrinks']]}")
 
 
-def _discrete_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, y: Any) -> dict[str, Any]:
+def _discrete_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, y: Any,
+                  log_jacobian: float = 0.0) -> dict[str, Any]:
     from vaekit.evaluation.exact import compare_enumerated
     from vaekit.progress import Bar, enabled, step_lines
 
     with Bar("the exact sum over every code", "codes", enabled=enabled(None), flags="--n",
              say=step_lines()) as progress:
-        c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y, progress=progress)
+        c = compare_enumerated(model, x, ks=(*DISCRETE_KS, args.k), seed=args.seed, y=y, progress=progress,
+                               log_jacobian=log_jacobian)
     checks = _discrete_checks(c)
     if not args.json:
         print(f"{args.run}: {c['n']} test examples, a discrete latent space of {c['codes']:,} codes; log p(x) "
@@ -268,12 +270,13 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _continuous_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, values: str) -> dict[str, Any]:
+def _continuous_run(args: argparse.Namespace, model: LatentVariableModel, x: Any, values: str,
+                    log_jacobian: float = 0.0) -> dict[str, Any]:
     """ELBO, IWAE_K and (for a 2-D latent space) the grid log p(x) of a run's test examples, printed unless
     --json; the summary."""
     from vaekit.evaluation.exact import compare_bounds
 
-    c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid)
+    c = compare_bounds(model, x, k=args.k, seed=args.seed, grid=args.grid, log_jacobian=log_jacobian)
     latent = c["latent"]
     out: dict[str, Any] = {"run": str(args.run), "latent": latent, "k": args.k, "n": c["n"], "grid": "grid" in c,
                            "means": c["means"], "checks": _checks(c), "examples": _examples(c),
@@ -320,6 +323,7 @@ def _run(args: argparse.Namespace) -> int:
         load_run_data,
         split_images,
     )
+    from vaekit.evaluation.evaluator import data_log_jacobian
 
     if args.bdmc is not None:  # the BDMC sandwich on simulated data (vaekit.commands.bound_bdmc)
         from vaekit.commands.bound_bdmc import run_bdmc
@@ -338,15 +342,20 @@ def _run(args: argparse.Namespace) -> int:
         values = {LOG_PROBABILITY: "log-probability", CROSS_ENTROPY: "cross-entropy"}.get(kind, "log-density")
         if kind == DEQUANTIZED and not args.json:
             print(density_note(model.likelihood.name, levels))
+        jacobian = data_log_jacobian(ds)  # a standardised table: every figure in the data's original units
+        if jacobian and not args.json:
+            print(f"the values are a standardised table: every log-density includes its log-Jacobian "
+                  f"-sum_d log sd_d = {jacobian:.4f} nats, so it is of the data in their original units")
         if is_enumerable(model, MAX_CODES):
             if getattr(model, "condition", 0) and y is None:
                 raise DataError("the model is conditional and the test split has no labels")
-            out = _discrete_run(args, model, x, y if getattr(model, "condition", 0) else None)
-            out["values"] = values
+            out = _discrete_run(args, model, x, y if getattr(model, "condition", 0) else None, jacobian)
+            out["values"], out["log_jacobian"] = values, jacobian
             if args.json:
                 print_json(out)
             return 0
-        out = _continuous_run(args, model, x, values)
+        out = _continuous_run(args, model, x, values, jacobian)
+        out["log_jacobian"] = jacobian
     if args.json:
         print_json(out)
     return 0

@@ -150,12 +150,13 @@ def grid_log_marginal(model: LatentVariableModel, x: torch.Tensor, n: int = 200,
 
 
 def compare_bounds(model: LatentVariableModel, x: torch.Tensor, k: int = 5000, seed: int = 0, grid: int = 200,
-                   exact: torch.Tensor | None = None) -> dict[str, Any]:
+                   exact: torch.Tensor | None = None, log_jacobian: float = 0.0) -> dict[str, Any]:
     """Per example: ELBO, IWAE_K (with its Monte Carlo SE), grid log p(x) for a continuous 2-D latent space,
     and the exact log p(x) when given (or, for discrete latents, summed over every code); numpy arrays
-    plus their means. Uses :func:`vaekit.evaluation.evaluate_model`."""
+    plus their means. Uses :func:`vaekit.evaluation.evaluate_model`. ``log_jacobian``: added to every log-density
+    of x (a standardised table's -sum_d log sd_d: the figures in the data's original units)."""
     x = x.reshape(x.shape[0], -1)
-    res = evaluate_model(model, x, k=k, seed=seed, per_example=True)
+    res = evaluate_model(model, x, k=k, seed=seed, per_example=True, log_jacobian=log_jacobian)
     per = res.per_example
     assert per is not None
     latent = int(model.latent_size)
@@ -167,7 +168,7 @@ def compare_bounds(model: LatentVariableModel, x: torch.Tensor, k: int = 5000, s
     if latent == 2 and "exact_log_px" not in per:
         device, dtype = _model_device_dtype(model)
         g = grid_log_marginal(model, x.to(device=device, dtype=dtype), n=grid)
-        out["grid"] = g.log_px.double().cpu().numpy()
+        out["grid"] = g.log_px.double().cpu().numpy() + log_jacobian
         out["grid_error"] = g.error.double().cpu().numpy()
         out["grid_edge"] = g.edge.cpu().numpy()
     if exact is not None:
@@ -181,28 +182,31 @@ def compare_bounds(model: LatentVariableModel, x: torch.Tensor, k: int = 5000, s
 
 def compare_enumerated(model: LatentVariableModel, x: torch.Tensor, ks: tuple[int, ...] | list[int] = DEFAULT_KS,
                        seed: int = 0,
-                       y: Any = None, progress: Any = None) -> dict[str, Any]:
+                       y: Any = None, progress: Any = None, log_jacobian: float = 0.0) -> dict[str, Any]:
     """For a model with an enumerable latent space, per example (numpy arrays, nats): the exact ``exact``
     log p(x), ELBO, its terms and the gap KL(q(z|x) || p(z|x)) (``elbo``, ``reconstruction``, ``kl``, ``gap``),
     and ``iwae[K]`` (with its Monte Carlo SE ``iwae_stderr[K]``) for each K in ``ks``, from the same seed.
 
     ``shortfall[K]`` = mean over examples of log p(x) - IWAE_K, with its SE over examples: >= 0 in expectation
     (IWAE_K is a lower bound on average), shrinking towards 0 as K grows; at K = 1 it is the gap in expectation.
-    ``progress(done, total)`` follows the codes of the exact sum.
+    ``progress(done, total)`` follows the codes of the exact sum; ``log_jacobian`` is added to every log-density of
+    x (a standardised table's, for the original units).
     """
     if not is_enumerable(model, limit=2**24):
         raise ValueError("this model's latent space cannot be enumerated (its prior has no finite support)")
     x = x.reshape(x.shape[0], -1)
     device, dtype = _model_device_dtype(model)
     eb = enumerated_bound(model, x.to(device=device, dtype=dtype), y, progress=progress)
-    exact = eb.log_px.cpu().numpy()
+    exact = eb.log_px.cpu().numpy() + log_jacobian
     out: dict[str, Any] = {"n": int(x.shape[0]), "codes": eb.codes, "latent": int(model.latent_size),
-                           "ks": sorted({int(k) for k in ks}), "exact": exact, "elbo": eb.elbo.cpu().numpy(),
-                           "reconstruction": eb.reconstruction.cpu().numpy(), "kl": eb.kl.cpu().numpy(),
+                           "ks": sorted({int(k) for k in ks}), "exact": exact,
+                           "elbo": eb.elbo.cpu().numpy() + log_jacobian,
+                           "reconstruction": eb.reconstruction.cpu().numpy() + log_jacobian, "kl": eb.kl.cpu().numpy(),
                            "gap": eb.gap.cpu().numpy(), "iwae": {}, "iwae_stderr": {}, "shortfall": {}}
     n = out["n"]
     for k in out["ks"]:
-        res = evaluate_model(model, x, k=k, seed=seed, per_example=True, exact_limit=0, labels=y)
+        res = evaluate_model(model, x, k=k, seed=seed, per_example=True, exact_limit=0, labels=y,
+                             log_jacobian=log_jacobian)
         assert res.per_example is not None
         iwae = res.per_example["log_px"]
         diff = exact - iwae
