@@ -58,3 +58,7 @@ def __getattr__(name: str) -> Any:  # the command line starts without importing 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # what completion offers: the public API, loaded or not
+    return sorted(__all__)

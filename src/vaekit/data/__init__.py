@@ -78,7 +78,7 @@ from vaekit.data.idx import (
 )
 from vaekit.data.shapes3d import Shapes3DSampler, load_shapes3d
 from vaekit.data.tabular import SKLEARN_TABLES, Standardisation, load_table, read_csv, standardised
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, keywords_checked
 
 __all__ = [
     "BINARIZE_MODES",
@@ -228,6 +228,7 @@ def _canonical(name: str) -> str:
     return "fashion-mnist" if key == "fashionmnist" else key
 
 
+@keywords_checked
 def load_dataset(
     spec: str,
     *,

@@ -71,7 +71,16 @@ from vaekit.bounds.pareto import khat_fraction, khat_note
 from vaekit.bounds.sizing import CPU_ROWS, DEFAULT_MEMORY_BUDGET, bytes_per_row
 from vaekit.bounds.sizing import model_device_dtype as _model_device_dtype
 from vaekit.bounds.weights import log_weight_stats
-from vaekit.errors import CheckpointError, DataError, VaekitError
+from vaekit.errors import (
+    ArgumentError,
+    CheckpointError,
+    DataError,
+    VaekitError,
+    argument,
+    in_python_call,
+    keywords_checked,
+    python_call,
+)
 from vaekit.evaluation.annealed import GapSettings, add_annealed, check_annealed
 from vaekit.objectives.figures import (  # noqa: F401 - public here too, as before
     CROSS_ENTROPY,
@@ -247,6 +256,10 @@ class EvaluationResult:
             out["per_example"] = {k: v.tolist() for k, v in self.per_example.items()}
         return json_safe(out)
 
+    def __str__(self) -> str:
+        """The table ``vaekit evaluate`` prints (:func:`format_table`); ``repr`` gives every field."""
+        return format_table(self)
+
     def summary(self) -> dict[str, Any]:
         """:meth:`to_dict` less the details of how it was computed (fields marked ``DETAIL``): what
         ``vaekit evaluate --json`` prints."""
@@ -297,7 +310,7 @@ def _flat_data(data: Any, split: str = "test") -> torch.Tensor:
             raise DataError(f"expected images as a tensor (N, C, H, W) or a data set with a {split!r} split")
     if data.dim() < 2:
         raise DataError(f"expected images (N, C, H, W) or flat (N, D), got shape {tuple(data.shape)}")
-    return data.reshape(data.shape[0], -1)
+    return data.flatten(1)
 
 
 def _stderr(values: np.ndarray) -> float:
@@ -821,8 +834,8 @@ def _condition_labels(model: LatentVariableModel, data: Any, split: str, labels:
         getter = getattr(data, "labels", None)
         labels = getter(split) if callable(getter) else None
     if labels is None:
-        raise DataError("the model is conditional: give the labels of the images (labels=..., or a data set "
-                        "with labels)")
+        raise DataError(f"the model is conditional: give the labels of the images ({argument('labels')}=..., or a "
+                        "data set with labels)")
     y = torch.as_tensor(labels).long().reshape(-1)
     if y.shape[0] != n:
         raise DataError(f"got {y.shape[0]} labels for {n} images")
@@ -931,8 +944,9 @@ def split_images(ds: Any, split: str = "test", seed: int = 0) -> tuple[torch.Ten
 def check_shape(model: LatentVariableModel, x: torch.Tensor, where: str = "the data") -> None:
     shape = tuple(getattr(model, "shape", None) or ())
     if shape and tuple(x.shape[1:]) != shape and math.prod(x.shape[1:]) != math.prod(shape):
-        raise DataError(f"{where} has images of shape {tuple(x.shape[1:])} but the model was trained on {shape}; "
-                        "pass the data set the run was trained on (--dataset / --data-dir)")
+        fix = "give data of that shape" if in_python_call() else \
+            "pass the data set the run was trained on (--dataset / --data-dir)"
+        raise DataError(f"{where} has images of shape {tuple(x.shape[1:])} but the model was trained on {shape}; {fix}")
 
 
 def evaluate_run(run: str | Path, split: str = "test", k: int = DEFAULT_K, batch_size: int | None = None,
@@ -1000,6 +1014,7 @@ def selected_by(run: str | Path) -> str | None:
     return "valid ELBO"
 
 
+@keywords_checked
 def evaluate(model: LatentVariableModel, x: Any, k: int = DEFAULT_K, seed: int = 0, *, y: Any = None,
              batch_size: int | None = None, split: str = "test", device: str | torch.device | None = None,
              per_example: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -1014,11 +1029,50 @@ def evaluate(model: LatentVariableModel, x: Any, k: int = DEFAULT_K, seed: int =
     the dequantised bound; see the module docstring). ``ais`` (:class:`~vaekit.bounds.ais.AISSettings`): also
     log p(x) by annealed importance sampling (``.ais_log_px``); ``gaps``
     (:class:`~vaekit.evaluation.annealed.GapSettings`): also the approximation and amortization gaps. Deterministic
-    for a given ``seed``."""
-    return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
-                          memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit,
-                          class_labels=class_labels, surgery_samples=surgery_samples, levels=levels, ais=ais,
-                          gaps=gaps)
+    for a given ``seed``. ``x`` may also be a torch ``Dataset`` (or ``DataLoader``) of images or (image, label)
+    pairs, held in memory; it is checked as :func:`vaekit.fit` checks its data (:mod:`vaekit.data.given`,
+    :mod:`vaekit.objectives.support`: values in [0, 1] unless the likelihood is a density on the real line, on the
+    grid of a likelihood of grey levels), each refusal one error naming the argument, before any work."""
+    with python_call(labels="y"):  # messages name evaluate()'s arguments
+        x, y, class_labels = _python_data(model, x, y, class_labels, split, levels)
+        return evaluate_model(model, x, k=k, batch_size=batch_size, seed=seed, device=device, split=split,
+                              memory_budget=memory_budget, per_example=per_example, labels=y, exact_limit=exact_limit,
+                              class_labels=class_labels, surgery_samples=surgery_samples, levels=levels, ais=ais,
+                              gaps=gaps)
+
+
+def _python_data(model: Any, x: Any, y: Any, class_labels: Any, split: str,
+                 levels: int | None) -> tuple[Any, Any, Any]:
+    """(data, labels, class labels) of an :func:`evaluate` call, checked: a vaekit model; x a vaekit data set (its
+    ``split``) or what :func:`vaekit.data.given.examples` takes (a pair's or a Dataset's labels become ``y`` and
+    the class labels where those are not given); x's values against the model's likelihood."""
+    from vaekit.data.given import examples
+    from vaekit.data.given import labels as checked_labels
+    from vaekit.models.base import LatentVariableModel
+    from vaekit.objectives.support import check_support
+
+    if not isinstance(model, LatentVariableModel):
+        raise ArgumentError(f"evaluate() evaluates a vaekit model (model: e.g. vaekit.load(RUN) for a run folder, or "
+                            f"the model vaekit.fit trained); got a {type(model).__name__}")
+    if _is_vaekit_data(x):
+        check_support(model, _flat_data(x, split), "x", training=False, levels=levels or getattr(x, "levels", None))
+        return x, y, class_labels
+    x, pair_labels = examples(x, "x")
+    check_shape(model, x, "x")
+    check_support(model, x.reshape(x.shape[0], -1), "x", training=False, levels=levels)
+    y = checked_labels(y, "y", x.shape[0]) if y is not None else pair_labels
+    if class_labels is not None:
+        class_labels = checked_labels(class_labels, "class_labels", x.shape[0])
+    return x, y, class_labels if class_labels is not None else pair_labels
+
+
+def _is_vaekit_data(data: Any) -> bool:
+    """Whether ``data`` is a vaekit data set (splits by name), not a tensor, array or torch Dataset."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, (torch.Tensor, np.ndarray, tuple, list, Dataset, DataLoader)):
+        return False
+    return callable(getattr(data, "split", None)) or isinstance(getattr(data, "test", None), torch.Tensor)
 
 
 def _pm_cell(v: float | None, se: float | None, fmt: str = ".3f") -> str:

@@ -24,7 +24,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaekit.errors import CheckpointError
+from vaekit.errors import CheckpointError, option, switch
 
 MARKER = ".vaekit-run"
 MARKER_FORMAT = "vaekit-run-1"
@@ -106,7 +106,8 @@ def inspect(run: Path) -> RunState:
     except FileNotFoundError:
         return RunState(False, False, False, (), ())
     except NotADirectoryError:
-        raise CheckpointError(f"--out {run} is a file, not a folder; choose a folder for the run") from None
+        raise CheckpointError(f"{_named(option('out'), run)} is a file, not a folder; choose a folder for the "
+                              "run") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read the run folder {run}: {exc.strerror or exc}") from None
     run_files = tuple(n for n in (*RUN_FILES, *LOG_FILES, *RUN_FOLDERS) if n in names)
@@ -121,7 +122,12 @@ def _listing(names: tuple[str, ...] | list[str], most: int = 3) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def check_out(run: Path, *, resume: bool, overwrite: bool, flag: str = "--out", locked: bool = True) -> RunState:
+def _named(flag: str, run: Path | str) -> str:
+    """The folder ``run`` as the user gave it: ``--out RUN`` on the command line, ``out='RUN'`` in Python."""
+    return f"{flag}{str(run)!r}" if flag.endswith("=") else f"{flag} {run}"
+
+
+def check_out(run: Path, *, resume: bool, overwrite: bool, flag: str | None = None, locked: bool = True) -> RunState:
     """Refuse (``CheckpointError``, one line, nothing written) a folder this training may not use.
 
     ``locked=False`` (before taking the run lock, which creates ``RUN/.lock``) refuses only what is not a
@@ -130,11 +136,14 @@ def check_out(run: Path, *, resume: bool, overwrite: bool, flag: str = "--out", 
     Never a symbolic link (its target would be written). Allowed: a missing or empty folder; a vaekit run with no
     run files yet; with ``resume``, a run with a checkpoint, or one that never finished an epoch (config.json /
     metrics.jsonl only) or was killed while writing its first checkpoint (both started again); with ``overwrite``,
-    any vaekit run (its own files are removed later, see :func:`clear_run`)."""
+    any vaekit run (its own files are removed later, see :func:`clear_run`). ``flag``: how the folder was given
+    (default ``--out``, or ``out=`` in a Python call: :func:`vaekit.errors.option`)."""
+    flag = flag or option("out")
     if resume and overwrite:
-        raise CheckpointError("give --resume (continue the run) or --overwrite (start it afresh), not both")
+        raise CheckpointError(f"give {switch('resume')} (continue the run) or {switch('overwrite')} "
+                              "(start it afresh), not both")
     if os.path.islink(run):  # its target's files would be written: never through a link, as for every run file
-        raise CheckpointError(f"{flag} {run} is a symbolic link; vaekit does not write a run through a link "
+        raise CheckpointError(f"{_named(flag, run)} is a symbolic link; vaekit does not write a run through a link "
                               f"(give the folder itself, or choose another {flag})")
     state = inspect(run)
     if not state.exists:
@@ -176,13 +185,13 @@ def _check_slots(run: Path, state: RunState) -> None:
             if not stat.S_ISDIR(mode):
                 kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
                 raise CheckpointError(f"{Path(run) / name} is {kind}; it is where vaekit's loggers write, a folder "
-                                      "of the run itself (remove it, or choose another --out)")
+                                      f"of the run itself (remove it, or choose another {option('out')})")
             continue
         if not stat.S_ISREG(mode):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else \
                 "not a regular file"
             raise CheckpointError(f"{Path(run) / name} is {kind}; vaekit reads and writes only regular files in a "
-                                  "run folder (replace it with the file itself, or choose another --out)")
+                                  f"run folder (replace it with the file itself, or choose another {option('out')})")
 
 
 def _check_state(run: Path, state: RunState, resume: bool, overwrite: bool, flag: str) -> RunState:
@@ -190,9 +199,11 @@ def _check_state(run: Path, state: RunState, resume: bool, overwrite: bool, flag
         inside = [*state.run_files, *state.foreign]
         if not inside:
             return state  # empty (perhaps a lock left by a start that failed)
-        where = "the current folder" if Path(run).resolve() == Path.cwd().resolve() else str(run)
+        where = _named(flag, run)
+        if Path(run).resolve() == Path.cwd().resolve():
+            where = f"{where} (the current folder)" if flag.endswith("=") else f"{flag} the current folder"
         raise CheckpointError(
-            f"{flag} {where} is not empty and not a vaekit run (it holds {_listing(inside)}); "
+            f"{where} is not empty and not a vaekit run (it holds {_listing(inside)}); "
             "vaekit writes only into an empty or new folder, or into its own runs: choose another " + flag)
     if state.is_run and not overwrite:
         _check_slots(run, state)
@@ -204,14 +215,15 @@ def _check_state(run: Path, state: RunState, resume: bool, overwrite: bool, flag
         if {"model.json", "model.safetensors"} & set(state.run_files):
             raise CheckpointError(
                 f"{run} holds a trained model but no checkpoint.safetensors to resume from (an inconsistent run); "
-                "pass --overwrite to start afresh (it replaces the run's own files) or choose another " + flag)
+                f"pass {switch('overwrite')} to start afresh (it replaces the run's own files) or choose "
+                f"another {flag}")
         return state  # no epoch was finished: nothing to continue, the run starts again
     if state.has_checkpoint:
-        raise CheckpointError(f"{run} already holds a training run; pass --resume to continue it, --overwrite to "
-                              "start afresh, or choose another " + flag)
+        raise CheckpointError(f"{run} already holds a training run; pass {switch('resume')} to continue it, "
+                              f"{switch('overwrite')} to start afresh, or choose another {flag}")
     raise CheckpointError(
         f"{run} holds an unfinished or inconsistent vaekit run ({_listing(state.run_files)}, no checkpoint); "
-        "pass --overwrite to start afresh (it replaces the run's own files) or choose another " + flag)
+        f"pass {switch('overwrite')} to start afresh (it replaces the run's own files) or choose another {flag}")
 
 
 def write_marker(run: Path) -> None:
@@ -237,7 +249,7 @@ def write_marker(run: Path) -> None:
             os.unlink(tmp)
         reason = exc.strerror or str(exc)
         raise CheckpointError(f"could not write {run / MARKER}: {reason} (free some space or choose another "
-                              "--out)") from None
+                              f"{option('out')})") from None
     with contextlib.suppress(OSError):
         dfd = os.open(run, os.O_RDONLY)
         try:

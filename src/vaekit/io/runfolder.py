@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaekit.errors import CheckpointError, ConfigError
+from vaekit.errors import CheckpointError, ConfigError, option, switch
 from vaekit.io import checkpoint as ckpt
 from vaekit.io import contract
 from vaekit.io.files import JSON_CAP, exists_or_link, read_text_capped
@@ -29,8 +29,8 @@ class RunFolder:
 
     def __init__(self, out: str | Path):
         if not isinstance(out, (str, Path)) or not str(out).strip():
-            raise ConfigError(f"the run folder (--out) must be a folder name, got {out!r}; to use the current "
-                              "folder say so with --out .")
+            raise ConfigError(f"the run folder ({option('out')}) must be a folder name, got {out!r}; to use the "
+                              f"current folder say so with {option('out', '.')}")
         self.path = Path(out)
         self.lock: contextlib.AbstractContextManager | None = None
         self.restarted: str | None = None  # why a resume starts the run again (said by :meth:`open`)
@@ -86,8 +86,8 @@ class RunFolder:
     def resumable(self, resume: bool, overwrite: bool) -> bool:
         """Whether a checkpoint is resumed; one without ``resume`` or ``overwrite`` is refused."""
         if self.has_checkpoint and not resume and not overwrite:
-            raise CheckpointError(f"{self.path} already holds a training run; pass --resume to continue it "
-                                  "or choose another --out")
+            raise CheckpointError(f"{self.path} already holds a training run; pass {switch('resume')} to "
+                                  f"continue it or choose another {option('out')}")
         return resume and self.has_checkpoint
 
     def read_config(self, resuming: bool = True) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class RunFolder:
         if overwrite:
             removed = contract.clear_run(self.path)
             if removed:
-                say(f"--overwrite: removed {', '.join(removed)} from {self.path}")
+                say(f"{switch('overwrite')}: removed {', '.join(removed)} from {self.path}")
         trim_metrics(self.path / METRICS_FILE, 0)
         self.write_config(settings)
 

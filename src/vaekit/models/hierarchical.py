@@ -41,8 +41,9 @@ from vaekit.components.base import LIKELIHOODS, PRIORS, Likelihood, Prior
 from vaekit.components.posteriors import check_min_logvar
 from vaekit.distributions import DiagonalNormal
 from vaekit.distributions.sampled import SampledWithLogProb
-from vaekit.errors import CheckpointError, ConfigError
+from vaekit.errors import CheckpointError, ConfigError, keywords_checked, whole_number
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
+from vaekit.models.networks import widths
 from vaekit.models.persistence import load_model, save_model
 from vaekit.models.vae import make_component
 from vaekit.nn import MLP, ConvDecoder, ConvEncoder, dense_features
@@ -111,20 +112,20 @@ class HierarchicalVAE(LatentVariableModel):
     h = H[0]; gated convolutions for ``"gated"``) and the z-to-z maps are one-hidden-layer MLPs of width h.
     """
 
+    @keywords_checked
     def __init__(self, *, shape: Sequence[int], latent: int = 40, arch: str = "mlp", hidden: Sequence[int] = (400,),
                  activation: str = "relu", conv_channels: Sequence[int] = (32, 64), prior: Any = "standard",
                  likelihood: Any = "bernoulli", min_logvar: float = -12.0):
         super().__init__()
         if arch not in ("mlp", "conv"):
             raise ValueError(f"arch must be mlp or conv, got {arch!r}")
-        if int(latent) < 1:
-            raise ValueError(f"latent must be >= 1, got {latent}")
+        latent = whole_number(latent, "latent")
         self.shape = tuple(int(s) for s in shape)
-        self.latent, self.arch, self.hidden = int(latent), arch, [int(h) for h in hidden]
-        self.activation, self.conv_channels = activation, [int(c) for c in conv_channels]
+        self.latent, self.arch, self.hidden = latent, arch, widths(hidden, "hidden")
+        self.activation, self.conv_channels = activation, widths(conv_channels, "conv_channels")
         self.min_logvar = check_min_logvar(min_logvar)  # in MIN_LOGVAR_RANGE, as the Gaussian posterior's
-        if any(h < 1 for h in self.hidden) or not self.hidden:
-            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if not self.hidden:
+            raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
         self.likelihood: Likelihood = make_component(LIKELIHOODS, likelihood, Likelihood, shape=self.shape,
                                                      latent=self.latent)
         if tuple(self.likelihood.shape) != self.shape:  # a component object built for other data

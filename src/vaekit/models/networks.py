@@ -8,11 +8,13 @@ A network description is a small dict saved in a run folder: ``{"name": "mlp", "
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from vaekit.errors import ArgumentError, ConfigError
 from vaekit.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
 ARCHITECTURES = ("mlp", "conv")
@@ -26,13 +28,26 @@ def network_spec(arch: str = "mlp", hidden: Sequence[int] = (400,), activation: 
         raise ValueError(f"arch must be mlp or conv, got {arch!r}")
     if activation not in ACTIVATIONS and activation != "gated":
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)} or gated")
-    hidden = [int(h) for h in hidden]
-    if any(h < 1 for h in hidden):  # an empty list: linear MLPs
-        raise ValueError(f"hidden sizes must be >= 1, got {hidden}")
+    hidden = widths(hidden, "hidden")  # an empty list: linear MLPs
     if arch == "mlp":
         return {"name": "mlp", "hidden": hidden, "activation": activation}
     return {"name": "conv", "channels": [int(c) for c in conv_channels], "hidden": hidden[0] if hidden else 256,
             "activation": activation}
+
+
+def widths(values: Any, name: str) -> list[int]:
+    """Layer widths ``values`` (a sequence of whole numbers >= 1) as ints; otherwise one error naming ``name``:
+    an :class:`~vaekit.errors.ArgumentError` for a wrong type, a :class:`~vaekit.errors.ConfigError` (a
+    ``ValueError``) for a width below 1."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | range) and not hasattr(values, "tolist"):
+        raise ArgumentError(f"{name} must be a list of layer widths (whole numbers >= 1), got {values!r}")
+    out = list(values.tolist() if hasattr(values, "tolist") else values)
+    if any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in out):
+        raise ArgumentError(f"{name} sizes must be whole numbers >= 1, got {out!r}")
+    out = [int(h) for h in out]
+    if any(h < 1 for h in out):
+        raise ConfigError(f"{name} sizes must be >= 1, got {out}")
+    return out
 
 
 def custom_spec(network: nn.Module) -> dict[str, Any]:

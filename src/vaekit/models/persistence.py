@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vaekit.components.posteriors import check_min_logvar
-from vaekit.errors import CheckpointError, VaekitError
+from vaekit.errors import CheckpointError, VaekitError, keywords_checked
 from vaekit.io.checkpoint import (
     FORMAT,
     MODEL_CONFIG,
@@ -232,6 +232,7 @@ def _renamed(tensors: dict[str, torch.Tensor], renames: dict[str, str]) -> dict[
     return out
 
 
+@keywords_checked
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, encoder: nn.Module | None = None,
                decoder: nn.Module | None = None) -> LatentVariableModel:
     """Rebuild a model from ``path`` (a run or model directory) without executing any code from it."""

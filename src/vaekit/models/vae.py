@@ -27,7 +27,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.components.base import LIKELIHOODS, POSTERIORS, PRIORS, Likelihood, Posterior, Prior
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, keywords_checked, whole_number
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.networks import build_decoder, build_encoder, custom_spec, network_spec
 from vaekit.models.persistence import load_model, save_model
@@ -94,15 +94,14 @@ def make_component(registry: Any, spec: Any, base: type, **context: Any) -> Any:
 class VAE(LatentVariableModel):
     """A variational autoencoder: any encoder and decoder, a posterior family, a likelihood and a prior."""
 
+    @keywords_checked
     def __init__(self, encoder: nn.Module | None = None, decoder: nn.Module | None = None, *, latent: int = 40,
                  shape: Sequence[int] | None = None, posterior: Any = "gaussian", likelihood: Any = "bernoulli",
                  prior: Any = "standard", condition: int = 0, arch: str = "mlp", hidden: Sequence[int] = (400,),
                  activation: str = "relu", conv_channels: Sequence[int] = (32, 64)):
         super().__init__()
-        if int(latent) < 1:
-            raise ValueError(f"latent must be >= 1, got {latent}")
-        if int(condition) < 0:
-            raise ValueError(f"condition must be the number of classes (>= 0), got {condition}")
+        latent = whole_number(latent, "latent")
+        condition = whole_number(condition, "condition (the number of classes)", 0)
         self.latent = int(latent)
         self.condition = int(condition)
         self._specs = {"likelihood": likelihood, "prior": prior}

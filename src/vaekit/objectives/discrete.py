@@ -37,7 +37,7 @@ from torch.distributions import kl_divergence
 
 from vaekit.distributions import sample, support_size
 from vaekit.distributions.kl import has_closed_form_kl
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, option
 from vaekit.objectives import ElboTerms
 
 if TYPE_CHECKING:
@@ -104,20 +104,22 @@ def check_estimator(model: LatentVariableModel, name: str, objective: str, k: in
         raise ConfigError(f"unknown estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
     if not is_discrete(model):
         if name != "reparameterization":
-            raise ConfigError(f"--estimator {name} is for discrete latents (--posterior categorical or bernoulli); "
-                              "this model's q(z|x) is reparameterized")
+            raise ConfigError(f"{option('estimator', name)} is for discrete latents "
+                              f"({option('posterior', 'categorical')} or {option('posterior', 'bernoulli')}); this "
+                              "model's q(z|x) is reparameterized")
         return
     if name == "vimco":
         if objective != "iwae" or k < 2:
             raise ConfigError("vimco trains the multi-sample bound: give --objective iwae --k K with K >= 2")
     elif objective == "iwae":
-        raise ConfigError(f"the IWAE objective with discrete latents is trained with --estimator vimco, not {name}")
+        raise ConfigError(f"the IWAE objective with discrete latents is trained with {option('estimator', 'vimco')}, "
+                          f"not {name}")
     if name == "enumerate":
         size = latent_support_size(model)
         if size is None or size > MAX_ENUMERATED:
             shown = "too many to count" if size is None else f"{size:,}"
-            raise ConfigError(f"--estimator enumerate sums over every code, and this latent space has {shown} "
-                              f"(at most {MAX_ENUMERATED:,}); use gumbel, straight-through, nvil or vimco")
+            raise ConfigError(f"{option('estimator', 'enumerate')} sums over every code, and this latent space has "
+                              f"{shown} (at most {MAX_ENUMERATED:,}); use gumbel, straight-through, nvil or vimco")
 
 
 class DiscreteEstimator(nn.Module):

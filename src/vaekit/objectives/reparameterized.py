@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from vaekit.distributions import rsample, stopped_log_prob
-from vaekit.errors import ConfigError, VaekitError
+from vaekit.errors import ConfigError, VaekitError, option
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -110,8 +110,8 @@ class Session:
         """(log p(x|z), log q(z|x) - log p(z), z) for z ~ q(z|x) of ``sample_shape`` by reparameterization, log q
         at stopped-gradient parameters; each term (*sample_shape, N), nats."""
         if not getattr(q, "has_rsample", False) or getattr(q, "is_point_mass", False):
-            raise VaekitError(f"--estimator {self.estimator.name} needs a reparameterized q(z|x) with a density; "
-                              f"this one is a {type(q).__name__}")
+            raise VaekitError(f"{option('estimator', self.estimator.name)} needs a reparameterized q(z|x) with a "
+                              f"density; this one is a {type(q).__name__}")
         z = rsample(q, sample_shape, generator)
         record = _Draw()
         z_rec, z_kl = self.estimator.paths(z, record)
@@ -127,8 +127,8 @@ class Session:
         objective gives it one, else ``out.loss``)."""
         if not self.draws:
             raise VaekitError(f"objective {objective} makes no draws through vaekit.objectives.terms (elbo, "
-                              f"sampled_terms), where --estimator {self.estimator.name} acts; use --estimator "
-                              "pathwise")
+                              f"sampled_terms), where {option('estimator', self.estimator.name)} acts; use "
+                              f"{option('estimator', 'pathwise')}")
         inference = getattr(out, "inference", None)
         try:
             self.estimator.finish(out.loss if inference is None else inference, self.draws)
@@ -300,22 +300,23 @@ def check_reparameterized_estimator(model: LatentVariableModel, name: str, objec
     ``importance_weighted`` (the ELBO, for which DReG is STL)."""
     cls = REPARAMETERIZED.entry(name).cls
     if getattr(model, "is_discrete", False):
-        raise ConfigError(f"--estimator {name} is for a reparameterized q(z|x); this model's is discrete: use "
+        raise ConfigError(f"{option('estimator', name)} is for a reparameterized q(z|x); this model's is discrete: use "
                           "enumerate, score, nvil, vimco, gumbel or straight-through")
     objective_name = getattr(objective, "name", str(objective))
     if cls.needs_importance_weights and not getattr(objective, "importance_weighted", False):
-        raise ConfigError(f"--estimator {name} is for importance-weighted bounds (e.g. --objective iwae); objective "
-                          f"{objective_name} is not one: use --estimator stl (DReG of the ELBO is STL)")
+        raise ConfigError(f"{option('estimator', name)} is for importance-weighted bounds (e.g. "
+                          f"{option('objective', 'iwae')}); objective {objective_name} is not one: use "
+                          f"{option('estimator', 'stl')} (DReG of the ELBO is STL)")
     if not cls.stops_score:
         return
     if getattr(model, "is_autoencoder", False):
-        raise ConfigError(f"--estimator {name} takes log q(z|x) at the draws; an autoencoder's q(z|x) is a point "
-                          "mass with no density: leave --estimator out")
+        raise ConfigError(f"{option('estimator', name)} takes log q(z|x) at the draws; an autoencoder's q(z|x) is a "
+                          f"point mass with no density: leave {option('estimator')} out")
     q = _probe_posterior(model)
     if q is not None and not getattr(q, "has_stopped_log_prob", False):
-        raise ConfigError(f"--estimator {name} takes log q(z|x) at stopped-gradient parameters, which this model's "
-                          f"q(z|x) ({type(q).__name__}) does not give (has_stopped_log_prob); use --estimator "
-                          "pathwise")
+        raise ConfigError(f"{option('estimator', name)} takes log q(z|x) at stopped-gradient parameters, which this "
+                          f"model's q(z|x) ({type(q).__name__}) does not give (has_stopped_log_prob); use "
+                          f"{option('estimator', 'pathwise')}")
 
 
 def estimator_names() -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from vaekit.config import TrainConfig, check_model_size
-from vaekit.errors import ConfigError, VaekitError
+from vaekit.errors import ConfigError, VaekitError, option
 from vaekit.models import LatentVariableModel, load_model
 from vaekit.models.families import FAMILIES
 from vaekit.objectives import Objective, Score, build_objective
@@ -128,9 +128,9 @@ def _estimator_for(model: LatentVariableModel, cfg: TrainConfig, objective: Obje
         if cfg.estimator is None:
             return None
         if cfg.estimator not in REPARAMETERIZED:
-            raise ConfigError(f"--estimator {cfg.estimator} is for discrete latents (--posterior categorical or "
-                              f"bernoulli); this model's q(z|x) is reparameterized: use "
-                              f"{', '.join(REPARAMETERIZED.names())}")
+            raise ConfigError(f"{option('estimator', cfg.estimator)} is for discrete latents "
+                              f"({option('posterior', 'categorical')} or {option('posterior', 'bernoulli')}); this "
+                              f"model's q(z|x) is reparameterized: use {', '.join(REPARAMETERIZED.names())}")
         check_reparameterized_estimator(model, cfg.estimator, objective)
         return build_estimator(cfg.estimator).to(device)
     if cfg.estimator in REPARAMETERIZED:

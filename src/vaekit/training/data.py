@@ -6,7 +6,6 @@ from __future__ import annotations
 import types
 from typing import Any
 
-import numpy as np
 import torch
 
 from vaekit.config import TrainConfig
@@ -26,41 +25,23 @@ def load_data(cfg: TrainConfig, standardisation: Any = None):
                         label_column=cfg.label_column, standardisation=standardisation)
 
 
-def _as_images(data: Any, what: str) -> torch.Tensor:
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(np.ascontiguousarray(data))
-    if not isinstance(data, torch.Tensor):
-        raise DataError(f"{what} must be a tensor or array of images (N, C, H, W), or a vaekit data set; "
-                        f"got a {type(data).__name__}")
-    if data.dim() < 2 or data.shape[0] == 0:
-        raise DataError(f"{what} must be a batch of examples (N, C, H, W) with N >= 1; got shape {tuple(data.shape)}")
-    if not data.is_floating_point():
-        data = data.float()
-    if not bool(torch.isfinite(data).all()):
-        raise DataError(f"{what} holds NaN or infinite values")
-    return data.float()
-
-
 def in_memory_dataset(train: Any, valid: Any = None) -> Any:
-    """A data set (the attributes :func:`fit` reads) from tensors or arrays; ``(x, y)`` pairs carry labels.
+    """A data set (the attributes :func:`fit` reads) from what :func:`vaekit.data.given.examples` takes: tensors,
+    arrays, ``(x, y)`` pairs (labels), a torch ``Dataset`` or ``DataLoader``; each checked as that module says, in
+    an error naming the argument (``train``, ``valid``).
 
     A vaekit :class:`~vaekit.data.Dataset` is returned as it is. Without ``valid`` nothing is held out: the
     kept weights are then those of the last epoch.
     """
+    from vaekit.data.given import examples
+
     if hasattr(train, "train") and hasattr(train, "shape") and valid is None:
         return train
-
-    def split(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            x, y = _as_images(data[0], what), torch.as_tensor(data[1]).long()
-            if y.shape != (x.shape[0],):
-                raise DataError(f"the labels of {what} must be (N,) = ({x.shape[0]},); got {tuple(y.shape)}")
-            return x, y
-        return _as_images(data, what), None
-
-    x, y = split(train, "train")
+    x, y = examples(train, "train")
+    x = x.float()
     if valid is not None:
-        vx, vy = split(valid, "valid")
+        vx, vy = examples(valid, "valid")
+        vx = vx.float()
         if tuple(vx.shape[1:]) != tuple(x.shape[1:]):
             raise DataError(f"valid has examples of shape {tuple(vx.shape[1:])}, train {tuple(x.shape[1:])}")
         if (vy is None) != (y is None):

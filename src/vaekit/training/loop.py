@@ -19,6 +19,7 @@ import torch
 
 from vaekit import runtime as D
 from vaekit.config import TrainConfig
+from vaekit.errors import option
 from vaekit.models import LatentVariableModel
 from vaekit.objectives import Objective
 from vaekit.objectives.figures import DEQUANTIZED
@@ -143,7 +144,7 @@ class Loop:
             bar.close()
             raise TrainingDiverged(
                 f"the loss became {bad[1]} at epoch {self.epoch + 1}, step {checked + bad[0] + 1}; training "
-                f"stopped and {_kept(self.sound_epoch, self.epoch, self.run)}; try a lower --lr or --clip-grad")
+                f"stopped and {_kept(self.sound_epoch, self.epoch, self.run)}; try a lower {_lower()}")
 
     def validate(self) -> dict[str, float]:
         """The validation figures (:func:`~vaekit.training.validation._validate`), checked for divergence."""
@@ -161,7 +162,7 @@ class Loop:
         unsound = _weights_unsound(self.model)
         if unsound:  # e.g. a huge --lr with no validation split to notice it: such weights are never kept
             raise TrainingDiverged(f"training diverged: {unsound} after epoch {self.epoch + 1}, not saved; "
-                                   f"{_kept(self.sound_epoch, self.epoch, self.run)}; try a lower --lr or --clip-grad")
+                                   f"{_kept(self.sound_epoch, self.epoch, self.run)}; try a lower {_lower()}")
         return valid
 
     def end_epoch(self, beta: float, train: list[float], valid: dict[str, float], seconds: float) -> None:
@@ -193,3 +194,8 @@ class Loop:
             cb.on_epoch_end(self, row)
         if self.sound_epoch is not None:
             self.sound_epoch = epoch
+
+
+def _lower() -> str:
+    """What to lower after a divergence: the step size, or the gradient's clip (flags, or fit()'s arguments)."""
+    return f"{option('lr')} or {option('clip_grad')}"

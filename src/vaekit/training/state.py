@@ -12,7 +12,7 @@ import torch
 
 from vaekit import runtime as D
 from vaekit.config import TrainConfig
-from vaekit.errors import CheckpointError, VaekitError
+from vaekit.errors import CheckpointError, VaekitError, switch
 
 
 class TrainingDiverged(VaekitError):
@@ -53,7 +53,7 @@ def _kept(sound_epoch: int | None, epochs_done: int, run: Path) -> str:
         return "no checkpoint had been written yet"
     if sound_epoch is None:
         return (f"no checkpoint with sound weights exists (the one after epoch {epochs_done} in {run} already holds "
-                "diverged weights); start afresh with --overwrite")
+                f"diverged weights); start afresh with {switch('overwrite')}")
     return f"the last good checkpoint (after epoch {sound_epoch}, finite weights) is kept in {run}"
 
 

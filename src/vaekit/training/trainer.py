@@ -4,6 +4,7 @@ user built; both open the run folder and hand the work to the loop (:mod:`vaekit
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -15,13 +16,23 @@ import torch
 from vaekit import runtime as D
 from vaekit.bounds.sizing import check_draws
 from vaekit.config import TrainConfig, from_dict, training_keys
-from vaekit.errors import CheckpointError, ConfigError, DataError, VaekitError
+from vaekit.errors import (
+    ArgumentError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    VaekitError,
+    option,
+    python_call,
+    unknown_keyword,
+)
 from vaekit.io import checkpoint as ckpt
 from vaekit.io.runfolder import RunFolder
 from vaekit.loggers import Logger, check_available
 from vaekit.models import FAMILIES, LatentVariableModel
 from vaekit.objectives.figures import dequantization_nats, dequantize, dequantizes
 from vaekit.objectives.reparameterized import estimator_names
+from vaekit.objectives.support import check_support
 from vaekit.progress import enabled as progress_enabled
 from vaekit.progress import notebook_log
 from vaekit.runtime import autocast_context, resolve_device, set_precision
@@ -88,6 +99,24 @@ class TrainResult:
     best_score: float = math.nan  # its value at the kept epoch
     model: LatentVariableModel | None = dataclasses.field(default=None, repr=False, compare=False,
                                                           metadata={"json": False})  # the trained model (last epoch)
+
+    def __str__(self) -> str:
+        """What ``vaekit train`` prints at the end: the epochs, the time, the last validation figure and the kept
+        epoch (without validation data: the last training ELBO), and the run folder."""
+        if self.best_valid_iwae is not None:
+            kept = f"kept epoch {self.best_epoch}: valid IWAE bound {self.best_valid_iwae:.3f}"
+        elif self.selected_by != "valid ELBO":
+            kept = f"kept epoch {self.best_epoch}, chosen by its {self.selected_by} {self.best_score:.3f}"
+        else:
+            kept = f"best {self.best_valid_elbo:.3f} at epoch {self.best_epoch}"
+        what = "valid objective (reconstruction - penalty)" if getattr(self.model, "is_autoencoder", False) \
+            else "valid ELBO"
+        if math.isfinite(self.valid_elbo):
+            figure = f"{what} {self.valid_elbo:.3f} nats ({kept})"
+        else:
+            figure = f"train ELBO {self.train_elbo:.3f} nats (no validation data: the last epoch's weights kept)"
+        return (f"trained {self.epochs} epochs in {self.seconds:.1f} s: {figure}"
+                + (" - stopped early" if self.stopped_early else "") + f"\nrun written to {self.run}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (the model left out, ``best_valid_iwae`` only where there is one)."""
@@ -185,24 +214,50 @@ def fit(
     own settings are its business: it is saved as it is (``model.json``, with user networks recorded by class
     name only).
     """
+    with python_call():  # messages name fit()'s arguments (out=, resume=True), not vaekit train's flags
+        _check_fit_arguments(model, on_epoch, log)
+        ds = in_memory_dataset(train, valid)
+        _check_fit_data(model, ds)
+        given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective, "k": k, "beta": beta,
+                 "warmup": warmup, "seed": seed}
+        cfg = _fit_config(model, ds, given, settings)
+        names, objects = _split_loggers(loggers)
+        if names is not None:
+            cfg.log = names
+
+        def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+            if hasattr(model, "build"):
+                model.build(tuple(ds.shape))
+            return model
+
+        opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names),
+                        loggers=objects)
+        return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+
+
+def _check_fit_arguments(model: Any, on_epoch: Any, log: Any) -> None:
+    """fit()'s arguments of the wrong type, each refused in one :class:`ArgumentError` naming it."""
     if not isinstance(model, LatentVariableModel):
-        raise ConfigError(f"fit() trains a vaekit model (e.g. vaekit.VAE(encoder=..., decoder=...)); got a "
-                          f"{type(model).__name__}")
-    ds = in_memory_dataset(train, valid)
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective, "k": k, "beta": beta,
-             "warmup": warmup, "seed": seed}
-    cfg = _fit_config(model, ds, given, settings)
-    names, objects = _split_loggers(loggers)
-    if names is not None:
-        cfg.log = names
+        raise ArgumentError(f"fit() trains a vaekit model (model: e.g. vaekit.VAE(latent=16, shape=(1, 28, 28)), or "
+                            f"vaekit.load(RUN)); got a {type(model).__name__}")
+    for name, value, called in (("on_epoch", on_epoch, "each epoch's metrics (a dict)"), ("log", log, "each line")):
+        if value is not None and not callable(value):
+            raise ArgumentError(f"{name} must be a function, called with {called}, or None; got a "
+                                f"{type(value).__name__}")
 
-    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
-        if hasattr(model, "build"):
-            model.build(tuple(ds.shape))
-        return model
 
-    opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names), loggers=objects)
-    return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+def _check_fit_data(model: LatentVariableModel, ds: Any) -> None:
+    """The data against the model's likelihood (:func:`vaekit.objectives.support.check_support`), as ``vaekit
+    train`` checks a data set against its likelihood; the model is built for the data's shape first."""
+    if hasattr(model, "build"):
+        model.build(tuple(ds.shape))  # what fit() does next anyway: its likelihood depends on the shape
+    if ds.name == IN_MEMORY:
+        check_support(model, ds.train, "train")
+        check_support(model, ds.valid, "valid")
+        return
+    for split in (ds.train, ds.valid):  # a vaekit data set, given as train: what it says of its values
+        check_support(model, split, "train", binary=bool(ds.binary), levels=getattr(ds, "levels", None),
+                      binarize=f"vaekit.load_dataset({ds.name!r}, binarize='dynamic')")
 
 
 def _check_fit_memory(model: LatentVariableModel, ds: Any, cfg: TrainConfig) -> None:
@@ -225,12 +280,8 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
     :func:`vaekit.config.training_keys`, e.g. an objective's ``tc_weight``); the model describes itself."""
     allowed = set(training_keys()) - set(given)
     unknown = sorted(set(settings) - allowed)
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"fit() got an unknown setting {unknown[0]!r}{hint}; it takes {', '.join(sorted(allowed))}")
+    if unknown:  # the suggestions include fit()'s own arguments (epoch -> epochs)
+        raise unknown_keyword("fit()", unknown[0], allowed | set(inspect.signature(fit).parameters) - {"settings"})
     settings = dict(settings)
     estimator = settings.pop("estimator", None)  # checked against the model itself, which cfg does not describe
     if estimator is not None and not isinstance(estimator, str):
@@ -240,6 +291,9 @@ def _fit_config(model: LatentVariableModel, ds: Any, given: dict[str, Any], sett
                     source="fit()")
     cfg.estimator = estimator
     _check_fit_memory(model, ds, cfg)  # before the run folder is made
+    if estimator is not None:  # the estimator against the model and the objective, as the run will (same refusals)
+        with torch.random.fork_rng(devices=[]):  # an objective's own networks do not move the run's random stream
+            _estimator_for(model, cfg, objective_for(cfg, model, int(ds.train.shape[0])), torch.device("cpu"))
     return cfg
 
 
@@ -362,7 +416,7 @@ def _open_run(cfg: TrainConfig, folder: RunFolder, resume: bool, ctx: D.DistCont
     for name in RUN_ARITHMETIC:  # the run's own arithmetic, unless the user chose otherwise on purpose
         mine, theirs = getattr(cfg, name), getattr(saved_cfg, name)
         if name in explicit and mine != theirs:
-            (opts.notice or say)(f"resuming with --{name.replace('_', '-')} {mine} instead of the run's {theirs}")
+            (opts.notice or say)(f"resuming with {option(name, mine)} instead of the run's {theirs}")
             setattr(saved_cfg, name, mine)
     _resume_logging(saved_cfg, cfg, opts, folder if ctx.is_main else None)
     return saved_cfg, True
