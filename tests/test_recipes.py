@@ -10,6 +10,7 @@ import torch
 
 from vaekit.config import read_config_file, resolve
 from vaekit.models import VAE, HierarchicalVAE
+from vaekit.models.families import FAMILIES
 from vaekit.nn import MLP, GatedDense
 from vaekit.train import model_for, train
 
@@ -42,6 +43,12 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
         x = torch.randint(0, levels, (60, *shape), generator=g).float() / (levels - 1)
     ds = types.SimpleNamespace(train=x[:40], valid=x[40:], test=x[:0], shape=shape, binary=levels == 2,
                                dynamic=False, levels=levels)
+    condition = 0
+    if getattr(FAMILIES.entry(cfg.family).cls, "needs_labels", False):  # e.g. semi-supervised M2: 10 classes
+        y = torch.arange(60) % 10
+        ds.labels, ds.classes = {"train": y[:40], "valid": y[40:], "test": y[:0]}.get, tuple("0123456789")
+        ds.name, condition = cfg.dataset, 10
+        cfg.family_settings["labels"] = 20
     if cfg.prior == "vamp":
         cfg.prior_settings["components"] = 5  # the model's shape, not the recipe's size, is what is checked here
     if cfg.likelihood == "pixelcnn":  # pixel-*.toml: an autoregressive decoder, kept small here
@@ -54,7 +61,7 @@ def test_recipe_builds_and_trains_one_epoch(tmp_path, path):
         result = train_em(cfg, tmp_path / "run", dataset=ds, log=None, progress=False)
         assert result.epochs == 1 and type(VAE.load(tmp_path / "run")).__name__ == "BernoulliMixture"
         return
-    model = model_for(cfg, shape, levels == 2, levels=levels)
+    model = model_for(cfg, shape, levels == 2, condition, levels=levels)
     assert model.latent == cfg.latent and isinstance(model, HierarchicalVAE) == (cfg.levels == 2)
     result = train(cfg, tmp_path / "run", dataset=ds, progress=False)
     assert result.epochs == 1
