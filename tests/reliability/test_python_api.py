@@ -91,6 +91,17 @@ def test_a_density_on_the_real_line_takes_any_real_values(tmp_path):
     assert result.epochs == 1 and np.isfinite(result.train_elbo)
 
 
+def test_the_range_rule_follows_the_likelihood_not_a_blanket_0_1_rule():
+    """A Gaussian with its mean in (0, 1) is refused standardised data (naming mean 'identity'); a density of one's
+    own without levels (the linear-Gaussian model's) takes any real value."""
+    table = torch.randn(30, 3, generator=torch.Generator().manual_seed(2)) * 3
+    squashed = vaekit.VAE(latent=2, shape=(3,), hidden=[8], likelihood="gaussian")
+    _refused(DataError, ("x", "mean 'sigmoid'", "'mean': 'identity'"), lambda: vaekit.evaluate(squashed, table, k=2))
+    linear = vaekit.LinearGaussian(torch.randn(3, 2, generator=torch.Generator().manual_seed(3)), torch.zeros(3), 0.5)
+    result = vaekit.evaluate(linear, table, k=4, surgery_samples=0)
+    assert result.n == 30 and np.isfinite(result.nll)
+
+
 FIT_ARGUMENTS = {
     "epoch=2": (ArgumentError, ("epoch", "did you mean 'epochs'"), {"epoch": 2}),
     "on_epoch not callable": (ArgumentError, ("on_epoch", "function"), {"on_epoch": 3}),

@@ -4,8 +4,9 @@
 
 By the likelihood's ``levels`` (2: binary pixels; L: grey levels x = k / (L - 1); None: a density):
 
-* every likelihood but a density on the real line (the Gaussian with ``mean = "identity"``, the Student-t) needs
-  values in [0, 1]: 0..255 pixel values, negative values or values above 1 are refused;
+* the likelihoods of values in [0, 1] (:func:`unit_interval`: of pixel values, the continuous Bernoulli, the Gaussian
+  with its mean squashed into (0, 1)) need them there: 0..255 pixel values, negative values or values above 1 are
+  refused; densities on the real line (the Gaussian with ``mean = "identity"``, the Student-t) take any value;
 * L = 2 (Bernoulli, PixelCNN): training needs binary values, 0 or 1 (on grey targets the Bernoulli's log p(x|z) is a
   cross-entropy, not a log-likelihood); an evaluation of grey values reports that cross-entropy, named as such;
 * L > 2 (discretized logistic, its mixture, the L-way categorical): every value on the grid k / (L - 1).
@@ -26,10 +27,12 @@ _BINARIZE = "torch.bernoulli({what}) draws each pixel, ({what} > 0.5).float() th
 REAL = "likelihood={'name': 'gaussian', 'mean': 'identity'} or 'student-t'"
 
 
-def real_valued(likelihood: Any) -> bool:
-    """Whether ``likelihood`` is a density on the whole real line (any finite value is in its support)."""
-    return bool(getattr(likelihood, "real_support", False)) and getattr(likelihood, "mean_map", "identity") == \
-        "identity"
+def unit_interval(likelihood: Any) -> bool:
+    """Whether ``likelihood`` is for values in [0, 1]: a probability of pixel values (``levels`` set), the continuous
+    Bernoulli, or the Gaussian with its mean squashed into (0, 1) (``mean = "sigmoid"``). Other densities (the
+    Gaussian with ``mean = "identity"``, the Student-t, a likelihood of your own) take any real value."""
+    return getattr(likelihood, "levels", None) is not None or getattr(likelihood, "name", "") == \
+        "continuous-bernoulli" or getattr(likelihood, "mean_map", None) == "sigmoid"
 
 
 def check_support(model: Any, x: torch.Tensor, what: str, *, training: bool = True, binary: bool | None = None,
@@ -44,11 +47,13 @@ def check_support(model: Any, x: torch.Tensor, what: str, *, training: bool = Tr
         return
     name = getattr(lik, "name", "") or type(lik).__name__
     want = getattr(lik, "levels", None)
-    if not real_valued(lik):
+    if unit_interval(lik):
         low, high = float(x.min()), float(x.max())
         if low < 0 or high > 1:
             lives = ("models binary pixels, 0 or 1" if want == 2 else
-                     f"models grey levels k / {want - 1} in [0, 1]" if want else "is a density on [0, 1]")
+                     f"models grey levels k / {want - 1} in [0, 1]" if want else
+                     "has its mean in (0, 1) (mean 'sigmoid')" if getattr(lik, "mean_map", None) == "sigmoid" else
+                     "is a density on [0, 1]")
             then = f", then torch.bernoulli({what}) for binary pixels" if want == 2 else ""
             raise DataError(f"{what} holds values from {low:.4g} to {high:.4g}, outside [0, 1], where the model's "
                             f"{name} likelihood {lives}; scale them into [0, 1] ({what} / 255 for 8-bit pixel "
