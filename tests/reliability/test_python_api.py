@@ -60,6 +60,8 @@ FIT_DATA = {
                               {"likelihood": {"name": "discretized-logistic", "levels": 256}}),
     "NaN labels": ((x, torch.full((20,), float("nan"))), ("labels of train", "NaN"), {"condition": 2}),
     "fractional labels": ((x, torch.full((20,), 0.5)), ("labels of train", "whole numbers"), {"condition": 2}),
+    "labels beyond the classes": ((x, torch.full((20,), 5)), ("labels of train", "0..1", "condition=2"),
+                                  {"condition": 2}),
     "string array": (np.full((20, *SHAPE), "a"), ("train", "numbers", "strings"), {}),
     "object array": (np.full((20, *SHAPE), None, dtype=object), ("train", "numbers", "objects"), {}),
     "meta tensor": (torch.empty(20, *SHAPE, device="meta"), ("train", "meta device"), {}),
@@ -202,6 +204,8 @@ EVALUATE = {
     "meta tensor": (DataError, ("x", "meta"), lambda m: vaekit.evaluate(m, x.to("meta"), k=2)),
     "wrong shape": (DataError, ("x has images of shape (1, 5, 5)", "(1, 4, 4)"),
                     lambda m: vaekit.evaluate(m, torch.zeros(3, 1, 5, 5))),
+    "y beyond the classes": (DataError, ("y must be 0..1",),
+                             lambda m: vaekit.evaluate(_model(condition=2), x, k=2, y=torch.full((20,), 5))),
     "NaN y": (DataError, ("y", "NaN"), lambda m: vaekit.evaluate(m, x, k=2, y=torch.full((20,), float("nan")))),
 }
 

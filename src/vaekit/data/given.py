@@ -109,6 +109,13 @@ def labels(y: Any, what: str, n: int) -> torch.Tensor:
     return y.long()
 
 
+def check_classes(y: torch.Tensor | None, classes: int, what: str) -> None:
+    """Refuse labels ``y`` outside 0..``classes`` - 1 (the classes a conditional model was built for), naming them."""
+    if y is not None and classes and y.numel() and int(y.max()) >= classes:
+        raise DataError(f"{what} must be 0..{classes - 1}, the classes the model was built for (condition="
+                        f"{classes}); got {int(y.max())}")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -1046,7 +1046,7 @@ def _python_data(model: Any, x: Any, y: Any, class_labels: Any, split: str,
     """(data, labels, class labels) of an :func:`evaluate` call, checked: a vaekit model; x a vaekit data set (its
     ``split``) or what :func:`vaekit.data.given.examples` takes (a pair's or a Dataset's labels become ``y`` and
     the class labels where those are not given); x's values against the model's likelihood."""
-    from vaekit.data.given import examples
+    from vaekit.data.given import check_classes, examples
     from vaekit.data.given import labels as checked_labels
     from vaekit.models.base import LatentVariableModel
     from vaekit.objectives.support import check_support
@@ -1061,6 +1061,7 @@ def _python_data(model: Any, x: Any, y: Any, class_labels: Any, split: str,
     check_shape(model, x, "x")
     check_support(model, x.reshape(x.shape[0], -1), "x", training=False, levels=levels)
     y = checked_labels(y, "y", x.shape[0]) if y is not None else pair_labels
+    check_classes(y, int(getattr(model, "condition", 0) or 0), "y")
     if class_labels is not None:
         class_labels = checked_labels(class_labels, "class_labels", x.shape[0])
     return x, y, class_labels if class_labels is not None else pair_labels

@@ -16,6 +16,7 @@ import torch
 from vaekit import runtime as D
 from vaekit.bounds.sizing import check_draws
 from vaekit.config import TrainConfig, from_dict, training_keys
+from vaekit.data.given import check_classes
 from vaekit.errors import (
     ArgumentError,
     CheckpointError,
@@ -254,6 +255,8 @@ def _check_fit_data(model: LatentVariableModel, ds: Any) -> None:
     if ds.name == IN_MEMORY:
         check_support(model, ds.train, "train")
         check_support(model, ds.valid, "valid")
+        for split in ("train", "valid"):
+            check_classes(ds.labels(split), int(getattr(model, "condition", 0) or 0), f"the labels of {split}")
         return
     for split in (ds.train, ds.valid):  # a vaekit data set, given as train: what it says of its values
         check_support(model, split, "train", binary=bool(ds.binary), levels=getattr(ds, "levels", None),
