@@ -196,7 +196,9 @@ def fit(
     **settings: Any,
 ) -> TrainResult:
     """Train an already built ``model`` on ``train`` (tensor or array (N, C, H, W), an ``(x, y)`` pair of
-    images and labels for a conditional model, or a vaekit data set), writing the run folder ``out``.
+    images and labels for a conditional model, a torch ``Dataset`` or ``DataLoader``, or a vaekit data set),
+    writing the run folder ``out``. The data are checked against the model's likelihood as ``vaekit train``
+    checks a data set (:mod:`vaekit.data.given`, :mod:`vaekit.objectives.support`), before any work.
 
     Everything the command-line trainer does: checkpoints every epoch, bit-exact ``resume=True`` (pass the
     same model, built again), the run lock, early stopping (``patience``), DDP under ``torchrun``, a progress
@@ -225,15 +227,20 @@ def fit(
         names, objects = _split_loggers(loggers)
         if names is not None:
             cfg.log = names
-
-        def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
-            if hasattr(model, "build"):
-                model.build(tuple(ds.shape))
-            return model
-
         opts = _Options(overwrite, frozenset(settings), logging=_logging_given(cfg, settings, names),
                         loggers=objects)
-        return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, build, user_model=True, opts=opts)
+        return _run(cfg, RunFolder(out), resume, ds, progress, on_epoch, log, _builder(model), user_model=True,
+                    opts=opts)
+
+
+def _builder(model: LatentVariableModel) -> Callable[[TrainConfig, Any], LatentVariableModel]:
+    """The ``build`` of a :func:`fit` run: the user's model, built for the data's shape where it builds lazily."""
+    def build(cfg: TrainConfig, ds: Any) -> LatentVariableModel:
+        if hasattr(model, "build"):
+            model.build(tuple(ds.shape))
+        return model
+
+    return build
 
 
 def _check_fit_arguments(model: Any, on_epoch: Any, log: Any) -> None:
