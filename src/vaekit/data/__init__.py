@@ -1,6 +1,6 @@
 """Data sets with train / validation / test splits, loaded fast and checked strictly.
 
->>> ds = load_dataset("binarized-mnist", data_dir="../shared/data/binarized_mnist")
+>>> ds = load_dataset("binarized-mnist", data_dir="data/binarized_mnist")
 >>> ds.shape, ds.binary, ds.info()["splits"]
 ((1, 28, 28), True, {'train': 50000, 'valid': 10000, 'test': 10000})
 
