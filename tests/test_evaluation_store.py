@@ -100,3 +100,26 @@ def test_a_read_only_run_folder_only_loses_the_cache(run, capsys):
     finally:
         (run / store.FOLDER).chmod(0o700)
     assert code == 0, err
+
+
+def test_report_and_compare_show_ais_and_the_gaps_that_evaluate_kept(run, tmp_path, calls, capsys):
+    code, out, err = run_cli(["evaluate", str(run), "--k", "30", "--ais", "3", "--ais-chains", "2", "--gaps",
+                              "--gaps-steps", "3", "--limit", "20", "--json"], capsys)
+    assert code == 0, err
+    evaluated = json.loads(out)
+    code, _, err = run_cli(["report", str(run), "--k", "30", "--limit", "20", "--quiet"], capsys)
+    assert code == 0 and calls["n"] == 1, err
+    page = (run / "report.html").read_text()
+    assert "AIS (T = 3, C = 2, L = 10)" in page and "approximation gap" in page and "Pareto k-hat" in page
+    assert f"{evaluated['ais_log_px']:.3f}" in page
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin)
+    store.keep(twin, store.evaluation_key(split="test", k=30, seed=0), evaluated)  # as if compared at --limit 20
+    store.keep(run, store.evaluation_key(split="test", k=30, seed=0), evaluated)
+    code, out, err = run_cli(["compare", str(run), str(twin), "--k", "30", "--json", "--out",
+                              str(tmp_path / "c.html"), "--quiet"], capsys)
+    assert code == 0 and calls["n"] == 1, err
+    rows = json.loads(out)["runs"]
+    assert all(r["ais_log_px"] == evaluated["ais_log_px"] and r["amortization_gap"] == evaluated["amortization_gap"]
+               for r in rows)
+    assert "log p(x), AIS" in (tmp_path / "c.html").read_text()

@@ -61,7 +61,9 @@ HARDWARE_KEYS = ("device", "threads", "compile", "eval_batch_size", "log", "log_
 EVALUATION_KEYS = ("split", "k", "n", "elbo", "elbo_stderr", "reconstruction", "kl", "nll", "nll_stderr",
                    "bits_per_dim", "gap", "nll_exact", "nll_exact_stderr", "rate", "rate_stderr", "distortion",
                    "distortion_stderr", "mutual_information", "mutual_information_stderr", "marginal_kl",
-                   "marginal_kl_stderr", "active_units", "selected_by", "vq_elbo", "vq_bits_per_dim", "vq_prior")
+                   "marginal_kl_stderr", "active_units", "selected_by", "vq_elbo", "vq_bits_per_dim", "vq_prior",
+                   "pareto_k_fraction", "ais_log_px", "ais_log_px_stderr", "approximation_gap",
+                   "approximation_gap_stderr", "amortization_gap", "amortization_gap_stderr")
 
 
 @dataclass
@@ -517,6 +519,7 @@ def metrics_rows(runs: Sequence[RunSummary], k: int) -> list[tuple[str, list[str
     if any(r.evaluation is not None and r.evaluation.nll_exact is not None for r in runs):
         rows.append(("NLL, exact (sum over every code)", cells(lambda e: _value(e.nll_exact, e.nll_exact_stderr)
                                                                 if e.nll_exact is not None else "n/a"), "nats"))
+    rows += _trust_rows(runs, cells)
     rows += [
         ("rate R = KL(q(z|x) || p(z))", cells(lambda e: _value(e.rate, e.rate_stderr)), "nats"),
         ("distortion D = &minus;E<sub>q</sub> log p(x|z)",
@@ -537,6 +540,29 @@ def metrics_rows(runs: Sequence[RunSummary], k: int) -> list[tuple[str, list[str
          "the weights evaluated here"),
         ("chosen by", [html.escape(r.selected_by or "n/a") for r in runs], "the validation score that chose them"),
     ]
+    return rows
+
+
+def _trust_rows(runs: Sequence[RunSummary], cells: Callable[..., list[str]]) -> list[tuple[str, list[str], str]]:
+    """The k-hat share of every evaluation, and AIS and the gap split where a kept evaluation has them (vaekit
+    evaluate RUN --ais T --gaps with the comparison's K and seed)."""
+    def has(key: str) -> bool:
+        return any(r.evaluation is not None and getattr(r.evaluation, key, None) is not None for r in runs)
+
+    def pm(key: str) -> Callable[[Any], str]:
+        return lambda e: _value(getattr(e, key), getattr(e, key + "_stderr")) if getattr(e, key) is not None else "n/a"
+
+    rows = []
+    if has("pareto_k_fraction"):
+        rows.append(("Pareto k-hat &gt; 0.7", cells(lambda e: f"{100 * e.pareto_k_fraction:.1f}%"
+                                                    if e.pareto_k_fraction is not None else "n/a"),
+                     "share of examples whose importance-sampled log p(x) is untrusted"))
+    if has("ais_log_px"):
+        rows.append(("log p(x), AIS", cells(pm("ais_log_px")),
+                     "nats; a stochastic lower bound (vaekit evaluate --ais)"))
+    if has("approximation_gap"):
+        rows.append(("approximation gap", cells(pm("approximation_gap")), "nats; log p(x) &minus; ELBO[q*]"))
+        rows.append(("amortization gap", cells(pm("amortization_gap")), "nats; ELBO[q*] &minus; ELBO[q]"))
     return rows
 
 

@@ -162,8 +162,31 @@ def _eval_table(r: Any) -> str:
         ("examples", f"{r.n}", f"{html.escape(str(r.split))} split; &plusmn; is one standard error over examples"),
         ("time", f"{r.seconds:.2f} s", f"{r.log_weights_per_second:,.0f} log-weights per second"),
     ]
+    rows += _trust_rows(r)
     body = "".join(f'<tr><td>{a}</td><td class="num">{b}</td><td>{c}</td></tr>' for a, b, c in rows)
     return f"<table><tr><th>quantity</th><th>value</th><th>notes</th></tr>{body}</table>"
+
+
+def _trust_rows(r: Any) -> list[tuple[str, str, str]]:
+    """The rows that say how far to trust log p(x), where the evaluation computed them: the Pareto k-hat share,
+    AIS (``vaekit evaluate --ais``) and the gap split (``--gaps``), the names of ``vaekit evaluate``."""
+    rows = []
+    if getattr(r, "pareto_k_fraction", None) is not None:
+        rows.append(("Pareto k-hat &gt; 0.7", f"{100 * r.pareto_k_fraction:.1f}% of the examples",
+                     "pareto_k_fraction; their importance-sampled log p(x) has an error that its standard error "
+                     "understates"))
+    if getattr(r, "ais_log_px", None) is not None:
+        rows.append((f"log p(x), AIS (T = {r.ais_steps}, C = {r.ais_chains}, L = {r.ais_leapfrog})",
+                     _pm(r.ais_log_px, r.ais_log_px_stderr),
+                     f"ais_log_px, nats; a stochastic lower bound, &plusmn; its Monte Carlo error across chains; "
+                     f"HMC acceptance {r.ais_acceptance:.2f}"))
+    if getattr(r, "approximation_gap", None) is not None:
+        rows.append(("approximation gap log p(x) &minus; ELBO[q*]", _pm(r.approximation_gap,
+                                                                       r.approximation_gap_stderr),
+                     f"nats; q* fitted to each example ({r.gaps_steps} Adam steps), log p(x) from {r.gaps_log_px}"))
+        rows.append(("amortization gap ELBO[q*] &minus; ELBO[q]", _pm(r.amortization_gap, r.amortization_gap_stderr),
+                     "nats; what the encoder loses against the best q of its family"))
+    return rows
 
 
 def write_report(
