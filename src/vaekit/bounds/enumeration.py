@@ -214,8 +214,7 @@ def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None,
     score = _scorer(model, fast)
     tick = progress if progress is not None else (lambda done, total: None)
     lse = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
-    rec = torch.zeros(n, dtype=torch.float64, device=device)
-    kl = torch.zeros(n, dtype=torch.float64, device=device)
+    rec, kl = torch.zeros_like(lse), torch.zeros_like(lse)
     frozen = getattr(model, "frozen", None)
     with frozen() if frozen is not None else contextlib.nullcontext():
         prior = model.prior_distribution()
@@ -244,9 +243,8 @@ def enumerated_bound(model: LatentVariableModel, x: torch.Tensor, y: Any = None,
                         rec[rows] += torch.where(finite, w * ll, 0.0).sum(-1)
                         kl[rows] += torch.where(finite, w * (log_q - log_prior), 0.0).sum(-1)
     tick(size, size)
-    nan = torch.full_like(lse, math.nan)
     if not posterior:
-        rec, kl = nan, nan.clone()
+        rec = kl = torch.full_like(lse, math.nan)
     return EnumeratedBound(log_px=lse, elbo=rec - kl, reconstruction=rec, kl=kl, codes=size)
 
 

@@ -350,22 +350,7 @@ def load_file_dataset(
     if table is not None:
         return keep_splits(_table_dataset(kind, path, table, valid_size, test_size, binarize, image_size, seed),
                            wanted)
-    classes = None
-    source = str(path)
-    if kind == "images":
-        x, y, classes, ignored = read_images_dir(path, image_size)
-        if ignored:
-            source += f" ({ignored} non-image files ignored)"
-        parts = _split_pool(x, y, valid_size, test_size, seed, str(path))
-    elif kind == "npy":
-        x = _nonempty(as_images(loaded, str(path)), str(path))
-        check_native_size(spec, image_size, x.shape[2:])
-        parts = _split_pool(x, None, valid_size, test_size, seed, str(path))
-    elif kind == "npz":
-        parts = _npz_parts(path, valid_size, test_size, seed, arrays=loaded)
-        check_native_size(spec, image_size, parts["train"][0].shape[2:])
-    else:  # pragma: no cover - load_dataset dispatches only these kinds
-        raise ConfigError(f"unknown data spec kind {kind!r}")
+    parts, classes, source = _image_parts(spec, kind, path, loaded, valid_size, test_size, image_size, seed)
     shape = tuple(parts["train"][0].shape[1:])
     eight_bit = all(parts[s][0].dtype == np.uint8 for s in SPLITS)
     tensors = {s: to_float(parts[s][0]) for s in SPLITS}
@@ -389,6 +374,28 @@ def load_file_dataset(
         levels=2 if binary else (256 if eight_bit else None),
     )
     return keep_splits(ds, wanted)
+
+
+def _image_parts(spec: str, kind: str, path: Path, loaded: Any, valid_size: int | float | None,
+                 test_size: int | float | None, image_size: int | tuple[int, int] | None,
+                 seed: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray | None]], Any, str]:
+    """(the splits, the class names or None, the source) of images: a folder of image files, an npy array or the
+    arrays of an npz archive (``loaded``: what :func:`_table` read)."""
+    classes, source = None, str(path)
+    if kind == "images":
+        x, y, classes, ignored = read_images_dir(path, image_size)
+        if ignored:
+            source += f" ({ignored} non-image files ignored)"
+        return _split_pool(x, y, valid_size, test_size, seed, str(path)), classes, source
+    if kind == "npy":
+        x = _nonempty(as_images(loaded, str(path)), str(path))
+        check_native_size(spec, image_size, x.shape[2:])
+        return _split_pool(x, None, valid_size, test_size, seed, str(path)), classes, source
+    if kind == "npz":
+        parts = _npz_parts(path, valid_size, test_size, seed, arrays=loaded)
+        check_native_size(spec, image_size, parts["train"][0].shape[2:])
+        return parts, classes, source
+    raise ConfigError(f"unknown data spec kind {kind!r}")  # pragma: no cover - load_dataset dispatches only these
 
 
 def _table(kind: str, path: Path, label_column: str | None) -> tuple[Any, Any]:
@@ -487,14 +494,6 @@ def _npz_parts(
             for s, (x, y) in loaded.items()
         }
     x, y = loaded["train"]
-    carved = _split_pool(
-        x,
-        y,
-        valid_size,
-        test_size,
-        seed,
-        f"{path}[train]",
-        have_valid=given["valid"],
-        have_test=given["test"],
-    )
+    carved = _split_pool(x, y, valid_size, test_size, seed, f"{path}[train]", have_valid=given["valid"],
+                         have_test=given["test"])
     return {s: loaded[s] if given[s] and s != "train" else carved[s] for s in SPLITS}

@@ -317,28 +317,14 @@ def _stderr(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-def evaluate_model(
-    model: LatentVariableModel,
-    data: Any,
-    k: int = DEFAULT_K,
-    batch_size: int | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    *,
-    split: str = "test",
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    per_example: bool = True,
-    fast: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-    labels: Any = None,
-    exact_limit: int = DEFAULT_LIMIT,
-    class_labels: Any = None,
-    surgery_samples: int = DEFAULT_SURGERY_SAMPLES,
-    levels: int | None = None,
-    ais: AISSettings | None = None,
-    gaps: GapSettings | None = None,
-    log_jacobian: float | None = None,
-) -> EvaluationResult:
+def evaluate_model(model: LatentVariableModel, data: Any, k: int = DEFAULT_K, batch_size: int | None = None,
+                   seed: int = 0, device: str | torch.device | None = None, *, split: str = "test",
+                   memory_budget: int = DEFAULT_MEMORY_BUDGET, per_example: bool = True, fast: bool = True,
+                   progress: Callable[[int, int], None] | None = None, labels: Any = None,
+                   exact_limit: int = DEFAULT_LIMIT, class_labels: Any = None,
+                   surgery_samples: int = DEFAULT_SURGERY_SAMPLES, levels: int | None = None,
+                   ais: AISSettings | None = None, gaps: GapSettings | None = None,
+                   log_jacobian: float | None = None) -> EvaluationResult:
     """Evaluate ``model`` on ``data`` (images (N, C, H, W), flat (N, D), or a data set's ``split``;
     ``labels`` (N,) for a conditional model, taken from the data set's split when it has them).
     ``levels``: the data's grey levels L (default: the data set's ``levels``; for images alone 2 when every
@@ -368,16 +354,12 @@ def evaluate_model(
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
     jacobian = data_log_jacobian(data) if log_jacobian is None else float(log_jacobian)
     shift -= jacobian  # a standardised table: log p(x) = log q(u) - sum_d log sd_d
-    if getattr(model, "semi_supervised", False):  # M2: y summed out exactly, and the classifier's error
-        return _m2_result(_Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
-                                      memory_budget=memory_budget), device, batch_size, ais, gaps, per_example,
-                          _split_labels(data, split, class_labels if class_labels is not None else labels))
-    if getattr(model, "one_hot_codes", False):  # a VQ-VAE: one bound, no draws (every weight of q is the same)
-        return _one_hot_result(_Evaluation(model, x, y, kind, levels, shift, k=1, seed=seed, split=split, fast=fast,
-                                           memory_budget=memory_budget, log_jacobian=jacobian), device, batch_size,
-                               ais, gaps, per_example)
     ev = _Evaluation(model, x, y, kind, levels, shift, k=k, seed=seed, split=split, fast=fast,
                      memory_budget=memory_budget, log_jacobian=jacobian)
+    own = _own_result(ev, data, device, batch_size, ais, gaps, per_example,
+                      class_labels if class_labels is not None else labels)
+    if own is not None:
+        return own
     _plan(ev, device, batch_size)
     passes = _run_passes(ev, progress, exact_limit, surgery_samples, data, class_labels)
     if ais is None and gaps is None:
@@ -387,6 +369,18 @@ def evaluate_model(
     add_annealed(result, ev.model, ev.x, ev.y, ev.shift, result.per_example["log_px"], ais, gaps, int(seed),
                  memory_budget, per_example, progress)
     return result
+
+
+def _own_result(ev: _Evaluation, data: Any, device: str | torch.device | None, batch_size: int | None, ais: Any,
+                gaps: Any, per_example: bool, class_labels: Any) -> EvaluationResult | None:
+    """The result of a model evaluated its own way, or None: M2 (y summed out exactly, and the classifier's error
+    against ``class_labels``, else the data set's), a VQ-VAE (one bound, no draws: every weight of q is the same)."""
+    if getattr(ev.model, "semi_supervised", False):
+        return _m2_result(ev, device, batch_size, ais, gaps, per_example, _split_labels(data, ev.split, class_labels))
+    if getattr(ev.model, "one_hot_codes", False):
+        ev.k = 1
+        return _one_hot_result(ev, device, batch_size, ais, gaps, per_example)
+    return None
 
 
 def _one_hot_result(ev: _Evaluation, device: str | torch.device | None, batch_size: int | None, ais: Any, gaps: Any,
