@@ -3,13 +3,13 @@ folder, then every sub-command that reads run folders. Whatever the damage:
 
 - never a traceback (nor an exception out of ``vaekit.cli.main``), exit status 0 or 2, and one error line
   with status 2;
-- never a changed byte in a file the command was not asked to write: ``evaluate``, ``sample`` (``--out``
-  outside the run) and ``bound`` change nothing in the folder; ``report`` writes only ``RUN/report.html``,
-  and only when it succeeds; ``train`` into the damaged folder (no ``--resume``) refuses it and changes
-  nothing; ``train --resume`` writes the run's own files only when it exits 0, and only when there was a
-  checkpoint to resume from (starting over a damaged run would replace its best model and metrics). The
-  only exception: both ``train`` commands may (re)write ``RUN/.lock`` as a regular file, which holds nothing
-  but the pid of the last run that took the lock;
+- never a changed byte in a file the command was not asked to write: ``sample`` (``--out`` outside the run) and
+  ``bound`` change nothing in the folder; ``evaluate`` writes only its kept evaluation (``RUN/evaluations/``),
+  ``report`` that and ``RUN/report.html``, and only when they succeed; ``train`` into the damaged folder (no
+  ``--resume``) refuses it and changes nothing; ``train --resume`` writes the run's own files only when it exits 0,
+  and only when there was a checkpoint to resume from (starting over a damaged run would replace its best model and
+  metrics). The only exception: both ``train`` commands may (re)write ``RUN/.lock`` as a regular file, which holds
+  nothing but the pid of the last run that took the lock;
 - nothing outside the run folder changes: the damage plants links to files beside the run ("victims", copies
   of the run's own files) and those must keep every byte; nothing is written into the current folder.
 
@@ -313,12 +313,19 @@ def may_change(label: str, code: int, before: dict[str, tuple], after: dict[str,
     folder), as a predicate. ``own``: the pristine run's files and their bytes."""
     lock, marker = os.path.join(RUN, ".lock"), os.path.join(RUN, MARKER)
     in_run = [p for p in before if p.startswith(RUN + os.sep)]
-    if label in ("evaluate", "bound"):
+    kept = os.path.join(RUN, "evaluations")  # the evaluations kept for report and compare (vaekit.evaluation.store)
+
+    def keeps(p: str) -> bool:
+        return code == 0 and (p == kept or p.startswith(kept + os.sep))
+
+    if label == "bound":
         return lambda p: False
+    if label == "evaluate":
+        return keeps
     if label == "sample":
         return lambda p: code == 0 and p == SAMPLES
     if label == "report":
-        return lambda p: code == 0 and p == os.path.join(RUN, "report.html")
+        return lambda p: keeps(p) or (code == 0 and p == os.path.join(RUN, "report.html"))
     # housekeeping: the lock (a pid) may be rewritten, a damaged or missing marker written again (never a
     # valid one: it records when the run was created)
     allowed = {lock} if before.get(lock, ("file",))[0] in ("file", "link") else set()
