@@ -382,10 +382,11 @@ def _evaluation_section(ctx: _Report, result: Any) -> str:
     from vaekit.pages import viz
 
     k = ctx.k
-    block = [f"<h2>Evaluation on the {html.escape(ctx.split)} set (K = {k} importance samples)</h2>",
-             _eval_table(result)]
+    one_bound = getattr(result, "vq_elbo", None) is not None  # a point mass on one-hot codes: no draws to count
+    how = "one bound per example, no importance sampling" if one_bound else f"K = {k} importance samples"
+    block = [f"<h2>Evaluation on the {html.escape(ctx.split)} set ({how})</h2>", _eval_table(result)]
     block += [f"<p class='note'>Note: {html.escape(note)}.</p>" for note in result.notes]
-    if k < 5000:
+    if k < 5000 and not one_bound:
         block.append(f"<p class='sub'>K = {k} here for speed; the literature's protocol is K = 5000 "
                      f"(<code>vaekit evaluate {html.escape(str(ctx.run))} --k 5000</code>). log p(x) estimates "
                      "grow with K towards the true value.</p>")
