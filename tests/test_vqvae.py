@@ -116,6 +116,7 @@ def test_train_resume_bit_exact_then_fit_the_prior_sample_evaluate_report(tmp_pa
     page = (prior / "report.html").read_text()
     assert code == 0 and "vq_elbo (pixelcnn prior)" in page, err
     assert "one bound per example, no importance sampling" in page and "importance samples)" not in page
+    assert "perplexity exp(H)" in page and "Latent traversals" not in page and "<h2>Interpolations</h2><p" in page
 
 
 def test_a_config_file_and_fit_train_a_vqvae_and_its_prior(tmp_path, capsys):

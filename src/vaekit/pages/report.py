@@ -363,7 +363,9 @@ def _sections(ctx: _Report, result: Any, mc: dict[str, Any]) -> list[str]:
         sections += _data_sections(ctx)
     if ctx.clusters is not None:
         sections.append(_clusters_section(model, ctx.clusters, x, labels, ctx.split, ctx.class_names))
-    if ctx.discrete:
+    if getattr(model, "one_hot_codes", False):  # a VQ-VAE: a grid of codebook choices, nothing to move along
+        sections.append(_codebook_section(ctx))
+    elif ctx.discrete:
         sections.append(_categories_section(model, x, labels, ctx.seed))
         sections.append("<h2>The latent space</h2><p class='sub'>Latent traversals, the decoded manifold and the "
                         "scatter of posterior means move z continuously; they are left out for discrete codes "
@@ -426,12 +428,14 @@ def _data_sections(ctx: _Report) -> list[str]:
     from vaekit.pages import viz
 
     model, x, labels, split = ctx.model, ctx.x, ctx.labels, ctx.split
+    one_hot = getattr(model, "one_hot_codes", False)
     out = ["<h2>Reconstructions</h2>" + page_figure(
         viz.reconstructions_figure(model, x, 32, split, labels), "reconstructions",
         f"{min(32, len(x))} {html.escape(split)} images "
         f"({'every class in turn' if labels is not None else 'at random'}) and the decoded means at their "
-        + ("most probable codes (argmax of q(z|x))." if ctx.discrete else "posterior means."))]
-    if ctx.discrete:
+        + ("quantized codes (the nearest codebook vectors)." if one_hot else "most probable codes (argmax of q(z|x))."
+           if ctx.discrete else "posterior means."))]
+    if ctx.discrete or one_hot:
         out.append("<h2>Interpolations</h2><p class='sub'>Left out: straight lines between codes leave "
                    "the discrete codes this model decodes.</p>")
     elif len(x) >= 2:
@@ -440,6 +444,34 @@ def _data_sections(ctx: _Report) -> list[str]:
             f"Each row: a {html.escape(split)} image, the decoded means along the straight line between the "
             f"posterior means of two {html.escape(split)} images, and the second image."))
     return out
+
+
+def _codebook_section(ctx: _Report) -> str:
+    """A VQ-VAE's latent space: which codebook vectors the evaluated images use (counts over every grid position),
+    their perplexity exp(H) and the codes never used; traversals and the manifold, which move z along straight
+    lines, do not apply to a grid of codebook choices."""
+    from vaekit.pages import viz
+
+    text = ("<h2>The latent space</h2><p class='sub'>Each image is a grid of choices among the codebook's vectors, "
+            "so latent traversals, interpolations and the decoded manifold, which move z along straight lines, are "
+            "left out; the samples from the prior above show what the code prior has learned.</p>")
+    if ctx.x is None:
+        return text
+    codes = int(ctx.model.codes)
+    counts = torch.zeros(codes, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(ctx.x), 256):
+            _, q = ctx.model.quantize(ctx.x[start : start + 256])
+            counts += torch.bincount(q.indices.reshape(-1).cpu(), minlength=codes).double()
+    share = counts / counts.sum()
+    entropy = float(-(share[share > 0] * share[share > 0].log()).sum())
+    unused = int((counts == 0).sum())
+    return text + page_figure(
+        viz.codebook_usage_figure(counts.numpy()), "codebook usage",
+        f"How often each of the K = {codes} codebook vectors is chosen, over every grid position of the "
+        f"{len(ctx.x)} evaluated {html.escape(ctx.split)} images, most used first: perplexity exp(H) = "
+        f"{math.exp(entropy):.1f} of {codes} (the number of equally used codes with the same entropy); "
+        f"{unused} never used.")
 
 
 def _settings_section(cfg: dict[str, Any], mc: dict[str, Any]) -> str:

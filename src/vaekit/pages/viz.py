@@ -695,6 +695,21 @@ def kl_per_unit_figure(kl_per_dim: Sequence[float], latent_variance: Sequence[fl
     return fig
 
 
+def codebook_usage_figure(counts: Sequence[float]) -> Figure:
+    """Bars of how often each codebook vector is chosen (a share of all choices), sorted, most used first."""
+    counts = np.asarray(counts, dtype=float)
+    share = np.sort(counts / max(counts.sum(), 1.0))[::-1]
+    fig = new_figure(min(12.0, 3.0 + 0.02 * len(share)), 3.0)
+    ax = fig.subplots()
+    ax.bar(range(len(share)), share, width=1.0, color="tab:blue")
+    ax.set_xlabel("codebook vector (sorted by use)")
+    ax.set_ylabel("share of the choices")
+    ax.set_title(f"codebook use: {int((counts > 0).sum())} of {len(counts)} vectors chosen", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def rate_distortion_figure(metrics: Sequence[dict[str, Any]], rate: float | None = None,
                            distortion: float | None = None) -> Figure | None:
     """The run's path in the rate-distortion plane: validation (R, D) = (KL, -reconstruction) per epoch, with
