@@ -197,3 +197,17 @@ def test_bound_reports_a_table_in_its_original_units(tmp_path, capsys):
         grid = grid_log_marginal(model, x.reshape(4, -1), n=40).log_px.double()
     assert out["means"]["grid"] == pytest.approx(float(grid.mean()) + rule.log_jacobian, abs=1e-6)
     assert out["means"]["elbo"] <= out["means"]["grid"] + 1e-6
+
+
+def test_evaluate_with_a_sampler_reports_a_table_in_its_original_units(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "wine", *TINY, "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "8", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--sampler", "gmm", "--k", "8", "--json"]) == 0
+    with_gmm = json.loads(capsys.readouterr().out)
+    rule = load_dataset("wine").standardisation
+    assert with_gmm["log_jacobian"] == pytest.approx(rule.log_jacobian)
+    # the run's prior beside the sampler: the same figure as evaluate's own, in the same (original) units
+    assert with_gmm["prior_nll"] == pytest.approx(plain["nll"], abs=1e-6)

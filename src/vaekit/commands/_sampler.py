@@ -82,7 +82,7 @@ def evaluate_with_sampler(args: argparse.Namespace, device: Any, progress: Any) 
     paired difference of the per-example estimates, with its standard error."""
     from vaekit.analysis.samplers import sampler_note
     from vaekit.evaluation import load_model, load_run_data, split_images
-    from vaekit.evaluation.evaluator import check_shape, evaluate_model, limit_split, selected_by
+    from vaekit.evaluation.evaluator import check_shape, data_log_jacobian, evaluate_model, limit_split, selected_by
 
     model = load_model(args.run, device)
     twin, fitted = fitted_model(args, model, inner_k=args.sampler_k, seed=args.seed)
@@ -93,7 +93,8 @@ def evaluate_with_sampler(args: argparse.Namespace, device: Any, progress: Any) 
         x, y, subset = limit_split(x, y, args.limit, args.seed, args.split)
     check_shape(model, x, f"the {args.split} split")
     common = {"k": args.k, "batch_size": args.batch_size, "seed": args.seed, "split": args.split,
-              "per_example": True, "class_labels": y, "levels": getattr(ds, "levels", None)}
+              "per_example": True, "class_labels": y, "levels": getattr(ds, "levels", None),
+              "log_jacobian": data_log_jacobian(ds)}  # a standardised table: in the data's original units
     result = evaluate_model(twin, x, progress=progress, surgery_samples=args.surgery_samples, **common)
     prior = evaluate_model(model, x, surgery_samples=0, **common)
     result.selected_by = selected_by(args.run)
