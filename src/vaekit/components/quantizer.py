@@ -19,6 +19,8 @@ vectors assigned to code k, of sum s_k, and decay gamma:
     e_k  = m_k / N~_k,   N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j     (Laplace smoothing)
 
 starting from N_k = 1 and m_k = e_k (the initial codebook), so that a code no vector has chosen stays where it is.
+Under DistributedDataParallel n_k and s_k are those of the whole batch, summed over the ranks before the update, so
+that every rank holds the same codebook, that of one process on the concatenated batch.
 
 As a latent-variable model q(z|x) is the point mass on the one-hot code grid k(x) (entropy 0), and the priors here
 are distributions over that grid: :class:`UniformCodePrior` (p(z) = K^-G, the prior while the autoencoder trains)
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, constraints
@@ -129,14 +132,25 @@ class VectorQuantizer(nn.Module):
             raise ValueError("this quantizer's codebook is trained by gradient (ema false)")
         flat = z_e.detach().movedim(1, -1).reshape(-1, self.code_dim).to(self.codebook.dtype)
         onehot = F.one_hot(indices.reshape(-1), self.codes).to(flat.dtype)  # (M, K)
-        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.embedding_sum.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+        counts, sums = _global_batch(onehot.sum(0), onehot.T @ flat)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (total + self.codes * self.epsilon) * total
         self.codebook.copy_(self.embedding_sum / smoothed[:, None])
 
     def extra_repr(self) -> str:
         return f"codes={self.codes}, code_dim={self.code_dim}, commitment={self.commitment:g}, ema={self.ema}"
+
+
+def _global_batch(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """n_k (K,) and s_k (K, D) of the whole batch: summed over the ranks of an initialised process group of more
+    than one process (one all-reduce of the K (D + 1) numbers), as they are otherwise."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return counts, sums
+    both = torch.cat([counts[:, None], sums], 1)
+    dist.all_reduce(both, op=dist.ReduceOp.SUM)
+    return both[:, 0], both[:, 1:]
 
 
 # -- priors over the code grid --------------------------------------------------------------------------
