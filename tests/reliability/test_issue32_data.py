@@ -359,3 +359,46 @@ def test_a_planted_cache_beside_the_source_is_never_read(tmp_path):
     np.savez(fake, bits=ones, meta=meta, source_sha256=np.frombuffer(digest, np.uint8))
     (tmp_path / "d.amat.vaekit.npz").write_bytes(fake.getvalue())
     assert np.array_equal(amat.read_amat(src), x)
+
+
+# -- the ELBO surgery of a categorical VAE within the memory budget ------------------------------------------------
+
+
+_SURGERY_PEAK = """
+import json, resource, sys, torch, vaekit
+from vaekit.models import VAE
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+torch.manual_seed(0)
+model = VAE(latent=20, shape=(1, 8, 8), hidden=[16], posterior={"name": "categorical", "classes": 10})
+x = (torch.rand(1000, 1, 8, 8) > 0.5).float()
+vaekit.evaluate(model, x, k=2, surgery_samples=0)
+before = peak()
+result = vaekit.evaluate(model, x, k=2)  # the default 10,000 draws of the surgery
+print(json.dumps({"before": before, "after": peak(), "mi": result.mutual_information}))
+"""
+
+
+def test_the_surgery_of_a_categorical_vae_stays_within_the_memory_budget():
+    """Issue 32's case: a 20 x 10 categorical VAE on 1,000 images (8 x 8 here), the default 10,000 surgery draws.
+    log q(z_i | x_n) for every draw and example was a broadcast (M, N, 20, 10): 10,000 x 1,000 x 200 floats, 8 GB.
+    Its peak memory over an evaluation without the surgery must stay below the 256 MB budget of evaluation work."""
+    import json
+    import resource
+    import subprocess
+
+    from reliability_helpers import PYTHON, subprocess_env
+
+    from vaekit.bounds.sizing import DEFAULT_MEMORY_BUDGET
+
+    def cap() -> None:  # the broadcast of the old code fails under it instead of eating the machine
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    proc = subprocess.run([PYTHON, "-c", _SURGERY_PEAK], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120, preexec_fn=cap)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peaks = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert peaks["mi"] is not None and peaks["mi"] >= 0  # the surgery ran
+    assert peaks["after"] - peaks["before"] < DEFAULT_MEMORY_BUDGET, peaks

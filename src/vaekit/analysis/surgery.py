@@ -22,8 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
+from vaekit.bounds.sizing import DEFAULT_MEMORY_BUDGET
 from vaekit.distributions import DiagonalGaussianMixture, rsample, sample
+from vaekit.distributions.discrete import FactorizedBernoulli, FactorizedCategorical
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.resources import check_memory
 
@@ -81,16 +84,27 @@ def _diagonal(q: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     return None
 
 
+def _pairwise(q: Any, z: torch.Tensor) -> torch.Tensor:
+    """log q(z_i | x_n), (M, N_c), for the M draws ``z`` against one batch's posterior ``q``, without the
+    (M, N_c, L) tensor of a broadcast where the density is linear in a feature of z: a diagonal Gaussian's quadratic
+    forms, a categorical's sum_(g,k) z_gk log pi_gk and a Bernoulli's z log s(l) + (1 - z) log s(-l) (s the
+    sigmoid) are matrix products. Any other q is broadcast draw by draw in slices within the memory budget."""
+    diag = _diagonal(q)
+    if diag is not None:
+        return DiagonalGaussianMixture(*diag).component_log_prob(z) + math.log(diag[0].shape[0])
+    if isinstance(q, FactorizedCategorical) and q.logits.dim() == 3:
+        return z.to(q.logits.dtype) @ q.logits.flatten(1).T
+    if isinstance(q, FactorizedBernoulli) and q.logits.dim() == 2:
+        z = z.to(q.logits.dtype)
+        return z @ F.logsigmoid(q.logits).T + (1 - z) @ F.logsigmoid(-q.logits).T
+    per_draw = max(1, math.prod(q.batch_shape)) * max(1, z[0].numel()) * z.element_size() * 4  # with temporaries
+    step = max(1, DEFAULT_MEMORY_BUDGET // per_draw)
+    return torch.cat([q.log_prob(z[i : i + step].unsqueeze(1)) for i in range(0, z.shape[0], step)])
+
+
 def _log_densities(posteriors: list[Any], z: torch.Tensor) -> torch.Tensor:
     """log q(z_i | x_n) for every draw i and example n, (M, N), over the posteriors of the data in chunks."""
-    columns = []
-    for q in posteriors:
-        diag = _diagonal(q)
-        if diag is not None:  # the quadratic forms as matrix products
-            columns.append(DiagonalGaussianMixture(*diag).component_log_prob(z) + math.log(diag[0].shape[0]))
-        else:
-            columns.append(q.log_prob(z.unsqueeze(1)))  # z (M, 1, L) against the batch (N_c,)
-    return torch.cat(columns, dim=1)
+    return torch.cat([_pairwise(q, z) for q in posteriors], dim=1)
 
 
 @torch.no_grad()
