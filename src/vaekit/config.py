@@ -405,6 +405,9 @@ def _validate_combinations(cfg: TrainConfig) -> None:
     if cfg.train_only == "encoder" and cfg.init_from is None:
         raise ConfigError("train_only encoder keeps the generative model fixed, so it needs init_from: "
                           "a trained run to start from (--init-from RUN)")
+    if _registry("prior").entry(cfg.prior).cls.fitted_after_training:
+        raise ConfigError(f"prior {cfg.prior} is fitted to a trained model's codes afterwards "
+                          "(vaekit.analysis.posthoc, vaekit sample --sampler), not trained; leave prior out")
     if cfg.train_only == "encoder" and _registry("prior").entry(cfg.prior).cls.trains_with_encoder:
         raise ConfigError(f"train_only encoder would change the {cfg.prior} prior too (its components are encoded "
                           "pseudo-inputs); use it with the standard prior")

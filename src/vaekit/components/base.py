@@ -137,6 +137,8 @@ class Prior(Component):
 
     #: Whether p(z) depends on the encoder's weights (then refitting q(z|x) alone would change it).
     trains_with_encoder: bool = False
+    #: Whether p(z) is fitted to the codes after training, never trained with the model (a run cannot name it).
+    fitted_after_training: bool = False
 
 
 class Likelihood(Component):

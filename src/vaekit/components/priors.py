@@ -119,6 +119,8 @@ class FittedMixturePrior(Prior):
     gradient; scikit-learn's ``GaussianMixture``, as pythae's GMM sampler and the RAE paper do). Until it is
     fitted (``fitted_flag`` 1) it refuses to be used."""
 
+    fitted_after_training = True
+
     def __init__(self, latent: int, components: int = 10):
         super().__init__(latent)
         self.components = int(components)
