@@ -43,7 +43,8 @@ each example (a stochastic upper bound), for each T; the width says how far AIS 
 from exact on data like the model's own.
 
 A deterministic autoencoder (--posterior delta) has no ELBO (its q(z|x) is a point mass): refused in one
-line; 'vaekit evaluate RUN' gives the log p(x) of its decoder with the density fitted to its codes.
+line; 'vaekit evaluate RUN' gives the log p(x) of its decoder with the density fitted to its codes. So is a
+VQ-VAE (--family vqvae), whose q(z|x) is a point mass on its codes: 'vaekit evaluate RUN' gives its vq_elbo.
 """
 
 
@@ -299,13 +300,23 @@ def _continuous_run(args: argparse.Namespace, model: LatentVariableModel, x: Any
 
 def _check_applies(model: LatentVariableModel, run: str) -> None:
     """Refuse, before any work, a model that has no ELBO to set against log p(x): an autoencoder's q(z|x) is a
-    point mass delta(z - f(x)), which has no density (the model says so itself: ``is_autoencoder``)."""
+    point mass delta(z - f(x)), which has no density (the model says so itself: ``is_autoencoder``); a VQ-VAE's is
+    a point mass on its codes (``one_hot_codes``), whose one bound no K tightens; an M2 model sums a latent class
+    out (``class_log_probs``)."""
     from vaekit.errors import VaekitError
 
     if model.is_autoencoder:
         raise VaekitError(f"{run} is a deterministic autoencoder: its q(z|x) is a point mass with no density, so it "
                           "has no ELBO to compare with log p(x) and 'vaekit bound' does not apply; 'vaekit evaluate "
                           f"{run}' gives the log p(x) of its decoder with the density fitted to its codes")
+    if getattr(model, "one_hot_codes", False):
+        raise VaekitError(f"{run} is a VQ-VAE: its q(z|x) is a point mass on one code grid, so its ELBO equals IWAE_K "
+                          "for every K and there is no gap to show; 'vaekit bound' does not apply, 'vaekit evaluate "
+                          f"{run}' gives its bound vq_elbo")
+    if hasattr(model, "class_log_probs"):
+        raise VaekitError(f"{run} is a semi-supervised M2 model: its latent class y is summed out of its bound, and "
+                          "'vaekit bound' (one code z per draw, a grid over z) does not apply; 'vaekit evaluate "
+                          f"{run}' gives its bound and the classifier's error")
 
 
 def _run(args: argparse.Namespace) -> int:
