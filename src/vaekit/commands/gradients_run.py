@@ -146,6 +146,9 @@ def run_measurement(args: argparse.Namespace, model: LatentVariableModel) -> int
     estimators, samples, named = _settings(args)
     if getattr(model, "condition", 0):
         raise VaekitError(f"{args.run} is a conditional model; vaekit gradients RUN measures unconditional ones")
+    if not model.inference_parameters():
+        raise VaekitError(f"{args.run} has no inference parameters: its q(z|x) is the exact posterior (a mixture "
+                          "fitted by EM), so there is no gradient for an estimator to estimate")
     size = latent_support_size(model)
     notes: list[str] = []
     if "enumerate" in estimators and (size is None or size > MAX_ENUMERATED):

@@ -78,6 +78,24 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], list[int]]:
     return estimators, ks
 
 
+def _applicable(model: LatentVariableModel, names: list[str], objective: Any, asked: bool) -> list[str]:
+    """The estimators to measure, checked before any work (stl and dreg need log q at stopped parameters): each one
+    asked for by --estimators must apply to ``model`` (one line otherwise); of the default ones, those that do."""
+    from vaekit.errors import ConfigError
+    from vaekit.objectives.reparameterized import check_reparameterized_estimator
+
+    kept = []
+    for name in names:
+        try:
+            check_reparameterized_estimator(model, name, objective)
+        except ConfigError:
+            if asked:
+                raise
+            continue
+        kept.append(name)
+    return kept
+
+
 def _check_cost(model: LatentVariableModel, n: int, k: int, trials: int, parameters: int) -> None:
     """Refuse, in one line, a measurement whose one estimate (n k decoder rows, kept for the backward pass) or whose
     kept gradients (trials x parameters, float32) pass the memory budget."""
@@ -100,15 +118,13 @@ def run_snr(args: argparse.Namespace, model: LatentVariableModel) -> int:
     from vaekit.analysis.gradient_snr import measure_snr
     from vaekit.evaluation import check_shape, load_run_data, split_images
     from vaekit.objectives import build_objective
-    from vaekit.objectives.reparameterized import check_reparameterized_estimator
 
     estimators, ks = _settings(args)
     if getattr(model, "condition", 0):
         raise VaekitError(f"{args.run} is a conditional model; vaekit gradients RUN measures unconditional ones")
     if getattr(model, "is_autoencoder", False):
         raise VaekitError(f"{args.run} is an autoencoder (a point-mass q(z|x)): it has no IWAE bound to measure")
-    for name in estimators:  # stl and dreg need log q at stopped parameters: one line before any work
-        check_reparameterized_estimator(model, name, build_objective("iwae", k=ks[-1]))
+    estimators = _applicable(model, estimators, build_objective("iwae", k=ks[-1]), asked=args.estimators is not None)
     ds = load_run_data(args.run, data_dir=args.data_dir, dataset_name=args.dataset)
     x, _ = split_images(ds, args.split, args.seed)
     x = x[: args.n]
