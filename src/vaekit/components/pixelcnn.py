@@ -86,6 +86,12 @@ class PixelCNNLikelihood(Likelihood):
     mean_is_estimate = True  # E[x|z] has no closed form: :meth:`mean` is a Monte Carlo estimate
     levels = 2  # a probability of binary pixels
 
+    @staticmethod
+    def example_settings() -> dict[str, int]:
+        """Flat settings of a tiny run (as :meth:`vaekit.models.families.Family.example_settings`): 2 layers of 8
+        features, where the default 6 x 64 makes every decoder pass of a small test costly."""
+        return {"pixelcnn_layers": 2, "pixelcnn_channels": 8}
+
     def __init__(self, shape: Sequence[int], params: int = 4, layers: int = 6, channels: int = 64,
                  kernel: int = 3):
         super().__init__(tuple(shape))

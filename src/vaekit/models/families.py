@@ -53,6 +53,12 @@ class Family:
     def check(self, cfg: Any) -> None:
         """Refuse, in one line (ConfigError), settings ``cfg`` (a TrainConfig) that contradict this family."""
 
+    @staticmethod
+    def example_settings() -> dict[str, Any]:
+        """Flat settings of a tiny run of this family (seconds on a CPU, for tests that run every kind of run)
+        beyond small networks and one epoch: a family whose own defaults are large names smaller ones here."""
+        return {}
+
     def build(self, cfg: Any, shape: tuple[int, ...], likelihood: dict[str, Any],
               condition: int = 0) -> LatentVariableModel:
         """The model of ``cfg`` for data of ``shape``, with the ``likelihood`` spec, conditional on ``condition``
@@ -110,6 +116,10 @@ class BernoulliMixtureFamily(Family):
             settings["posterior_settings"] = posterior
         if settings.get("prior") == "categorical":
             settings["prior_settings"] = {"learned": True, **(settings.get("prior_settings") or {})}
+
+    @staticmethod
+    def example_settings() -> dict[str, Any]:
+        return {"binarize": "threshold"}  # the mixture of Bernoullis fits binary pixels
 
     def check(self, cfg: Any) -> None:
         wrong = [f"{k} {getattr(cfg, k)!r}" for k, v in self.FIXED.items() if getattr(cfg, k) != v]

@@ -123,6 +123,10 @@ class FactorVAEFamily(Family):
         if cfg.levels != 1:
             raise ConfigError("family factorvae has one level of latents; leave levels out")
 
+    @staticmethod
+    def example_settings() -> dict[str, Any]:
+        return {"discriminator_hidden": 16, "discriminator_layers": 2}  # the default 6 x 1000 units take a minute
+
     def build(self, cfg: Any, shape: tuple[int, ...], likelihood: dict[str, Any],
               condition: int = 0) -> LatentVariableModel:
         return FactorVAE(**self.settings, latent=cfg.latent, shape=shape, posterior=cfg.component("posterior"),
