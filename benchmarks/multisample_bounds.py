@@ -113,13 +113,16 @@ def main() -> None:
     ap.add_argument("--k-eval", type=int, default=5000)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--snr-k", default="1,4,16,64")
-    ap.add_argument("--methods", default=",".join(METHODS), help="a comma-separated subset of the methods")
+    ap.add_argument("--methods", default="all",
+                    help=f"a comma-separated subset of the methods by slug ({', '.join(map(_slug, METHODS))}); "
+                    "default all")
     args = ap.parse_args()
-    methods = [m for m in METHODS if m in args.methods.split(",")]
+    wanted = set(args.methods.split(","))
+    methods = [m for m in METHODS if args.methods == "all" or _slug(m) in wanted]
     start = time.time()
     with cf.ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(evaluate, methods, [args] * len(methods)))
-    gradients = snr(args) if "ELBO" in methods else None
+    gradients = snr(args) if "ELBO" in methods and args.snr_k else None
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
     summary = {"setup": {k: getattr(args, k) for k in ("hidden", "latent", "epochs", "k_eval", "limit", "snr_k")},
                "rows": rows, "gradients": gradients, "load_average": load,
