@@ -82,6 +82,30 @@ def check_samples(k: Any, name: str = "k") -> int:
     return int(k)
 
 
+#: The largest random seed (a command's ``--seed``, the ``seed`` of :func:`vaekit.evaluate`): torch's and numpy's
+#: generators take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` as an int from 0 to :data:`MAX_SEED` (what ``--seed`` takes); else a
+    :class:`~vaekit.errors.ConfigError` naming ``name``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"{name} must be a whole number from 0 to {MAX_SEED:,}, got {short(repr(seed), 40)}")
+    return int(seed)
+
+
+def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | None:
+    """``batch_size`` as an int >= 1 (what ``--batch-size`` takes), or None (chosen for the memory budget); else a
+    :class:`~vaekit.errors.ConfigError` naming ``name``."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or int(batch_size) < 1:
+        raise ConfigError(f"{name} must be a whole number of examples >= 1 (or None: chosen for the memory budget), "
+                          f"got {short(repr(batch_size), 40)}")
+    return int(batch_size)
+
+
 def check_memory(need: float, what: str, lower: str, *, budget: int | None = None, source: str = BUDGET_SOURCE) -> None:
     """Raise :class:`~vaekit.errors.ConfigError` (one line, saying what to lower) when ``need`` bytes for ``what``
     would pass the memory budget (:func:`memory_budget` unless ``budget`` is given, ``source`` saying whence)."""

@@ -95,7 +95,7 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     figure_kind,
     on_grid,
 )
-from vaekit.resources import check_samples
+from vaekit.resources import check_batch_size, check_samples, check_seed
 from vaekit.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -349,6 +349,7 @@ def evaluate_model(model: LatentVariableModel, data: Any, k: int = DEFAULT_K, ba
     from vaekit.analysis.surgery import check_samples as check_surgery_samples
 
     check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
+    seed, batch_size = check_seed(seed), check_batch_size(batch_size)  # as --seed and --batch-size
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
