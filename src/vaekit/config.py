@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, option
 from vaekit.resources import short
 
 if sys.version_info >= (3, 11):
@@ -418,6 +418,10 @@ def _validate_combinations(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be true or false; got {getattr(cfg, key)!r}")
     if cfg.conditional and cfg.levels != 1:
         raise ConfigError("conditional is for the one-level VAE; use levels 1")
+    refused = getattr(_registry("objective").entry(cfg.objective).cls, "encoder_noise_refused", None)
+    if cfg.encoder_noise > 0 and refused:
+        raise ConfigError(f"objective {cfg.objective} does not take {option('encoder_noise')} (it {refused}); "
+                          "leave it out")
 
 
 def _validate_log(cfg: TrainConfig) -> None:

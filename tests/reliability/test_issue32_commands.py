@@ -272,3 +272,39 @@ def test_no_command_writes_non_json_numbers(runs, tmp_path):
         assert code == 0, err
         strict_json(out)
     assert os.path.exists(tmp_path / "c.html")
+
+
+# -- 10. messages of the objectives name Python arguments in a Python call ----------------------------------------
+
+
+_NAMED = [  # (the model's posterior, fit's settings, the command line's flags, the setting in Python, on the CLI)
+    ("bernoulli", {"estimator": "vimco"}, ["--binarize", "threshold", "--posterior", "bernoulli", "--estimator",
+                                           "vimco"], "objective='iwae' and k=2", "--objective iwae and --k 2"),
+    ("gaussian", {"objective": "beta-tcvae", "encoder_noise": 0.1}, ["--objective", "beta-tcvae",
+                                                                      "--encoder-noise", "0.1"],
+     "encoder_noise=", "--encoder-noise"),
+    ({"name": "delta", "latent_penalty": 0.5}, {"objective": "wae-mmd"},
+     ["--posterior", "delta", "--latent-penalty", "0.5", "--objective", "wae-mmd"], "latent_penalty=",
+     "--latent-penalty"),
+]
+
+
+@pytest.mark.parametrize("posterior, settings, flags, python, cli", _NAMED, ids=["vimco", "beta-tcvae", "wae-mmd"])
+def test_objective_refusals_name_python_arguments_in_fit_and_flags_on_the_command_line(
+        tmp_path, posterior, settings, flags, python, cli):
+    """vimco's 'give --objective iwae --k K' was raised from vaekit.fit too, and so were beta-TCVAE's refusal of
+    --encoder-noise (at the first step, after config.json was written) and WAE-MMD's of --latent-penalty."""
+    import torch
+
+    import vaekit
+    from vaekit.errors import ConfigError
+    from vaekit.models import VAE
+
+    model = VAE(latent=2, shape=(1, 8, 8), hidden=[8], posterior=posterior)
+    x = (torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    with pytest.raises(ConfigError) as info:
+        vaekit.fit(model, x, out=tmp_path / "py", epochs=1, progress=False, **settings)
+    assert python in str(info.value) and "--" not in str(info.value), info.value
+    assert not (tmp_path / "py" / "config.json").exists()  # refused before the run: no --overwrite needed after
+    code, _, err = run_cli(["train", *FLAGS, *flags, "--out", str(tmp_path / "cli")])
+    assert_one_line_error(code, err, cli)

@@ -98,6 +98,9 @@ class Objective:
     #: :func:`~vaekit.objectives.terms.sampled_terms`, so an objective that draws z itself, or has no log q(z|x)
     #: term, says so here and ``--estimator stl|dreg`` is refused up front rather than silently pathwise.
     estimators_refused: str | None = None
+    #: Why the encoder cannot see noisy inputs (``encoder_noise``), or None where it can: refused with the other
+    #: settings, before a run folder is written.
+    encoder_noise_refused: str | None = None
 
     def __init__(self, k: int = 1, beta: float = 1.0, warmup: int = 0, data_size: int = 0):
         self.k, self.beta, self.warmup, self.data_size = int(k), float(beta), int(warmup), int(data_size)

@@ -25,7 +25,7 @@ import torch
 from torch.distributions import Normal
 
 from vaekit.distributions import rsample
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, option
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score
 from vaekit.objectives.terms import ElboTerms
 
@@ -87,6 +87,7 @@ class BetaTCVAE(Objective):
 
     estimators_refused = ("draws z itself and weighs log q(z_i|x_m) at the other examples' parameters "
                           "(its minibatch estimate of log q(z))")
+    encoder_noise_refused = "weighs every draw under each example's q(z|x) of the clean x"
 
     def __init__(self, alpha: float = 1.0, weight: float = 6.0, gamma: float = 1.0, sampling: str = "mws",
                  k: int = 1, beta: float = 1.0, warmup: int = 0, data_size: int = 0):
@@ -107,7 +108,7 @@ class BetaTCVAE(Objective):
     def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:
         if encoder_input is not None:
-            raise ConfigError("objective beta-tcvae does not take --encoder-noise; leave it out")
+            raise ConfigError(f"objective beta-tcvae does not take {option('encoder_noise')}; leave it out")
         t = tc_terms(model, x, self.data_size, self.stratified, y)
         rec, kl = t["reconstruction"], t["kl"]
         return Loss(-self._objective(t).mean(), ElboTerms(rec - kl, rec, kl))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, option
 from vaekit.objectives.base import OBJECTIVES, Loss, Score
 from vaekit.objectives.mmd import WAE_SCALES, MMDObjective, check_kernel, parse_scales
 from vaekit.objectives.terms import elbo
@@ -65,7 +65,8 @@ class WAEMMD(MMDObjective):
     def check(self, model: LatentVariableModel) -> None:
         super().check(model)
         if model.latent_penalty != 0.0:
-            raise ConfigError("objective wae-mmd regularises the codes by the MMD; leave --latent-penalty out")
+            raise ConfigError(f"objective wae-mmd regularises the codes by the MMD; leave {option('latent_penalty')} "
+                              "out")
 
     def selection(self) -> tuple[str, Score]:
         weight = self.weight
