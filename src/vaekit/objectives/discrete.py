@@ -111,7 +111,7 @@ def check_estimator(model: LatentVariableModel, name: str, objective: str, k: in
     if name == "vimco":
         if objective != "iwae" or k < 2:
             raise ConfigError(f"vimco trains the multi-sample bound: give {option('objective', 'iwae')} and "
-                              f"{option('k', 2)} (or a larger K)")
+                              f"{option('k', 2)} or more (K >= 2)")
     elif objective == "iwae":
         raise ConfigError(f"the IWAE objective with discrete latents is trained with {option('estimator', 'vimco')}, "
                           f"not {name}")
