@@ -19,6 +19,7 @@ from reliability_helpers import (
     PYTHON,
     assert_one_line_error,
     assert_same_tensors,
+    bounded,
     disk_full,
     rewrite_checkpoint,
     run_cli,
@@ -308,3 +309,17 @@ def test_objective_refusals_name_python_arguments_in_fit_and_flags_on_the_comman
     assert not (tmp_path / "py" / "config.json").exists()  # refused before the run: no --overwrite needed after
     code, _, err = run_cli(["train", *FLAGS, *flags, "--out", str(tmp_path / "cli")])
     assert_one_line_error(code, err, cli)
+
+
+# -- 11. gradients --baseline-steps 999999999999 ------------------------------------------------------------------
+
+
+def test_an_endless_baseline_fit_is_refused_from_its_first_second(tmp_path):
+    """NVIL's baseline fit ran its 10^12 Adam steps past 200 s without a word; its progress is projected after a
+    second of work and refused past $VAEKIT_MAX_HOURS (6 h by default) in one line naming the flag."""
+    run = _train(tmp_path / "bern", "--binarize", "threshold", "--posterior", "bernoulli")
+    with bounded(60):
+        code, out, err = run_cli(["gradients", str(run), "--n", "3", "--trials", "3", "--samples", "2",
+                                  "--estimators", "nvil", "--baseline-steps", "999999999999"])
+    assert_one_line_error(code, err, "NVIL's baseline fit would take", "lower --baseline-steps")
+    assert out == ""

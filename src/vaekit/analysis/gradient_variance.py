@@ -37,6 +37,8 @@ from vaekit.errors import VaekitError
 from vaekit.objectives.discrete import DiscreteEstimator, check_estimator, latent_support_size
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vaekit.models.base import LatentVariableModel
 
 #: The most (example, S-tuple of codes) pairs summed for the exact gradient of IWAE_S.
@@ -192,11 +194,13 @@ def _learning_signal(model: LatentVariableModel, x: torch.Tensor, generator: tor
 
 
 def fit_baseline(model: LatentVariableModel, estimator: DiscreteEstimator, x: torch.Tensor, steps: int = 300,
-                 lr: float = 3e-3,
-                 seed: int = 0) -> tuple[float, float]:
+                 lr: float = 3e-3, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """Fit NVIL's baseline b(x) and running mean c on the batch x at the model's fixed weights: ``steps`` Adam
     steps on the squared error (f - c - b(x))^2 alone, one draw per example each (the model is not changed).
-    Returns the mean squared error at the first step (c = 0 and b = 0 then) and at the last, nats^2."""
+    Returns the mean squared error at the first step (c = 0 and b = 0 then) and at the last, nats^2.
+    ``progress(done, steps)`` is called after each step (a :class:`vaekit.progress.Bar`: drawn, projected, and
+    refused when the whole would take too long)."""
     opt = torch.optim.Adam(list(estimator.baseline.parameters()), lr=lr)
     gen = torch.Generator(device=x.device).manual_seed(int(seed))
     estimator.train()
@@ -211,6 +215,8 @@ def fit_baseline(model: LatentVariableModel, estimator: DiscreteEstimator, x: to
                 opt.step()
                 first = float(loss.detach()) if step == 0 else first
                 last = float(loss.detach())
+                if progress is not None:
+                    progress(step + 1, steps)
     finally:
         estimator.eval()
     return first, last
@@ -248,9 +254,11 @@ class Measurement:
 
 def measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int,
             seed: int = 0,
-            temperature: float = 0.5, baseline_steps: int = 300) -> Measurement:
+            temperature: float = 0.5, baseline_steps: int = 300,
+            progress: Callable[[int, int], None] | None = None) -> Measurement:
     """Variance and bias of each estimator's gradient of the mean objective w.r.t. phi on the batch x,
     for each S in ``samples`` (vimco: S >= 2 only; enumerate: one row), ``trials`` estimates each.
+    ``progress``: follows the ``baseline_steps`` of NVIL's baseline fit (:func:`fit_baseline`).
 
     The model is used at its fixed weights (in eval mode); only phi takes gradients while it runs."""
     for name in estimators:
@@ -262,7 +270,7 @@ def measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], 
             p.requires_grad_(False)
         for p in model.inference_parameters():
             p.requires_grad_(True)
-        return _measure(model, x, estimators, samples, trials, seed, temperature, baseline_steps)
+        return _measure(model, x, estimators, samples, trials, seed, temperature, baseline_steps, progress)
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
@@ -270,7 +278,8 @@ def measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], 
 
 def _measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str], samples: list[int], trials: int,
              seed: int,
-             temperature: float, baseline_steps: int) -> Measurement:
+             temperature: float, baseline_steps: int,
+             progress: Callable[[int, int], None] | None = None) -> Measurement:
     from vaekit.objectives.discrete import MAX_ENUMERATED, EstimatorSettings
 
     size = latent_support_size(model)
@@ -287,7 +296,7 @@ def _measure(model: LatentVariableModel, x: torch.Tensor, estimators: list[str],
     for e_index, name in enumerate(estimators):
         est = DiscreteEstimator(name, dim, settings).to(device=x.device, dtype=x.dtype).eval()
         if name == "nvil":
-            first, last = fit_baseline(model, est, x, steps=baseline_steps, seed=seed + 7919)
+            first, last = fit_baseline(model, est, x, steps=baseline_steps, seed=seed + 7919, progress=progress)
             baseline = {"steps": baseline_steps, "squared_error_first": first, "squared_error_last": last}
         grid: list[int | None] = [None] if name == "enumerate" else [s for s in samples if name != "vimco" or s >= 2]
         if name == "vimco" and 1 in samples:

@@ -139,6 +139,7 @@ def run_measurement(args: argparse.Namespace, model: LatentVariableModel) -> int
     from vaekit.analysis.gradient_variance import measure
     from vaekit.evaluation import check_shape, load_run_data, split_images
     from vaekit.objectives.discrete import MAX_ENUMERATED, latent_support_size
+    from vaekit.progress import Bar, enabled, step_lines
 
     if args.k is not None:
         raise VaekitError("--k is the K of IWAE_K for a run with a reparameterized q(z|x); this run's is discrete: "
@@ -171,8 +172,10 @@ def run_measurement(args: argparse.Namespace, model: LatentVariableModel) -> int
     if 4 * n_params * args.trials > MAX_GRADIENT_BYTES:
         raise VaekitError(f"{args.trials} trials of {n_params:,} gradient coordinates need "
                           f"{4 * n_params * args.trials / 2**30:.1f} GiB; lower --trials")
-    result = measure(model, x, estimators, samples, args.trials, seed=args.seed, temperature=args.temperature,
-                     baseline_steps=args.baseline_steps)
+    with Bar("NVIL's baseline fit", "steps", enabled=enabled(None), flags="--baseline-steps",
+             say=step_lines()) as progress:  # said, drawn on a terminal, refused when it would take hours
+        result = measure(model, x, estimators, samples, args.trials, seed=args.seed, temperature=args.temperature,
+                         baseline_steps=args.baseline_steps, progress=progress)
     result.notes[:0] = notes
     if args.plot is not None:
         _plot(result, args)
