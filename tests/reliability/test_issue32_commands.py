@@ -193,6 +193,19 @@ def _kill_first_checkpoint(run) -> object:
     return temp
 
 
+def test_a_sweep_run_folder_that_is_a_symbolic_link_is_refused(plain, tmp_path):
+    """OUT/beta-1 a link to a run of the same settings: the sweep resumed it, training into the link's target."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "beta-1").symlink_to(plain, target_is_directory=True)
+    before = tree_state(plain)
+    code, _, err = run_cli(["sweep", "--beta", "1,2", "--k", "2", "--n-samples", "4", "--out", str(out), "--",
+                            *FLAGS, "--epochs", "2"])
+    assert_one_line_error(code, err, str(out / "beta-1"), "symbolic link")
+    assert tree_state(plain) == before
+    assert sorted(p.name for p in out.iterdir()) == ["beta-1"]  # refused before anything trained
+
+
 @pytest.mark.parametrize("kind", ["mlp", "mlp-csv", "em"])
 def test_resume_after_the_first_checkpoint_was_killed_starts_again(tmp_path, kind):
     argv = {"mlp": ["train", *FLAGS], "mlp-csv": ["train", *FLAGS, "--log", "csv"], "em": ["train", *EM]}[kind]
