@@ -336,3 +336,31 @@ def test_an_endless_baseline_fit_is_refused_from_its_first_second(tmp_path):
                                   "--estimators", "nvil", "--baseline-steps", "999999999999"])
     assert_one_line_error(code, err, "NVIL's baseline fit would take", "lower --baseline-steps")
     assert out == ""
+
+
+# -- 12. --exact-limit on a large discrete latent space says how long -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bernoulli_14(tmp_path_factory):
+    """A run with 14 binary units: 16,384 codes, summed in 4 chunks of 4,096."""
+    return _train(tmp_path_factory.mktemp("b14") / "run", "--binarize", "threshold", "--posterior", "bernoulli",
+                  "--latent", "14")
+
+
+def test_the_exact_sum_of_evaluate_says_how_long_and_is_refused_past_the_limit(bernoulli_14, monkeypatch):
+    """--exact-limit 16777216 on a 24-bit model ran past 400 s with no estimate and no progress: the sum over every
+    code is a phase of evaluate's bar, projected from its first chunks (said, and refused naming --exact-limit)."""
+    from vaekit import progress
+
+    monkeypatch.setattr(progress, "PILOT_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "ANNOUNCE_SECONDS", 0.0)
+    argv = ["evaluate", str(bernoulli_14), "--k", "1", "--limit", "5", "--exact-limit", "16384", "--surgery-samples",
+            "0"]  # the K draws in one batch: only the exact sum has chunks to project from
+    code, _, err = run_cli([*argv, "--progress"])
+    assert code == 0, err
+    assert "the exact sum over every code: about" in err and "of 16,384 codes done" in err, err
+    monkeypatch.setenv("VAEKIT_MAX_HOURS", "1e-9")
+    code, out, err = run_cli(argv)
+    assert_one_line_error(code, err, "the exact sum over every code would take", "lower --exact-limit")
+    assert out == ""
