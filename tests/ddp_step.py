@@ -1,10 +1,13 @@
-"""Run by tests/test_distributed.py under torchrun: one DDP step, or the same step in one process.
+"""Run by tests/test_distributed.py under torchrun: one DDP step of a VAE, and in the same launch the two DDP steps of
+a VQ-VAE of tests/ddp_vq_step.py (one torchrun start-up serves tests/test_distributed.py and
+tests/test_distributed_vq.py).
 
-usage: ddp_step.py OUT.safetensors   (world size and rank from torchrun's environment)
+usage: ddp_step.py FOLDER   (world size and rank from torchrun's environment; rank 0 writes FOLDER/ddp.safetensors
+                             with the VAE's weights after the step, rank r FOLDER/vq.r.safetensors with its codebook)
 
-Both modes use the trainer's own LossModule and step function, the same initial weights and
-the same reparameterization noise: rank r gets rows [r*B, (r+1)*B) of a fixed batch and of a
-fixed noise tensor; a single process gets all 2B rows.
+The step uses the trainer's own LossModule and step function, the same initial weights and the same
+reparameterization noise in every mode: rank r gets rows [r*B, (r+1)*B) of a fixed batch and of a
+fixed noise tensor; :func:`step` in one process (the test's reference) gets all 2B rows.
 """
 
 import sys
@@ -22,9 +25,8 @@ from vaekit.train import LossModule, _make_step
 B, LATENT = 8, 3
 
 
-def main(out: str) -> None:
-    ctx = D.from_env()
-    D.setup(ctx, torch.device("cpu"))
+def step(ctx: D.DistContext) -> dict[str, torch.Tensor]:
+    """One step on this rank's rows (all 2B in one process); the VAE's weights after it."""
     g = torch.Generator().manual_seed(0)
     x_all = torch.bernoulli(torch.rand(2 * B, 16, generator=g), generator=g)
     eps_all = torch.randn(2 * B, LATENT, generator=g)
@@ -47,10 +49,20 @@ def main(out: str) -> None:
     module = LossModule(model, "elbo", 1)
     if ctx.enabled:
         module = torch.nn.parallel.DistributedDataParallel(module)
-    step = _make_step(module, model, optimizer, cfg, torch.autocast("cpu", enabled=False), ctx)
-    step(x, 1.0)
+    one_step = _make_step(module, model, optimizer, cfg, torch.autocast("cpu", enabled=False), ctx)
+    one_step(x, 1.0)
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def main(folder: str) -> None:
+    from ddp_vq_step import train  # beside this file, on sys.path when it runs as a script
+
+    ctx = D.from_env()
+    D.setup(ctx, torch.device("cpu"))
+    weights = step(ctx)
     if ctx.is_main:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out)
+        save_file(weights, f"{folder}/ddp.safetensors")
+    save_file(train(ctx), f"{folder}/vq.{ctx.rank}.safetensors")
     D.teardown()
 
 

@@ -1,4 +1,5 @@
-"""Run by tests/test_distributed_vq.py under torchrun: two DDP steps of a VQ-VAE with the moving-average codebook.
+"""Two DDP steps of a VQ-VAE with the moving-average codebook, for tests/test_distributed_vq.py: run under torchrun by
+tests/ddp_step.py (in the launch of tests/test_distributed.py's step), or alone.
 
 usage: ddp_vq_step.py OUT_PREFIX   (world size and rank from torchrun's environment; rank r writes
                                     OUT_PREFIX.r.safetensors with its codebook, cluster sizes and sums)

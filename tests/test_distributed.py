@@ -3,15 +3,22 @@ whole training run writes one set of files."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+import ddp_step
+from vaekit import runtime as D
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,13 +36,21 @@ def torchrun(*args: str, nproc: int = 2, timeout: int = 240) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_one_ddp_step_equals_one_step_on_the_union(tmp_path):
-    ddp = torchrun(str(HERE / "ddp_step.py"), str(tmp_path / "ddp.safetensors"))
+@functools.cache
+def ddp_steps() -> Path:
+    """The folder of one torchrun launch of ddp_step.py (2 ranks), made once a test session: ddp.safetensors (the
+    VAE after one DDP step) and vq.0.safetensors, vq.1.safetensors (each rank's VQ-VAE codebook after two DDP steps,
+    read by test_distributed_vq.py). One launch for both: each torchrun start-up is three processes importing torch."""
+    folder = Path(tempfile.mkdtemp(prefix="vaekit-ddp-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    ddp = torchrun(str(HERE / "ddp_step.py"), str(folder))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, str(HERE / "ddp_step.py"), str(tmp_path / "one.safetensors")],
-                            capture_output=True, text=True, timeout=120)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = load_file(tmp_path / "ddp.safetensors"), load_file(tmp_path / "one.safetensors")
+    return folder
+
+
+def test_one_ddp_step_equals_one_step_on_the_union():
+    a = load_file(ddp_steps() / "ddp.safetensors")
+    b = ddp_step.step(D.DistContext())  # the same step in this process, on all 2B rows
     assert a.keys() == b.keys()
     initial_moved = False
     for k in a:

@@ -8,14 +8,12 @@ import torch
 from safetensors.torch import load_file
 
 from ddp_vq_step import BUFFERS, B, train
-from test_distributed import HERE, torchrun
+from test_distributed import ddp_steps
 from vaekit import runtime as D
 
 
-def test_ema_codebook_of_two_ranks_is_that_of_one_process_on_the_union(tmp_path):
-    ddp = torchrun(str(HERE / "ddp_vq_step.py"), str(tmp_path / "rank"))
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    ranks = [load_file(tmp_path / f"rank.{r}.safetensors") for r in range(2)]
+def test_ema_codebook_of_two_ranks_is_that_of_one_process_on_the_union():
+    ranks = [load_file(ddp_steps() / f"vq.{r}.safetensors") for r in range(2)]  # torchrun, shared with test_distributed
     union = train(D.DistContext())  # one process, all 2B rows of each batch
     for name in BUFFERS:  # (b) every rank the same, bit for bit
         assert torch.equal(ranks[0][name], ranks[1][name]), name
