@@ -106,6 +106,17 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | None:
     return int(batch_size)
 
 
+def check_count(value: Any, name: str, low: int, high: int | None = None, unit: str = "", note: str = "") -> int:
+    """``value`` as an int from ``low`` to ``high`` (no upper bound for None); else a
+    :class:`~vaekit.errors.ConfigError` naming ``name`` (``unit``: what is counted; ``note``: e.g. what 0 means)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low or \
+            (high is not None and int(value) > high):
+        span = f">= {low:,}" if high is None else f"from {low:,} to {high:,}"
+        raise ConfigError(f"{name} must be a whole number{' of ' + unit if unit else ''} {span}"
+                          f"{' (' + note + ')' if note else ''}, got {short(repr(value), 40)}")
+    return int(value)
+
+
 def check_memory(need: float, what: str, lower: str, *, budget: int | None = None, source: str = BUDGET_SOURCE) -> None:
     """Raise :class:`~vaekit.errors.ConfigError` (one line, saying what to lower) when ``need`` bytes for ``what``
     would pass the memory budget (:func:`memory_budget` unless ``budget`` is given, ``source`` saying whence)."""

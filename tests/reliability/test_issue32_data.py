@@ -197,17 +197,21 @@ def test_evaluate_refuses_an_endless_k_naming_it(model_and_data):
             assert "--k" not in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name, values", [("seed", (-1, 2**32, 2**70, 1.5, "1", True)),
-                                          ("batch_size", (0, -3, 2.0, True, "64"))])
-def test_evaluate_refuses_the_seeds_and_batch_sizes_the_command_line_refuses(model_and_data, name, values):
-    """--seed takes 0 to 2^32 - 1 and --batch-size a positive integer; evaluate(seed=-1) and batch_size=0 passed
-    silently (a negative seed even gave a figure, seeded by what torch made of it)."""
+@pytest.mark.parametrize("name, values, good", [("seed", (-1, 2**32, 2**70, 1.5, "1", True), 2**32 - 1),
+                                                ("batch_size", (0, -3, 2.0, True, "64"), 7),
+                                                ("exact_limit", (-1, 2**24 + 1, 1.5), 0),
+                                                ("memory_budget", (0, -5, 1e9), 2**24),
+                                                ("levels", (0, 1, 2.0), 2)])
+def test_evaluate_refuses_the_numbers_the_command_line_refuses(model_and_data, name, values, good):
+    """--seed takes 0 to 2^32 - 1, --batch-size a positive integer, --exact-limit 0 to 2^24; evaluate(seed=-1),
+    batch_size=0, exact_limit=-1, memory_budget=0 and levels=1 passed silently (a negative seed even gave a figure,
+    seeded by what torch made of it)."""
     model, x = model_and_data
     for value in values:
         with pytest.raises(VaekitError, match=rf"^{name} must be a whole number") as info:
             vaekit.evaluate(model, x, k=2, surgery_samples=0, **{name: value})
         assert "--" not in str(info.value) and "\n" not in str(info.value)
-    result = vaekit.evaluate(model, x, k=2, surgery_samples=0, **{name: 2**32 - 1 if name == "seed" else 7})
+    result = vaekit.evaluate(model, x, k=2, surgery_samples=0, **{name: good})
     assert math.isfinite(result.nll)
 
 

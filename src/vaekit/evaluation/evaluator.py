@@ -95,7 +95,7 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     figure_kind,
     on_grid,
 )
-from vaekit.resources import check_batch_size, check_samples, check_seed
+from vaekit.resources import check_batch_size, check_count, check_samples, check_seed
 from vaekit.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -348,8 +348,7 @@ def evaluate_model(model: LatentVariableModel, data: Any, k: int = DEFAULT_K, ba
     """
     from vaekit.analysis.surgery import check_samples as check_surgery_samples
 
-    check_samples(k, "k")  # an int from 1 to MAX_SAMPLES, as the command line's --k
-    seed, batch_size = check_seed(seed), check_batch_size(batch_size)  # as --seed and --batch-size
+    seed, batch_size = _check_numbers(k, seed, batch_size, exact_limit, memory_budget, levels)
     check_surgery_samples(surgery_samples, "surgery_samples")  # within the memory budget, before any work
     check_annealed(model, ais, gaps, memory_budget)  # what AIS or the gap fit cannot do: refused before any work
     x, y, kind, levels, shift = _evaluation_data(model, data, k, seed, split, labels, levels)
@@ -370,6 +369,20 @@ def evaluate_model(model: LatentVariableModel, data: Any, k: int = DEFAULT_K, ba
     add_annealed(result, ev.model, ev.x, ev.y, ev.shift, result.per_example["log_px"], ais, gaps, int(seed),
                  memory_budget, per_example, progress)
     return result
+
+
+def _check_numbers(k: Any, seed: Any, batch_size: Any, exact_limit: Any, memory_budget: Any,
+                   levels: Any) -> tuple[int, int | None]:
+    """(seed, batch size) of an evaluation after the checks of the command line's flags (--k, --seed, --batch-size,
+    --exact-limit) and of the other numbers, each refusal one ConfigError naming the argument."""
+    from vaekit.distributions.discrete import MAX_SUPPORT
+
+    check_samples(k, "k")  # an int from 1 to MAX_SAMPLES
+    check_count(exact_limit, "exact_limit", 0, MAX_SUPPORT, "codes", "0: no exact sum")
+    check_count(memory_budget, "memory_budget", 1, None, "bytes")
+    if levels is not None:
+        check_count(levels, "levels", 2, None, "grey levels")
+    return check_seed(seed), check_batch_size(batch_size)
 
 
 def _own_result(ev: _Evaluation, data: Any, device: str | torch.device | None, batch_size: int | None, ais: Any,
