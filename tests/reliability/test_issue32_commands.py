@@ -364,3 +364,22 @@ def test_the_exact_sum_of_evaluate_says_how_long_and_is_refused_past_the_limit(b
     code, out, err = run_cli(argv)
     assert_one_line_error(code, err, "the exact sum over every code would take", "lower --exact-limit")
     assert out == ""
+
+
+# -- 13. gradients --plot on a discrete run and in the worked example ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["discrete run", "worked example"])
+def test_gradients_plot_never_replaces_a_foreign_file_nor_writes_through_a_link(bernoulli_14, tmp_path, mode):
+    """--plot overwrote a file that was no PNG and followed a link named as the plot (the rule of sample --out)."""
+    argv = (["gradients", str(bernoulli_14), "--estimators", "score", "--samples", "2", "--trials", "3", "--n", "3"]
+            if mode == "discrete run" else ["gradients", "--samples", "2", "--trials", "3"])
+    notes = tmp_path / "notes.png"
+    notes.write_text("my notes")
+    (tmp_path / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    before = tree_state(tmp_path)
+    for target, needle in ((notes, "not a PNG picture written by vaekit"), (tmp_path / "link.png", "symbolic link")):
+        code, out, err = run_cli([*argv, "--plot", str(target)])
+        assert_one_line_error(code, err, "--plot", needle)
+        assert out == ""
+    assert tree_state(tmp_path) == before
