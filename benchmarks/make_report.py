@@ -384,6 +384,34 @@ def ab_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ais_section(res: dict) -> str:
+    """AIS beside importance sampling, the same runs (benchmarks/evaluation_sandwich.py)."""
+    rows = []
+    for r in res["rows"]:
+        b = r["bdmc"]
+        seconds = sum(t["seconds"] for t in b["bdmc"])
+        ais_rate = b["evaluations"] / seconds if seconds > 0 else float("nan")
+        rows.append(f"| {r['model']} | {r['log_weights_per_second']:,.0f} | {ais_rate:,.0f} | "
+                    f"{r['log_weights_per_second'] / ais_rate:.1f}x | {b['evaluations']:,} in {seconds:.0f} s |")
+    s = res["setup"]
+    return f"""## 2b. AIS beside importance sampling
+
+`python benchmarks/evaluation_sandwich.py --epochs {s['epochs']} --limit {s['limit']} --k {s['k']} --ais {s['ais']} \\
+--chains {s['chains']} --leapfrog {s['leapfrog']} --bdmc {s['bdmc']} --bdmc-n {s['bdmc_n']}` (the RESULTS table
+"Which number to trust"; the summary in `benchmarks/results/evaluation-sandwich.json`).
+
+For each run: the evaluator's importance-sampled log-weights per second (`vaekit evaluate RUN --k {s['k']}`: one
+decoder pass and log q per draw, no gradient) against AIS's log-joint evaluations per second (`vaekit bound RUN
+--bdmc {s['bdmc']}`: every evaluation is log p(x, z) and its gradient in z, C = {s['chains']} chains, L =
+{s['leapfrog']} leapfrog steps per transition), both one thread on the same run. The machine was shared with other
+jobs (load average {' '.join(res['load_average'])} at the end), so the absolute rates are lower bounds; the ratio
+says what a nat of tightness costs.
+
+| run | log-weights / s | AIS evaluations / s | ratio | AIS work |
+|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
 def contention_section(res: dict) -> str:
     """Training while other processes share the CPU (benchmarks/bench_contention.py)."""
     m = res["median"]
@@ -448,6 +476,9 @@ virtual machine the absolute times drift by 20% or more from minute to minute, t
         for res in (n2, n1):
             if res:
                 parts.append(nll_section(res))
+    sandwich = load("evaluation-sandwich.json")
+    if sandwich:
+        parts.append(ais_section(sandwich))
     if scaling:
         parts.append(scaling_section(scaling))
     parts.append("## 4. The hardware limit\n\nThe matrix-multiply limits: each matrix product of the step (forward; "
