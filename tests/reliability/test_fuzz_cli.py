@@ -43,10 +43,12 @@ COMMAND_FLAGS = {
              "--limit", "--download", "--json"],
     "train": [*TRAIN_FLAGS, "--m", "--ciwae-beta", "--config", "--resume", "--quiet", "--json"],
     "evaluate": ["--split", "--k", "--batch-size", "--seed", "--data-dir", "--dataset", "--limit", "--device",
-                 "--disentanglement", "--sampler", "--refit", "--sampler-k", "--json"],
+                 "--disentanglement", "--sampler", "--refit", "--sampler-k", "--ais", "--ais-chains", "--ais-leapfrog",
+                 "--gaps", "--gaps-steps", "--json"],
     "sample": ["-n", "--out", "--seed", "--sampler", "--refit", "--data-dir"],
     "report": ["--k", "--split", "--limit", "--seed", "--data-dir", "--dataset", "--out"],
-    "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--json"],
+    "bound": ["--n", "--k", "--grid", "--seed", "--data-dir", "--dataset", "--bdmc", "--bdmc-chains", "--bdmc-leapfrog",
+              "--json"],
     "compare": ["--out", "--k", "--n-samples", "--seed", "--data-dir", "--dataset", "--device", "--json"],
     "sweep": ["--beta", "--grid", "--seeds", "--out", "--config", "--k", "--n-samples", "--eval-seed", "--quiet",
               "--json"],
@@ -107,7 +109,8 @@ GOOD = {"--base": ["2", "10", "0.5"], "--p": ["0.1,0.9", "1,0", "0.25,0.25,0.5"]
         "--latent": ["1", "3"], "--grid": ["latent=1,2", "beta=0;1", "objective=elbo,iwae", "nope=1,2"],
         "--seeds": ["0,1", "3"], "--estimator": ["pathwise", "stl", "dreg", "score"],
         "--estimators": ["pathwise,stl,dreg", "score,nvil", "dreg"], "--sampler": ["gmm", "flow", "two-stage", "prior"],
-        "--sampler-k": ["1", "4"]}
+        "--sampler-k": ["1", "4"], "--ais": ["2", "3"], "--ais-chains": ["2"], "--ais-leapfrog": ["1", "2"],
+        "--gaps-steps": ["2"], "--bdmc": ["2", "2,3"], "--bdmc-chains": ["2"], "--bdmc-leapfrog": ["1"]}
 
 
 @st.composite
