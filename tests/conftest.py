@@ -11,6 +11,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/synthetic.py
 
+#: The whole test session runs torch on one thread, as the modules marked ``single_thread`` (below) already did: the
+#: tests' models and batches are small, for which a second OpenMP thread costs more than it gives, and this file
+#: imports torch before ``import vaekit`` could choose OpenMP's passive wait policy on a busy machine, so the idle
+#: thread spins on a core another process needs. Two pages of docs examples (tests/test_docs.py, disentanglement and
+#: your own networks) took 73 s of CPU with torch's default of two threads on a loaded 2-core CPU, 22 s with one.
+#: Subprocesses are not affected (they set their own threads or OMP_NUM_THREADS); a test may still set other counts.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
