@@ -179,3 +179,13 @@ def test_the_exact_sum_follows_its_codes_and_is_refused_past_the_limit(monkeypat
     with pytest.raises(ConfigError, match="lower --exact-limit"):
         enumerated_bound(model, x, chunk=16, progress=P.Bar("the exact sum", "codes", enabled=False,
                                                              flags="--exact-limit"))
+
+
+def test_report_refuses_an_evaluation_projected_past_the_limit_in_one_line(run, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(P, "PILOT_SECONDS", 0.0)
+    monkeypatch.setenv("VAEKIT_MAX_HOURS", "1e-9")
+    page = tmp_path / "r.html"
+    code, out, err = run_cli(["report", str(run), "--k", "41", "--out", str(page), "--quiet"], capsys)
+    assert code == 2 and out == "" and not page.exists(), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "would take about" in lines[0] and "lower --k or --limit" in lines[0], err

@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     watched = True if args.progress else None
     show = not args.quiet and enabled(watched)
-    with Bar(f"log p(x), K = {args.k}", "examples", enabled=show) as progress:
+    say = step_lines(args.quiet, watched)
+    with Bar(f"log p(x), K = {args.k}", "examples", enabled=show, flags="--k or --limit", say=say) as progress:
         path = write_report(args.run, k=args.k, split=args.split, seed=args.seed, data_dir=args.data_dir,
-                            dataset_name=args.dataset, limit=args.limit, out=args.out, progress=progress,
-                            log=step_lines(args.quiet, watched))
+                            dataset_name=args.dataset, limit=args.limit, out=args.out, progress=progress, log=say)
     print(path)
     return 0
