@@ -25,6 +25,7 @@ from reliability_helpers import (
     TINY,
     assert_one_line_error,
     assert_same_tensors,
+    copy_run,
     metrics_without_time,
     run_cli,
     tensors,
@@ -44,11 +45,17 @@ def train(out, *extra: str) -> tuple[int, str, str]:
     return run_cli(["train", *TINY, "--epochs", "1", *extra, "--out", str(out)])
 
 
-@pytest.fixture
-def finished(tmp_path) -> Path:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_once(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
     assert train(run)[0] == 0
     return run
+
+
+@pytest.fixture
+def finished(tmp_path, finished_once) -> Path:
+    """A finished one-epoch run: a private copy for each test (trained once for the module)."""
+    return copy_run(finished_once, tmp_path)
 
 
 # -- the marker --------------------------------------------------------------------------------
