@@ -110,3 +110,11 @@ def test_reports_draw_the_vae_in_the_rate_distortion_plane_and_work_for_the_auto
     xs, ys = fig.axes[0].lines[0].get_data()
     assert list(xs) == [3.0] and list(ys) == [20.0]  # (R, D) = (KL, -reconstruction); the bad row left out
     assert rate_distortion_figure([{"epoch": 1}]) is None
+
+
+@pytest.mark.parametrize("flags, name", [([], "reconstruction"), (["--latent-penalty", "0.1"], "rec. - penalty")])
+def test_the_epoch_line_of_an_autoencoder_names_what_it_shows_and_has_no_kl(tmp_path, capsys, flags, name):
+    code, out, err = run_cli(["train", "--dataset", "digits", "--posterior", "delta", "--epochs", "1", "--hidden", "8",
+                            "--latent", "2", *flags, "--out", str(tmp_path / "r")], capsys)
+    line = next(line for line in (out + err).splitlines() if line.startswith("epoch"))
+    assert code == 0 and f"train {name}" in line and f"valid {name}" in line and "KL" not in line, err

@@ -99,10 +99,12 @@ class EpochLines(Callback):
         relaxed = loop.estimator is not None and loop.estimator.relaxed
         train_name = "train relaxed ELBO" if relaxed else "train ELBO"
         valid_name = "valid ELBO"
-        if loop.model.is_autoencoder:  # reconstruction - latent penalty: no ELBO exists for a point mass q
-            train_name, valid_name = "train objective", "valid objective"
+        kl = f"KL {row['train_kl']:7.3f}  "
+        if loop.model.is_autoencoder:  # reconstruction - latent penalty: no ELBO, and no KL, for a point mass q
+            what = "reconstruction" if not getattr(loop.model, "latent_penalty", 0.0) else "rec. - penalty"
+            train_name, valid_name, kl = f"train {what}", f"valid {what}", ""
         self.say(f"epoch {epoch:>4}  {train_name} {row['train_elbo']:9.3f}  {valid_name} {row['valid_elbo']:9.3f}  "
-                 f"KL {row['train_kl']:7.3f}  {row['seconds']:6.2f} s" + ("  *" if row["best"] else ""))
+                 f"{kl}{row['seconds']:6.2f} s" + ("  *" if row["best"] else ""))
 
 
 class OnEpoch(Callback):
