@@ -269,3 +269,14 @@ def test_print_of_a_result_reads_like_the_command_line(tmp_path):
     result = vaekit.evaluate(trained.model, x, k=3, surgery_samples=0)
     assert str(result) == format_table(result) and "NLL (IWAE K=3)" in str(result)
     assert repr(result).startswith("EvaluationResult(elbo=")
+
+
+@pytest.mark.parametrize("objective, model_class", [("vqvae", "vaekit.models.vqvae.VQVAE"),
+                                                     ("factorvae", "vaekit.objectives.factorvae.FactorVAE"),
+                                                     ("m2", "vaekit.models.m2.M2")])
+def test_an_objective_of_another_family_names_its_model_class_in_python(tmp_path, objective, model_class):
+    x = (torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    with pytest.raises(vaekit.errors.ConfigError) as info:
+        vaekit.fit(vaekit.VAE(latent=2, shape=(1, 4, 4), hidden=(8,)), x, out=tmp_path / "r", epochs=1,
+                   objective=objective, progress=False)
+    assert model_class in str(info.value) and "--family" not in str(info.value)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, in_python_call
 from vaekit.models.base import LatentVariableModel, register_model
 from vaekit.models.families import FAMILIES, Family
 from vaekit.models.persistence import check_spec
@@ -143,8 +143,9 @@ class FactorVAEObjective(Objective):
     def check(self, model: LatentVariableModel) -> None:
         super().check(model)
         if not isinstance(getattr(model, "discriminator", None), nn.Module) or model.is_discrete:
-            raise ConfigError("objective factorvae trains a FactorVAE (--family factorvae): a reparameterized q(z|x) "
-                              "and a discriminator")
+            what = "vaekit.objectives.factorvae.FactorVAE" if in_python_call() else "--family factorvae"
+            raise ConfigError(f"objective factorvae trains a FactorVAE ({what}): a reparameterized q(z|x) and a "
+                              "discriminator")
 
     def loss(self, model: LatentVariableModel, x: torch.Tensor, y: Any = None, *, beta: float = 1.0,
              encoder_input: torch.Tensor | None = None, estimator: Any = None) -> Loss:

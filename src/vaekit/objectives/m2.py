@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, in_python_call
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective
 from vaekit.objectives.terms import ElboTerms
 
@@ -87,8 +87,9 @@ class M2Objective(Objective):
 
     def check(self, model: LatentVariableModel) -> None:
         if not getattr(model, "semi_supervised", False):
-            raise ConfigError("objective m2 trains the semi-supervised M2 model (--family m2); this model has no "
-                              "latent class")
+            what = "vaekit.models.m2.M2" if in_python_call() else "--family m2"
+            raise ConfigError(f"objective m2 trains the semi-supervised M2 model ({what}); this model has no latent "
+                              "class")
         if self.k != 1 or self.beta != 1.0 or self.warmup != 0:
             raise ConfigError(f"objective m2 takes one draw of z per class and the plain bound; leave out k {self.k}, "
                               f"beta {self.beta}, warmup {self.warmup}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, in_python_call
 from vaekit.objectives.base import OBJECTIVES, Loss, Objective, Score
 from vaekit.objectives.terms import ElboTerms
 
@@ -42,7 +42,8 @@ class VQVAEObjective(Objective):
 
     def check(self, model: LatentVariableModel) -> None:
         if not callable(getattr(model, "quantize", None)):
-            raise ConfigError("objective vqvae trains a VQ-VAE (--family vqvae); this model has no codebook")
+            what = "vaekit.models.vqvae.VQVAE" if in_python_call() else "--family vqvae"
+            raise ConfigError(f"objective vqvae trains a VQ-VAE ({what}); this model has no codebook")
         self.code_prior = str(model.code_prior_name)
 
     def selection(self) -> tuple[str, Score]:
