@@ -4,37 +4,25 @@
 from __future__ import annotations
 
 import json
-import re
-import shlex
-from pathlib import Path
 
 import pytest
 
 import vaekit
 from cli_run import run_cli
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "m2.md"
+from doc_pages import DOCS, code_blocks, run_commands
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-
-
 def test_the_pages_command_lines_and_config_file_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (commands,) = _blocks("sh")
-    for line in commands.strip().splitlines():
-        argv = shlex.split(line)
-        assert argv[0] == "vaekit"
-        code, out, err = run_cli([*argv[1:], *(["--quiet"] if argv[1] == "train" else [])], capsys)
-        assert code == 0, f"{line}: {err}"
+    (commands,) = code_blocks("m2.md", "sh")
+    for argv, out in run_commands(commands, capsys):
         if argv[1] == "evaluate":
             r = json.loads(out.strip().splitlines()[-1])
             assert 0 <= r["test_error"] <= 1 and r["k"] == 20 and -r["nll"] >= r["elbo"]
     assert (tmp_path / "runs" / "m2-samples.png").is_file()
-    (toml,) = _blocks("toml")
+    (toml,) = code_blocks("m2.md", "toml")
     (tmp_path / "m2.toml").write_text(toml)
     code, _, err = run_cli(["train", "--config", "m2.toml", "--epochs", "1", "--out", "runs/cfg", "--quiet"], capsys)
     assert code == 0, err
@@ -44,9 +32,9 @@ def test_the_pages_command_lines_and_config_file_run(tmp_path, monkeypatch, caps
 
 def test_the_pages_python_example_prints_what_the_page_shows(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (code,) = _blocks("python")
+    (code,) = code_blocks("m2.md", "python")
     scope: dict = {"__name__": "__docs__"}
     exec(compile(code, "m2.md", "exec"), scope)
     first, second = capsys.readouterr().out.strip().splitlines()
-    assert first in DOC.read_text(encoding="utf-8") and second.startswith("test error ")
+    assert first in (DOCS / "m2.md").read_text(encoding="utf-8") and second.startswith("test error ")
     assert 0 <= scope["result"].test_error <= 1

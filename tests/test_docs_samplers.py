@@ -6,28 +6,22 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
+from doc_pages import code_blocks
 from vaekit.cli import build_parser
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "samplers.md"
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-
-
 def test_the_pages_python_example_prints_what_the_page_shows(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (code,) = _blocks("python")
+    (code,) = code_blocks("samplers.md", "python")
     scope: dict = {"__name__": "__docs__"}
     exec(compile(code, "samplers.md", "exec"), scope)
     printed = capsys.readouterr().out
-    (shown,) = _blocks("text")
+    (shown,) = code_blocks("samplers.md", "text")
     assert printed.strip() == shown.strip()
     # the page's claim: each fitted density gains more than thirty paired standard errors over N(0, I)
     for line in printed.strip().splitlines()[1:]:
@@ -38,7 +32,7 @@ def test_the_pages_python_example_prints_what_the_page_shows(tmp_path, monkeypat
 
 def test_the_pages_command_lines_parse():
     parser = build_parser()
-    (commands,) = _blocks("sh")
+    (commands,) = code_blocks("samplers.md", "sh")
     for line in commands.strip().splitlines():
         argv = shlex.split(line)
         assert argv[0] == "vaekit"

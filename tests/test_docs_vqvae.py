@@ -4,38 +4,26 @@
 from __future__ import annotations
 
 import math
-import re
-import shlex
-from pathlib import Path
 
 import pytest
 import torch
 
 import vaekit
 from cli_run import run_cli
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "vq-vae.md"
+from doc_pages import DOCS, code_blocks, run_commands
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-
-
 def test_the_pages_command_lines_and_config_file_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (commands,) = _blocks("sh")
-    for line in commands.strip().splitlines():
-        argv = shlex.split(line)
-        assert argv[0] == "vaekit"
-        code, out, err = run_cli([*argv[1:], *(["--quiet"] if argv[1] in ("train", "compare") else [])], capsys)
-        assert code == 0, f"{line}: {err}"
+    (commands,) = code_blocks("vq-vae.md", "sh")
+    for argv, out in run_commands(commands, capsys, quiet=("train", "compare")):
         if argv[1] == "evaluate":
             prior = "pixelcnn" if "prior" in argv[2] else "uniform"
             assert f"vq_elbo ({prior} prior)" in out  # the bound, named with its prior
     assert (tmp_path / "runs" / "vq-samples.png").is_file() and (tmp_path / "runs" / "vq-compare.html").is_file()
-    (toml,) = _blocks("toml")
+    (toml,) = code_blocks("vq-vae.md", "toml")
     (tmp_path / "vq.toml").write_text(toml)
     code, _, err = run_cli(["train", "--config", "vq.toml", "--epochs", "1", "--out", "runs/cfg", "--quiet"], capsys)
     assert code == 0, err
@@ -44,11 +32,11 @@ def test_the_pages_command_lines_and_config_file_run(tmp_path, monkeypatch, caps
 
 def test_the_pages_python_example_prints_what_the_page_shows(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (code,) = _blocks("python")
+    (code,) = code_blocks("vq-vae.md", "python")
     scope: dict = {"__name__": "__docs__"}
     exec(compile(code, "vq-vae.md", "exec"), scope)
     printed = capsys.readouterr().out
-    assert printed.strip() and printed.strip() in DOC.read_text(encoding="utf-8")
+    assert printed.strip() and printed.strip() in (DOCS / "vq-vae.md").read_text(encoding="utf-8")
     uniform, fitted = scope["uniform"], scope["fitted"]
     assert (uniform.vq_prior, fitted.vq_prior) == ("uniform", "pixelcnn")
     # the autoencoder is fixed: the same reconstruction; the uniform prior's log p(z) is -G log K = -4 log 16
