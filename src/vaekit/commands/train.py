@@ -226,12 +226,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        if result.best_valid_iwae is not None:
-            kept = f"kept epoch {result.best_epoch}: valid IWAE bound {result.best_valid_iwae:.3f}"
-        elif result.selected_by != "valid ELBO":
-            kept = f"kept epoch {result.best_epoch}, chosen by its {result.selected_by} {result.best_score:.3f}"
-        else:
-            kept = f"best {result.best_valid_elbo:.3f} at epoch {result.best_epoch}"
+        kept = result.kept()
         if cfg.fit == "em":
             print(f"fitted by EM in {result.epochs} iterations, {result.seconds:.1f} s: valid log p(x) "
                   f"{result.valid_elbo:.3f} nats, exact (best {result.best_valid_elbo:.3f} at iteration "

@@ -101,15 +101,18 @@ class TrainResult:
     model: LatentVariableModel | None = dataclasses.field(default=None, repr=False, compare=False,
                                                           metadata={"json": False})  # the trained model (last epoch)
 
+    def kept(self) -> str:
+        """Which epoch's weights were kept and by which validation figure, in words."""
+        if self.best_valid_iwae is not None:
+            return f"kept epoch {self.best_epoch}: valid IWAE bound {self.best_valid_iwae:.3f}"
+        if self.selected_by != "valid ELBO":
+            return f"kept epoch {self.best_epoch}, chosen by its {self.selected_by} {self.best_score:.3f}"
+        return f"best {self.best_valid_elbo:.3f} at epoch {self.best_epoch}"
+
     def __str__(self) -> str:
         """What ``vaekit train`` prints at the end: the epochs, the time, the last validation figure and the kept
         epoch (without validation data: the last training ELBO), and the run folder."""
-        if self.best_valid_iwae is not None:
-            kept = f"kept epoch {self.best_epoch}: valid IWAE bound {self.best_valid_iwae:.3f}"
-        elif self.selected_by != "valid ELBO":
-            kept = f"kept epoch {self.best_epoch}, chosen by its {self.selected_by} {self.best_score:.3f}"
-        else:
-            kept = f"best {self.best_valid_elbo:.3f} at epoch {self.best_epoch}"
+        kept = self.kept()
         what = "valid objective (reconstruction - penalty)" if getattr(self.model, "is_autoencoder", False) \
             else "valid ELBO"
         if math.isfinite(self.valid_elbo):
