@@ -426,7 +426,7 @@ def contention_section(res: dict) -> str:
 `python benchmarks/bench_contention.py --rounds {len(res['rounds'])} --json benchmarks/results/contention.json`
 
 Each contender one epoch in a fresh process with its own defaults, while {res['competitors']} CPU-bound competitor
-processes (one per CPU) spin on the {res['cpus']} CPUs; vaekit's quiet epoch timed in the same round with no
+processes (one per CPU) spin on the {res['cpus']} CPUs; the quiet epochs timed in the same round with no
 competitor. vaekit sets OpenMP's passive wait policy when it starts on a busy machine (`vaekit.threads`); torch alone
 keeps spinning. Medians over {len(res['rounds'])} rounds, seconds per epoch; load average before
 {res['load_average_before']}, after {res['load_average_after']} (the competitors' own load).
