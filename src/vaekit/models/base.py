@@ -31,10 +31,12 @@ MODELS: dict[str, type] = {}
 
 
 def register_model(kind: str):
-    """Class decorator: ``model.json`` files of kind ``kind`` rebuild with ``cls.from_spec(spec, ...)``."""
+    """Class decorator: ``model.json`` files of kind ``kind`` rebuild with ``cls.from_spec(spec, ...)``; the class's
+    ``model_kind`` is ``kind`` (what its ``describe()`` writes)."""
 
     def decorate(cls: type) -> type:
         MODELS[kind] = cls
+        cls.model_kind = kind  # type: ignore[attr-defined]
         return cls
 
     return decorate

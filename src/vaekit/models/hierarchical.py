@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,10 +40,10 @@ from vaekit.components.base import LIKELIHOODS, PRIORS, Likelihood, Prior
 from vaekit.components.posteriors import check_min_logvar
 from vaekit.distributions import DiagonalNormal
 from vaekit.distributions.sampled import SampledWithLogProb
-from vaekit.errors import CheckpointError, ConfigError, keywords_checked, whole_number
+from vaekit.errors import ConfigError, keywords_checked, whole_number
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.networks import widths
-from vaekit.models.persistence import load_model, save_model
+from vaekit.models.persistence import Persistent
 from vaekit.models.vae import make_component
 from vaekit.nn import MLP, ConvDecoder, ConvEncoder, dense_features
 from vaekit.nn import activation as make_activation
@@ -102,7 +101,7 @@ class TwoLevelPrior(Distribution):
 
 
 @register_model("hvae")
-class HierarchicalVAE(LatentVariableModel):
+class HierarchicalVAE(Persistent, LatentVariableModel):
     """A VAE with two stochastic layers z1 (bottom) and z2 (top), both diagonal Gaussian in q and p(z1|z2).
 
     Networks for ``arch == "mlp"`` (H = ``hidden``, h = H[-1], activation ``activation``):
@@ -111,6 +110,8 @@ class HierarchicalVAE(LatentVariableModel):
     For ``arch == "conv"`` the networks on x are :class:`ConvEncoder` / :class:`ConvDecoder` (hidden width
     h = H[0]; gated convolutions for ``"gated"``) and the z-to-z maps are one-hidden-layer MLPs of width h.
     """
+
+    noun = "two-level model"
 
     @keywords_checked
     def __init__(self, *, shape: Sequence[int], latent: int = 40, arch: str = "mlp", hidden: Sequence[int] = (400,),
@@ -234,29 +235,17 @@ class HierarchicalVAE(LatentVariableModel):
         return out.reshape(*lead, *self.likelihood.param_shape)
 
     # -- persistence ----------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        return {"format": "vaekit-model-2", "model": "hvae", "shape": list(self.shape), "latent": self.latent,
-                "arch": self.arch, "hidden": list(self.hidden), "activation": self.activation,
-                "conv_channels": list(self.conv_channels), "min_logvar": self.min_logvar,
-                "prior": self.prior.config(), "likelihood": self.likelihood.config()}
+    def own_description(self) -> dict[str, Any]:
+        """The settings of ``model.json`` (after its format and kind)."""
+        return {"shape": list(self.shape), "latent": self.latent, "arch": self.arch, "hidden": list(self.hidden),
+                "activation": self.activation, "conv_channels": list(self.conv_channels),
+                "min_logvar": self.min_logvar, "prior": self.prior.config(), "likelihood": self.likelihood.config()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> HierarchicalVAE:
         return cls(shape=spec["shape"], latent=spec["latent"], arch=spec["arch"], hidden=spec["hidden"],
                    activation=spec["activation"], conv_channels=spec["conv_channels"], prior=spec["prior"],
                    likelihood=spec["likelihood"], min_logvar=spec.get("min_logvar", -12.0))
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        save_model(self, Path(directory))
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> HierarchicalVAE:
-        """Load a trained two-level model from a run or model directory (safetensors only: no code is executed)."""
-        model = load_model(Path(path), map_location=map_location)
-        if not isinstance(model, cls):
-            raise CheckpointError(f"{path} holds a {type(model).__name__}, not a two-level model; use vaekit.VAE.load")
-        return model
 
     def extra_repr(self) -> str:
         return json.dumps({"levels": 2, "latent": [self.latent, self.latent], "arch": self.arch,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.families import FAMILIES, Family
 from vaekit.models.networks import build_decoder, build_encoder, network_spec
-from vaekit.models.persistence import MAX_PIXELS, MODEL_FORMAT, load_model, save_model
+from vaekit.models.persistence import MAX_PIXELS, Persistent
 from vaekit.models.vae import make_component
 
 #: The keys of a ``model.json`` of kind ``m2``.
@@ -119,7 +118,7 @@ def _parameters(shape: Sequence[int], classes: int, latent: int, net: dict[str, 
 
 
 @register_model("m2")
-class M2(LatentVariableModel):
+class M2(Persistent, LatentVariableModel):
     """The M2 model for data of ``shape`` with ``classes`` classes, a ``latent``-dimensional Gaussian z, vaekit's
     networks (``arch`` mlp or conv, ``hidden``, ``activation``, ``conv_channels``) for the classifier q(y|x), the
     encoder q(z|x, y) and the decoder p(x|y, z), a registered ``likelihood``, and ``labels`` training labels kept
@@ -127,6 +126,7 @@ class M2(LatentVariableModel):
 
     condition = 0  # p(x) is not conditional: y is a latent class (observed only for the labelled examples)
     semi_supervised = True
+    noun = "M2 model"
 
     def __init__(self, shape: Sequence[int] = (1, 28, 28), classes: int = 10, latent: int = 50, *, labels: int = 100,
                  arch: str = "mlp", hidden: Sequence[int] = (500,), activation: str = "softplus",
@@ -282,11 +282,11 @@ class M2(LatentVariableModel):
         return y
 
     # -- persistence --------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The JSON description saved as ``model.json``."""
-        return {"format": MODEL_FORMAT, "model": "m2", "shape": list(self.shape), "classes": self.classes,
-                "latent": self.latent, "labels": self.labels, "network": dict(self.network),
-                "likelihood": self.likelihood.config(), "prior": dict(PRIOR), "min_logvar": self.min_logvar}
+    def own_description(self) -> dict[str, Any]:
+        """The settings of ``model.json`` (after its format and kind)."""
+        return {"shape": list(self.shape), "classes": self.classes, "latent": self.latent, "labels": self.labels,
+                "network": dict(self.network), "likelihood": self.likelihood.config(), "prior": dict(PRIOR),
+                "min_logvar": self.min_logvar}
 
     @staticmethod
     def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -327,15 +327,6 @@ class M2(LatentVariableModel):
                    arch=net["name"], hidden=hidden, activation=net["activation"],
                    conv_channels=net.get("channels", (32, 64)), likelihood=spec["likelihood"],
                    min_logvar=spec["min_logvar"])
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        save_model(self, Path(directory))
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> LatentVariableModel:
-        """A trained M2 model from a run directory (its best weights) or a model directory."""
-        return load_model(Path(path), map_location=map_location)
 
     def extra_repr(self) -> str:
         return f"shape={list(self.shape)}, classes={self.classes}, latent={self.latent}, labels={self.labels}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from vaekit.components.discrete import CategoricalPosterior, CategoricalPrior
 from vaekit.components.likelihoods import BernoulliLikelihood
 from vaekit.distributions import FactorizedCategorical
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
-from vaekit.models.persistence import MAX_PIXELS, MAX_SIZE, MODEL_FORMAT, load_model, save_model
+from vaekit.models.persistence import MAX_PIXELS, MAX_SIZE, Persistent
 
 #: The settings of a ``model.json`` of kind ``bernoulli-mixture``.
 SPEC_KEYS = frozenset({"format", "model", "shape", "latent", "components", "condition", "posterior", "prior",
@@ -38,11 +37,12 @@ MIN_LOG_WEIGHT = -80.0
 
 
 @register_model("bernoulli-mixture")
-class BernoulliMixture(LatentVariableModel):
+class BernoulliMixture(Persistent, LatentVariableModel):
     """K product-of-Bernoulli components over data of ``shape``; ``prior.logits`` (1, K) holds the mixture
     logits a and ``pixel_logits`` (K, D) the Bernoulli logits l of each component."""
 
     condition = 0
+    noun = "mixture of Bernoullis"
 
     def __init__(self, components: int = 10, shape: Sequence[int] = (1, 28, 28)):
         super().__init__()
@@ -123,10 +123,9 @@ class BernoulliMixture(LatentVariableModel):
         return []
 
     # -- persistence ------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The JSON description saved as ``model.json``; ``latent`` is the code size K."""
-        return {"format": MODEL_FORMAT, "model": "bernoulli-mixture", "shape": list(self.shape),
-                "latent": self.components, "components": self.components, "condition": 0,
+    def own_description(self) -> dict[str, Any]:
+        """The settings of ``model.json`` (after its format and kind); ``latent`` is the code size K."""
+        return {"shape": list(self.shape), "latent": self.components, "components": self.components, "condition": 0,
                 "posterior": self.posterior_family.config(), "prior": self.prior.config(),
                 "likelihood": self.likelihood.config()}
 
@@ -160,15 +159,6 @@ class BernoulliMixture(LatentVariableModel):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> BernoulliMixture:
         return cls(int(spec["components"]), tuple(spec["shape"]))
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        save_model(self, Path(directory))
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> LatentVariableModel:
-        """Load a fitted mixture from a run directory (its best parameters) or a model directory."""
-        return load_model(Path(path), map_location=map_location)
 
     def extra_repr(self) -> str:
         return f"components={self.components}, shape={list(self.shape)}"

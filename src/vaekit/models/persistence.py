@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -34,6 +34,8 @@ from vaekit.models.base import MODELS, LatentVariableModel
 from vaekit.resources import check_parameters, short, spec_parameters
 
 MODEL_FORMAT = "vaekit-model-2"
+
+_Model = TypeVar("_Model", bound="Persistent")
 
 
 def save_model(model: Any, directory: Path) -> None:
@@ -265,3 +267,37 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, en
         model = build_from_spec(spec)
     model.load_state_dict(tensors)
     return model.to(map_location)
+
+
+class Persistent:
+    """What every saved model kind shares (a mixin of :class:`~vaekit.models.base.LatentVariableModel` subclasses):
+    ``describe()`` is the format, the kind :func:`~vaekit.models.base.register_model` gave the class and the
+    model's own settings (:meth:`own_description`); :meth:`save` and :meth:`load` write and read them with the weights.
+    A model class keeps only what is its own: :meth:`own_description` and ``from_spec``."""
+
+    #: The kind ``model.json`` names (set by ``register_model``).
+    model_kind: str
+    #: What :meth:`load` calls a model of this class when a folder holds another kind.
+    noun: str = "model of this kind"
+
+    def own_description(self) -> dict[str, Any]:
+        """The model's own keys of ``model.json`` (all but ``format`` and ``model``), in the order written."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON description saved as ``model.json``: what rebuilds the model (``from_spec``)."""
+        return {"format": MODEL_FORMAT, "model": self.model_kind, **self.own_description()}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
+        save_model(self, Path(directory))
+
+    @classmethod
+    def load(cls: type[_Model], path: str | Path, map_location: str | torch.device = "cpu") -> _Model:
+        """A trained model of this class from a run directory (its best weights) or a model directory: safetensors
+        and JSON only, no code executed. A folder holding another kind is refused (``vaekit.load`` reads any)."""
+        model = load_model(Path(path), map_location=map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{path} holds a {type(model).__name__}, not a {cls.noun}; use vaekit.load, which "
+                                  "reads any kind")
+        return model

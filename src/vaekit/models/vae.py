@@ -30,7 +30,7 @@ from vaekit.components.base import LIKELIHOODS, POSTERIORS, PRIORS, Likelihood, 
 from vaekit.errors import ConfigError, keywords_checked, whole_number
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.networks import build_decoder, build_encoder, custom_spec, network_spec
-from vaekit.models.persistence import load_model, save_model
+from vaekit.models.persistence import Persistent, load_model
 
 #: Phrases of torch's errors for tensors of the wrong size, as a network of the wrong shape raises them.
 _SHAPE_PHRASES = ("shape", "size mismatch", "must match the size", "Expected", "channels", "cannot be multiplied")
@@ -91,7 +91,7 @@ def make_component(registry: Any, spec: Any, base: type, **context: Any) -> Any:
 
 
 @register_model("vae")
-class VAE(LatentVariableModel):
+class VAE(Persistent, LatentVariableModel):
     """A variational autoencoder: any encoder and decoder, a posterior family, a likelihood and a prior."""
 
     @keywords_checked
@@ -284,13 +284,14 @@ class VAE(LatentVariableModel):
         return out.reshape(*lead, *want)
 
     # -- persistence ----------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The JSON description saved as ``model.json``: what rebuilds the model (with the same networks)."""
+    def own_description(self) -> dict[str, Any]:
+        """The settings of ``model.json`` (after its format and kind): what rebuilds the model (with the same
+        networks)."""
         self._built()
-        return {"format": "vaekit-model-2", "model": "vae", "shape": list(self.shape), "latent": self.latent,
-                "condition": self.condition, "posterior": self.posterior_family.config(),
-                "prior": self.prior.config(), "likelihood": self.likelihood.config(),
-                "encoder": self._network_specs["encoder"], "decoder": self._network_specs["decoder"]}
+        return {"shape": list(self.shape), "latent": self.latent, "condition": self.condition,
+                "posterior": self.posterior_family.config(), "prior": self.prior.config(),
+                "likelihood": self.likelihood.config(), "encoder": self._network_specs["encoder"],
+                "decoder": self._network_specs["decoder"]}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], encoder: nn.Module | None = None,
@@ -318,17 +319,14 @@ class VAE(LatentVariableModel):
                    shape=tuple(spec["shape"]), posterior=spec["posterior"], likelihood=spec["likelihood"],
                    prior=spec["prior"], condition=int(spec.get("condition", 0)), **kwargs)
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        save_model(self, Path(directory))
-
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu", *, encoder: nn.Module | None = None,
              decoder: nn.Module | None = None) -> LatentVariableModel:
         """Load a trained model from a run directory (its best weights) or a model directory.
 
         Loads safetensors and JSON only: no code is executed and no module named in the folder is imported.
-        A model trained with networks of your own loads into networks you build again and pass here.
+        A model trained with networks of your own loads into networks you build again and pass here. A model of
+        any kind loads, as with ``vaekit.load`` (the other classes' ``load`` refuses kinds other than their own).
         """
         return load_model(Path(path), map_location=map_location, encoder=encoder, decoder=decoder)
 

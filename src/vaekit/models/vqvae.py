@@ -44,7 +44,7 @@ from vaekit.components.quantizer import (
 from vaekit.errors import ConfigError
 from vaekit.models.base import LatentVariableModel, ShapeError, register_model
 from vaekit.models.families import FAMILIES, Family
-from vaekit.models.persistence import MAX_PIXELS, MODEL_FORMAT, load_model, save_model
+from vaekit.models.persistence import MAX_PIXELS, Persistent, load_model
 from vaekit.models.vae import make_component
 from vaekit.nn import ACTIVATIONS, GridDecoder, GridEncoder
 
@@ -67,13 +67,14 @@ def _parameters(shape: Sequence[int], channels: Sequence[int], codes: int, code_
 
 
 @register_model("vqvae")
-class VQVAE(LatentVariableModel):
+class VQVAE(Persistent, LatentVariableModel):
     """A VQ-VAE for images of ``shape`` (C, H, W): the encoder's grid of ``code_dim`` vectors, a quantizer of
     ``codes`` codebook vectors (``commitment`` beta; ``ema`` codebook with ``decay`` and ``epsilon``), the conv
     networks of ``channels`` (stride-2 layers) and ``activation``, a registered ``likelihood`` and a code ``prior``
     ({"name": "uniform"} or {"name": "pixelcnn", "channels", "layers", "kernel"})."""
 
     condition = 0
+    noun = "VQ-VAE"
 
     def __init__(self, shape: Sequence[int] = (1, 28, 28), codes: int = 512, code_dim: int = 64, *,
                  commitment: float = 0.25, ema: bool = False, decay: float = 0.99, epsilon: float = 1e-5,
@@ -192,11 +193,10 @@ class VQVAE(LatentVariableModel):
         return self
 
     # -- persistence --------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The JSON description saved as ``model.json``."""
-        return {"format": MODEL_FORMAT, "model": "vqvae", "shape": list(self.shape), **self.quantizer.config(),
-                "channels": list(self.channels), "activation": self.activation,
-                "likelihood": self.likelihood.config(), "prior": self.prior.config()}
+    def own_description(self) -> dict[str, Any]:
+        """The settings of ``model.json`` (after its format and kind)."""
+        return {"shape": list(self.shape), **self.quantizer.config(), "channels": list(self.channels),
+                "activation": self.activation, "likelihood": self.likelihood.config(), "prior": self.prior.config()}
 
     @staticmethod
     def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -240,15 +240,6 @@ class VQVAE(LatentVariableModel):
         return cls(tuple(spec["shape"]), int(spec["codes"]), int(spec["code_dim"]), commitment=spec["commitment"],
                    ema=spec["ema"], decay=spec["decay"], epsilon=spec["epsilon"], channels=spec["channels"],
                    activation=spec["activation"], likelihood=spec["likelihood"], prior=spec["prior"])
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically)."""
-        save_model(self, Path(directory))
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> LatentVariableModel:
-        """A trained VQ-VAE from a run directory (its best weights) or a model directory."""
-        return load_model(Path(path), map_location=map_location)
 
     def extra_repr(self) -> str:
         return (f"shape={list(self.shape)}, grid={list(self.grid)}, codes={self.codes}, "
