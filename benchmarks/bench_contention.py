@@ -20,7 +20,10 @@ Competitors: ``--competitors`` Python processes that spin on the CPU (default: o
 each bounded in time and stopped by the script. A round times ``vaekit-cli``, ``vaekit-fit`` and ``jax-scan`` with
 no competitor running (JAX's own quiet epoch says how much any contender slows down), then starts the competitors
 and times every contender in turn, then stops them; rounds repeat, and every figure is the median over rounds
-(ratios taken within a round). The load average is recorded before and after.
+(ratios taken within a round). Each worker also reports the cores it got while timed (its CPU seconds, all
+threads, over the wall seconds; not for the CLI, a process of its own): a contender whose epoch is slow because it got
+less CPU shows fewer cores; one that wastes what it gets (spinning) shows as many cores as quiet and a slow epoch.
+The load average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -44,41 +47,58 @@ THREAD_SETTINGS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def _worker_fit(data_dir: str) -> float:
+class Cores:
+    """The CPU this process got over a block: its CPU seconds (all threads) / wall seconds, in cores."""
+
+    def __enter__(self) -> Cores:
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cores = (time.process_time() - self.cpu) / (time.perf_counter() - self.wall)
+
+
+def _worker_fit(data_dir: str) -> tuple[float, float]:
     import vaekit
     from vaekit.data import load_dataset
 
     x = load_dataset("binarized-mnist", data_dir=data_dir, download=False).train
     with tempfile.TemporaryDirectory() as tmp:
         model = vaekit.VAE(latent=40, shape=(1, 28, 28), arch="mlp", hidden=[400])
-        vaekit.fit(model, x, out=Path(tmp) / "run", epochs=1, batch_size=100, lr=1e-3, progress=False)
-        return json.loads((Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()[0])["seconds"]
+        with Cores() as got:
+            vaekit.fit(model, x, out=Path(tmp) / "run", epochs=1, batch_size=100, lr=1e-3, progress=False)
+        return json.loads((Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()[0])["seconds"], got.cores
 
 
-def _worker_torch(data_dir: str, threads: int | None) -> float:
+def _worker_torch(data_dir: str, threads: int | None) -> tuple[float, float]:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     from bench_train import load_train, plain_epochs
 
-    return plain_epochs(load_train(data_dir), 1)[0]
+    x = load_train(data_dir)
+    with Cores() as got:
+        seconds = plain_epochs(x, 1)[0]
+    return seconds, got.cores
 
 
-def _worker_jax(data_dir: str) -> float:
+def _worker_jax(data_dir: str) -> tuple[float, float]:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax_twin
     from bench_train import load_train
 
     trainer = jax_twin.Trainer(load_train(data_dir).numpy())
     trainer.compile()
-    t0 = time.perf_counter()
-    trainer.epoch_scan()
-    return time.perf_counter() - t0
+    with Cores() as got:
+        t0 = time.perf_counter()
+        trainer.epoch_scan()
+        seconds = time.perf_counter() - t0
+    return seconds, got.cores
 
 
-def worker(name: str, data_dir: str) -> float:
-    """One epoch of contender ``name`` in this (fresh) process; its seconds."""
+def worker(name: str, data_dir: str) -> tuple[float, float]:
+    """One epoch of contender ``name`` in this (fresh) process: its seconds, and the cores it got meanwhile."""
     if name == "vaekit-fit":
         return _worker_fit(data_dir)
     if name in ("torch", "torch-1"):
@@ -103,13 +123,14 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
 
 
-def timed(name: str, data_dir: str) -> float:
-    """Seconds of one epoch of ``name``, in a fresh process."""
+def timed(name: str, data_dir: str) -> tuple[float, float | None]:
+    """Seconds of one epoch of ``name``, in a fresh process, and the cores it got meanwhile (None for the CLI)."""
     if name == "vaekit-cli":
-        return _vaekit_cli(data_dir)
+        return _vaekit_cli(data_dir), None
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", name, "--data-dir", data_dir],
                           check=True, capture_output=True, text=True, env=_clean_env(), cwd=HERE)
-    return float(done.stdout.strip().splitlines()[-1])
+    seconds, cores = done.stdout.strip().splitlines()[-1].split()
+    return float(seconds), float(cores)
 
 
 class Competitors:
@@ -131,12 +152,22 @@ class Competitors:
             p.wait()
 
 
-def one_round(data_dir: str, competitors: int, contenders: list[str]) -> dict[str, float]:
-    row = {f"{name} quiet": timed(name, data_dir) for name in QUIET if name in contenders}
+def one_round(data_dir: str, competitors: int, contenders: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """(seconds, cores) of each contender, quiet where it is in QUIET, then with the competitors running."""
+    row, cores = {}, {}
+
+    def put(key: str, name: str) -> None:
+        row[key], got = timed(name, data_dir)
+        if got is not None:
+            cores[key] = got
+
+    for name in QUIET:
+        if name in contenders:
+            put(f"{name} quiet", name)
     with Competitors(competitors, seconds=900):
         for name in contenders:
-            row[name] = timed(name, data_dir)
-    return row
+            put(name, name)
+    return row, cores
 
 
 def summarise(rounds: list[dict[str, float]]) -> dict[str, float]:
@@ -160,16 +191,22 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(worker(args.worker, args.data_dir))
+        print(*worker(args.worker, args.data_dir))
         return
     contenders = args.contenders.split(",")
     before = load_average()
     rounds = []
+    cores = []
     for r in range(args.rounds):
-        rounds.append(one_round(args.data_dir, args.competitors, contenders))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in rounds[-1].items()), flush=True)
+        row, got = one_round(args.data_dir, args.competitors, contenders)
+        rounds.append(row)
+        cores.append(got)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} s" + (f" ({got[k]:.2f} cores)" if k in got else "")
+                                            for k, v in row.items()), flush=True)
     result = {"competitors": args.competitors, "cpus": len(os.sched_getaffinity(0)), "rounds": rounds,
-              "median": summarise(rounds), "load_average_before": before, "load_average_after": load_average()}
+              "median": summarise(rounds), "cores": cores,
+              "median_cores": {k: statistics.median(c[k] for c in cores) for k in cores[0]},
+              "load_average_before": before, "load_average_after": load_average()}
     for key, value in result["median"].items():
         print(f"{key}: {value:.2f}")
     print(f"load average before {before}, after {result['load_average_after']}")

@@ -418,8 +418,14 @@ def contention_section(res: dict) -> str:
     names = [("vaekit-cli", "vaekit train (its epoch includes validation on 10,000 images)"),
              ("vaekit-fit", "vaekit.fit (no validation)"), ("torch", "plain PyTorch loop, torch's defaults"),
              ("torch-1", "plain PyTorch loop, 1 thread"), ("jax-scan", "JAX + optax, epoch under `lax.scan`")]
-    rows = [f"| {label} | {m[key + ' quiet']:.2f} | {m[key]:.2f} |" if key + " quiet" in m else
-            f"| {label} | | {m[key]:.2f} |" for key, label in names if key in m]
+    cores = res.get("median_cores", {})
+
+    def cell(key: str) -> str:
+        if key not in m:
+            return " |"
+        return f" {m[key]:.2f}" + (f" ({cores[key]:.2f})" if key in cores else "") + " |"
+
+    rows = [f"| {label} |" + cell(key + " quiet") + cell(key) for key, label in names if key in m]
     ratios = ", ".join(f"{k} **{v:.2f}x**" for k, v in m.items() if "/" in k)
     return f"""## 1c. Training while other processes share the CPU
 
@@ -428,7 +434,8 @@ def contention_section(res: dict) -> str:
 Each contender one epoch in a fresh process with its own defaults, while {res['competitors']} CPU-bound competitor
 processes (one per CPU) spin on the {res['cpus']} CPUs; the quiet epochs timed in the same round with no
 competitor. vaekit sets OpenMP's passive wait policy when it starts on a busy machine (`vaekit.threads`); torch alone
-keeps spinning. Medians over {len(res['rounds'])} rounds, seconds per epoch; load average before
+keeps spinning. Medians over {len(res['rounds'])} rounds, seconds per epoch (in brackets: the cores the process got
+while timed, its CPU seconds over the wall seconds); load average before
 {res['load_average_before']}, after {res['load_average_after']} (the competitors' own load).
 
 | contender | quiet | with competitors |
