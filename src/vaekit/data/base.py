@@ -371,6 +371,21 @@ def to_labels(labels: np.ndarray | None) -> torch.Tensor | None:
     return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
 
 
+def bundled_splits(name: str, values: np.ndarray, labels: np.ndarray, *, test_size: int | float | None,
+                   valid_size: int | float | None, default_test: int, default_valid: int, seed: int,
+                   unit: str = "images") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The train / valid / test splits of an array with no fixed split (scikit-learn's bundled ones): ``test_size``
+    (``default_test`` when None) carved from the N ``values`` with :data:`TEST_SEED`, ``valid_size``
+    (``default_valid``) from the rest with ``seed`` (:func:`carve_test_then_valid`). Returns the values (float32)
+    and the labels (int64) of each split, by name, each in the original order."""
+    n = len(values)
+    t = resolve_size(test_size, n, default_test, "test_size", f"{name} ({n} {unit})")
+    idx = carve_test_then_valid(
+        n, t, lambda m: resolve_size(valid_size, m, default_valid, "valid_size", f"{name} after the test split"), seed
+    )
+    return {s: to_float(values[i]) for s, i in idx.items()}, {s: to_labels(labels[i]) for s, i in idx.items()}
+
+
 def is_binary(x: torch.Tensor) -> bool:
     """Every value is exactly 0 or 1."""
     return bool(((x == 0) | (x == 1)).all())

@@ -18,15 +18,12 @@ from vaekit.data.base import (
     BINARIZE_MODES,
     Dataset,
     apply_binarize,
-    carve_test_then_valid,
+    bundled_splits,
     check_binarize,
     check_native_size,
     check_seed,
     check_splits,
     keep_splits,
-    resolve_size,
-    to_float,
-    to_labels,
 )
 
 NAME = "digits"
@@ -64,13 +61,8 @@ def load_digits(
     check_native_size(NAME, image_size, (8, 8))
     seed = check_seed(seed)
     wanted = check_splits(splits)
-    images, labels = _bundled()
-    n = len(images)
-    t = resolve_size(test_size, n, DEFAULT_TEST, "test_size", f"{NAME} ({n} images)")
-    idx = carve_test_then_valid(
-        n, t, lambda m: resolve_size(valid_size, m, DEFAULT_VALID, "valid_size", f"{NAME} after the test split"), seed
-    )
-    x = {s: to_float(images[i]) for s, i in idx.items()}
+    x, y = bundled_splits(NAME, *_bundled(), test_size=test_size, valid_size=valid_size, default_test=DEFAULT_TEST,
+                          default_valid=DEFAULT_VALID, seed=seed)
     x, dynamic = apply_binarize(x, binarize, seed)
     ds = Dataset(
         name=NAME,
@@ -80,9 +72,9 @@ def load_digits(
         train=x["train"],
         valid=x["valid"],
         test=x["test"],
-        train_labels=to_labels(labels[idx["train"]]),
-        valid_labels=to_labels(labels[idx["valid"]]),
-        test_labels=to_labels(labels[idx["test"]]),
+        train_labels=y["train"],
+        valid_labels=y["valid"],
+        test_labels=y["test"],
         binarize=binarize,
         source="sklearn.datasets.load_digits (bundled with scikit-learn)",
         classes=tuple("0123456789"),

@@ -282,16 +282,7 @@ def load_table(
     """A bundled scikit-learn table (:data:`SKLEARN_TABLES`) as a raw (not yet standardised) Dataset (1, 1, D):
     the test split (20 % by default) carved with the fixed test seed, then the validation split (20 % of all
     examples by default) with ``seed`` (``data_dir``, ``download`` and ``cache`` are unused: nothing is fetched)."""
-    from vaekit.data.base import (
-        Dataset,
-        carve_test_then_valid,
-        check_seed,
-        check_splits,
-        keep_splits,
-        resolve_size,
-        to_float,
-        to_labels,
-    )
+    from vaekit.data.base import Dataset, bundled_splits, check_seed, check_splits, keep_splits
 
     if binarize is not None:
         raise ConfigError(f"{name} is a table of real values; binarize applies to images: leave it out")
@@ -299,15 +290,13 @@ def load_table(
         raise ConfigError(f"{name} is a table of real values; image_size applies to images:DIR")
     seed, wanted = check_seed(seed), check_splits(splits)
     values, labels, classes, features = load_sklearn_table(name)
-    x = as_table(values, name)
-    n = len(x)
-    t = resolve_size(test_size, n, round(TABLE_TEST * n), "test_size", f"{name} ({n} examples)")
-    idx = carve_test_then_valid(n, t, lambda m: resolve_size(valid_size, m, round(TABLE_VALID * n), "valid_size",
-                                                             f"{name} after the test split"), seed)
-    ds = Dataset(name=name, shape=(1, 1, x.shape[-1]), binary=False, dynamic=False,
-                 train=to_float(x[idx["train"]]), valid=to_float(x[idx["valid"]]), test=to_float(x[idx["test"]]),
-                 train_labels=to_labels(labels[idx["train"]]), valid_labels=to_labels(labels[idx["valid"]]),
-                 test_labels=to_labels(labels[idx["test"]]),
+    n = len(values)
+    x, y = bundled_splits(name, as_table(values, name), labels, test_size=test_size, valid_size=valid_size,
+                          default_test=round(TABLE_TEST * n), default_valid=round(TABLE_VALID * n), seed=seed,
+                          unit="examples")
+    ds = Dataset(name=name, shape=(1, 1, x["train"].shape[-1]), binary=False, dynamic=False,
+                 train=x["train"], valid=x["valid"], test=x["test"],
+                 train_labels=y["train"], valid_labels=y["valid"], test_labels=y["test"],
                  source=f"sklearn.datasets.{SKLEARN_TABLES[name][0]} (bundled with scikit-learn)", classes=classes,
                  levels=None, tabular=True, features=features)
     return keep_splits(ds, wanted)
