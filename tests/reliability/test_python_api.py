@@ -207,6 +207,10 @@ EVALUATE = {
     "y beyond the classes": (DataError, ("y must be 0..1",),
                              lambda m: vaekit.evaluate(_model(condition=2), x, k=2, y=torch.full((20,), 5))),
     "NaN y": (DataError, ("y", "NaN"), lambda m: vaekit.evaluate(m, x, k=2, y=torch.full((20,), float("nan")))),
+    "split='bogus' of a tensor": (ArgumentError, ("split=", "'train', 'valid' or 'test'", "'bogus'"),
+                                  lambda m: vaekit.evaluate(m, x, k=2, split="bogus")),
+    "split=1 of a data set": (ArgumentError, ("split=", "'train', 'valid' or 'test'", "split=1"),
+                              lambda m: vaekit.evaluate(m, vaekit.load_dataset("digits"), k=2, split=1)),
 }
 
 

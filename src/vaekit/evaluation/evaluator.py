@@ -95,7 +95,7 @@ from vaekit.objectives.figures import (  # noqa: F401 - public here too, as befo
     figure_kind,
     on_grid,
 )
-from vaekit.resources import check_batch_size, check_count, check_samples, check_seed
+from vaekit.resources import check_batch_size, check_count, check_samples, check_seed, short
 from vaekit.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -1053,7 +1053,9 @@ def _python_data(model: Any, x: Any, y: Any, class_labels: Any, split: str,
                  levels: int | None) -> tuple[Any, Any, Any]:
     """(data, labels, class labels) of an :func:`evaluate` call, checked: a vaekit model; x a vaekit data set (its
     ``split``) or what :func:`vaekit.data.given.examples` takes (a pair's or a Dataset's labels become ``y`` and
-    the class labels where those are not given); x's values against the model's likelihood."""
+    the class labels where those are not given); x's values against the model's likelihood. ``split`` must be a
+    split's name even where x is no data set (it then names the result)."""
+    from vaekit.data.base import SPLITS
     from vaekit.data.given import check_classes, examples
     from vaekit.data.given import labels as checked_labels
     from vaekit.models.base import LatentVariableModel
@@ -1062,6 +1064,9 @@ def _python_data(model: Any, x: Any, y: Any, class_labels: Any, split: str,
     if not isinstance(model, LatentVariableModel):
         raise ArgumentError(f"evaluate() evaluates a vaekit model (model: e.g. vaekit.load(RUN) for a run folder, or "
                             f"the model vaekit.fit trained); got a {type(model).__name__}")
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ArgumentError(f"evaluate() takes split='train', 'valid' or 'test' (the split of a vaekit data set to "
+                            f"evaluate; for other data it names the result); got split={short(repr(split))}")
     if _is_vaekit_data(x):
         check_support(model, _flat_data(x, split), "x", training=False, levels=levels or getattr(x, "levels", None))
         return x, y, class_labels
