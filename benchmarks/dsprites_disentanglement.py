@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from _runs import metrics, train_unless_finished, vaekit, write_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("beta-vae-1", "beta-vae-4", "annealed-capacity", "beta-tcvae", "factorvae", "dip-vae-ii")
 METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglement", "dci_completeness",
@@ -34,25 +36,11 @@ METRICS = ("beta_vae_score", "factor_vae_score", "mig", "sap", "dci_disentanglem
 SUMMARY = ROOT / "benchmarks" / "results" / "dsprites-disentanglement.json"
 
 
-def _vaekit() -> str:
-    return str(Path(sys.executable).with_name("vaekit"))
-
-
-def _finished(run: Path, epochs: int) -> bool:
-    rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    return len(rows) >= epochs and (run / "model.json").is_file()
-
-
 def train(method: str, seed: int, out: Path, epochs: int) -> Path:
     run = out / f"{method}-seed-{seed}"
-    if _finished(run, epochs):
-        return run
-    cmd = [_vaekit(), "train", "--config", str(ROOT / "configs" / "disentanglement" / f"{method}.toml"),
-           "--seed", str(seed), "--threads", "1", "--out", str(run), "--quiet"]
-    if (run / "config.json").is_file():
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True)
-    return run
+    return train_unless_finished(run, epochs, [
+        vaekit(), "train", "--config", str(ROOT / "configs" / "disentanglement" / f"{method}.toml"),
+        "--seed", str(seed), "--threads", "1", "--out", str(run), "--quiet"])
 
 
 def score(run: Path, args: argparse.Namespace) -> dict:
@@ -74,7 +62,7 @@ def score(run: Path, args: argparse.Namespace) -> dict:
     done = subprocess.run([sys.executable, "-c", code, str(run), *map(str, numbers)], check=True,
                           capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(run)
     kept = max((r for r in rows if r.get("best")), key=lambda r: r["epoch"])
     result.update(train_seconds=sum(r["seconds"] for r in rows), kept_epoch=kept["epoch"],
                   kept_valid_elbo=kept["valid_elbo"], final_valid_kl=rows[-1]["valid_kl"])
@@ -176,7 +164,7 @@ def main() -> None:
                "test_points": args.test_points, "dci_estimators": args.dci_estimators,
                "intervention_points": args.intervention_points, "seeds": seeds, "runs": results,
                "methods": summarise(results)}
-    SUMMARY.write_text(json.dumps(summary, indent=1))
+    write_summary(SUMMARY, summary)
     print(table(summary["methods"]))
     if all(len(rows) == len(seeds) for rows in results.values()):
         print(f"traversals of {figure(results, args.out)} written to {FIGURE.relative_to(ROOT)}")

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _runs import load_average, output, train_unless_finished, vaekit, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "benchmarks" / "results" / "evaluation-sandwich.json"
@@ -38,40 +38,25 @@ FIELDS = ("elbo", "elbo_stderr", "nll", "nll_stderr", "ais_log_px", "ais_log_px_
           "pareto_k_fraction", "mean_ess", "log_weights_per_second", "ais_evaluations_per_second", "n", "k")
 
 
-def _vaekit() -> str:
-    return str(Path(sys.executable).with_name("vaekit"))
-
-
-def _run(cmd: list[str]) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
-
-
 def train(name: str, args: argparse.Namespace) -> Path:
     run = Path(args.out) / name.split()[0].lower()
-    rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    if len(rows) >= args.epochs and (run / "model.json").is_file():
-        return run
-    cmd = [_vaekit(), "train", "--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--model", "mlp",
-           "--hidden", "400", "--latent", "40", "--epochs", str(args.epochs), "--batch-size", "100", "--lr", "1e-3",
-           "--seed", "0", "--threads", "1", "--out", str(run), "--quiet", *MODELS[name]]
-    if (run / "config.json").is_file():
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True)
-    return run
+    return train_unless_finished(run, args.epochs, [
+        vaekit(), "train", "--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--model", "mlp",
+        "--hidden", "400", "--latent", "40", "--epochs", str(args.epochs), "--batch-size", "100", "--lr", "1e-3",
+        "--seed", "0", "--threads", "1", "--out", str(run), "--quiet", *MODELS[name]])
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
     run = train(name, args)
     ev_path, bd_path = run / "evaluation.json", run / "bdmc.json"
     if not ev_path.is_file():
-        ev_path.write_text(_run([_vaekit(), "evaluate", str(run), "--k", str(args.k), "--limit", str(args.limit),
-                                 "--ais", str(args.ais), "--ais-chains", str(args.chains), "--ais-leapfrog",
-                                 str(args.leapfrog), "--gaps", "--gaps-steps", str(args.gaps_steps),
-                                 "--data-dir", args.data_dir, "--json", "--quiet"]))
+        ev_path.write_text(output([vaekit(), "evaluate", str(run), "--k", str(args.k), "--limit", str(args.limit),
+                                   "--ais", str(args.ais), "--ais-chains", str(args.chains), "--ais-leapfrog",
+                                   str(args.leapfrog), "--gaps", "--gaps-steps", str(args.gaps_steps),
+                                   "--data-dir", args.data_dir, "--json", "--quiet"]))
     if not bd_path.is_file():
-        bd_path.write_text(_run([_vaekit(), "bound", str(run), "--bdmc", args.bdmc, "--n", str(args.bdmc_n),
-                                 "--bdmc-chains", str(args.chains), "--bdmc-leapfrog", str(args.leapfrog), "--json"]))
+        bd_path.write_text(output([vaekit(), "bound", str(run), "--bdmc", args.bdmc, "--n", str(args.bdmc_n),
+                                   "--bdmc-chains", str(args.chains), "--bdmc-leapfrog", str(args.leapfrog), "--json"]))
     ev, bd = json.loads(ev_path.read_text()), json.loads(bd_path.read_text())
     return {"model": name, "flags": " ".join(MODELS[name]), **{key: ev.get(key) for key in FIELDS},
             "bdmc": {key: value for key, value in bd.items() if key != "examples"}}
@@ -108,12 +93,11 @@ def main() -> None:
     args = ap.parse_args()
     start = time.time()
     rows = [measure(name, args) for name in MODELS if name in args.models.split(",")]
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    load = load_average()
     setup = {key: getattr(args, key) for key in ("epochs", "limit", "k", "ais", "chains", "leapfrog", "bdmc",
                                                   "bdmc_n", "gaps_steps")}
     summary = {"setup": setup, "rows": rows, "load_average": load, "wall_seconds": time.time() - start}
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(SUMMARY, summary)
     print(table(rows, args))
     print(f"\nload average {' '.join(load)}; wall {summary['wall_seconds']:.0f} s")
 

@@ -19,10 +19,10 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _runs import load_average, metrics, output, train_unless_finished, vaekit, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ROOT / "benchmarks" / "results" / "multisample-bounds.json"
@@ -39,43 +39,27 @@ METHODS: dict[str, list[str]] = {
 }
 
 
-def _vaekit() -> str:
-    return str(Path(sys.executable).with_name("vaekit"))
-
-
 def _slug(method: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in method.lower()).strip("-").replace("--", "-")
 
 
-def _rows(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def train(method: str, args: argparse.Namespace) -> Path:
     run = Path(args.out) / _slug(method)
-    if len(_rows(run)) >= args.epochs and (run / "model.json").is_file():
-        return run
-    cmd = [_vaekit(), "train", "--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--model", "mlp",
-           "--hidden", str(args.hidden), "--latent", str(args.latent), "--epochs", str(args.epochs),
-           "--batch-size", "100", "--lr", "1e-3", "--seed", "0", "--threads", "1", "--out", str(run), "--quiet",
-           *METHODS[method]]
-    if (run / "config.json").is_file():
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True)
-    return run
+    return train_unless_finished(run, args.epochs, [
+        vaekit(), "train", "--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--model", "mlp",
+        "--hidden", str(args.hidden), "--latent", str(args.latent), "--epochs", str(args.epochs),
+        "--batch-size", "100", "--lr", "1e-3", "--seed", "0", "--threads", "1", "--out", str(run), "--quiet",
+        *METHODS[method]])
 
 
 def evaluate(method: str, args: argparse.Namespace) -> dict:
     run = train(method, args)
     path = run / "evaluation.json"
     if not path.is_file():
-        out = subprocess.run([_vaekit(), "evaluate", str(run), "--k", str(args.k_eval), "--limit", str(args.limit),
-                              "--data-dir", args.data_dir, "--json", "--quiet"],
-                             check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        path.write_text(out.stdout)
+        path.write_text(output([vaekit(), "evaluate", str(run), "--k", str(args.k_eval), "--limit", str(args.limit),
+                                "--data-dir", args.data_dir, "--json", "--quiet"]))
     result = json.loads(path.read_text())
-    rows = _rows(run)
+    rows = metrics(run)
     return {"method": method, "flags": " ".join(METHODS[method]), "nll": result["nll"],
             "nll_stderr": result["nll_stderr"], "elbo": result["elbo"], "elbo_stderr": result["elbo_stderr"],
             "active_units": result["active_units"], "pareto_k_fraction": result.get("pareto_k_fraction"),
@@ -85,10 +69,9 @@ def evaluate(method: str, args: argparse.Namespace) -> dict:
 def snr(args: argparse.Namespace) -> dict:
     run = Path(args.out) / _slug("ELBO")
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run([_vaekit(), "gradients", str(run), "--estimators", "pathwise,stl,dreg", "--k", args.snr_k,
-                          "--data-dir", args.data_dir, "--json", "--plot", str(FIGURE)],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return json.loads(output([vaekit(), "gradients", str(run), "--estimators", "pathwise,stl,dreg", "--k",
+                              args.snr_k, "--data-dir", args.data_dir, "--json", "--plot", str(FIGURE)],
+                             one_thread=False))
 
 
 def table(rows: list[dict]) -> str:
@@ -123,12 +106,11 @@ def main() -> None:
     with cf.ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(evaluate, methods, [args] * len(methods)))
     gradients = snr(args) if "ELBO" in methods and args.snr_k else None
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    load = load_average()
     summary = {"setup": {k: getattr(args, k) for k in ("hidden", "latent", "epochs", "k_eval", "limit", "snr_k")},
                "rows": rows, "gradients": gradients, "load_average": load,
                "wall_seconds": time.time() - start}
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(SUMMARY, summary)
     print(table(rows))
     print(f"\nload average {' '.join(load)}; wall {summary['wall_seconds']:.0f} s")
 
