@@ -6,7 +6,9 @@ decoder), batch 100, Adam (lr 1e-3), one epoch = the 50,000 static binarized MNI
 validation during the timed epochs. Each contender runs ``--epochs`` epochs in turn, rounds interleaved
 (A B C A B C ...) so that drift in the machine's speed hits all alike; the figure quoted is the median seconds
 per epoch, and every ratio is taken within a round (then the median over rounds). JAX is compiled once before
-the rounds (its compile time is reported, not counted); vaekit's first epoch of a round is a fresh ``train``.
+the rounds (its compile time is reported, not counted). vaekit, the plain loop and pythae start fresh in every round
+(a new ``train``, a new model and optimizer); with ``--warmup W`` (default 1) each runs W more epochs first, which are
+not counted either (the allocation and first touch of its buffers; JAX's compile does the same for JAX).
 
 Threads: ``--threads N`` gives torch and XLA the same N (see ``benchmarks/threads.py``: XLA takes its thread
 count from the process's CPU affinity, so N = 1 restricts the process to one core). The machine's load average
@@ -17,7 +19,7 @@ hidden activations) timed one by one with torch.mm at their exact shapes (best o
 summed, times the steps of an epoch. It is what an epoch would cost if nothing but the matrix products took
 time.
 
-usage: python benchmarks/bench_train.py [--data-dir DATA] [--epochs 2]
+usage: python benchmarks/bench_train.py [--data-dir DATA] [--epochs 2] [--warmup 1]
        [--rounds 3] [--threads 2] [--skip-pythae] [--skip-jax] [--json FILE]
        (pythae, jax, optax: pip install -c constraints.txt -e '.[bench]')
 """
@@ -186,6 +188,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=os.environ.get("VAEKIT_DATA_DIR", "data/binarized_mnist"))
     ap.add_argument("--epochs", type=int, default=2, help="epochs per round and contender")
+    ap.add_argument("--warmup", type=int, default=1, help="uncounted first epochs of each fresh run (default 1)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="threads for torch and XLA alike (default 2)")
     ap.add_argument("--skip-pythae", action="store_true")
@@ -206,15 +209,16 @@ def main() -> None:
     ratios: dict[str, list[float]] = {f"{a}/{b}": [] for a, b in RATIOS}
     for r in range(args.rounds):
         limits.append(matmul_limit(x.shape[0]))  # in every round, like the contenders: the same drift
-        this = {"vaekit": statistics.median(vaekit_epochs(x, args.epochs))}
+        w = args.warmup
+        this = {"vaekit": statistics.median(vaekit_epochs(x, w + args.epochs)[w:])}
         if jax is not None:
             this["jax-scan"] = statistics.median(jax.scan_epochs(args.epochs))
             this["jax-loop"] = statistics.median(jax.loop_epochs(args.epochs))
-        this["plain"] = statistics.median(plain_epochs(x, args.epochs))
+        this["plain"] = statistics.median(plain_epochs(x, w + args.epochs)[w:])
         if not args.skip_pythae:
-            py = pythae_epochs(x, args.epochs)
+            py = pythae_epochs(x, w + args.epochs)
             if py is not None:
-                this["pythae"] = statistics.median(py)
+                this["pythae"] = statistics.median(py[w:])
         this["limit"] = limits[-1]["seconds_per_epoch"]
         for k, v in this.items():
             runs[k].append(v)
@@ -227,7 +231,7 @@ def main() -> None:
     rat = {k: statistics.median(v) for k, v in ratios.items() if v}
     result = {"machine": f"{platform.processor() or platform.machine()}, {threads} threads, "
                          f"torch {torch.__version__}" + (f", {jax.version}" if jax else ""),
-              "threads": threads, "epochs_per_round": args.epochs, "rounds": args.rounds,
+              "threads": threads, "epochs_per_round": args.epochs, "warmup_epochs": args.warmup, "rounds": args.rounds,
               "load_average": {"before": load_before, "after": load_average()},
               "seconds_per_epoch": med, "ratios": rat, "ratios_per_round": {k: v for k, v in ratios.items() if v},
               "seconds_per_epoch_per_round": {k: v for k, v in runs.items() if v},

@@ -58,9 +58,13 @@ def train_section(res: dict, threads: int) -> str:
     compile_s = res.get("jax_compile_seconds")
     jax_note = f" JAX's compile ({compile_s:.1f} s) happens once before the rounds and is not counted." \
         if compile_s else ""
+    warmup = res.get("warmup_epochs")
+    if warmup:
+        jax_note += (f" vaekit and the plain loop start fresh in every round and run {warmup} epoch"
+                     f"{'s' if warmup > 1 else ''} first that {'are' if warmup > 1 else 'is'} not counted either.")
     return f"""### {threads} thread{'s' if threads > 1 else ''}
 
-`python benchmarks/bench_train.py --threads {threads} --epochs {res.get('epochs_per_round', 2)} --rounds {res.get('rounds', 3)}{'' if 'pythae' in s else ' --skip-pythae'} --json benchmarks/results/train-{threads}thread{'s' if threads > 1 else ''}.json`
+`python benchmarks/bench_train.py --threads {threads} --epochs {res.get('epochs_per_round', 2)}{f" --warmup {res.get('warmup_epochs', 0)}"} --rounds {res.get('rounds', 3)}{'' if 'pythae' in s else ' --skip-pythae'} --json benchmarks/results/train-{threads}thread{'s' if threads > 1 else ''}.json`
 
 Machine: {res['machine']}.{_load_line(res)}
 
@@ -259,9 +263,9 @@ steps timed piece by piece):
   operator call costs about 4 microseconds here, and a step makes about 140 of them.
 - *Element-wise work.* The Bernoulli log-likelihood's forward and backward over the 100 x 784 logits take
   0.47-0.64 ms at 2 threads; `exp` runs at about 1.6 ns per element on one core of this CPU.
-- *The process.* `import torch` takes 3.0-3.3 s here, and `torch.optim` imports `torch._dynamo` on first use
-  (2.7 s more; pythae pays both as well). Of vaekit's 21.6 s for 3 epochs, 14.8 s are the epochs with their
-  validation.
+- *The process.* Section 1b splits the command line's time into starting Python with `import torch` (which
+  pythae pays as well), the epochs and the rest; `torch.optim` would import `torch._dynamo` on first use, which
+  vaekit's Adam avoids.
 
 **Tried, measured and not kept** (A/B in one process, rounds interleaved, ratio new / old per round):
 
@@ -361,13 +365,20 @@ def _threads_name(threads: int) -> str:
     return "1thread" if threads == 1 else f"{threads}threads"
 
 
-def ab_section(results: list[dict]) -> str:
-    """The training epoch of this code against an earlier revision (benchmarks/bench_ab.py), side by side."""
-    lines = ["## The training step across the engine redesign\n",
+ENGINE_AB = ("The training step across the engine redesign", "engine-ab",
              "vaekit's epoch (the model above, no validation) at this code and at the revision before the training "
-             "engine became objects (registered objectives and families, the loop with callbacks, one run folder), "
-             "in fresh processes, in turn within each round, each beside the plain PyTorch loop as a yardstick of the "
-             "machine's speed at that moment. Seconds per epoch are medians over the epochs of a run after its first.\n",
+             "engine became objects (registered objectives and families, the loop with callbacks, one run folder), ")
+SPEED_AB = ("The training epoch before and after the speed work", "speed-ab",
+            "vaekit's epoch (the model above, no validation) at this code and at the revision before the hand-written "
+            "step, the Adam without `torch._dynamo`, the lazy command line and the wait policy on a busy machine, ")
+
+
+def ab_section(results: list[dict], title: str, prefix: str, what: str) -> str:
+    """The training epoch of this code against an earlier revision (benchmarks/bench_ab.py), side by side."""
+    lines = [f"## {title}\n",
+             what + "in fresh processes, in turn within each round, each beside the plain PyTorch loop as a yardstick "
+             "of the machine's speed at that moment. Seconds per epoch are medians over the epochs of a run after its "
+             "first.\n",
              "| threads | rounds | new / base (median, range) | vaekit / plain loop: base | new | load average |",
              "|---|---|---|---|---|---|"]
     for res in results:
@@ -377,8 +388,8 @@ def ab_section(results: list[dict]) -> str:
                      f"({min(r):.2f} to {max(r):.2f}) | {res['median_base_over_plain']:.3f} | "
                      f"{res['median_new_over_plain']:.3f} | {load} |")
     commands = "; ".join(f"`python benchmarks/bench_ab.py --base {res['base']} --threads {res['threads']} --epochs "
-                         f"{res['epochs']} --rounds {len(res['rounds'])} --json benchmarks/results/engine-ab-"
-                         f"{res['threads']}thread{'s' if res['threads'] > 1 else ''}.json`" for res in results)
+                         f"{res['epochs']} --rounds {len(res['rounds'])} --json benchmarks/results/{prefix}-"
+                         f"{_threads_name(res['threads'])}.json`" for res in results)
     lines.append(f"\n{commands}. Nothing else ran on the machine: the load average is the benchmark's own processes; the "
                  "spread of a round's ratio is wider than the differences between the medians.\n")
     return "\n".join(lines)
@@ -564,9 +575,10 @@ Training steps only (no validation), {recipes['threads']} thread(s) on the 2-cor
                "cli_epochs": cli["epochs"] if cli else 3,
                "jax_lim2": fmt(ratio(t2, "jax-scan/limit")), "jax_lim1": fmt(ratio(t1, "jax-scan/limit"))}
     parts.append(NOTES.format(**fields))
-    ab = [res for res in (load("engine-ab-2threads.json"), load("engine-ab-1thread.json")) if res]
-    if ab:
-        parts.append(ab_section(ab))
+    for title, prefix, what in (ENGINE_AB, SPEED_AB):
+        ab = [res for res in (load(f"{prefix}-2threads.json"), load(f"{prefix}-1thread.json")) if res]
+        if ab:
+            parts.append(ab_section(ab, title, prefix, what))
     profiles = [res for res in (load("profile-step-1thread.json"), load("profile-step-2threads.json")) if res]
     fast_ab = [res for res in (load("fast-step-ab-1thread.json"), load("fast-step-ab-2threads.json")) if res]
     if profiles or fast_ab:
