@@ -62,17 +62,23 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             "bdmc": {key: value for key, value in bd.items() if key != "examples"}}
 
 
+def figure(value: float | None) -> str:
+    """A figure to 2 decimals; a dash for one not computed (k-hat under a K too small to fit any example's tail, AIS's
+    standard error from one chain), as the other benchmark tables."""
+    return "—" if value is None else f"{value:.2f}"
+
+
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    def pm(r: dict, key: str) -> str:
-        return f"{r[key]:.2f} ± {r[key + '_stderr']:.2f}"
+    def pm(r: dict, key: str, sign: float = 1.0) -> str:
+        value = r.get(key)
+        return "—" if value is None else f"{figure(sign * value)} ± {figure(r.get(key + '_stderr'))}"
 
     lines = [f"| model | ELBO | -NLL estimate IWAE_{args.k} | AIS (T = {args.ais}) | BDMC width (simulated) | "
              "approximation gap | amortization gap | k-hat > 0.7 |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b = r["bdmc"]
-        lines.append(f"| {r['model']} | {pm(r, 'elbo')} | {-r['nll']:.2f} ± {r['nll_stderr']:.2f} | "
-                     f"{pm(r, 'ais_log_px')} | {b['bdmc_width']:.2f} | {pm(r, 'approximation_gap')} | "
-                     f"{pm(r, 'amortization_gap')} | {r['pareto_k_fraction']:.2f} |")
+        lines.append(f"| {r['model']} | {pm(r, 'elbo')} | {pm(r, 'nll', -1.0)} | {pm(r, 'ais_log_px')} | "
+                     f"{figure(r['bdmc'].get('bdmc_width'))} | {pm(r, 'approximation_gap')} | "
+                     f"{pm(r, 'amortization_gap')} | {figure(r.get('pareto_k_fraction'))} |")
     return "\n".join(lines)
 
 
