@@ -82,8 +82,10 @@ class FactorVAE(VAE):
         return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.factor.discriminator_lr,
                                                   betas=(0.5, 0.9))}
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": "factorvae", "factor": asdict(self.factor)}
+    def own_description(self) -> dict[str, Any]:
+        """The VAE's settings of ``model.json`` and the discriminator's (``factor``); the kind, ``factorvae``, is
+        the one ``register_model`` gave the class."""
+        return {**super().own_description(), "factor": asdict(self.factor)}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], encoder: nn.Module | None = None,
