@@ -32,7 +32,8 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
+from matplotlib.image import AxesImage
+from matplotlib.transforms import Bbox, IdentityTransform
 
 if TYPE_CHECKING:
     from vaekit.models.base import LatentVariableModel
@@ -61,6 +62,28 @@ class PixelFigure(NotebookFigure):
     def get_tightbbox(self, renderer: Any = None, *args: Any, **kwargs: Any) -> Bbox:
         w, h = self.get_size_inches()
         return Bbox.from_bounds(0, 0, w, h)
+
+
+class PixelImage(AxesImage):
+    """An image of a :class:`PixelFigure`: already enlarged, and drawn as it is where its axes hold exactly its
+    pixels (a raster backend at the figure's resolution), instead of resampled 1:1 by matplotlib at a cost (a tenth
+    of a second of CPU for a 600 x 600 picture) for the same pixels. Anywhere else (a vector backend, another
+    resolution) it is drawn as any image."""
+
+    def make_image(self, renderer: Any, magnification: float = 1.0, unsampled: bool = False) -> Any:
+        rgb = self.get_array()
+        box = self.get_window_extent(renderer)
+        x0, y0 = box.xmin * magnification, box.ymin * magnification
+        h, w = rgb.shape[:2]
+        exact = (not unsampled and rgb.dtype == np.uint8 and rgb.ndim == 3
+                 and abs(box.width * magnification - w) < 1e-6 and abs(box.height * magnification - h) < 1e-6
+                 and abs(x0 - round(x0)) < 1e-6 and abs(y0 - round(y0)) < 1e-6)
+        if not exact:
+            return super().make_image(renderer, magnification, unsampled)
+        rgba = np.empty((h, w, 4), np.uint8)
+        rgba[..., :3] = rgb[::-1, :, :3]  # the renderer's rows run from the bottom up
+        rgba[..., 3] = 255
+        return rgba, round(x0) / magnification, round(y0) / magnification, IdentityTransform()
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -178,7 +201,11 @@ def pixel_figure(items: Sequence[Panel], suptitle: str | None = None, scale: int
     for p, x_img, w, h, top, _ in cols:
         y_img = pad + sup_h + top  # from the top
         ax = fig.add_axes((x_img / width, 1 - (y_img + h) / height, w / width, h / height))
-        ax.imshow(enlarge(p.grid, s), interpolation="nearest", aspect="auto")
+        image = PixelImage(ax, interpolation="nearest", origin="upper")
+        image.set_data(enlarge(p.grid, s))
+        image.set_clip_path(ax.patch)
+        image.set_extent(image.get_extent())  # the axes' limits, as imshow sets them
+        ax.add_image(image)
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.tick_params(length=0, pad=3, labelsize=_TICK)  # no tick marks: they would touch the image
