@@ -35,12 +35,13 @@ docs: $(STAMP)
 	$(MKDOCS)
 	@echo "docs done: open $(SITE)/index.html in a browser"
 
-# The tests of the site read the one built here (VAEKIT_BUILT_SITE) instead of building it again.
+# The site is built into $(SITE) as by `make docs` (mkdocs build --strict), while the tests run: the test session
+# starts the build (VAEKIT_BUILD_SITE, tests/site_build.py) on the core its one-thread torch leaves free, the tests
+# of the site read it when it is done, and a failed build fails the session.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(MKDOCS)
-	VAEKIT_BUILT_SITE=$(SITE) $(BIN)/python -m pytest -q
+	VAEKIT_BUILD_SITE=$(SITE) $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -20,6 +20,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/synthetic.py
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session):
+    """``make test``'s documentation build starts beside the tests (site_build.py, ``VAEKIT_BUILD_SITE``)."""
+    import site_build
+
+    site_build.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session waits for that build and fails when it failed, whether or not a test of the site ran."""
+    import site_build
+
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    error = site_build.finish(stop=interrupted)
+    if error is not None and not interrupted:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "mkdocs build --strict failed", red=True)
+            reporter.write_line(error)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
