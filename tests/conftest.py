@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/synthetic.py
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def pytest_sessionstart(session):
@@ -30,18 +31,18 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The session waits for that build and fails when it failed, whether or not a test of the site ran."""
+    """The session waits for that build and fails when it failed, whether or not a test of the site ran (a session
+    interrupted or stopped at a first failure, ``-x``, ends it instead)."""
     import site_build
 
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    error = site_build.finish(stop=interrupted)
-    if error is not None and not interrupted:
+    stopped = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldfail or session.shouldstop)
+    error = site_build.finish(stop=stopped)
+    if error is not None and not stopped:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_sep("=", "mkdocs build --strict failed", red=True)
             reporter.write_line(error)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture
