@@ -35,13 +35,14 @@ docs: $(STAMP)
 	$(MKDOCS)
 	@echo "docs done: open $(SITE)/index.html in a browser"
 
-# The site is built into $(SITE) as by `make docs` (mkdocs build --strict), while the tests run: the test session
-# starts the build (VAEKIT_BUILD_SITE, tests/site_build.py) on the core its one-thread torch leaves free, the tests
-# of the site read it when it is done, and a failed build fails the session.
+# The tests run in one process per CPU (pytest-xdist, each file's tests in one process), torch on one thread in each.
+# The site is built into $(SITE) as by `make docs` (mkdocs build --strict) while the tests run: the test session
+# starts the build (VAEKIT_BUILD_SITE, tests/site_build.py), the tests of the site wait for it, and a failed build
+# fails the session.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	VAEKIT_BUILD_SITE=$(SITE) $(BIN)/python -m pytest -q
+	VAEKIT_BUILD_SITE=$(SITE) $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

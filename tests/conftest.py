@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
     """``make test``'s documentation build starts beside the tests (site_build.py, ``VAEKIT_BUILD_SITE``)."""
     import site_build

@@ -4,7 +4,8 @@ here, once per run.
 ``make test`` runs ``mkdocs build --strict`` (which executes the tutorials) while the tests run: it names the
 folder in ``VAEKIT_BUILD_SITE``, the session starts the build in the background at its start (:func:`start`; the
 tests run torch on one thread, so the build has the second core), the tests of the site wait for it, and the
-session waits for it at its end and fails if the build failed (:func:`finish`). ``VAEKIT_BUILT_SITE`` names a site
+session waits for it at its end and fails if the build failed (:func:`finish`); under pytest-xdist the controlling
+process starts it and the workers' tests of the site wait for its exit status. ``VAEKIT_BUILT_SITE`` names a site
 built before, which the tests read as it is. Without either variable (a test file run on its own) the site is built
 into a temporary folder the first time a test asks for it.
 """
@@ -12,8 +13,10 @@ into a temporary folder the first time a test asks for it.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,15 +52,42 @@ def _build() -> Path:
     return out
 
 
-def start() -> None:
-    """Start ``mkdocs build --strict`` into ``$VAEKIT_BUILD_SITE`` in the background (nothing without it)."""
+def _status_files(out: Path) -> tuple[Path, Path]:
+    """Where the background build of ``out`` leaves its exit status and its output, for every process of the
+    session (pytest-xdist's workers included): beside the temporary files, named by the site's path."""
+    key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    base = Path(tempfile.gettempdir()) / f"vaekit-site-build-{key}"
+    return base.with_suffix(".status"), base.with_suffix(".log")
+
+
+def _given() -> Path | None:
     given = os.environ.get("VAEKIT_BUILD_SITE")
-    if not given or _background:
+    return None if not given else Path(given) if Path(given).is_absolute() else ROOT / given
+
+
+def _is_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def start() -> None:
+    """Start ``mkdocs build --strict`` into ``$VAEKIT_BUILD_SITE`` in the background (nothing without it, nothing in
+    a pytest-xdist worker: the controlling process starts it once)."""
+    out = _given()
+    if out is None or _background or _is_worker():
         return
-    out = Path(given) if Path(given).is_absolute() else ROOT / given
-    log = tempfile.TemporaryFile(mode="w+", prefix="vaekit-site-build-")
-    _background.update(out=out, log=log, started=time.monotonic(),
-                       proc=subprocess.Popen(_command(out), cwd=ROOT, env=_env(), stdout=log, stderr=log, text=True))
+    status, log = _status_files(out)
+    status.unlink(missing_ok=True)
+    _background.update(out=out, status=status, log=log, started=time.monotonic(),
+                       proc=subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(out)], cwd=ROOT,
+                                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                             start_new_session=True))
+
+
+def _result(status: Path, log: Path) -> str | None:
+    """None for a build that succeeded, else its exit status and the end of its output."""
+    code = status.read_text().strip()
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return None if code == "0" else f"exit status {code}\n{text[-9000:]}"
 
 
 def finish(stop: bool = False) -> str | None:
@@ -68,17 +98,37 @@ def finish(stop: bool = False) -> str | None:
         return None
     if "error" not in _background:
         if stop and proc.poll() is None:
-            proc.kill()
+            _kill(proc)
         try:
             proc.wait(timeout=max(1.0, BUILD_TIMEOUT - (time.monotonic() - _background["started"])))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill(proc)
             proc.wait()
-        log = _background["log"]
-        log.seek(0)
-        text = log.read()
-        _background["error"] = None if proc.returncode == 0 else f"exit status {proc.returncode}\n{text[-9000:]}"
+        status, log = _background["status"], _background["log"]
+        _background["error"] = _result(status, log) if status.is_file() else f"exit status {proc.returncode}"
+        status.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
     return _background["error"]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """End the build: its wrapper and mkdocs under it (a process group of their own)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_for_controller(out: Path) -> Path:
+    """In a pytest-xdist worker: wait for the build the controlling process started, then its folder."""
+    status, log = _status_files(out)
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while not status.is_file():
+        assert time.monotonic() < deadline, f"mkdocs build --strict into {out} did not finish in {BUILD_TIMEOUT} s"
+        time.sleep(0.5)
+    error = _result(status, log)
+    assert error is None, f"mkdocs build --strict failed: {error}"
+    return out
 
 
 def built_site() -> Path:
@@ -87,6 +137,8 @@ def built_site() -> Path:
         error = finish()
         assert error is None, f"mkdocs build --strict failed: {error}"
         return _background["out"]
+    if _given() is not None and _is_worker():
+        return _wait_for_controller(_given())
     given = os.environ.get("VAEKIT_BUILT_SITE")
     if given:
         site = Path(given) if Path(given).is_absolute() else ROOT / given
@@ -95,3 +147,20 @@ def built_site() -> Path:
     pytest.importorskip("mkdocs", reason="the docs tools are not installed (pip install -e '.[docs]')")
     pytest.importorskip("nbclient", reason="the docs tools are not installed (pip install -e '.[docs]')")
     return _build()
+
+
+def _main(out: str) -> int:
+    """Run as a script (by :func:`start`): build the site into ``out``, then write the build's output and, last, its
+    exit status (atomically: a process that sees the status file sees the whole log)."""
+    status, log = _status_files(Path(out))
+    with open(log, "w") as f:
+        code = subprocess.run(_command(Path(out)), cwd=ROOT, env=_env(), stdout=f, stderr=f, timeout=BUILD_TIMEOUT,
+                              check=False).returncode
+    partial = status.with_suffix(".partial")
+    partial.write_text(f"{code}\n")
+    partial.replace(status)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))
