@@ -438,6 +438,12 @@ def contention_section(res: dict) -> str:
 
     rows = [f"| {label} |" + cell(key + " quiet") + cell(key) for key, label in names if key in m]
     ratios = ", ".join(f"{k} **{v:.2f}x**" for k, v in m.items() if "/" in k)
+    work = [f"{label.split(' (')[0]} {m[key + ' quiet'] * cores[key + ' quiet']:.2f} quiet, "
+            f"{m[key] * cores[key]:.2f} with competitors" for key, label in names
+            if key in cores and key + " quiet" in cores]
+    if work:
+        ratios += (". The CPU seconds an epoch took (seconds x cores, all threads): " + "; ".join(work)
+                   + ": a slower epoch with the same CPU seconds is one that got less CPU, not one that wasted it")
     return f"""## 1c. Training while other processes share the CPU
 
 `python benchmarks/bench_contention.py --rounds {len(res['rounds'])} --json benchmarks/results/contention.json`
