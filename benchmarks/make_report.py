@@ -21,7 +21,6 @@ measurements cannot drift apart. A section whose file is missing is left out (or
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,20 +344,25 @@ def fast_step_section(profiles: list[dict], abs_: list[dict]) -> str:
         lines += ["Whole epochs (`vaekit.train`, no validation), the step on and off in one process per round, in turn "
                   "(the order alternating), beside the plain PyTorch loop. Seconds per epoch are medians over the "
                   "epochs of a run after its first.\n",
-                  "| threads | rounds | fast / autograd (median, range) | vaekit / plain loop: autograd | fast | "
-                  "load average |", "|---|---|---|---|---|---|"]
-        for res in abs_:
-            ratios = [r["new_over_base"] for r in res["rounds"]]
-            base = statistics.median(r["base"]["vaekit"] / r["base"]["plain"] for r in res["rounds"])
-            new = statistics.median(r["new"]["vaekit"] / r["new"]["plain"] for r in res["rounds"])
-            lines.append(f"| {res['threads']} | {len(ratios)} x {res['epochs']} epochs | "
-                         f"{statistics.median(ratios):.3f} ({min(ratios):.2f} to {max(ratios):.2f}) | {base:.3f} | "
-                         f"{new:.3f} | {res['rounds'][-1]['load']} |")
+                  *_ab_table(abs_, "fast / autograd", "autograd", "fast")]
         lines.append("\n" + "; ".join(f"`python benchmarks/bench_ab.py --switch fast_step --threads {res['threads']} "
                                       f"--epochs {res['epochs']} --rounds {len(res['rounds'])} --json "
                                       f"benchmarks/results/fast-step-ab-{_threads_name(res['threads'])}.json`"
                                       for res in abs_) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _ab_table(results: list[dict], ratio: str, base: str, new: str) -> list[str]:
+    """The table of bench_ab.py results, one row per thread count: the medians and range of new / base over the
+    rounds, each version's time over the plain loop's, and the load average at the last round."""
+    lines = [f"| threads | rounds | {ratio} (median, range) | vaekit / plain loop: {base} | {new} | load average |",
+             "|---|---|---|---|---|---|"]
+    for res in results:
+        r = [row["new_over_base"] for row in res["rounds"]]
+        lines.append(f"| {res['threads']} | {len(r)} x {res['epochs']} epochs | {res['median_new_over_base']:.3f} "
+                     f"({min(r):.2f} to {max(r):.2f}) | {res['median_base_over_plain']:.3f} | "
+                     f"{res['median_new_over_plain']:.3f} | {res['rounds'][-1].get('load')} |")
+    return lines
 
 
 def _threads_name(threads: int) -> str:
@@ -379,14 +383,7 @@ def ab_section(results: list[dict], title: str, prefix: str, what: str) -> str:
              what + "in fresh processes, in turn within each round, each beside the plain PyTorch loop as a yardstick "
              "of the machine's speed at that moment. Seconds per epoch are medians over the epochs of a run after its "
              "first.\n",
-             "| threads | rounds | new / base (median, range) | vaekit / plain loop: base | new | load average |",
-             "|---|---|---|---|---|---|"]
-    for res in results:
-        r = [row["new_over_base"] for row in res["rounds"]]
-        load = res["rounds"][-1].get("load")
-        lines.append(f"| {res['threads']} | {len(r)} x {res['epochs']} epochs | {res['median_new_over_base']:.3f} "
-                     f"({min(r):.2f} to {max(r):.2f}) | {res['median_base_over_plain']:.3f} | "
-                     f"{res['median_new_over_plain']:.3f} | {load} |")
+             *_ab_table(results, "new / base", "base", "new")]
     commands = "; ".join(f"`python benchmarks/bench_ab.py --base {res['base']} --threads {res['threads']} --epochs "
                          f"{res['epochs']} --rounds {len(res['rounds'])} --json benchmarks/results/{prefix}-"
                          f"{_threads_name(res['threads'])}.json`" for res in results)
