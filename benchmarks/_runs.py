@@ -17,16 +17,20 @@ def vaekit() -> str:
     return str(Path(sys.executable).with_name("vaekit"))
 
 
+def _metric_lines(run: Path) -> list[str]:
+    """The lines of ``run/metrics.jsonl``, one per epoch (none for a run not started)."""
+    path = run / "metrics.jsonl"
+    return path.read_text().splitlines() if path.is_file() else []
+
+
 def metrics(run: Path) -> list[dict]:
     """The epoch rows of ``run/metrics.jsonl`` (none for a run not started)."""
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [json.loads(line) for line in _metric_lines(run)]
 
 
 def finished(run: Path, epochs: int) -> bool:
     """Whether ``run`` has ``epochs`` epochs in its metrics and its kept model."""
-    rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    return len(rows) >= epochs and (run / "model.json").is_file()
+    return len(_metric_lines(run)) >= epochs and (run / "model.json").is_file()
 
 
 def train_unless_finished(run: Path, epochs: int, command: list[str]) -> Path:
