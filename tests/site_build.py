@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT = 900  # seconds; the whole build takes one to two minutes on two CPU cores
 
 
-#: The build started by :func:`start`: its process, its folder and the file holding its output.
+#: The build started by :func:`start`: its process, its folder, the files of its status and output, its start.
 _background: dict[str, Any] = {}
 
 
@@ -45,10 +45,12 @@ def _env() -> dict[str, str]:
 
 @cache
 def _build() -> Path:
+    """A site built here, in this process's time, into a temporary folder (removed at exit)."""
     out = Path(tempfile.mkdtemp(prefix="vaekit-site-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
-    done = subprocess.run(_command(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    _main(str(out))
+    error = _collect(out)
+    assert error is None, f"mkdocs build --strict failed: {error}"
     return out
 
 
@@ -60,8 +62,9 @@ def _status_files(out: Path) -> tuple[Path, Path]:
     return base.with_suffix(".status"), base.with_suffix(".log")
 
 
-def _given() -> Path | None:
-    given = os.environ.get("VAEKIT_BUILD_SITE")
+def _site(variable: str) -> Path | None:
+    """The folder the environment variable ``variable`` names (relative to the repository), or None."""
+    given = os.environ.get(variable)
     return None if not given else Path(given) if Path(given).is_absolute() else ROOT / given
 
 
@@ -72,12 +75,11 @@ def _is_worker() -> bool:
 def start() -> None:
     """Start ``mkdocs build --strict`` into ``$VAEKIT_BUILD_SITE`` in the background (nothing without it, nothing in
     a pytest-xdist worker: the controlling process starts it once)."""
-    out = _given()
+    out = _site("VAEKIT_BUILD_SITE")
     if out is None or _background or _is_worker():
         return
-    status, log = _status_files(out)
-    status.unlink(missing_ok=True)
-    _background.update(out=out, status=status, log=log, started=time.monotonic(),
+    _status_files(out)[0].unlink(missing_ok=True)
+    _background.update(out=out, started=time.monotonic(),
                        proc=subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(out)], cwd=ROOT,
                                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                              start_new_session=True))
@@ -88,6 +90,16 @@ def _result(status: Path, log: Path) -> str | None:
     code = status.read_text().strip()
     text = log.read_text(errors="replace") if log.is_file() else ""
     return None if code == "0" else f"exit status {code}\n{text[-9000:]}"
+
+
+def _collect(out: Path, returncode: int | None = None) -> str | None:
+    """The result of the finished build of ``out`` (:func:`_result`; ``returncode`` of its wrapper where it left
+    no status), its status and output files removed."""
+    status, log = _status_files(out)
+    error = _result(status, log) if status.is_file() else f"exit status {returncode}"
+    status.unlink(missing_ok=True)
+    log.unlink(missing_ok=True)
+    return error
 
 
 def finish(stop: bool = False) -> str | None:
@@ -104,10 +116,7 @@ def finish(stop: bool = False) -> str | None:
         except subprocess.TimeoutExpired:
             _kill(proc)
             proc.wait()
-        status, log = _background["status"], _background["log"]
-        _background["error"] = _result(status, log) if status.is_file() else f"exit status {proc.returncode}"
-        status.unlink(missing_ok=True)
-        log.unlink(missing_ok=True)
+        _background["error"] = _collect(_background["out"], proc.returncode)
     return _background["error"]
 
 
@@ -137,11 +146,12 @@ def built_site() -> Path:
         error = finish()
         assert error is None, f"mkdocs build --strict failed: {error}"
         return _background["out"]
-    if _given() is not None and _is_worker():
-        return _wait_for_controller(_given())
-    given = os.environ.get("VAEKIT_BUILT_SITE")
-    if given:
-        site = Path(given) if Path(given).is_absolute() else ROOT / given
+    building = _site("VAEKIT_BUILD_SITE")
+    if building is not None and _is_worker():
+        return _wait_for_controller(building)
+    site = _site("VAEKIT_BUILT_SITE")
+    if site is not None:
+        given = os.environ["VAEKIT_BUILT_SITE"]
         assert (site / "index.html").is_file(), f"VAEKIT_BUILT_SITE={given} holds no built site"
         return site
     pytest.importorskip("mkdocs", reason="the docs tools are not installed (pip install -e '.[docs]')")
@@ -150,12 +160,17 @@ def built_site() -> Path:
 
 
 def _main(out: str) -> int:
-    """Run as a script (by :func:`start`): build the site into ``out``, then write the build's output and, last, its
-    exit status (atomically: a process that sees the status file sees the whole log)."""
+    """Build the site into ``out`` (run as a script by :func:`start`, or called by :func:`_build`), its output into
+    the log file, then, last, its exit status (atomically: a process that sees the status file sees the whole log;
+    124 for a build past :data:`BUILD_TIMEOUT`)."""
     status, log = _status_files(Path(out))
     with open(log, "w") as f:
-        code = subprocess.run(_command(Path(out)), cwd=ROOT, env=_env(), stdout=f, stderr=f, timeout=BUILD_TIMEOUT,
-                              check=False).returncode
+        try:
+            code = subprocess.run(_command(Path(out)), cwd=ROOT, env=_env(), stdout=f, stderr=f,
+                                  timeout=BUILD_TIMEOUT, check=False).returncode
+        except subprocess.TimeoutExpired:
+            f.write(f"\nmkdocs build did not finish in {BUILD_TIMEOUT} s\n")
+            code = 124
     partial = status.with_suffix(".partial")
     partial.write_text(f"{code}\n")
     partial.replace(status)
